@@ -1,0 +1,108 @@
+"""Refusals the domain gives. Each message says what happened and, where it can, what to do
+instead."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A refused operation; nothing was changed."""
+
+    code = "refused"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class StageNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"There is no stage called {name!r}.")
+        self.name = name
+
+
+class ContactNotFound(NotFound):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"No contact matches {ref!r}.")
+        self.ref = ref
+
+
+class UserNotFound(NotFound):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"No user matches {ref!r}.")
+        self.ref = ref
+
+
+class InvalidInput(DomainError):
+    code = "invalid"
+
+
+class DuplicateStageName(DomainError):
+    code = "duplicate"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"A stage called {name!r} already exists "
+            "(names are compared ignoring case and accents)."
+        )
+
+
+class LastWonStage(DomainError):
+    code = "last_won_stage"
+
+
+class StageNotEmpty(DomainError):
+    code = "stage_not_empty"
+
+
+class LostReasonRequired(DomainError):
+    code = "lost_reason_required"
+
+
+class ReopenNotAllowed(DomainError):
+    code = "reopen_not_allowed"
+
+
+class ReasonRequired(DomainError):
+    code = "reason_required"
+
+
+class BackwardMoveNotAllowed(DomainError):
+    code = "forward_only"
+
+
+class AutomationDeclined(DomainError):
+    code = "automation_declined"
+
+
+class StaleVersion(DomainError):
+    code = "stale_version"
+
+    def __init__(self, changed_by: str | None) -> None:
+        who = changed_by or "someone else"
+        super().__init__(
+            f"{who} changed this contact meanwhile; look at the fresh card and try again."
+        )
+        self.changed_by = changed_by
+
+
+class AccessDenied(DomainError):
+    code = "access_denied"
+
+    def __init__(self, message: str = "You may not touch this contact.") -> None:
+        super().__init__(message)
+
+
+class DuplicateContact(DomainError):
+    """Raised when a new contact's phone, email or external id already belongs to one."""
+
+    code = "duplicate_contact"
+
+    def __init__(self, existing_id: int, field: str, value: str) -> None:
+        super().__init__(f"Contact #{existing_id} already has {field} {value}.")
+        self.existing_id = existing_id
+        self.field = field
+        self.value = value

@@ -1,0 +1,183 @@
+"""Entities of the lifecycle domain. Plain dataclasses: storage maps them, services change them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Category(enum.StrEnum):
+    OPEN = "open"
+    WON = "won"
+    LOST = "lost"
+
+    @property
+    def closed(self) -> bool:
+        return self is not Category.OPEN
+
+
+# Display order of categories: open stages by position, then won, then lost.
+CATEGORY_ORDER = {Category.OPEN: 0, Category.WON: 1, Category.LOST: 2}
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    MANAGER = "manager"
+    AGENT = "agent"
+
+
+class Source(enum.StrEnum):
+    """Where a stage change came from; every history row names one."""
+
+    MANUAL = "manual"
+    BULK = "bulk"
+    IMPORT = "import"
+    AUTOMATION = "automation"
+    REASSIGN = "reassign"
+    UNDO = "undo"
+
+
+class ActivityKind(enum.StrEnum):
+    NOTE = "note"
+    CALL = "call"
+    EMAIL = "email"
+    MEETING = "meeting"
+    TASK = "task"
+
+
+class FieldKind(enum.StrEnum):
+    TEXT = "text"
+    NUMBER = "number"
+    DATE = "date"
+    CHOICE = "choice"
+
+
+@dataclass(slots=True)
+class Stage:
+    id: int | None
+    name: str
+    category: Category
+    position: int
+    archived_at: datetime | None = None
+
+    @property
+    def archived(self) -> bool:
+        return self.archived_at is not None
+
+    def sort_key(self) -> tuple[int, int, int]:
+        return (CATEGORY_ORDER[self.category], self.position, self.id or 0)
+
+
+@dataclass(slots=True)
+class User:
+    """A person of the organisation. May exist before ever opening Telegram (telegram_id unset)."""
+
+    id: int | None
+    name: str
+    role: Role
+    telegram_id: int | None = None
+    team: str | None = None
+    active: bool = True
+    language: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def can_reopen(self) -> bool:
+        return self.role in (Role.ADMIN, Role.MANAGER)
+
+
+@dataclass(slots=True)
+class Company:
+    id: int | None
+    name: str
+
+
+@dataclass(slots=True)
+class Contact:
+    id: int | None
+    name: str | None
+    phone: str | None = None
+    email: str | None = None
+    external_id: str | None = None
+    company_id: int | None = None
+    source: str | None = None
+    owner_id: int | None = None
+    stage_id: int | None = None
+    value: Decimal | None = None
+    tags: list[str] = field(default_factory=list)
+    custom_fields: dict[str, str] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=utcnow)
+    stage_entered_at: datetime | None = None
+    last_activity_at: datetime | None = None
+    version: int = 1
+    updated_by_id: int | None = None
+
+    def label(self) -> str:
+        return self.name or self.phone or self.email or self.external_id or f"#{self.id}"
+
+
+@dataclass(slots=True, frozen=True)
+class StageChange:
+    """One row of a contact's stage history. Stores stage ids, never categories, so that
+    recategorizing a stage corrects every report at once."""
+
+    contact_id: int
+    from_stage_id: int | None
+    to_stage_id: int | None
+    at: datetime
+    by_user_id: int | None
+    source: Source
+    reason: str | None = None
+    operation_id: int | None = None
+    id: int | None = None
+
+
+@dataclass(slots=True)
+class Activity:
+    id: int | None
+    contact_id: int
+    kind: ActivityKind
+    text: str
+    at: datetime = field(default_factory=utcnow)
+    by_user_id: int | None = None
+    due_at: datetime | None = None
+    done_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class CustomFieldDef:
+    id: int | None
+    key: str
+    name: str
+    kind: FieldKind
+    choices: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Operation:
+    """A bulk operation (import, bulk move, reassignment) that can be listed and undone."""
+
+    id: int | None
+    kind: str
+    actor_id: int | None
+    description: str
+    created_at: datetime = field(default_factory=utcnow)
+    undone_at: datetime | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class TimelineEntry:
+    """A contact's timeline merges activities and stage changes, newest first."""
+
+    at: datetime
+    kind: str  # an ActivityKind value or "stage"
+    text: str
+    by_user_id: int | None
+    activity: Activity | None = None
+    stage_change: StageChange | None = None

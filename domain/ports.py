@@ -1,0 +1,136 @@
+"""What the domain needs from storage, as Protocols. Repositories never commit; the unit of
+work does, once per use case."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from domain.access import Scope
+from domain.model import (
+    Activity,
+    ActivityKind,
+    Company,
+    Contact,
+    Operation,
+    Source,
+    Stage,
+    StageChange,
+    User,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchCriteria:
+    """A search already normalized by the domain: exact identifiers and folded name words."""
+
+    phone: str | None = None
+    email: str | None = None
+    external_id: str | None = None
+    words: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BulkMove:
+    """Move every contact of one stage to another (or to none), recording each move."""
+
+    from_stage_id: int
+    to_stage_id: int | None
+    at: datetime
+    by_user_id: int | None
+    source: Source
+    reason: str | None
+    operation_id: int | None
+
+
+class StageRepository(Protocol):
+    async def list(self, *, include_archived: bool = False) -> list[Stage]: ...
+    async def get(self, stage_id: int) -> Stage | None: ...
+    async def add(self, stage: Stage) -> Stage: ...
+    async def update(self, stage: Stage) -> None: ...
+    async def contact_counts(self) -> dict[int | None, int]:
+        """Contacts per current stage id; the key None counts contacts with no stage."""
+        ...
+
+
+class ContactRepository(Protocol):
+    async def get(self, contact_id: int) -> Contact | None: ...
+    async def find_by_identifiers(
+        self, *, phone: str | None, email: str | None, external_id: str | None
+    ) -> list[Contact]: ...
+    async def add(self, contact: Contact, company_name: str | None) -> Contact: ...
+    async def update(self, contact: Contact, *, expected_version: int) -> bool:
+        """Write the contact if its stored version is still `expected_version`."""
+        ...
+
+    async def search(
+        self, criteria: SearchCriteria, scope: Scope, *, limit: int, offset: int
+    ) -> list[Contact]: ...
+    async def count_in_stage(self, stage_id: int) -> int: ...
+    async def move_stage_contents(self, move: BulkMove) -> int:
+        """Apply a BulkMove in bulk; returns how many contacts moved."""
+        ...
+
+
+class HistoryRepository(Protocol):
+    async def add(self, change: StageChange) -> None: ...
+    async def for_contact(self, contact_id: int) -> list[StageChange]: ...
+    async def latest(self, contact_id: int) -> StageChange | None: ...
+
+
+class UserRepository(Protocol):
+    async def get(self, user_id: int) -> User | None: ...
+    async def by_telegram_id(self, telegram_id: int) -> User | None: ...
+    async def by_name(self, name: str) -> list[User]:
+        """Users whose name equals `name` ignoring case and diacritics."""
+        ...
+
+    async def get_many(self, user_ids: set[int]) -> dict[int, User]: ...
+    async def list(self) -> list[User]: ...
+    async def add(self, user: User) -> User: ...
+    async def update(self, user: User) -> None: ...
+
+
+class CompanyRepository(Protocol):
+    async def get(self, company_id: int) -> Company | None: ...
+    async def by_name(self, name: str) -> Company | None: ...
+    async def names(self, company_ids: set[int]) -> dict[int, str]: ...
+
+
+class ActivityRepository(Protocol):
+    async def add(self, activity: Activity) -> Activity: ...
+    async def for_contact(
+        self, contact_id: int, kinds: Sequence[ActivityKind] | None = None
+    ) -> list[Activity]: ...
+
+
+class OperationRepository(Protocol):
+    async def add(self, operation: Operation) -> Operation: ...
+    async def recent(self, limit: int) -> list[Operation]: ...
+
+
+class UnitOfWork(Protocol):
+    stages: StageRepository
+    contacts: ContactRepository
+    history: HistoryRepository
+    users: UserRepository
+    companies: CompanyRepository
+    activities: ActivityRepository
+    operations: OperationRepository
+
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    async def commit(self) -> None: ...
+    async def rollback(self) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+Clock = Callable[[], datetime]

@@ -1,0 +1,464 @@
+"""Use cases of contacts: create without duplicates, find, read, change stage, log activities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+from domain.access import Scope
+from domain.errors import (
+    AccessDenied,
+    ContactNotFound,
+    DuplicateContact,
+    InvalidInput,
+    StageNotFound,
+    StaleVersion,
+    UserNotFound,
+)
+from domain.model import (
+    Activity,
+    ActivityKind,
+    Contact,
+    Role,
+    Source,
+    Stage,
+    StageChange,
+    TimelineEntry,
+    User,
+    utcnow,
+)
+from domain.phones import normalize_email, normalize_phone, parse_phone
+from domain.ports import Clock, SearchCriteria, UnitOfWork, UnitOfWorkFactory
+from domain.stages import Pipeline
+from domain.text import clean_name, words
+from domain.transitions import Policy, plan_move
+
+NAME_MAX = 200
+TEXT_MAX = 4000
+# A backdated change may not lie in the future; allow for clocks that disagree a little.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass(slots=True)
+class ContactDraft:
+    """What a person or a file says about a new contact, before normalization."""
+
+    name: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    external_id: str | None = None
+    company: str | None = None
+    source: str | None = None
+    stage: str | None = None
+    owner: str | None = None
+    value: str | None = None
+    lost_reason: str | None = None
+    tags: list[str] = field(default_factory=list)
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactDetails:
+    """A contact with the names a person reads: stage, company and owner."""
+
+    contact: Contact
+    stage: Stage | None
+    company: str | None
+    owner: User | None
+
+
+@dataclass(frozen=True, slots=True)
+class StageMoveResult:
+    contact: Contact
+    change: StageChange | None  # None when the contact already was in that stage
+
+    @property
+    def changed(self) -> bool:
+        return self.change is not None
+
+
+class ContactService:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        *,
+        default_region: str = "VN",
+        policy: Policy | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self._uow = uow
+        self._region = default_region
+        self._policy = policy or Policy()
+        self._clock = clock
+
+    async def add(
+        self, actor: User, draft: ContactDraft, *, source: Source = Source.MANUAL
+    ) -> Contact:
+        """Create a contact; a phone, email or external id that exists raises DuplicateContact
+        naming the contact that has it, and nothing is created."""
+        now = self._clock()
+        contact = self._normalized(draft, now)
+        async with self._uow() as uow:
+            await self._refuse_duplicates(uow, contact)
+            contact.owner_id = await self._owner_id(uow, actor, draft.owner)
+            stage = await self._stage_named(uow, draft.stage) if draft.stage else None
+            move = plan_move(
+                None,
+                stage,
+                role=actor.role,
+                source=source,
+                reason=draft.lost_reason,
+                policy=self._policy,
+            )
+            contact.updated_by_id = actor.id
+            if move is not None:
+                contact.stage_id = stage.id if stage else None
+                contact.stage_entered_at = contact.created_at
+            company = clean_name(draft.company) if draft.company else None
+            contact = await uow.contacts.add(contact, company or None)
+            if move is not None:
+                await uow.history.add(
+                    StageChange(
+                        contact_id=_id(contact),
+                        from_stage_id=None,
+                        to_stage_id=contact.stage_id,
+                        at=contact.created_at,
+                        by_user_id=actor.id,
+                        source=source,
+                        reason=move.reason,
+                    )
+                )
+            await uow.commit()
+        return contact
+
+    async def find(
+        self, actor: User, query: str, *, limit: int = 10, offset: int = 0
+    ) -> list[ContactDetails]:
+        """Search by phone in any format, email, external id, or name/company words ignoring
+        case and diacritics, within what the actor may see."""
+        criteria = self.criteria(query)
+        if criteria is None:
+            return []
+        async with self._uow() as uow:
+            found = await uow.contacts.search(criteria, Scope.of(actor), limit=limit, offset=offset)
+            return await _details(uow, found)
+
+    def criteria(self, query: str) -> SearchCriteria | None:
+        text = query.strip()
+        if not text:
+            return None
+        email = text.lower() if "@" in text and " " not in text else None
+        return SearchCriteria(
+            phone=parse_phone(text, self._region),
+            email=email,
+            external_id=text if len(text) <= 100 and " " not in text else None,
+            words=tuple(words(text))[:8],
+        )
+
+    async def get(self, actor: User, contact_id: int) -> ContactDetails:
+        async with self._uow() as uow:
+            contact = await self._visible(uow, actor, contact_id)
+            return (await _details(uow, [contact]))[0]
+
+    async def resolve(self, actor: User, ref: str) -> ContactDetails:
+        """A contact named by phone (any format), email, external id or `#id`."""
+        text = ref.strip()
+        async with self._uow() as uow:
+            contact: Contact | None = None
+            if text.startswith("#") and text[1:].isdigit():
+                contact = await uow.contacts.get(int(text[1:]))
+            else:
+                email = text.lower() if "@" in text else None
+                matches = await uow.contacts.find_by_identifiers(
+                    phone=parse_phone(text, self._region), email=email, external_id=text
+                )
+                contact = matches[0] if len(matches) == 1 else None
+                if len(matches) > 1:
+                    raise InvalidInput(f"{text!r} matches several contacts; use #id.")
+            if contact is None or not await _may_touch(uow, actor, contact):
+                raise ContactNotFound(text)
+            return (await _details(uow, [contact]))[0]
+
+    async def set_stage(
+        self,
+        actor: User,
+        contact_id: int,
+        stage_id: int | None,
+        *,
+        reason: str | None = None,
+        expected_version: int | None = None,
+        source: Source = Source.MANUAL,
+        at: datetime | None = None,
+        operation_id: int | None = None,
+    ) -> StageMoveResult:
+        """Move one contact, applying every transition rule. `expected_version` makes the change
+        conditional on nobody having changed the contact since it was read; `at` backdates."""
+        now = self._clock()
+        async with self._uow() as uow:
+            contact = await self._visible(uow, actor, contact_id)
+            if expected_version is not None and contact.version != expected_version:
+                raise StaleVersion(await _name_of(uow, contact.updated_by_id))
+            stages = {s.id: s for s in await uow.stages.list(include_archived=True)}
+            current = stages.get(contact.stage_id) if contact.stage_id else None
+            target = stages.get(stage_id) if stage_id is not None else None
+            if stage_id is not None and target is None:
+                raise StageNotFound(f"#{stage_id}")
+            move = plan_move(
+                current,
+                target,
+                role=actor.role,
+                source=source,
+                reason=reason,
+                policy=self._policy,
+            )
+            if move is None:
+                return StageMoveResult(contact, None)
+            when = await self._change_time(uow, contact, at, now)
+            change = StageChange(
+                contact_id=contact_id,
+                from_stage_id=contact.stage_id,
+                to_stage_id=stage_id,
+                at=when,
+                by_user_id=actor.id,
+                source=source,
+                reason=move.reason,
+                operation_id=operation_id,
+            )
+            version = contact.version
+            contact.stage_id = stage_id
+            contact.stage_entered_at = when
+            contact.version += 1
+            contact.updated_by_id = actor.id
+            if not await uow.contacts.update(contact, expected_version=version):
+                fresh = await uow.contacts.get(contact_id)
+                raise StaleVersion(await _name_of(uow, fresh.updated_by_id if fresh else None))
+            await uow.history.add(change)
+            await uow.commit()
+        return StageMoveResult(contact, change)
+
+    async def stage_by_name(self, name: str) -> Stage:
+        async with self._uow() as uow:
+            return await self._stage_named(uow, name)
+
+    async def history(self, actor: User, contact_id: int) -> list[StageChange]:
+        async with self._uow() as uow:
+            await self._visible(uow, actor, contact_id)
+            return await uow.history.for_contact(contact_id)
+
+    async def log_activity(
+        self,
+        actor: User,
+        contact_id: int,
+        kind: ActivityKind,
+        text: str,
+        *,
+        due_at: datetime | None = None,
+    ) -> Activity:
+        text = text.strip()
+        if not text:
+            raise InvalidInput("Write something to log.")
+        if len(text) > TEXT_MAX:
+            raise InvalidInput(f"A note has at most {TEXT_MAX} characters.")
+        if kind is ActivityKind.TASK and due_at is None:
+            raise InvalidInput("A task needs a due date.")
+        now = self._clock()
+        async with self._uow() as uow:
+            contact = await self._visible(uow, actor, contact_id)
+            activity = await uow.activities.add(
+                Activity(None, contact_id, kind, text, at=now, by_user_id=actor.id, due_at=due_at)
+            )
+            version = contact.version
+            contact.last_activity_at = now
+            contact.version += 1
+            contact.updated_by_id = actor.id
+            if not await uow.contacts.update(contact, expected_version=version):
+                raise StaleVersion(None)
+            await uow.commit()
+        return activity
+
+    async def timeline(
+        self, actor: User, contact_id: int, kinds: Sequence[str] | None = None
+    ) -> list[TimelineEntry]:
+        """Activities and stage changes, newest first; `kinds` filters (activity kinds, "stage")."""
+        wanted = set(kinds) if kinds else None
+        async with self._uow() as uow:
+            await self._visible(uow, actor, contact_id)
+            entries: list[TimelineEntry] = []
+            if wanted is None or "stage" in wanted:
+                stages = {s.id: s.name for s in await uow.stages.list(include_archived=True)}
+                for change in await uow.history.for_contact(contact_id):
+                    before = stages.get(change.from_stage_id, "—") if change.from_stage_id else "—"
+                    after = stages.get(change.to_stage_id, "—") if change.to_stage_id else "—"
+                    entries.append(
+                        TimelineEntry(
+                            change.at,
+                            "stage",
+                            f"{before} → {after}",
+                            change.by_user_id,
+                            stage_change=change,
+                        )
+                    )
+            activity_kinds = [ActivityKind(k) for k in wanted - {"stage"}] if wanted else None
+            if activity_kinds is None or activity_kinds:
+                for activity in await uow.activities.for_contact(contact_id, activity_kinds):
+                    entries.append(
+                        TimelineEntry(
+                            activity.at,
+                            activity.kind.value,
+                            activity.text,
+                            activity.by_user_id,
+                            activity=activity,
+                        )
+                    )
+        entries.sort(key=lambda e: e.at, reverse=True)
+        return entries
+
+    def _normalized(self, draft: ContactDraft, now: datetime) -> Contact:
+        name = clean_name(draft.name) if draft.name else None
+        if name and len(name) > NAME_MAX:
+            raise InvalidInput(f"A name has at most {NAME_MAX} characters.")
+        phone = normalize_phone(draft.phone, self._region) if draft.phone else None
+        email = normalize_email(draft.email) if draft.email else None
+        external_id = draft.external_id.strip() if draft.external_id else None
+        if not (name or phone or email or external_id or (draft.company or "").strip()):
+            raise InvalidInput(
+                "A contact needs a name, a phone, an email, an external id or a company."
+            )
+        created_at = draft.created_at or now
+        if created_at > now + CLOCK_SKEW:
+            raise InvalidInput("A contact cannot be created in the future.")
+        return Contact(
+            id=None,
+            name=name,
+            phone=phone,
+            email=email,
+            external_id=external_id or None,
+            source=clean_name(draft.source) if draft.source else None,
+            value=_parse_value(draft.value),
+            tags=_clean_tags(draft.tags),
+            created_at=created_at,
+            last_activity_at=None,
+        )
+
+    @staticmethod
+    async def _refuse_duplicates(uow: UnitOfWork, contact: Contact) -> None:
+        existing = await uow.contacts.find_by_identifiers(
+            phone=contact.phone, email=contact.email, external_id=contact.external_id
+        )
+        for other in existing:
+            for field_name in ("phone", "email", "external_id"):
+                value = getattr(contact, field_name)
+                if value is not None and getattr(other, field_name) == value:
+                    raise DuplicateContact(_id(other), field_name.replace("_", " "), value)
+
+    async def _owner_id(self, uow: UnitOfWork, actor: User, ref: str | None) -> int | None:
+        if ref is None:
+            return actor.id
+        if actor.role is Role.AGENT:
+            raise AccessDenied("Only a manager or an admin can give a contact to someone else.")
+        owner = await _user_by_ref(uow, ref)
+        if actor.role is Role.MANAGER and not Scope.of(actor).covers(owner):
+            raise AccessDenied("A manager can give contacts only to people of their team.")
+        return owner.id
+
+    @staticmethod
+    async def _stage_named(uow: UnitOfWork, name: str) -> Stage:
+        return Pipeline(await uow.stages.list()).find(name)
+
+    @staticmethod
+    async def _visible(uow: UnitOfWork, actor: User, contact_id: int) -> Contact:
+        contact = await uow.contacts.get(contact_id)
+        if contact is None:
+            raise ContactNotFound(f"#{contact_id}")
+        if not await _may_touch(uow, actor, contact):
+            raise AccessDenied()
+        return contact
+
+    @staticmethod
+    async def _change_time(
+        uow: UnitOfWork, contact: Contact, at: datetime | None, now: datetime
+    ) -> datetime:
+        if at is None:
+            return now
+        if at > now + CLOCK_SKEW:
+            raise InvalidInput("A stage change cannot be dated in the future.")
+        latest = await uow.history.latest(_id(contact))
+        if latest is not None and at < latest.at:
+            raise InvalidInput(
+                "A backdated stage change cannot come before the contact's latest one "
+                f"({latest.at:%Y-%m-%d %H:%M})."
+            )
+        return at
+
+
+async def _may_touch(uow: UnitOfWork, actor: User, contact: Contact) -> bool:
+    scope = Scope.of(actor)
+    if scope.everything:
+        return True
+    owner = await uow.users.get(contact.owner_id) if contact.owner_id else None
+    return scope.covers(owner)
+
+
+async def _details(uow: UnitOfWork, contacts: list[Contact]) -> list[ContactDetails]:
+    stages = {s.id: s for s in await uow.stages.list(include_archived=True)}
+    owners = await uow.users.get_many({c.owner_id for c in contacts if c.owner_id})
+    companies = await uow.companies.names({c.company_id for c in contacts if c.company_id})
+    return [
+        ContactDetails(
+            c,
+            stages.get(c.stage_id) if c.stage_id else None,
+            companies.get(c.company_id) if c.company_id else None,
+            owners.get(c.owner_id) if c.owner_id else None,
+        )
+        for c in contacts
+    ]
+
+
+async def _user_by_ref(uow: UnitOfWork, ref: str) -> User:
+    text = ref.strip()
+    if text.lstrip("-").isdigit():
+        user = await uow.users.by_telegram_id(int(text))
+        if user is not None:
+            return user
+    matches = await uow.users.by_name(text)
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise InvalidInput(f"Several people are called {text!r}; use their Telegram id.")
+    raise UserNotFound(text)
+
+
+async def _name_of(uow: UnitOfWork, user_id: int | None) -> str | None:
+    if user_id is None:
+        return None
+    user = await uow.users.get(user_id)
+    return user.name if user else None
+
+
+def _parse_value(raw: str | None) -> Decimal | None:
+    if raw is None or not str(raw).strip():
+        return None
+    text = str(raw).strip().replace(" ", "").replace(",", "")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise InvalidInput(f"{raw!r} is not an amount.") from None
+    if not value.is_finite() or value < 0:
+        raise InvalidInput(f"{raw!r} is not an amount.")
+    return value
+
+
+def _clean_tags(tags: list[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for tag in tags:
+        tag = clean_name(tag)
+        if tag and tag.casefold() not in seen:
+            seen[tag.casefold()] = tag
+    return list(seen.values())
+
+
+def _id(contact: Contact) -> int:
+    assert contact.id is not None, "stored contacts have ids"
+    return contact.id

@@ -1,0 +1,153 @@
+"""SQLAlchemy 2 typed models. The Alembic migrations are the source of truth for the schema;
+these models describe the same tables for queries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from storage.db import UTCDateTime
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+
+
+class StageRow(Base):
+    __tablename__ = "stages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    name_key: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(8))
+    position: Mapped[int] = mapped_column(Integer)
+    archived_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index(
+            "uq_stages_live_name",
+            "name_key",
+            unique=True,
+            sqlite_where=text("archived_at IS NULL"),
+            postgresql_where=text("archived_at IS NULL"),
+        ),
+    )
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    name_key: Mapped[str] = mapped_column(String(100), index=True)
+    role: Mapped[str] = mapped_column(String(8))
+    team: Mapped[str | None] = mapped_column(String(64), index=True)
+    active: Mapped[bool] = mapped_column(Boolean)
+    language: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime]
+
+
+class CompanyRow(Base):
+    __tablename__ = "companies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    name_key: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class ContactRow(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(20), unique=True)
+    email: Mapped[str | None] = mapped_column(String(254), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), index=True)
+    source: Mapped[str | None] = mapped_column(String(100))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"), index=True)
+    value: Mapped[Decimal | None] = mapped_column(Numeric(18, 2))
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    stage_entered_at: Mapped[datetime | None]
+    last_activity_at: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(Integer)
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    search_text: Mapped[str] = mapped_column(Text)
+
+
+class TagRow(Base):
+    __tablename__ = "tags"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    name_key: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class ContactTagRow(Base):
+    __tablename__ = "contact_tags"
+
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id"), primary_key=True, index=True)
+
+
+class OperationRow(Base):
+    __tablename__ = "operations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    description: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    undone_at: Mapped[datetime | None]
+
+
+class StageChangeRow(Base):
+    __tablename__ = "stage_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    from_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
+    to_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
+    at: Mapped[datetime]
+    by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    source: Mapped[str] = mapped_column(String(12))
+    reason: Mapped[str | None] = mapped_column(Text)
+    operation_id: Mapped[int | None] = mapped_column(ForeignKey("operations.id"), index=True)
+
+    __table_args__ = (Index("ix_stage_changes_contact_at", "contact_id", "at", "id"),)
+
+
+class ActivityRow(Base):
+    __tablename__ = "activities"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(8))
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]
+    by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    due_at: Mapped[datetime | None]
+    done_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_activities_contact_at", "contact_id", "at"),)

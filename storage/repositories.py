@@ -1,0 +1,594 @@
+"""Repositories: map rows to domain entities. They flush but never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy import update as sql_update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.access import Scope
+from domain.errors import DuplicateContact, DuplicateStageName
+from domain.model import (
+    Activity,
+    ActivityKind,
+    Category,
+    Company,
+    Contact,
+    Operation,
+    Role,
+    Source,
+    Stage,
+    StageChange,
+    User,
+    utcnow,
+)
+from domain.ports import BulkMove, SearchCriteria
+from domain.text import clean_name, fold
+from storage.models import (
+    ActivityRow,
+    CompanyRow,
+    ContactRow,
+    ContactTagRow,
+    OperationRow,
+    StageChangeRow,
+    StageRow,
+    TagRow,
+    UserRow,
+)
+
+
+class SqlStageRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def list(self, *, include_archived: bool = False) -> list[Stage]:
+        query = select(StageRow).order_by(StageRow.position, StageRow.id)
+        if not include_archived:
+            query = query.where(StageRow.archived_at.is_(None))
+        return [_stage(row) for row in await self._session.scalars(query)]
+
+    async def get(self, stage_id: int) -> Stage | None:
+        row = await self._session.get(StageRow, stage_id)
+        return _stage(row) if row else None
+
+    async def add(self, stage: Stage) -> Stage:
+        row = StageRow(
+            name=stage.name,
+            name_key=fold(stage.name),
+            category=stage.category.value,
+            position=stage.position,
+            archived_at=stage.archived_at,
+            created_at=utcnow(),
+        )
+        self._session.add(row)
+        await self._flush_name(stage.name)
+        stage.id = row.id
+        return stage
+
+    async def update(self, stage: Stage) -> None:
+        assert stage.id is not None
+        await self._session.execute(
+            sql_update(StageRow)
+            .where(StageRow.id == stage.id)
+            .values(
+                name=stage.name,
+                name_key=fold(stage.name),
+                category=stage.category.value,
+                position=stage.position,
+                archived_at=stage.archived_at,
+            )
+        )
+        await self._flush_name(stage.name)
+
+    async def contact_counts(self) -> dict[int | None, int]:
+        rows = await self._session.execute(
+            select(ContactRow.stage_id, func.count()).group_by(ContactRow.stage_id)
+        )
+        return dict(rows.tuples().all())
+
+    async def _flush_name(self, name: str) -> None:
+        # The unique index is the last word on names when two admins add the same one at once.
+        try:
+            async with self._session.begin_nested():
+                await self._session.flush()
+        except IntegrityError:
+            raise DuplicateStageName(name) from None
+
+
+class SqlContactRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, contact_id: int) -> Contact | None:
+        row = await self._session.get(ContactRow, contact_id, populate_existing=True)
+        if row is None:
+            return None
+        tags = await self._tags({contact_id})
+        return _contact(row, tags.get(contact_id, []))
+
+    async def find_by_identifiers(
+        self, *, phone: str | None, email: str | None, external_id: str | None
+    ) -> list[Contact]:
+        conditions: list[ColumnElement[bool]] = []
+        if phone:
+            conditions.append(ContactRow.phone == phone)
+        if email:
+            conditions.append(ContactRow.email == email)
+        if external_id:
+            conditions.append(ContactRow.external_id == external_id)
+        if not conditions:
+            return []
+        return await self._load(select(ContactRow).where(or_(*conditions)).order_by(ContactRow.id))
+
+    async def add(self, contact: Contact, company_name: str | None) -> Contact:
+        company_id = await self._company_id(company_name) if company_name else None
+        contact.company_id = company_id
+        row = ContactRow(
+            **_contact_values(contact), search_text=_search_text(contact, company_name)
+        )
+        try:
+            async with self._session.begin_nested():
+                self._session.add(row)
+                await self._session.flush()
+        except IntegrityError:
+            await self._raise_duplicate(contact)
+            raise
+        contact.id = row.id
+        await self._set_tags(row.id, contact.tags)
+        return contact
+
+    async def update(self, contact: Contact, *, expected_version: int) -> bool:
+        assert contact.id is not None
+        company = (
+            await self._session.get(CompanyRow, contact.company_id) if contact.company_id else None
+        )
+        result = await self._session.execute(
+            sql_update(ContactRow)
+            .where(ContactRow.id == contact.id, ContactRow.version == expected_version)
+            .values(
+                **_contact_values(contact),
+                search_text=_search_text(contact, company.name if company else None),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        await self._set_tags(contact.id, contact.tags)
+        return True
+
+    async def search(
+        self, criteria: SearchCriteria, scope: Scope, *, limit: int, offset: int
+    ) -> list[Contact]:
+        exact: list[ColumnElement[bool]] = []
+        if criteria.phone:
+            exact.append(ContactRow.phone == criteria.phone)
+        if criteria.email:
+            exact.append(ContactRow.email == criteria.email)
+        if criteria.external_id:
+            exact.append(ContactRow.external_id == criteria.external_id)
+        matches: list[ColumnElement[bool]] = list(exact)
+        if criteria.words:
+            matches.append(ContactRow.id.in_(self._word_match(criteria.words)))
+        if not matches:
+            return []
+        exact_first = or_(*exact) if exact else literal(False)
+        query = (
+            select(ContactRow)
+            .where(or_(*matches), _scope_filter(scope))
+            .order_by(exact_first.desc(), ContactRow.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return await self._load(query)
+
+    async def count_in_stage(self, stage_id: int) -> int:
+        count = await self._session.scalar(
+            select(func.count()).select_from(ContactRow).where(ContactRow.stage_id == stage_id)
+        )
+        return count or 0
+
+    async def move_stage_contents(self, move: BulkMove) -> int:
+        """Two set-based statements, however many contacts: history first, then the contacts."""
+        in_stage = ContactRow.stage_id == move.from_stage_id
+        history = select(
+            ContactRow.id,
+            literal(move.from_stage_id),
+            literal(move.to_stage_id),
+            literal(move.at, StageChangeRow.at.type),
+            literal(move.by_user_id),
+            literal(move.source.value),
+            literal(move.reason),
+            literal(move.operation_id),
+        ).where(in_stage)
+        await self._session.execute(
+            insert(StageChangeRow).from_select(
+                [
+                    "contact_id",
+                    "from_stage_id",
+                    "to_stage_id",
+                    "at",
+                    "by_user_id",
+                    "source",
+                    "reason",
+                    "operation_id",
+                ],
+                history,
+            )
+        )
+        result = await self._session.execute(
+            sql_update(ContactRow)
+            .where(in_stage)
+            .values(
+                stage_id=move.to_stage_id,
+                stage_entered_at=move.at,
+                version=ContactRow.version + 1,
+                updated_by_id=move.by_user_id,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def _word_match(self, words: Sequence[str]) -> Select[Any]:
+        """Ids of contacts whose name or company has a word starting with each query word."""
+        if self._session.get_bind().dialect.name == "postgresql":
+            simple: ColumnElement[Any] = literal_column("'simple'::regconfig")
+            query = " & ".join(f"{word}:*" for word in words)
+            vector = func.to_tsvector(simple, ContactRow.search_text)
+            return select(ContactRow.id).where(vector.op("@@")(func.to_tsquery(simple, query)))
+        fts_query = " ".join(f'"{word}"*' for word in words)
+        return (
+            select(literal_column("rowid"))
+            .select_from(text("contact_search"))
+            .where(text("contact_search MATCH :fts").bindparams(fts=fts_query))
+        )
+
+    async def _load(self, query: Select[Any]) -> list[Contact]:
+        rows = list(await self._session.scalars(query))
+        tags = await self._tags({row.id for row in rows})
+        return [_contact(row, tags.get(row.id, [])) for row in rows]
+
+    async def _tags(self, contact_ids: set[int]) -> dict[int, list[str]]:
+        if not contact_ids:
+            return {}
+        rows = await self._session.execute(
+            select(ContactTagRow.contact_id, TagRow.name)
+            .join(TagRow, TagRow.id == ContactTagRow.tag_id)
+            .where(ContactTagRow.contact_id.in_(contact_ids))
+            .order_by(TagRow.name)
+        )
+        tags: dict[int, list[str]] = {}
+        for contact_id, name in rows.tuples():
+            tags.setdefault(contact_id, []).append(name)
+        return tags
+
+    async def _set_tags(self, contact_id: int, names: list[str]) -> None:
+        await self._session.execute(
+            delete(ContactTagRow).where(ContactTagRow.contact_id == contact_id)
+        )
+        for name in names:
+            tag_id = await self._tag_id(name)
+            self._session.add(ContactTagRow(contact_id=contact_id, tag_id=tag_id))
+        await self._session.flush()
+
+    async def _tag_id(self, name: str) -> int:
+        key = fold(name)
+        tag_id = await self._session.scalar(select(TagRow.id).where(TagRow.name_key == key))
+        if tag_id is None:
+            row = TagRow(name=clean_name(name), name_key=key)
+            self._session.add(row)
+            await self._session.flush()
+            tag_id = row.id
+        return tag_id
+
+    async def _company_id(self, name: str) -> int:
+        key = fold(name)
+        company_id = await self._session.scalar(
+            select(CompanyRow.id).where(CompanyRow.name_key == key)
+        )
+        if company_id is None:
+            row = CompanyRow(name=name, name_key=key)
+            self._session.add(row)
+            await self._session.flush()
+            company_id = row.id
+        return company_id
+
+    async def _raise_duplicate(self, contact: Contact) -> None:
+        for other in await self.find_by_identifiers(
+            phone=contact.phone, email=contact.email, external_id=contact.external_id
+        ):
+            for field in ("phone", "email", "external_id"):
+                value = getattr(contact, field)
+                if value is not None and getattr(other, field) == value:
+                    assert other.id is not None
+                    raise DuplicateContact(other.id, field.replace("_", " "), value)
+
+
+class SqlHistoryRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, change: StageChange) -> None:
+        self._session.add(
+            StageChangeRow(
+                contact_id=change.contact_id,
+                from_stage_id=change.from_stage_id,
+                to_stage_id=change.to_stage_id,
+                at=change.at,
+                by_user_id=change.by_user_id,
+                source=change.source.value,
+                reason=change.reason,
+                operation_id=change.operation_id,
+            )
+        )
+        await self._session.flush()
+
+    async def for_contact(self, contact_id: int) -> list[StageChange]:
+        rows = await self._session.scalars(
+            select(StageChangeRow)
+            .where(StageChangeRow.contact_id == contact_id)
+            .order_by(StageChangeRow.at, StageChangeRow.id)
+        )
+        return [_change(row) for row in rows]
+
+    async def latest(self, contact_id: int) -> StageChange | None:
+        row = await self._session.scalar(
+            select(StageChangeRow)
+            .where(StageChangeRow.contact_id == contact_id)
+            .order_by(StageChangeRow.at.desc(), StageChangeRow.id.desc())
+            .limit(1)
+        )
+        return _change(row) if row else None
+
+
+class SqlUserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, user_id: int) -> User | None:
+        row = await self._session.get(UserRow, user_id)
+        return _user(row) if row else None
+
+    async def by_telegram_id(self, telegram_id: int) -> User | None:
+        row = await self._session.scalar(select(UserRow).where(UserRow.telegram_id == telegram_id))
+        return _user(row) if row else None
+
+    async def by_name(self, name: str) -> list[User]:
+        rows = await self._session.scalars(
+            select(UserRow).where(UserRow.name_key == fold(name)).order_by(UserRow.id)
+        )
+        return [_user(row) for row in rows]
+
+    async def get_many(self, user_ids: set[int]) -> dict[int, User]:
+        if not user_ids:
+            return {}
+        rows = await self._session.scalars(select(UserRow).where(UserRow.id.in_(user_ids)))
+        return {row.id: _user(row) for row in rows}
+
+    async def list(self) -> list[User]:
+        return [
+            _user(row) for row in await self._session.scalars(select(UserRow).order_by(UserRow.id))
+        ]
+
+    async def add(self, user: User) -> User:
+        row = UserRow(**_user_values(user), created_at=user.created_at)
+        self._session.add(row)
+        await self._session.flush()
+        user.id = row.id
+        return user
+
+    async def update(self, user: User) -> None:
+        await self._session.execute(
+            sql_update(UserRow).where(UserRow.id == user.id).values(**_user_values(user))
+        )
+
+
+class SqlCompanyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, company_id: int) -> Company | None:
+        row = await self._session.get(CompanyRow, company_id)
+        return Company(row.id, row.name) if row else None
+
+    async def by_name(self, name: str) -> Company | None:
+        row = await self._session.scalar(
+            select(CompanyRow).where(CompanyRow.name_key == fold(name))
+        )
+        return Company(row.id, row.name) if row else None
+
+    async def names(self, company_ids: set[int]) -> dict[int, str]:
+        if not company_ids:
+            return {}
+        rows = await self._session.execute(
+            select(CompanyRow.id, CompanyRow.name).where(CompanyRow.id.in_(company_ids))
+        )
+        return dict(rows.tuples().all())
+
+
+class SqlActivityRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, activity: Activity) -> Activity:
+        row = ActivityRow(
+            contact_id=activity.contact_id,
+            kind=activity.kind.value,
+            text=activity.text,
+            at=activity.at,
+            by_user_id=activity.by_user_id,
+            due_at=activity.due_at,
+            done_at=activity.done_at,
+        )
+        self._session.add(row)
+        await self._session.flush()
+        activity.id = row.id
+        return activity
+
+    async def for_contact(
+        self, contact_id: int, kinds: Sequence[ActivityKind] | None = None
+    ) -> list[Activity]:
+        query = select(ActivityRow).where(ActivityRow.contact_id == contact_id)
+        if kinds is not None:
+            query = query.where(ActivityRow.kind.in_([kind.value for kind in kinds]))
+        rows = await self._session.scalars(
+            query.order_by(ActivityRow.at.desc(), ActivityRow.id.desc())
+        )
+        return [
+            Activity(
+                row.id,
+                row.contact_id,
+                ActivityKind(row.kind),
+                row.text,
+                at=row.at,
+                by_user_id=row.by_user_id,
+                due_at=row.due_at,
+                done_at=row.done_at,
+            )
+            for row in rows
+        ]
+
+
+class SqlOperationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, operation: Operation) -> Operation:
+        row = OperationRow(
+            kind=operation.kind,
+            actor_id=operation.actor_id,
+            description=operation.description,
+            created_at=operation.created_at,
+            undone_at=operation.undone_at,
+        )
+        self._session.add(row)
+        await self._session.flush()
+        operation.id = row.id
+        return operation
+
+    async def recent(self, limit: int) -> list[Operation]:
+        rows = await self._session.scalars(
+            select(OperationRow)
+            .order_by(OperationRow.created_at.desc(), OperationRow.id.desc())
+            .limit(limit)
+        )
+        return [
+            Operation(
+                row.id, row.kind, row.actor_id, row.description, row.created_at, row.undone_at
+            )
+            for row in rows
+        ]
+
+
+def _scope_filter(scope: Scope) -> ColumnElement[bool]:
+    if scope.everything:
+        return literal(True)
+    conditions = [ContactRow.owner_id == scope.owner_id]
+    if scope.team is not None:
+        conditions.append(
+            ContactRow.owner_id.in_(select(UserRow.id).where(UserRow.team == scope.team))
+        )
+    return or_(*conditions)
+
+
+def _search_text(contact: Contact, company_name: str | None) -> str:
+    return fold(" ".join(part for part in (contact.name, company_name) if part))
+
+
+def _contact_values(contact: Contact) -> dict[str, Any]:
+    return {
+        "name": contact.name,
+        "phone": contact.phone,
+        "email": contact.email,
+        "external_id": contact.external_id,
+        "company_id": contact.company_id,
+        "source": contact.source,
+        "owner_id": contact.owner_id,
+        "stage_id": contact.stage_id,
+        "value": contact.value,
+        "custom_fields": contact.custom_fields,
+        "created_at": contact.created_at,
+        "stage_entered_at": contact.stage_entered_at,
+        "last_activity_at": contact.last_activity_at,
+        "version": contact.version,
+        "updated_by_id": contact.updated_by_id,
+    }
+
+
+def _contact(row: ContactRow, tags: list[str]) -> Contact:
+    return Contact(
+        id=row.id,
+        name=row.name,
+        phone=row.phone,
+        email=row.email,
+        external_id=row.external_id,
+        company_id=row.company_id,
+        source=row.source,
+        owner_id=row.owner_id,
+        stage_id=row.stage_id,
+        value=row.value,
+        tags=tags,
+        custom_fields=dict(row.custom_fields or {}),
+        created_at=row.created_at,
+        stage_entered_at=row.stage_entered_at,
+        last_activity_at=row.last_activity_at,
+        version=row.version,
+        updated_by_id=row.updated_by_id,
+    )
+
+
+def _stage(row: StageRow) -> Stage:
+    return Stage(row.id, row.name, Category(row.category), row.position, row.archived_at)
+
+
+def _change(row: StageChangeRow) -> StageChange:
+    return StageChange(
+        contact_id=row.contact_id,
+        from_stage_id=row.from_stage_id,
+        to_stage_id=row.to_stage_id,
+        at=row.at,
+        by_user_id=row.by_user_id,
+        source=Source(row.source),
+        reason=row.reason,
+        operation_id=row.operation_id,
+        id=row.id,
+    )
+
+
+def _user_values(user: User) -> dict[str, Any]:
+    return {
+        "telegram_id": user.telegram_id,
+        "name": user.name,
+        "name_key": fold(user.name),
+        "role": user.role.value,
+        "team": user.team,
+        "active": user.active,
+        "language": user.language,
+    }
+
+
+def _user(row: UserRow) -> User:
+    return User(
+        id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        telegram_id=row.telegram_id,
+        team=row.team,
+        active=row.active,
+        language=row.language,
+        created_at=row.created_at,
+    )
