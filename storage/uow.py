@@ -7,6 +7,15 @@ from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from domain.ports import (
+    ActivityRepository,
+    CompanyRepository,
+    ContactRepository,
+    HistoryRepository,
+    OperationRepository,
+    StageRepository,
+    UserRepository,
+)
 from storage.repositories import (
     SqlActivityRepository,
     SqlCompanyRepository,
@@ -19,6 +28,14 @@ from storage.repositories import (
 
 
 class SqlUnitOfWork:
+    stages: StageRepository
+    contacts: ContactRepository
+    history: HistoryRepository
+    users: UserRepository
+    companies: CompanyRepository
+    activities: ActivityRepository
+    operations: OperationRepository
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 

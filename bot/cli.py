@@ -1,0 +1,352 @@
+"""The `stagekeeper` command line (DESIGN §4). Thin: parse, call a service, print.
+
+Exit codes: 0 done; 1 refused (the one-line reason is on stderr, and with --json also as JSON on
+stdout); 2 the command itself is malformed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from bot.container import Services, build_services
+from bot.settings import Settings
+from domain.access import SYSTEM
+from domain.errors import DomainError, DuplicateContact
+from domain.model import Category
+from domain.services.contacts import ContactDetails, ContactDraft
+from domain.services.stages import StageSummary
+from domain.stages import TEMPLATES, parse_category
+from storage import migrate
+
+_NEEDS_REASON = {"lost_reason_required", "reason_required"}
+
+Handler = Callable[[argparse.Namespace, Services], Awaitable[Any]]
+
+
+class Refused(Exception):
+    """A command-line level refusal (not a domain rule), e.g. a database without a schema."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings(**({"database_url": args.database_url} if args.database_url else {}))
+    except ValidationError as error:
+        problem = error.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"]).upper()
+        return _refuse(args, f"configuration: {field}: {problem['msg']}", "configuration")
+    try:
+        result = asyncio.run(_run(args, settings))
+    except DomainError as error:
+        extra = {"existing_id": error.existing_id} if isinstance(error, DuplicateContact) else {}
+        hint = " Give it with --reason." if error.code in _NEEDS_REASON else ""
+        return _refuse(args, error.message + hint, error.code, **extra)
+    except Refused as error:
+        return _refuse(args, str(error), "refused")
+    except KeyboardInterrupt:
+        return 130
+    _print(args, result)
+    return 0
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> Any:
+    services = build_services(settings)
+    try:
+        if args.needs_schema and await migrate.pending(services.engine):
+            raise Refused("the database has no current schema; run `stagekeeper init` first")
+        return await args.handler(args, services)
+    finally:
+        await services.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--database-url", help="default: DATABASE_URL, else ./stagekeeper.db")
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    parser = argparse.ArgumentParser(
+        prog="stagekeeper", description="Stagekeeper, a sales CRM that lives in Telegram."
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(
+        group: Any, name: str, handler: Handler, help_text: str, *, needs_schema: bool = True
+    ) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = group.add_parser(name, parents=[common], help=help_text)
+        sub.set_defaults(handler=handler, needs_schema=needs_schema)
+        return sub
+
+    init = command(
+        commands, "init", _init, "create the database and its stages", needs_schema=False
+    )
+    init.add_argument("--template", choices=list(TEMPLATES), default="none")
+    init.add_argument("--admin", type=int, action="append", default=[], metavar="TELEGRAM_ID")
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(metavar="ACTION")
+    command(db, "upgrade", _db_upgrade, "apply pending migrations", needs_schema=False)
+
+    stages = commands.add_parser("stages", help="lifecycle stages").add_subparsers(metavar="ACTION")
+    command(stages, "list", _stages_list, "stages in display order with contact counts")
+    add = command(stages, "add", _stages_add, "add a stage")
+    add.add_argument("name")
+    add.add_argument("--category", required=True, type=_category)
+    add.add_argument("--position", type=int, help="1-based place within its category")
+    rename = command(stages, "rename", _stages_rename, "rename a stage")
+    rename.add_argument("name")
+    rename.add_argument("new_name")
+    move = command(stages, "move", _stages_move, "change a stage's place within its category")
+    move.add_argument("name")
+    move.add_argument("--position", type=int, required=True)
+    recategorize = command(
+        stages, "recategorize", _stages_recategorize, "make a stage open, won or lost"
+    )
+    recategorize.add_argument("name")
+    recategorize.add_argument("--category", required=True, type=_category)
+    delete = command(stages, "delete", _stages_delete, "delete a stage, moving its contacts")
+    delete.add_argument("name")
+    target = delete.add_mutually_exclusive_group()
+    target.add_argument("--reassign-to", metavar="OTHER")
+    target.add_argument("--no-stage", action="store_true")
+    delete.add_argument("--reason", help="needed when the contacts move into a lost stage")
+
+    contacts = commands.add_parser("contacts", help="contacts").add_subparsers(metavar="ACTION")
+    add_contact = command(contacts, "add", _contacts_add, "add a contact (duplicates refused)")
+    add_contact.add_argument("name")
+    for option in ("phone", "email", "external-id", "company", "source", "stage"):
+        add_contact.add_argument(f"--{option}")
+    add_contact.add_argument("--owner", metavar="NAME_OR_TELEGRAM_ID")
+    add_contact.add_argument("--value", help="deal amount")
+    add_contact.add_argument("--reason", help="lost reason, when starting in a lost stage")
+    find = command(contacts, "find", _contacts_find, "search by phone, email, id, name, company")
+    find.add_argument("query")
+    find.add_argument("--limit", type=int, default=20)
+    set_stage = command(contacts, "set-stage", _contacts_set_stage, "move a contact")
+    set_stage.add_argument("contact", help="phone, email, external id or #id")
+    set_stage.add_argument("stage")
+    set_stage.add_argument("--reason")
+    return parser
+
+
+def _category(raw: str) -> Category:
+    try:
+        return parse_category(raw)
+    except DomainError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+
+
+async def _init(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    await migrate.upgrade(services.engine)
+    created = await services.stages.apply_template(SYSTEM, args.template)
+    admins = await services.users.ensure_admins(args.admin)
+    summaries = await services.stages.summaries()
+    return {
+        "database": services.engine.url.render_as_string(hide_password=True),
+        "template": args.template,
+        "stages_created": len(created),
+        "stages": [_stage_json(s) for s in summaries],
+        "admins": [a.telegram_id for a in admins],
+        "_text": _init_text(args.template, len(created), summaries),
+    }
+
+
+def _init_text(template: str, created: int, summaries: list[StageSummary]) -> str:
+    if created:
+        head = f"Database ready; created the {created} stages of the {template!r} template:"
+    elif summaries:
+        head = "Database ready; it already has stages, so no template was applied:"
+    else:
+        head = "Database ready, with no stages yet (add some with `stagekeeper stages add`)."
+    return "\n".join([head, *_stage_lines(summaries)]) if summaries else head
+
+
+async def _db_upgrade(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    await migrate.upgrade(services.engine)
+    return {"upgraded": True, "_text": "Database schema is up to date."}
+
+
+async def _stages_list(args: argparse.Namespace, services: Services) -> Any:
+    summaries = await services.stages.summaries()
+    without = await services.stages.contacts_without_stage()
+    lines = _stage_lines(summaries) or ["No stages yet."]
+    if without:
+        lines.append(f"  (no stage)  {without} contact(s)")
+    if not any(s.stage.category is Category.WON for s in summaries):
+        lines.append("Note: no stage is won yet, so reports cannot count conversions.")
+    return _Output([_stage_json(s) for s in summaries], "\n".join(lines))
+
+
+async def _stages_add(args: argparse.Namespace, services: Services) -> Any:
+    stage = await services.stages.add(SYSTEM, args.name, args.category, args.position)
+    return _Output(
+        _stage_json(StageSummary(stage, 0)), f"Added {stage.name!r} ({stage.category.value})."
+    )
+
+
+async def _stages_rename(args: argparse.Namespace, services: Services) -> Any:
+    stage = await services.stages.rename(SYSTEM, args.name, args.new_name)
+    return _Output(_stage_json(StageSummary(stage, 0)), f"Renamed to {stage.name!r}.")
+
+
+async def _stages_move(args: argparse.Namespace, services: Services) -> Any:
+    stage = await services.stages.move(SYSTEM, args.name, args.position)
+    text = f"{stage.name!r} is now number {stage.position} of the {stage.category.value} stages."
+    return _Output(_stage_json(StageSummary(stage, 0)), text)
+
+
+async def _stages_recategorize(args: argparse.Namespace, services: Services) -> Any:
+    stage = await services.stages.recategorize(SYSTEM, args.name, args.category)
+    text = f"{stage.name!r} is now {stage.category.value}; reports, past periods included, follow."
+    return _Output(_stage_json(StageSummary(stage, 0)), text)
+
+
+async def _stages_delete(args: argparse.Namespace, services: Services) -> Any:
+    result = await services.stages.delete(
+        SYSTEM, args.name, reassign_to=args.reassign_to, no_stage=args.no_stage, reason=args.reason
+    )
+    where = result.target.name if result.target else "no stage"
+    text = f"Deleted {result.stage.name!r}."
+    if result.moved:
+        text += f" {result.moved} contact(s) moved to {where} (operation #{result.operation_id})."
+    return _Output(
+        {
+            "deleted": result.stage.name,
+            "moved": result.moved,
+            "target": result.target.name if result.target else None,
+            "operation_id": result.operation_id,
+        },
+        text,
+    )
+
+
+async def _contacts_add(args: argparse.Namespace, services: Services) -> Any:
+    draft = ContactDraft(
+        name=args.name,
+        phone=args.phone,
+        email=args.email,
+        external_id=args.external_id,
+        company=args.company,
+        source=args.source,
+        stage=args.stage,
+        owner=args.owner,
+        value=args.value,
+        lost_reason=args.reason,
+    )
+    contact = await services.contacts.add(SYSTEM, draft)
+    assert contact.id is not None
+    details = await services.contacts.get(SYSTEM, contact.id)
+    return _Output(_contact_json(details), f"Added #{contact.id}: {_contact_line(details)}")
+
+
+async def _contacts_find(args: argparse.Namespace, services: Services) -> Any:
+    found = await services.contacts.find(SYSTEM, args.query, limit=max(1, min(args.limit, 500)))
+    text = "\n".join(_contact_line(d, with_id=True) for d in found) or "No contact matches."
+    return _Output([_contact_json(d) for d in found], text)
+
+
+async def _contacts_set_stage(args: argparse.Namespace, services: Services) -> Any:
+    details = await services.contacts.resolve(SYSTEM, args.contact)
+    stage = await services.contacts.stage_by_name(args.stage)
+    contact = details.contact
+    assert contact.id is not None
+    assert stage.id is not None
+    result = await services.contacts.set_stage(SYSTEM, contact.id, stage.id, reason=args.reason)
+    fresh = await services.contacts.get(SYSTEM, contact.id)
+    text = (
+        f"#{contact.id} {contact.label()} moved to {stage.name}."
+        if result.changed
+        else f"#{contact.id} {contact.label()} already is in {stage.name}; nothing changed."
+    )
+    return _Output({**_contact_json(fresh), "changed": result.changed}, text)
+
+
+class _Output:
+    def __init__(self, data: Any, text: str) -> None:
+        self.data = data
+        self.text = text
+
+
+def _print(args: argparse.Namespace, result: Any) -> None:
+    if isinstance(result, dict) and "_text" in result:
+        text = result.pop("_text")
+        result = _Output(result, text)
+    if args.json:
+        print(json.dumps(result.data, ensure_ascii=False, indent=2, default=str))
+    else:
+        print(result.text)
+
+
+def _refuse(args: argparse.Namespace, message: str, code: str, **extra: Any) -> int:
+    line = " ".join(message.split())
+    if getattr(args, "json", False):
+        print(json.dumps({"error": code, "message": line, **extra}, ensure_ascii=False))
+    print(f"stagekeeper: {line}", file=sys.stderr)
+    return 1
+
+
+def _stage_json(summary: StageSummary) -> dict[str, Any]:
+    stage = summary.stage
+    return {
+        "id": stage.id,
+        "name": stage.name,
+        "category": stage.category.value,
+        "position": stage.position,
+        "contacts": summary.contacts,
+    }
+
+
+def _stage_lines(summaries: list[StageSummary]) -> list[str]:
+    lines: list[str] = []
+    for category in Category:
+        group = [s for s in summaries if s.stage.category is category]
+        if group:
+            lines.append(f"{category.value}:")
+            lines += [f"  {s.stage.position}. {s.stage.name}  ({s.contacts})" for s in group]
+    return lines
+
+
+def _contact_json(details: ContactDetails) -> dict[str, Any]:
+    contact = details.contact
+    stage = details.stage
+    return {
+        "id": contact.id,
+        "name": contact.name,
+        "phone": contact.phone,
+        "email": contact.email,
+        "external_id": contact.external_id,
+        "company": details.company,
+        "source": contact.source,
+        "owner": details.owner.name if details.owner else None,
+        "stage": (
+            {"id": stage.id, "name": stage.name, "category": stage.category.value}
+            if stage
+            else None
+        ),
+        "value": str(contact.value) if contact.value is not None else None,
+        "tags": contact.tags,
+        "created_at": contact.created_at.isoformat(),
+        "stage_entered_at": contact.stage_entered_at.isoformat()
+        if contact.stage_entered_at
+        else None,
+        "version": contact.version,
+    }
+
+
+def _contact_line(details: ContactDetails, *, with_id: bool = False) -> str:
+    contact = details.contact
+    parts = [contact.label()]
+    parts += [p for p in (contact.phone, contact.email, details.company) if p and p != parts[0]]
+    stage = (
+        f"{details.stage.name} ({details.stage.category.value})" if details.stage else "no stage"
+    )
+    line = " · ".join(parts) + f" — {stage}"
+    return f"#{contact.id} {line}" if with_id else line

@@ -1,0 +1,41 @@
+"""The composition root's core: one engine and the services built on it, from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.settings import Settings
+from domain.services.contacts import ContactService
+from domain.services.stages import StageService
+from domain.services.users import UserService
+from storage.db import make_engine, make_sessionmaker
+from storage.uow import SqlUnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    engine: AsyncEngine
+    stages: StageService
+    contacts: ContactService
+    users: UserService
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Services:
+    engine = engine or make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+
+    def uow() -> SqlUnitOfWork:
+        return SqlUnitOfWork(sessions)
+
+    policy = settings.policy
+    return Services(
+        engine=engine,
+        stages=StageService(uow, policy),
+        contacts=ContactService(uow, default_region=settings.default_phone_region, policy=policy),
+        users=UserService(uow),
+    )

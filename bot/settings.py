@@ -1,0 +1,71 @@
+"""Configuration from the environment (and a `.env` file). Every setting is documented in
+`.env.example`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from domain.transitions import DEFAULT_LOST_REASONS, Policy
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///stagekeeper.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    bot_token: SecretStr | None = None
+    database_url: str = DEFAULT_DATABASE_URL
+    timezone: str = "Asia/Ho_Chi_Minh"
+    default_phone_region: str = "VN"
+    admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    telegram_api_base: str = "https://api.telegram.org"
+    forward_only: bool = False
+    lost_reasons: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_LOST_REASONS)
+    )
+    default_language: str = "en"
+    log_level: str = "INFO"
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.replace(";", ",").split(",") if part.strip()]
+        return value
+
+    @field_validator("lost_reasons", mode="before")
+    @classmethod
+    def _split_reasons(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use e.g. Asia/Ho_Chi_Minh)") from None
+        return value
+
+    @field_validator("default_phone_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        region = value.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown phone region {value!r} (use a code such as VN or US)")
+        return region
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(forward_only=self.forward_only, lost_reasons=tuple(self.lost_reasons))
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
