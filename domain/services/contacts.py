@@ -312,7 +312,7 @@ class ContactService:
                             activity=activity,
                         )
                     )
-        entries.sort(key=lambda e: e.at, reverse=True)
+        entries.sort(key=_newest_first)
         return entries
 
     def _normalized(self, draft: ContactDraft, now: datetime) -> Contact:
@@ -435,6 +435,11 @@ async def _name_of(uow: UnitOfWork, user_id: int | None) -> str | None:
         return None
     user = await uow.users.get(user_id)
     return user.name if user else None
+
+
+def _newest_first(entry: TimelineEntry) -> tuple[float, int]:
+    row = entry.activity or entry.stage_change
+    return (-entry.at.timestamp(), -(row.id or 0) if row else 0)
 
 
 def _parse_value(raw: str | None) -> Decimal | None:

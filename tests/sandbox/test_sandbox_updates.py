@@ -1,0 +1,167 @@
+"""Getting updates: long polling and webhooks, with Telegram's confirmation rules."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+
+async def test_updates_stay_until_confirmed_by_a_higher_offset(sandbox):
+    await sandbox.add_user(42)
+    first = await sandbox.say(42, "/start")
+    second = await sandbox.say(42, "hello")
+    updates = await sandbox.api("getUpdates")
+    assert [u["update_id"] for u in updates] == [first["update_id"], second["update_id"]]
+    assert updates[0]["message"]["entities"] == [{"type": "bot_command", "offset": 0, "length": 6}]
+    assert "entities" not in updates[1]["message"]
+    # Receiving is not confirming.
+    assert len(await sandbox.api("getUpdates")) == 2
+    remaining = await sandbox.api("getUpdates", offset=first["update_id"] + 1)
+    assert [u["update_id"] for u in remaining] == [second["update_id"]]
+    assert await sandbox.api("getUpdates", offset=second["update_id"] + 1) == []
+
+
+async def test_limit_caps_the_batch(sandbox):
+    await sandbox.add_user(42)
+    for text in ("a", "b", "c"):
+        await sandbox.say(42, text)
+    updates = await sandbox.api("getUpdates", limit=2)
+    assert [u["message"]["text"] for u in updates] == ["a", "b"]
+
+
+async def test_negative_offset_keeps_only_the_latest_updates(sandbox):
+    await sandbox.add_user(42)
+    for text in ("a", "b", "c"):
+        await sandbox.say(42, text)
+    updates = await sandbox.api("getUpdates", offset=-1)
+    assert [u["message"]["text"] for u in updates] == ["c"]
+
+
+async def test_long_poll_times_out_empty(sandbox):
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await sandbox.api("getUpdates", timeout=1) == []
+    assert loop.time() - started >= 0.9
+
+
+async def test_long_poll_returns_as_soon_as_an_update_arrives(sandbox):
+    await sandbox.add_user(42)
+    polling = asyncio.create_task(sandbox.api("getUpdates", timeout=10))
+    await asyncio.sleep(0.1)
+    assert not polling.done()
+    await sandbox.say(42, "hi")
+    updates = await asyncio.wait_for(polling, 2)
+    assert updates[0]["message"]["text"] == "hi"
+
+
+async def test_a_newer_poll_ends_the_older_one_with_a_conflict(sandbox):
+    older = asyncio.create_task(sandbox.call("getUpdates", timeout=10))
+    await asyncio.sleep(0.1)
+    await sandbox.api("getUpdates")
+    status, body = await asyncio.wait_for(older, 2)
+    assert status == 409
+    assert body["description"].startswith("Conflict: terminated by other getUpdates request")
+
+
+async def test_allowed_updates_filters_later_updates(sandbox):
+    await sandbox.add_user(42)
+    await sandbox.api("getUpdates", allowed_updates=["callback_query"])
+    await sandbox.say(42, "ignored")
+    assert await sandbox.api("getUpdates") == []
+
+
+class WebhookReceiver:
+    """A bot's webhook endpoint that fails the first `failures` deliveries with 500."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: list[tuple[dict[str, Any], str | None]] = []
+        self.received: list[dict[str, Any]] = []
+        self.arrived = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        update = await request.json()
+        self.calls.append((update, request.headers.get("X-Telegram-Bot-Api-Secret-Token")))
+        if len(self.calls) <= self.failures:
+            return web.Response(status=500)
+        self.received.append(update)
+        self.arrived.set()
+        return web.json_response({})
+
+
+@pytest.fixture
+async def receiver() -> Any:
+    receiver = WebhookReceiver(failures=2)
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    receiver.url = str(server.make_url("/hook"))
+    yield receiver
+    await server.close()
+
+
+async def test_webhook_gets_updates_in_order_with_secret_after_retries(sandbox, receiver):
+    await sandbox.add_user(42)
+    await sandbox.say(42, "first")
+    assert await sandbox.api("setWebhook", url=receiver.url, secret_token="s3cret_-token")
+    await sandbox.say(42, "second")
+
+    status, body = await sandbox.call("getUpdates")
+    assert status == 409
+    assert "webhook is active" in body["description"]
+
+    for _ in range(100):
+        if len(receiver.received) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert [u["message"]["text"] for u in receiver.received] == ["first", "second"]
+    # Two 500s were retried with the same update; every request carried the secret.
+    assert [update["message"]["text"] for update, _ in receiver.calls] == [
+        "first",
+        "first",
+        "first",
+        "second",
+    ]
+    assert {secret for _, secret in receiver.calls} == {"s3cret_-token"}
+
+    info = await sandbox.api("getWebhookInfo")
+    assert info["url"] == receiver.url
+    assert info["pending_update_count"] == 0
+    assert info["last_error_message"] == "Wrong response from the webhook: 500 Internal Server Error"
+    assert isinstance(info["last_error_date"], int)
+
+
+async def test_unreachable_webhook_keeps_updates_pending(sandbox, unused_tcp_port):
+    await sandbox.add_user(42)
+    await sandbox.api("setWebhook", url=f"http://127.0.0.1:{unused_tcp_port}/hook")
+    await sandbox.say(42, "lost?")
+    await asyncio.sleep(0.2)
+    info = await sandbox.api("getWebhookInfo")
+    assert info["pending_update_count"] == 1
+    assert info["last_error_message"].startswith("Connection error")
+    assert await sandbox.api("deleteWebhook")
+    assert [u["message"]["text"] for u in await sandbox.api("getUpdates")] == ["lost?"]
+
+
+async def test_delete_webhook_can_drop_pending_updates(sandbox, unused_tcp_port):
+    await sandbox.add_user(42)
+    await sandbox.api("setWebhook", url=f"http://127.0.0.1:{unused_tcp_port}/hook")
+    await sandbox.say(42, "dropped")
+    assert await sandbox.api("deleteWebhook", drop_pending_updates=True)
+    assert await sandbox.api("getUpdates") == []
+    assert (await sandbox.api("getWebhookInfo"))["url"] == ""
+
+
+async def test_webhook_secret_must_use_allowed_characters(sandbox):
+    status, description = await sandbox.refused(
+        "setWebhook", url="https://example.org/hook", secret_token="no spaces"
+    )
+    assert (status, description) == (
+        400,
+        "Bad Request: bad webhook: secret token contains unallowed characters",
+    )

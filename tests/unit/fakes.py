@@ -1,0 +1,280 @@
+"""In-memory fakes of the storage ports, for fast unit tests of the domain's rules.
+
+A FakeDatabase holds committed state; each unit of work works on a copy and writes it back only
+on commit, so a refused operation leaves the database exactly as it was, as real storage does."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from domain.access import Scope
+from domain.errors import DuplicateStageName
+from domain.model import (
+    Activity,
+    ActivityKind,
+    Company,
+    Contact,
+    Operation,
+    Stage,
+    StageChange,
+    User,
+)
+from domain.ports import BulkMove, SearchCriteria
+from domain.text import fold, words
+
+
+@dataclass
+class State:
+    stages: dict[int, Stage] = field(default_factory=dict)
+    contacts: dict[int, Contact] = field(default_factory=dict)
+    history: list[StageChange] = field(default_factory=list)
+    users: dict[int, User] = field(default_factory=dict)
+    companies: dict[int, Company] = field(default_factory=dict)
+    activities: list[Activity] = field(default_factory=list)
+    operations: dict[int, Operation] = field(default_factory=dict)
+    next_id: int = 1
+
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+
+class FakeDatabase:
+    def __init__(self) -> None:
+        self.state = State()
+        self.commits = 0
+
+    def uow(self) -> FakeUnitOfWork:
+        return FakeUnitOfWork(self)
+
+
+class _Repo:
+    def __init__(self, state: State) -> None:
+        self.s = state
+
+
+class FakeStages(_Repo):
+    async def list(self, *, include_archived: bool = False) -> list[Stage]:
+        stages = sorted(self.s.stages.values(), key=lambda st: (st.position, st.id or 0))
+        return [copy.copy(st) for st in stages if include_archived or not st.archived]
+
+    async def get(self, stage_id: int) -> Stage | None:
+        stage = self.s.stages.get(stage_id)
+        return copy.copy(stage) if stage else None
+
+    async def add(self, stage: Stage) -> Stage:
+        self._check_unique(stage)
+        stage.id = self.s.new_id()
+        self.s.stages[stage.id] = copy.copy(stage)
+        return stage
+
+    async def update(self, stage: Stage) -> None:
+        self._check_unique(stage)
+        assert stage.id is not None
+        self.s.stages[stage.id] = copy.copy(stage)
+
+    async def contact_counts(self) -> dict[int | None, int]:
+        counts: dict[int | None, int] = {}
+        for contact in self.s.contacts.values():
+            counts[contact.stage_id] = counts.get(contact.stage_id, 0) + 1
+        return counts
+
+    def _check_unique(self, stage: Stage) -> None:
+        if stage.archived:
+            return
+        for other in self.s.stages.values():
+            if other.id != stage.id and not other.archived and fold(other.name) == fold(stage.name):
+                raise DuplicateStageName(stage.name)
+
+
+class FakeContacts(_Repo):
+    async def get(self, contact_id: int) -> Contact | None:
+        contact = self.s.contacts.get(contact_id)
+        return copy.deepcopy(contact) if contact else None
+
+    async def find_by_identifiers(
+        self, *, phone: str | None, email: str | None, external_id: str | None
+    ) -> list[Contact]:
+        return [
+            copy.deepcopy(c)
+            for c in self.s.contacts.values()
+            if (phone and c.phone == phone)
+            or (email and c.email == email)
+            or (external_id and c.external_id == external_id)
+        ]
+
+    async def add(self, contact: Contact, company_name: str | None) -> Contact:
+        if company_name:
+            company = next(
+                (c for c in self.s.companies.values() if fold(c.name) == fold(company_name)), None
+            )
+            if company is None:
+                company = Company(self.s.new_id(), company_name)
+                self.s.companies[company.id or 0] = company
+            contact.company_id = company.id
+        contact.id = self.s.new_id()
+        self.s.contacts[contact.id] = copy.deepcopy(contact)
+        return contact
+
+    async def update(self, contact: Contact, *, expected_version: int) -> bool:
+        assert contact.id is not None
+        if self.s.contacts[contact.id].version != expected_version:
+            return False
+        self.s.contacts[contact.id] = copy.deepcopy(contact)
+        return True
+
+    async def search(
+        self, criteria: SearchCriteria, scope: Scope, *, limit: int, offset: int
+    ) -> list[Contact]:
+        found = []
+        for contact in sorted(self.s.contacts.values(), key=lambda c: -(c.id or 0)):
+            owner = self.s.users.get(contact.owner_id) if contact.owner_id else None
+            if not scope.covers(owner):
+                continue
+            company = self.s.companies.get(contact.company_id) if contact.company_id else None
+            haystack = words(" ".join(p for p in (contact.name, company and company.name) if p))
+            exact = (
+                (criteria.phone and contact.phone == criteria.phone)
+                or (criteria.email and contact.email == criteria.email)
+                or (criteria.external_id and contact.external_id == criteria.external_id)
+            )
+            by_words = bool(criteria.words) and all(
+                any(word.startswith(q) for word in haystack) for q in criteria.words
+            )
+            if exact or by_words:
+                found.append(copy.deepcopy(contact))
+        return found[offset : offset + limit]
+
+    async def count_in_stage(self, stage_id: int) -> int:
+        return sum(1 for c in self.s.contacts.values() if c.stage_id == stage_id)
+
+    async def move_stage_contents(self, move: BulkMove) -> int:
+        moved = 0
+        for contact in self.s.contacts.values():
+            if contact.stage_id == move.from_stage_id:
+                assert contact.id is not None
+                self.s.history.append(
+                    StageChange(
+                        contact.id, move.from_stage_id, move.to_stage_id, move.at,
+                        move.by_user_id, move.source, move.reason, move.operation_id,
+                        id=self.s.new_id(),
+                    )
+                )
+                contact.stage_id = move.to_stage_id
+                contact.stage_entered_at = move.at
+                contact.version += 1
+                moved += 1
+        return moved
+
+
+class FakeHistory(_Repo):
+    async def add(self, change: StageChange) -> None:
+        self.s.history.append(dataclasses.replace(change, id=self.s.new_id()))
+
+    async def for_contact(self, contact_id: int) -> list[StageChange]:
+        rows = [c for c in self.s.history if c.contact_id == contact_id]
+        return sorted(rows, key=lambda c: (c.at, c.id or 0))
+
+    async def latest(self, contact_id: int) -> StageChange | None:
+        rows = await self.for_contact(contact_id)
+        return rows[-1] if rows else None
+
+
+class FakeUsers(_Repo):
+    async def get(self, user_id: int) -> User | None:
+        return copy.copy(self.s.users.get(user_id))
+
+    async def by_telegram_id(self, telegram_id: int) -> User | None:
+        return next((copy.copy(u) for u in self.s.users.values() if u.telegram_id == telegram_id), None)
+
+    async def by_name(self, name: str) -> list[User]:
+        return [copy.copy(u) for u in self.s.users.values() if fold(u.name) == fold(name)]
+
+    async def get_many(self, user_ids: set[int]) -> dict[int, User]:
+        return {i: copy.copy(u) for i, u in self.s.users.items() if i in user_ids}
+
+    async def list(self) -> list[User]:
+        return [copy.copy(u) for u in self.s.users.values()]
+
+    async def add(self, user: User) -> User:
+        user.id = self.s.new_id()
+        self.s.users[user.id] = copy.copy(user)
+        return user
+
+    async def update(self, user: User) -> None:
+        assert user.id is not None
+        self.s.users[user.id] = copy.copy(user)
+
+
+class FakeCompanies(_Repo):
+    async def get(self, company_id: int) -> Company | None:
+        return self.s.companies.get(company_id)
+
+    async def by_name(self, name: str) -> Company | None:
+        return next((c for c in self.s.companies.values() if fold(c.name) == fold(name)), None)
+
+    async def names(self, company_ids: set[int]) -> dict[int, str]:
+        return {i: c.name for i, c in self.s.companies.items() if i in company_ids}
+
+
+class FakeActivities(_Repo):
+    async def add(self, activity: Activity) -> Activity:
+        activity.id = self.s.new_id()
+        self.s.activities.append(copy.copy(activity))
+        return activity
+
+    async def for_contact(
+        self, contact_id: int, kinds: Sequence[ActivityKind] | None = None
+    ) -> list[Activity]:
+        rows = [
+            a for a in self.s.activities
+            if a.contact_id == contact_id and (kinds is None or a.kind in kinds)
+        ]
+        return sorted(rows, key=lambda a: a.at, reverse=True)
+
+
+class FakeOperations(_Repo):
+    async def add(self, operation: Operation) -> Operation:
+        operation.id = self.s.new_id()
+        self.s.operations[operation.id] = copy.copy(operation)
+        return operation
+
+    async def recent(self, limit: int) -> list[Operation]:
+        return sorted(self.s.operations.values(), key=lambda o: o.created_at, reverse=True)[:limit]
+
+
+class FakeUnitOfWork:
+    def __init__(self, database: FakeDatabase) -> None:
+        self._database = database
+
+    async def __aenter__(self) -> Self:
+        self._state = copy.deepcopy(self._database.state)
+        state = self._state
+        self.stages = FakeStages(state)
+        self.contacts = FakeContacts(state)
+        self.history = FakeHistory(state)
+        self.users = FakeUsers(state)
+        self.companies = FakeCompanies(state)
+        self.activities = FakeActivities(state)
+        self.operations = FakeOperations(state)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pass
+
+    async def commit(self) -> None:
+        self._database.state = copy.deepcopy(self._state)
+        self._database.commits += 1
+
+    async def rollback(self) -> None:
+        self._state = copy.deepcopy(self._database.state)
