@@ -350,7 +350,7 @@ class SandboxState:
         return next((file for file in self.files.values() if file.file_path == file_path), None)
 
     def take_fault(self, bot_id: int, method: str) -> Fault | None:
-        faults = self.faults.get((bot_id, method.lower()))
+        faults = self.faults.get((bot_id, method))
         if not faults:
             return None
         fault = faults[0]

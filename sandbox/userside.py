@@ -337,7 +337,7 @@ class UserSide:
         description = body.get("description") or _default_description(error_code, retry_after)
         count = integer(body.get("count", 1), "count")
         fault = Fault(error_code, str(description), retry_after, count)
-        self.state.faults.setdefault((bot.id, method.name.lower()), []).append(fault)
+        self.state.faults.setdefault((bot.id, method.name), []).append(fault)
         return web.json_response(fault.to_json(method.name, bot.id))
 
     async def clear_faults(self, request: web.Request) -> web.Response:
