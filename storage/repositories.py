@@ -99,7 +99,7 @@ class SqlStageRepository:
         rows = await self._session.execute(
             select(ContactRow.stage_id, func.count()).group_by(ContactRow.stage_id)
         )
-        return dict(rows.tuples().all())
+        return dict(rows.all())
 
     async def _flush_name(self, name: str) -> None:
         # The unique index is the last word on names when two admins add the same one at once.
@@ -272,7 +272,7 @@ class SqlContactRepository:
             .order_by(TagRow.name)
         )
         tags: dict[int, list[str]] = {}
-        for contact_id, name in rows.tuples():
+        for contact_id, name in rows:
             tags.setdefault(contact_id, []).append(name)
         return tags
 
@@ -417,7 +417,7 @@ class SqlCompanyRepository:
         rows = await self._session.execute(
             select(CompanyRow.id, CompanyRow.name).where(CompanyRow.id.in_(company_ids))
         )
-        return dict(rows.tuples().all())
+        return dict(rows.all())
 
 
 class SqlActivityRepository:

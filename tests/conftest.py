@@ -1,0 +1,88 @@
+"""Databases for the tests: SQLite always, PostgreSQL when STAGEKEEPER_TEST_POSTGRES_URL names
+one (`.ci/services.sh` starts it; on CI its absence is an error, not a skip)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from bot.container import Services, build_services
+from bot.settings import Settings
+from storage import migrate
+from storage.db import make_engine
+from storage.models import Base
+
+POSTGRES_URL = os.environ.get("STAGEKEEPER_TEST_POSTGRES_URL")
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def _migrate(url: str) -> None:
+    async def run() -> None:
+        engine = make_engine(url)
+        await migrate.upgrade(engine)
+        await engine.dispose()
+
+    # Session fixtures may be first requested from inside a running event loop: migrate in a
+    # thread of its own.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating takes longer than copying)."""
+    path = tmp_path_factory.mktemp("template") / "stagekeeper.db"
+    _migrate(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    if not POSTGRES_URL:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must test PostgreSQL: STAGEKEEPER_TEST_POSTGRES_URL is not set")
+        pytest.skip("no PostgreSQL: run `eval \"$(bash .ci/services.sh)\"` to test it too")
+    _migrate(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+async def _empty_postgres(url: str) -> None:
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    engine = make_engine(url)
+    async with engine.begin() as connection:
+        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty, migrated database of each kind."""
+    if request.param == "sqlite":
+        path = tmp_path / "stagekeeper.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite+aiosqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_url")
+    await _empty_postgres(url)
+    return url
+
+
+@pytest.fixture
+async def services(database_url: str) -> AsyncIterator[Services]:
+    built = build_services(Settings(database_url=database_url, _env_file=None))  # type: ignore[call-arg]
+    yield built
+    await built.close()
+
+
+def shared_path(*parts: str) -> Path:
+    """A file of ../shared; skips the test with the reason when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared is provided beside the repository on CI)")
+    return path

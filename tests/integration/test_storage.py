@@ -1,0 +1,183 @@
+"""Storage on SQLite and PostgreSQL: the schema from nothing, search, locking, bulk moves."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from bot.container import Services
+from domain.access import SYSTEM
+from domain.errors import DuplicateContact, DuplicateStageName
+from domain.model import Category, Contact, Role, Source, User
+from domain.services.contacts import ContactDraft
+from storage import migrate
+from storage.db import make_engine, make_sessionmaker
+from storage.migrate import alembic_config
+from storage.uow import SqlUnitOfWork
+
+
+async def test_migrations_create_the_schema_from_nothing_and_can_be_undone(tmp_path: Path) -> None:
+    from alembic import command
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    engine = make_engine(url)
+    assert await migrate.pending(engine)
+    await migrate.upgrade(engine)
+    assert not await migrate.pending(engine)
+    async with engine.connect() as connection:
+        tables = set(
+            (await connection.execute(text("SELECT name FROM sqlite_master WHERE type='table'")))
+            .scalars()
+        )
+    assert {"stages", "contacts", "stage_changes", "activities", "contact_search"} <= tables
+
+    def downgrade(connection: object) -> None:
+        config = alembic_config(url)
+        config.attributes["connection"] = connection
+        command.downgrade(config, "base")
+
+    async with engine.begin() as connection:
+        await connection.run_sync(downgrade)
+    assert await migrate.pending(engine)
+    await migrate.upgrade(engine)
+    await engine.dispose()
+
+
+async def test_sqlite_runs_with_wal_foreign_keys_and_a_busy_timeout(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+    async with engine.connect() as connection:
+        pragmas = [
+            (await connection.execute(text(f"PRAGMA {name}"))).scalar()
+            for name in ("journal_mode", "foreign_keys", "busy_timeout")
+        ]
+    await engine.dispose()
+    assert pragmas == ["wal", 1, 10_000]
+
+
+async def test_a_contact_round_trips_with_tags_amount_and_utc_times(services: Services) -> None:
+    await services.stages.apply_template(SYSTEM, "amis")
+    created = datetime(2025, 12, 31, 23, 30, tzinfo=UTC)
+    contact = await services.contacts.add(
+        SYSTEM,
+        ContactDraft(
+            name="Lê Minh Châu", phone="0987 654 321", email="Chau@Example.vn",
+            external_id="HS-42", company="Công ty ABC", source="Zalo", stage="MQL",
+            value="15000000.50", tags=["VIP", "vip", "Hội chợ 2025"], created_at=created,
+        ),
+    )
+    assert contact.id is not None
+    card = await services.contacts.get(SYSTEM, contact.id)
+    assert card.company == "Công ty ABC"
+    assert card.stage is not None and card.stage.name == "MQL"
+    stored = card.contact
+    assert (stored.phone, stored.email, stored.external_id) == ("+84987654321", "chau@example.vn", "HS-42")
+    assert stored.value == Decimal("15000000.50")
+    assert sorted(stored.tags) == ["Hội chợ 2025", "VIP"]
+    assert stored.created_at == created
+    assert stored.created_at.tzinfo is not None
+    [change] = await services.contacts.history(SYSTEM, contact.id)
+    assert (change.to_stage_id, change.at, change.source) == (card.stage.id, created, Source.MANUAL)
+
+
+async def test_the_database_refuses_a_duplicate_that_slips_past_the_check(
+    services: Services, database_url: str
+) -> None:
+    """Two people adding the same phone at once: the unique index decides, and the loser is
+    told which contact exists."""
+    await services.contacts.add(SYSTEM, ContactDraft(name="First", phone="+84912000001"))
+    sessions = make_sessionmaker(services.engine)
+    async with SqlUnitOfWork(sessions) as uow:
+        with pytest.raises(DuplicateContact) as refused:
+            await uow.contacts.add(Contact(None, "Second", phone="+84912000001"), None)
+    assert refused.value.field == "phone"
+    assert len(await services.contacts.find(SYSTEM, "+84912000001")) == 1
+
+
+async def test_live_stage_names_are_unique_in_the_database(services: Services) -> None:
+    await services.stages.add(SYSTEM, "Demo", Category.OPEN)
+    await services.stages.delete(SYSTEM, "Demo")
+    await services.stages.add(SYSTEM, "Demo", Category.OPEN)
+    sessions = make_sessionmaker(services.engine)
+    async with SqlUnitOfWork(sessions) as uow:
+        from domain.model import Stage
+
+        with pytest.raises(DuplicateStageName):
+            await uow.stages.add(Stage(None, "DEMO", Category.OPEN, 9))
+
+
+async def test_search_ignores_case_and_diacritics_and_follows_renames(services: Services) -> None:
+    await services.contacts.add(SYSTEM, ContactDraft(name="Nguyễn Văn An", company="Đại Phát"))
+    await services.contacts.add(SYSTEM, ContactDraft(name="Nguyễn Thị Bình", phone="0912345678"))
+    await services.contacts.add(SYSTEM, ContactDraft(name="Anna Smith", email="anna@x.com"))
+
+    async def names(query: str) -> list[str | None]:
+        return sorted(d.contact.name for d in await services.contacts.find(SYSTEM, query))
+
+    assert await names("nguyen van an") == ["Nguyễn Văn An"]
+    assert await names("NGUYỄN") == ["Nguyễn Thị Bình", "Nguyễn Văn An"]
+    assert await names("an") == ["Anna Smith", "Nguyễn Văn An"]
+    assert await names("dai phat") == ["Nguyễn Văn An"]
+    assert await names("0912 345 678") == ["Nguyễn Thị Bình"]
+    assert await names("+84912345678") == ["Nguyễn Thị Bình"]
+    assert await names("ANNA@x.com") == ["Anna Smith"]
+    assert await names("nguyen smith") == []
+    assert await names("' OR 1=1 --") == []
+    assert await names('"*') == []
+
+
+async def test_search_respects_the_callers_scope(services: Services) -> None:
+    lan = await services.users.add(SYSTEM, "Lan", Role.AGENT, team="north", telegram_id=11)
+    binh = await services.users.add(SYSTEM, "Bình", Role.AGENT, team="south", telegram_id=12)
+    boss = await services.users.add(SYSTEM, "Boss", Role.MANAGER, team="north", telegram_id=13)
+    for owner in (lan, binh):
+        await services.contacts.add(owner, ContactDraft(name=f"Khách của {owner.name}"))
+
+    async def seen_by(user: User) -> list[str | None]:
+        return sorted(d.contact.name for d in await services.contacts.find(user, "khach"))
+
+    assert await seen_by(lan) == ["Khách của Lan"]
+    assert await seen_by(boss) == ["Khách của Lan"]
+    assert await seen_by(SYSTEM) == ["Khách của Bình", "Khách của Lan"]
+
+
+async def test_a_write_based_on_a_stale_version_is_not_applied(services: Services) -> None:
+    contact = await services.contacts.add(SYSTEM, ContactDraft(name="Race"))
+    assert contact.id is not None
+    sessions = make_sessionmaker(services.engine)
+    async with SqlUnitOfWork(sessions) as uow:
+        stored = await uow.contacts.get(contact.id)
+        assert stored is not None
+        stored.name = "Winner"
+        stored.version += 1
+        assert await uow.contacts.update(stored, expected_version=1)
+        await uow.commit()
+    async with SqlUnitOfWork(sessions) as uow:
+        stale = Contact(contact.id, "Loser", version=2)
+        assert not await uow.contacts.update(stale, expected_version=1)
+    assert (await services.contacts.get(SYSTEM, contact.id)).contact.name == "Winner"
+
+
+async def test_deleting_a_stage_moves_all_its_contacts_in_bulk_with_history(
+    services: Services,
+) -> None:
+    await services.stages.apply_template(SYSTEM, "amis")
+    ids = []
+    for n in range(25):
+        contact = await services.contacts.add(SYSTEM, ContactDraft(name=f"Lead {n}", stage="MQL"))
+        ids.append(contact.id)
+    result = await services.stages.delete(SYSTEM, "MQL", reassign_to="SQL")
+    assert result.moved == 25
+    counts = {s.stage.name: s.contacts for s in await services.stages.summaries()}
+    assert counts["SQL"] == 25
+    assert "MQL" not in counts
+    for contact_id in ids:
+        assert contact_id is not None
+        history = await services.contacts.history(SYSTEM, contact_id)
+        assert [(h.source, h.operation_id) for h in history][-1] == (
+            Source.REASSIGN, result.operation_id,
+        )
+        assert (await services.contacts.get(SYSTEM, contact_id)).contact.version == 2
