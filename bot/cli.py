@@ -35,7 +35,10 @@ class Refused(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed the usage and the reason
+        return int(exit_.code or 0)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

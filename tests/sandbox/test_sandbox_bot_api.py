@@ -164,7 +164,7 @@ async def test_length_counts_utf16_units_of_the_visible_text(sandbox):
     await sandbox.api(
         "sendMessage", chat_id=chat_id, text="<b>" + "😀" * 2048 + "</b>", parse_mode="HTML"
     )
-    status, description = await sandbox.refused(
+    _status, description = await sandbox.refused(
         "sendMessage", chat_id=chat_id, text="😀" * 2048 + "x"
     )
     assert description == "Bad Request: message is too long"
@@ -218,7 +218,7 @@ async def test_bad_html_is_refused(sandbox, markup, reason):
 
 async def test_unescaped_markdown_v2_reserved_character_is_refused(sandbox):
     chat_id = await sandbox.started_chat()
-    status, description = await sandbox.refused(
+    _status, description = await sandbox.refused(
         "sendMessage", chat_id=chat_id, text="Done.", parse_mode="MarkdownV2"
     )
     assert description.startswith("Bad Request: can't parse entities: Character '.' is reserved")
@@ -248,9 +248,10 @@ async def test_identical_edit_is_refused_and_a_real_edit_is_applied(sandbox):
 
 async def test_edit_and_delete_of_unknown_messages_are_refused(sandbox):
     chat_id = await sandbox.started_chat()
-    assert await sandbox.refused(
-        "editMessageText", chat_id=chat_id, message_id=999, text="x"
-    ) == (400, "Bad Request: message to edit not found")
+    assert await sandbox.refused("editMessageText", chat_id=chat_id, message_id=999, text="x") == (
+        400,
+        "Bad Request: message to edit not found",
+    )
     assert await sandbox.refused("deleteMessage", chat_id=chat_id, message_id=999) == (
         400,
         "Bad Request: message to delete not found",
@@ -276,7 +277,9 @@ async def test_edit_markup_and_caption(sandbox):
     response = await sandbox.client.post(f"/bot{sandbox.token}/sendPhoto", data=form)
     photo = (await response.json())["result"]
     target = {"chat_id": chat_id, "message_id": photo["message_id"]}
-    edited = await sandbox.api("editMessageCaption", **target, caption="<i>Q3</i>", parse_mode="HTML")
+    edited = await sandbox.api(
+        "editMessageCaption", **target, caption="<i>Q3</i>", parse_mode="HTML"
+    )
     assert edited["caption"] == "Q3"
     assert edited["caption_entities"] == [{"type": "italic", "offset": 0, "length": 2}]
     edited = await sandbox.api("editMessageReplyMarkup", **target, reply_markup=KEYBOARD)
@@ -373,7 +376,7 @@ async def test_late_callback_answer_is_refused(sandbox):
         "click", user_id=chat_id, message_id=sent["message_id"], data="go"
     )
     await asyncio.sleep(0.15)
-    status, description = await sandbox.refused(
+    _status, description = await sandbox.refused(
         "answerCallbackQuery", callback_query_id=click["callback_query_id"]
     )
     assert description.startswith("Bad Request: query is too old")

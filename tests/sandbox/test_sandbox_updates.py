@@ -132,7 +132,9 @@ async def test_webhook_gets_updates_in_order_with_secret_after_retries(sandbox, 
     info = await sandbox.api("getWebhookInfo")
     assert info["url"] == receiver.url
     assert info["pending_update_count"] == 0
-    assert info["last_error_message"] == "Wrong response from the webhook: 500 Internal Server Error"
+    assert (
+        info["last_error_message"] == "Wrong response from the webhook: 500 Internal Server Error"
+    )
     assert isinstance(info["last_error_date"], int)
 
 

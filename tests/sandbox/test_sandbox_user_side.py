@@ -126,7 +126,7 @@ async def test_user_side_routes_can_address_another_bot(sandbox):
     await sandbox.add_user(42)
     await sandbox.user_side("send", user_id=42, text="hi other", token=other)
     assert await sandbox.api("getUpdates") == []
-    status, body = await sandbox.call("getUpdates", token=other)
+    _status, body = await sandbox.call("getUpdates", token=other)
     assert [u["message"]["text"] for u in body["result"]] == ["hi other"]
     assert (await (await sandbox.client.get("/sandbox/bot?bot_id=555")).json())["username"] == (
         "sandbox_555_bot"
