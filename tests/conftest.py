@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -48,7 +48,7 @@ def postgres_url() -> str:
     if not POSTGRES_URL:
         if os.environ.get("CI") == "true":
             pytest.fail("CI must test PostgreSQL: STAGEKEEPER_TEST_POSTGRES_URL is not set")
-        pytest.skip("no PostgreSQL: run `eval \"$(bash .ci/services.sh)\"` to test it too")
+        pytest.skip('no PostgreSQL: run `eval "$(bash .ci/services.sh)"` to test it too')
     _migrate(POSTGRES_URL)
     return POSTGRES_URL
 

@@ -50,8 +50,13 @@ def amis(cli: Cli) -> Cli:
 def test_init_with_the_amis_template_lists_seven_stages_with_categories(amis: Cli) -> None:
     stages = amis.json("stages", "list")
     assert [(s["name"], s["category"]) for s in stages] == [
-        ("Lead", "open"), ("MQL", "open"), ("SQL", "open"), ("Customer", "won"),
-        ("Loyal customer", "won"), ("Unsubscribed", "lost"), ("Disqualified", "lost"),
+        ("Lead", "open"),
+        ("MQL", "open"),
+        ("SQL", "open"),
+        ("Customer", "won"),
+        ("Loyal customer", "won"),
+        ("Unsubscribed", "lost"),
+        ("Disqualified", "lost"),
     ]
 
 
@@ -92,7 +97,11 @@ def test_deleting_with_reassign_to_moves_every_contact_and_records_each_move(ami
     assert result["moved"] == 3
     stages = {s["name"]: s["contacts"] for s in amis.json("stages", "list")}
     assert stages == {
-        "Lead": 0, "SQL": 3, "Customer": 0, "Loyal customer": 0, "Unsubscribed": 0,
+        "Lead": 0,
+        "SQL": 3,
+        "Customer": 0,
+        "Loyal customer": 0,
+        "Unsubscribed": 0,
         "Disqualified": 0,
     }
     moved = amis.json("contacts", "find", "lead")
@@ -104,7 +113,9 @@ def test_deleting_the_last_won_stage_says_to_make_another_stage_won_first(amis: 
     assert amis("stages", "delete", "Loyal customer")[0] == 0
     reason = amis.refused("stages", "delete", "Customer")
     assert "make another stage won first" in reason
-    assert "last won stage" in amis.refused("stages", "recategorize", "Customer", "--category", "open")
+    assert "last won stage" in amis.refused(
+        "stages", "recategorize", "Customer", "--category", "open"
+    )
 
 
 def test_stage_commands_add_rename_move_and_refuse_duplicates(amis: Cli) -> None:
@@ -122,11 +133,24 @@ def test_stage_commands_add_rename_move_and_refuse_duplicates(amis: Cli) -> None
 
 def test_contacts_add_normalizes_and_refuses_duplicates_naming_the_existing_one(amis: Cli) -> None:
     added = amis.json(
-        "contacts", "add", "Nguyễn Văn An", "--phone", "0912 345 678", "--email", "AN@X.VN",
-        "--company", "Đại Phát", "--source", "Zalo", "--stage", "Lead",
+        "contacts",
+        "add",
+        "Nguyễn Văn An",
+        "--phone",
+        "0912 345 678",
+        "--email",
+        "AN@X.VN",
+        "--company",
+        "Đại Phát",
+        "--source",
+        "Zalo",
+        "--stage",
+        "Lead",
     )
     assert (added["phone"], added["email"], added["stage"]["name"]) == (
-        "+84912345678", "an@x.vn", "Lead",
+        "+84912345678",
+        "an@x.vn",
+        "Lead",
     )
     code, out, err = amis("contacts", "add", "Someone", "--phone", "+84 912-345-678", "--json")
     assert code == 1
@@ -150,9 +174,12 @@ def test_set_stage_applies_the_rules_and_is_a_no_op_on_the_same_stage(amis: Cli)
     moved = amis.json("contacts", "set-stage", "chi@x.vn", "Disqualified", "--reason", "Price")
     assert moved["stage"]["category"] == "lost"
     assert "reason" in amis.refused("contacts", "set-stage", "chi@x.vn", "Lead")
-    assert amis.json("contacts", "set-stage", "chi@x.vn", "Lead", "--reason", "Came back")[
-        "stage"
-    ]["name"] == "Lead"
+    assert (
+        amis.json("contacts", "set-stage", "chi@x.vn", "Lead", "--reason", "Came back")["stage"][
+            "name"
+        ]
+        == "Lead"
+    )
     assert "No contact" in amis.refused("contacts", "set-stage", "nobody@x.vn", "Lead")
 
 
@@ -167,9 +194,20 @@ def test_a_database_without_schema_is_explained(
 def test_python_dash_m_bot_is_the_same_command(tmp_path: object) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/m.db"
     run = subprocess.run(
-        [sys.executable, "-m", "bot", "init", "--template", "inbound", "--database-url", url,
-         "--json"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bot",
+            "init",
+            "--template",
+            "inbound",
+            "--database-url",
+            url,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["stages_created"] == 5

@@ -30,8 +30,9 @@ async def test_migrations_create_the_schema_from_nothing_and_can_be_undone(tmp_p
     assert not await migrate.pending(engine)
     async with engine.connect() as connection:
         tables = set(
-            (await connection.execute(text("SELECT name FROM sqlite_master WHERE type='table'")))
-            .scalars()
+            (
+                await connection.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))
+            ).scalars()
         )
     assert {"stages", "contacts", "stage_changes", "activities", "contact_search"} <= tables
 
@@ -64,9 +65,16 @@ async def test_a_contact_round_trips_with_tags_amount_and_utc_times(services: Se
     contact = await services.contacts.add(
         SYSTEM,
         ContactDraft(
-            name="Lê Minh Châu", phone="0987 654 321", email="Chau@Example.vn",
-            external_id="HS-42", company="Công ty ABC", source="Zalo", stage="MQL",
-            value="15000000.50", tags=["VIP", "vip", "Hội chợ 2025"], created_at=created,
+            name="Lê Minh Châu",
+            phone="0987 654 321",
+            email="Chau@Example.vn",
+            external_id="HS-42",
+            company="Công ty ABC",
+            source="Zalo",
+            stage="MQL",
+            value="15000000.50",
+            tags=["VIP", "vip", "Hội chợ 2025"],
+            created_at=created,
         ),
     )
     assert contact.id is not None
@@ -74,7 +82,11 @@ async def test_a_contact_round_trips_with_tags_amount_and_utc_times(services: Se
     assert card.company == "Công ty ABC"
     assert card.stage is not None and card.stage.name == "MQL"
     stored = card.contact
-    assert (stored.phone, stored.email, stored.external_id) == ("+84987654321", "chau@example.vn", "HS-42")
+    assert (stored.phone, stored.email, stored.external_id) == (
+        "+84987654321",
+        "chau@example.vn",
+        "HS-42",
+    )
     assert stored.value == Decimal("15000000.50")
     assert sorted(stored.tags) == ["Hội chợ 2025", "VIP"]
     assert stored.created_at == created
@@ -178,6 +190,7 @@ async def test_deleting_a_stage_moves_all_its_contacts_in_bulk_with_history(
         assert contact_id is not None
         history = await services.contacts.history(SYSTEM, contact_id)
         assert [(h.source, h.operation_id) for h in history][-1] == (
-            Source.REASSIGN, result.operation_id,
+            Source.REASSIGN,
+            result.operation_id,
         )
         assert (await services.contacts.get(SYSTEM, contact_id)).contact.version == 2

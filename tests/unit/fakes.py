@@ -160,8 +160,14 @@ class FakeContacts(_Repo):
                 assert contact.id is not None
                 self.s.history.append(
                     StageChange(
-                        contact.id, move.from_stage_id, move.to_stage_id, move.at,
-                        move.by_user_id, move.source, move.reason, move.operation_id,
+                        contact.id,
+                        move.from_stage_id,
+                        move.to_stage_id,
+                        move.at,
+                        move.by_user_id,
+                        move.source,
+                        move.reason,
+                        move.operation_id,
                         id=self.s.new_id(),
                     )
                 )
@@ -190,7 +196,9 @@ class FakeUsers(_Repo):
         return copy.copy(self.s.users.get(user_id))
 
     async def by_telegram_id(self, telegram_id: int) -> User | None:
-        return next((copy.copy(u) for u in self.s.users.values() if u.telegram_id == telegram_id), None)
+        return next(
+            (copy.copy(u) for u in self.s.users.values() if u.telegram_id == telegram_id), None
+        )
 
     async def by_name(self, name: str) -> list[User]:
         return [copy.copy(u) for u in self.s.users.values() if fold(u.name) == fold(name)]
@@ -232,7 +240,8 @@ class FakeActivities(_Repo):
         self, contact_id: int, kinds: Sequence[ActivityKind] | None = None
     ) -> list[Activity]:
         rows = [
-            a for a in self.s.activities
+            a
+            for a in self.s.activities
             if a.contact_id == contact_id and (kinds is None or a.kind in kinds)
         ]
         return sorted(rows, key=lambda a: a.at, reverse=True)

@@ -62,8 +62,20 @@ async def test_a_duplicate_identifier_finds_the_existing_contact_instead_of_crea
 
 @pytest.mark.parametrize(
     "query",
-    ["nguyen van an", "Nguyễn Văn An", "NGUYEN", "van an", "nguy", "0912 345 678",
-     "+84912345678", "84912345678", "an@example.vn", "CRM-7", "dai phat", "Đại"],
+    [
+        "nguyen van an",
+        "Nguyễn Văn An",
+        "NGUYEN",
+        "van an",
+        "nguy",
+        "0912 345 678",
+        "+84912345678",
+        "84912345678",
+        "an@example.vn",
+        "CRM-7",
+        "dai phat",
+        "Đại",
+    ],
 )
 async def test_search_finds_by_phone_email_id_and_by_name_or_company_ignoring_diacritics(
     contacts: ContactService, query: str
@@ -71,8 +83,11 @@ async def test_search_finds_by_phone_email_id_and_by_name_or_company_ignoring_di
     await contacts.add(
         SYSTEM,
         ContactDraft(
-            name="Nguyễn Văn An", phone="+84912345678", email="an@example.vn",
-            external_id="CRM-7", company="Công ty Đại Phát",
+            name="Nguyễn Văn An",
+            phone="+84912345678",
+            email="an@example.vn",
+            external_id="CRM-7",
+            company="Công ty Đại Phát",
         ),
     )
     await contacts.add(SYSTEM, ContactDraft(name="Someone Else", phone="+84987654321"))
@@ -90,9 +105,7 @@ async def test_search_needs_every_word(contacts: ContactService) -> None:
     assert await contacts.find(SYSTEM, "   ") == []
 
 
-async def test_search_sees_only_the_callers_scope(
-    contacts: ContactService, people: People
-) -> None:
+async def test_search_sees_only_the_callers_scope(contacts: ContactService, people: People) -> None:
     for owner in (people.agent, people.teammate, people.outsider):
         await contacts.add(owner, ContactDraft(name=f"Lead of {owner.name}"))
 
@@ -143,11 +156,17 @@ async def test_the_timeline_merges_activities_and_stage_changes_newest_first(
     await contacts.set_stage(people.agent, contact.id, mql.id)
     clock.advance(hours=1)
     await contacts.log_activity(
-        people.agent, contact.id, ActivityKind.TASK, "Send quote", due_at=clock.now + timedelta(days=1)
+        people.agent,
+        contact.id,
+        ActivityKind.TASK,
+        "Send quote",
+        due_at=clock.now + timedelta(days=1),
     )
     timeline = await contacts.timeline(people.agent, contact.id)
     assert [(e.kind, e.text) for e in timeline] == [
-        ("task", "Send quote"), ("stage", "Lead → MQL"), ("call", "Called, no answer"),
+        ("task", "Send quote"),
+        ("stage", "Lead → MQL"),
+        ("call", "Called, no answer"),
         ("stage", "— → Lead"),
     ]
     calls = await contacts.timeline(people.agent, contact.id, ["call"])

@@ -40,9 +40,13 @@ async def test_the_amis_template_creates_seven_stages_open_then_won_then_lost(
     stages: StageService,
 ) -> None:
     assert await names(stages) == [
-        ("Lead", "open", 0), ("MQL", "open", 0), ("SQL", "open", 0),
-        ("Customer", "won", 0), ("Loyal customer", "won", 0),
-        ("Unsubscribed", "lost", 0), ("Disqualified", "lost", 0),
+        ("Lead", "open", 0),
+        ("MQL", "open", 0),
+        ("SQL", "open", 0),
+        ("Customer", "won", 0),
+        ("Loyal customer", "won", 0),
+        ("Unsubscribed", "lost", 0),
+        ("Disqualified", "lost", 0),
     ]
 
 

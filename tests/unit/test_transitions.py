@@ -150,7 +150,11 @@ async def test_automation_only_moves_forward_and_never_out_of_won_or_lost(
     assert await move(contacts, SYSTEM, contact_id, "Loyal customer", source=Source.AUTOMATION)
     with pytest.raises(AutomationDeclined, match="won"):
         await move(
-            contacts, SYSTEM, contact_id, "Unsubscribed", source=Source.AUTOMATION,
+            contacts,
+            SYSTEM,
+            contact_id,
+            "Unsubscribed",
+            source=Source.AUTOMATION,
             reason="Unsubscribed",
         )
     with pytest.raises(AutomationDeclined):
