@@ -80,7 +80,8 @@ async def test_a_contact_round_trips_with_tags_amount_and_utc_times(services: Se
     assert contact.id is not None
     card = await services.contacts.get(SYSTEM, contact.id)
     assert card.company == "Công ty ABC"
-    assert card.stage is not None and card.stage.name == "MQL"
+    assert card.stage is not None
+    assert card.stage.name == "MQL"
     stored = card.contact
     assert (stored.phone, stored.email, stored.external_id) == (
         "+84987654321",
