@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,6 +26,7 @@ from domain.services.stages import StageSummary
 from domain.stages import TEMPLATES, parse_category
 from storage import migrate
 
+SANDBOX_DATABASE = "stagekeeper-sandbox.db"
 _NEEDS_REASON = {"lost_reason_required", "reason_required"}
 
 Handler = Callable[[argparse.Namespace, Services], Awaitable[Any]]
@@ -42,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    if getattr(args, "own_database", False) and not args.database_url:
+        if args.demo:
+            _reset_sandbox_database()
+        args.database_url = f"sqlite+aiosqlite:///{SANDBOX_DATABASE}"
     try:
         settings = Settings(**({"database_url": args.database_url} if args.database_url else {}))
     except ValidationError as error:
@@ -137,6 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     set_stage.add_argument("contact", help="phone, email, external id or #id")
     set_stage.add_argument("stage")
     set_stage.add_argument("--reason")
+
+    command(commands, "run", _run_polling, "run the bot with long polling")
+    command(commands, "webhook", _run_webhook, "run the bot behind a Telegram webhook")
+    sandbox = command(
+        commands,
+        "sandbox",
+        _run_sandbox,
+        "a local Telegram with the bot and a web chat (own SQLite file unless --database-url)",
+        needs_schema=False,
+    )
+    sandbox.add_argument("--demo", action="store_true", help="start afresh with demo data")
+    sandbox.add_argument("--port", type=int, default=8081)
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.set_defaults(own_database=True)
     return parser
 
 
@@ -270,6 +291,56 @@ async def _contacts_set_stage(args: argparse.Namespace, services: Services) -> A
         else f"#{contact.id} {contact.label()} already is in {stage.name}; nothing changed."
     )
     return _Output({**_contact_json(fresh), "changed": result.changed}, text)
+
+
+# The long-running commands import aiogram (seconds of start-up) only when they run, so that
+# the quick commands stay quick.
+
+
+async def _run_polling(args: argparse.Namespace, services: Services) -> Any:
+    from bot.entrypoints import serve_polling
+
+    _log_to_console(services)
+    await _refusing_startup(serve_polling(services))
+    return _Output({"stopped": True}, "Stopped.")
+
+
+async def _run_webhook(args: argparse.Namespace, services: Services) -> Any:
+    from bot.entrypoints import serve_webhook
+
+    _log_to_console(services)
+    await _refusing_startup(serve_webhook(services))
+    return _Output({"stopped": True}, "Stopped.")
+
+
+async def _run_sandbox(args: argparse.Namespace, services: Services) -> Any:
+    from bot.entrypoints import serve_sandbox
+
+    _log_to_console(services)
+    await _refusing_startup(serve_sandbox(services, host=args.host, port=args.port, demo=args.demo))
+    return _Output({"stopped": True}, "Stopped.")
+
+
+async def _refusing_startup(serving: Awaitable[None]) -> None:
+    from bot.entrypoints import StartupRefused
+
+    try:
+        await serving
+    except StartupRefused as error:
+        raise Refused(str(error)) from None
+
+
+def _reset_sandbox_database() -> None:
+    """--demo starts from a fresh sandbox database each time."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(SANDBOX_DATABASE + suffix).unlink(missing_ok=True)
+
+
+def _log_to_console(services: Services) -> None:
+    logging.basicConfig(
+        level=services.settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 class _Output:

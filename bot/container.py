@@ -16,6 +16,7 @@ from storage.uow import SqlUnitOfWork
 
 @dataclass(frozen=True, slots=True)
 class Services:
+    settings: Settings
     engine: AsyncEngine
     stages: StageService
     contacts: ContactService
@@ -34,6 +35,7 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
 
     policy = settings.policy
     return Services(
+        settings=settings,
         engine=engine,
         stages=StageService(uow, policy),
         contacts=ContactService(uow, default_region=settings.default_phone_region, policy=policy),

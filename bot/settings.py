@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     lost_reasons: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_LOST_REASONS)
     )
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int = 8080
+    webhook_path: str = "/telegram/webhook"
     default_language: str = "en"
     log_level: str = "INFO"
 

@@ -1,0 +1,124 @@
+"""`stagekeeper run`, `webhook` and `sandbox`: the long-running commands."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+
+from aiohttp import web
+
+from bot.container import Services
+from bot.runtime import BotRuntime, wait_for_stop_signal
+from sandbox import Emulator
+from sandbox.app import MAX_REQUEST_SIZE
+from storage import migrate
+
+log = logging.getLogger(__name__)
+
+SANDBOX_TOKEN = "1000000001:stagekeeper-sandbox"
+SANDBOX_ADMIN_ID = 1001
+
+
+class StartupRefused(Exception):
+    """The command cannot start as configured; the message says what to set."""
+
+
+async def serve_polling(services: Services) -> None:
+    settings = services.settings
+    if settings.bot_token is None:
+        raise StartupRefused("BOT_TOKEN is not set (get one from @BotFather)")
+    await services.users.ensure_admins(settings.admin_ids)
+    runtime = BotRuntime(settings, services, settings.bot_token.get_secret_value())
+    try:
+        await runtime.poll()
+    finally:
+        await runtime.close()
+
+
+async def serve_webhook(services: Services) -> None:
+    settings = services.settings
+    if settings.bot_token is None:
+        raise StartupRefused("BOT_TOKEN is not set (get one from @BotFather)")
+    if settings.webhook_secret is None or not settings.webhook_secret.get_secret_value():
+        raise StartupRefused(
+            "WEBHOOK_SECRET is not set; without it anyone could post updates to the webhook"
+        )
+    if not settings.webhook_url:
+        raise StartupRefused("WEBHOOK_URL is not set (the public https address of this server)")
+    secret = settings.webhook_secret.get_secret_value()
+    await services.users.ensure_admins(settings.admin_ids)
+    runtime = BotRuntime(settings, services, settings.bot_token.get_secret_value())
+    runner = web.AppRunner(runtime.webhook_app(secret), shutdown_timeout=20)
+    await runner.setup()
+    await web.TCPSite(runner, settings.webhook_host, settings.webhook_port).start()
+    try:
+        await runtime.set_webhook(settings.webhook_url.rstrip("/") + settings.webhook_path, secret)
+        log.info("webhook listening on %s:%s", settings.webhook_host, settings.webhook_port)
+        await wait_for_stop_signal()
+    finally:
+        await runner.cleanup()  # finishes the requests (updates) in flight
+        await runtime.close()
+
+
+class Sandbox:
+    """The emulator, the web chat and the bot on one port, the bot polling the emulator."""
+
+    def __init__(self, services: Services, *, host: str = "127.0.0.1", port: int = 8081) -> None:
+        self.services = services
+        self.host = host
+        self.port = port
+        token = services.settings.bot_token
+        self.token = token.get_secret_value() if token else SANDBOX_TOKEN
+        self.emulator = Emulator(default_token=self.token)
+        self.app = web.Application(client_max_size=MAX_REQUEST_SIZE)
+        self.emulator.install(self.app)
+        self._runner = web.AppRunner(self.app, access_log=None)
+        self._polling: asyncio.Task[None] | None = None
+        self.runtime: BotRuntime | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        await migrate.upgrade(self.services.engine)
+        admins = self.services.settings.admin_ids or [SANDBOX_ADMIN_ID]
+        await self.services.users.ensure_admins(admins)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        if self.port == 0:  # a free port was asked for: find out which
+            self.port = self._runner.addresses[0][1]
+        settings = self.services.settings.model_copy(update={"telegram_api_base": self.url})
+        self.runtime = BotRuntime(settings, replace(self.services, settings=settings), self.token)
+        self._polling = asyncio.create_task(self.runtime.poll(handle_signals=False))
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.stop_polling()
+        if self._polling is not None:
+            await self._polling
+        if self.runtime is not None:
+            await self.runtime.close()
+        await self._runner.cleanup()
+
+
+async def serve_sandbox(services: Services, *, host: str, port: int, demo: bool) -> None:
+    if demo:
+        from bot.demo import load_demo
+
+        await migrate.upgrade(services.engine)
+        summary = await load_demo(services)
+    sandbox = Sandbox(services, host=host, port=port)
+    await sandbox.start()
+    print(f"Stagekeeper sandbox: open {sandbox.url} in a browser (Ctrl+C stops it).")
+    if demo:
+        print(summary.describe())
+    else:
+        admins = services.settings.admin_ids or [SANDBOX_ADMIN_ID]
+        print(f"Chat as Telegram id {admins[0]} to be the admin.")
+    try:
+        await wait_for_stop_signal()
+    finally:
+        await sandbox.stop()

@@ -1,0 +1,97 @@
+"""A running bot: Bot and Dispatcher built from settings and services, with the entry points
+for long polling and for webhooks, and a shutdown that lets in-flight updates finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiohttp import web
+
+import handlers
+from bot.container import Services
+from bot.middlewares import InFlightUpdates, RetryRequests
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 20.0
+
+
+def build_bot(settings: Settings, token: str) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
+    session.middleware(RetryRequests())
+    return Bot(token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
+
+
+class BotRuntime:
+    """One bot with its dispatcher. Services reach handlers as typed arguments."""
+
+    def __init__(self, settings: Settings, services: Services, token: str) -> None:
+        self.settings = settings
+        self.services = services
+        self.bot = build_bot(settings, token)
+        self.in_flight = InFlightUpdates()
+        self.dispatcher = Dispatcher(
+            settings=settings,
+            stages=services.stages,
+            contacts=services.contacts,
+            users=services.users,
+        )
+        self.dispatcher.update.outer_middleware(self.in_flight)
+        self.dispatcher.include_routers(*handlers.routers())
+
+    async def poll(self, *, handle_signals: bool = True) -> None:
+        """Long polling until stopped; then waits for the updates being handled."""
+        await self.bot.delete_webhook()
+        try:
+            await self.dispatcher.start_polling(
+                self.bot,
+                handle_signals=handle_signals,
+                close_bot_session=False,
+                allowed_updates=self.dispatcher.resolve_used_update_types(),
+            )
+        finally:
+            await self.in_flight.drained(SHUTDOWN_GRACE_SECONDS)
+
+    async def stop_polling(self) -> None:
+        with contextlib.suppress(RuntimeError):  # not polling (any more)
+            await self.dispatcher.stop_polling()
+
+    def webhook_app(self, secret: str, app: web.Application | None = None) -> web.Application:
+        """The Telegram webhook route on `app` (a new application by default). Each update is
+        acknowledged only after it was handled, so a crash mid-update makes Telegram send it
+        again instead of losing it."""
+        app = app if app is not None else web.Application()
+        SimpleRequestHandler(
+            self.dispatcher, self.bot, secret_token=secret, handle_in_background=False
+        ).register(app, path=self.settings.webhook_path)
+        return app
+
+    async def set_webhook(self, url: str, secret: str) -> None:
+        await self.bot.set_webhook(
+            url,
+            secret_token=secret,
+            allowed_updates=self.dispatcher.resolve_used_update_types(),
+        )
+
+    async def close(self) -> None:
+        await self.in_flight.drained(SHUTDOWN_GRACE_SECONDS)
+        await self.bot.session.close()
+
+
+async def wait_for_stop_signal() -> None:
+    """Return on SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
