@@ -46,19 +46,57 @@ async def serve_webhook(services: Services) -> None:
         )
     if not settings.webhook_url:
         raise StartupRefused("WEBHOOK_URL is not set (the public https address of this server)")
-    secret = settings.webhook_secret.get_secret_value()
     await services.users.ensure_admins(settings.admin_ids)
-    runtime = BotRuntime(settings, services, settings.bot_token.get_secret_value())
-    runner = web.AppRunner(runtime.webhook_app(secret), shutdown_timeout=20)
-    await runner.setup()
-    await web.TCPSite(runner, settings.webhook_host, settings.webhook_port).start()
+    server = WebhookServer(
+        services,
+        token=settings.bot_token.get_secret_value(),
+        secret=settings.webhook_secret.get_secret_value(),
+        public_url=settings.webhook_url,
+        host=settings.webhook_host,
+        port=settings.webhook_port,
+    )
+    await server.start()
     try:
-        await runtime.set_webhook(settings.webhook_url.rstrip("/") + settings.webhook_path, secret)
-        log.info("webhook listening on %s:%s", settings.webhook_host, settings.webhook_port)
         await wait_for_stop_signal()
     finally:
-        await runner.cleanup()  # finishes the requests (updates) in flight
-        await runtime.close()
+        await server.stop()
+
+
+class WebhookServer:
+    """The bot behind a Telegram webhook, on an aiohttp server of its own."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        token: str,
+        secret: str,
+        public_url: str | None,
+        host: str,
+        port: int,
+    ) -> None:
+        """`public_url` is where Telegram reaches this server; None means this host and port
+        (for a local Bot API, e.g. the sandbox in tests)."""
+        self.runtime = BotRuntime(services.settings, services, token)
+        self.secret = secret
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.host = host
+        self.port = port
+        self._runner = web.AppRunner(self.runtime.webhook_app(secret), shutdown_timeout=20)
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        if self.port == 0:  # a free port was asked for: find out which
+            self.port = self._runner.addresses[0][1]
+        base = self.public_url or f"http://{self.host}:{self.port}"
+        url = base + self.runtime.settings.webhook_path
+        await self.runtime.set_webhook(url, self.secret)
+        log.info("webhook listening on %s:%s for %s", self.host, self.port, url)
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()  # finishes the requests (updates) in flight
+        await self.runtime.close()
 
 
 class Sandbox:
@@ -73,7 +111,8 @@ class Sandbox:
         self.emulator = Emulator(default_token=self.token)
         self.app = web.Application(client_max_size=MAX_REQUEST_SIZE)
         self.emulator.install(self.app)
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # handler_cancellation: a long poll ends when the bot hangs up, so stopping is prompt.
+        self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
         self._polling: asyncio.Task[None] | None = None
         self.runtime: BotRuntime | None = None
 
@@ -92,15 +131,19 @@ class Sandbox:
             self.port = self._runner.addresses[0][1]
         settings = self.services.settings.model_copy(update={"telegram_api_base": self.url})
         self.runtime = BotRuntime(settings, replace(self.services, settings=settings), self.token)
-        self._polling = asyncio.create_task(self.runtime.poll(handle_signals=False))
+        self._polling = await self.runtime.start_polling()
 
-    async def stop(self) -> None:
+    async def stop_bot(self) -> None:
+        """Stop the bot (letting updates in flight finish); the emulator keeps serving."""
         if self.runtime is not None:
             await self.runtime.stop_polling()
-        if self._polling is not None:
-            await self._polling
-        if self.runtime is not None:
+            if self._polling is not None:
+                await self._polling
             await self.runtime.close()
+            self.runtime = self._polling = None
+
+    async def stop(self) -> None:
+        await self.stop_bot()
         await self._runner.cleanup()
 
 

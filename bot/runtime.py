@@ -48,6 +48,8 @@ class BotRuntime:
         )
         self.dispatcher.update.outer_middleware(self.in_flight)
         self.dispatcher.include_routers(*handlers.routers())
+        self.polling = asyncio.Event()
+        self.dispatcher.startup.register(self.polling.set)
 
     async def poll(self, *, handle_signals: bool = True) -> None:
         """Long polling until stopped; then waits for the updates being handled."""
@@ -62,8 +64,18 @@ class BotRuntime:
         finally:
             await self.in_flight.drained(SHUTDOWN_GRACE_SECONDS)
 
+    async def start_polling(self) -> asyncio.Task[None]:
+        """Poll in a task; returns once polling has begun (or failed to)."""
+        task = asyncio.create_task(self.poll(handle_signals=False))
+        began = asyncio.create_task(self.polling.wait())
+        await asyncio.wait([task, began], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            began.cancel()
+            task.result()  # raises why polling could not start
+        return task
+
     async def stop_polling(self) -> None:
-        with contextlib.suppress(RuntimeError):  # not polling (any more)
+        with contextlib.suppress(RuntimeError):  # polling ended already
             await self.dispatcher.stop_polling()
 
     def webhook_app(self, secret: str, app: web.Application | None = None) -> web.Application:

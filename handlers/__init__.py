@@ -1,4 +1,5 @@
-"""aiogram routers: parse the update, call a service, render. One Router per module."""
+"""aiogram routers: parse the update, call a service, render. Each module builds its Router in
+`build_router()`, so that every Dispatcher (several run in one test process) gets its own."""
 
 from __future__ import annotations
 
@@ -9,4 +10,4 @@ from handlers import errors, start
 
 def routers() -> list[Router]:
     """Every router, in the order the dispatcher should try them."""
-    return [start.router, errors.router]
+    return [start.build_router(), errors.build_router()]

@@ -8,13 +8,11 @@ import logging
 from aiogram import Router
 from aiogram.types import ErrorEvent
 
-router = Router(name=__name__)
 log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, something went wrong on our side. Nothing was changed; please try again."
 
 
-@router.errors()
 async def apologize(event: ErrorEvent) -> None:
     update = event.update
     log.exception("update %s failed", update.update_id, exc_info=event.exception)
@@ -22,3 +20,9 @@ async def apologize(event: ErrorEvent) -> None:
         await update.callback_query.answer(APOLOGY, show_alert=True)
     elif update.message is not None:
         await update.message.answer(APOLOGY)
+
+
+def build_router() -> Router:
+    router = Router(name=__name__)
+    router.errors.register(apologize)
+    return router

@@ -1,0 +1,126 @@
+"""End-to-end harness: the emulator and the bot on free loopback ports, in long-polling or in
+webhook mode, and a driver that talks to the emulator as Telegram users do."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.container import Services, build_services
+from bot.entrypoints import Sandbox, WebhookServer
+from bot.settings import Settings
+
+ADMIN_ID = 1001
+WEBHOOK_SECRET = "e2e-secret-token"
+
+
+class Driver:
+    """Talks to the sandbox's user-side API (DESIGN §4) over HTTP."""
+
+    def __init__(self, base_url: str, http: aiohttp.ClientSession, services: Services) -> None:
+        self.base_url = base_url
+        self.http = http
+        self.services = services
+
+    async def post(self, path: str, **body: Any) -> Any:
+        async with self.http.post(f"{self.base_url}{path}", json=body) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+    async def user(self, user_id: int, first_name: str = "Lan", language: str = "en") -> None:
+        await self.post("/sandbox/users", id=user_id, first_name=first_name, language_code=language)
+
+    async def send(self, user_id: int, text: str) -> int:
+        """Sends a message as the user; returns its message id."""
+        return int((await self.post("/sandbox/send", user_id=user_id, text=text))["message_id"])
+
+    async def click(self, user_id: int, message_id: int, data: str) -> Any:
+        return await self.post("/sandbox/click", user_id=user_id, message_id=message_id, data=data)
+
+    async def upload(
+        self, user_id: int, filename: str, content: bytes, caption: str | None = None
+    ) -> int:
+        form = aiohttp.FormData()
+        form.add_field("user_id", str(user_id))
+        form.add_field("file", content, filename=filename, content_type="text/csv")
+        if caption:
+            form.add_field("caption", caption)
+        async with self.http.post(f"{self.base_url}/sandbox/upload", data=form) as response:
+            assert response.status == 200, await response.text()
+            return int((await response.json())["message_id"])
+
+    async def chat(self, user_id: int, after: int = 0, wait: float = 5.0) -> Any:
+        params = {"after": str(after), "timeout": str(wait)}
+        async with self.http.get(f"{self.base_url}/sandbox/chat/{user_id}", params=params) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()
+
+    async def replies(self, user_id: int, after: int, wait: float = 5.0) -> list[Any]:
+        """The bot's messages (new or edited) after message `after`, once the bot is quiet."""
+        chat = await self.chat(user_id, after, wait)
+        return [m for m in chat["messages"] if m["from"] == "bot"]
+
+    async def ask(self, user_id: int, text: str, wait: float = 5.0) -> list[Any]:
+        sent = await self.send(user_id, text)
+        return await self.replies(user_id, sent, wait)
+
+    async def fault(self, method: str, error_code: int | str, count: int, **extra: Any) -> None:
+        await self.post(
+            "/sandbox/faults", method=method, error_code=error_code, count=count, **extra
+        )
+
+    async def requests(self, method: str) -> list[Any]:
+        async with self.http.get(
+            f"{self.base_url}/sandbox/requests", params={"method": method}
+        ) as response:
+            body = await response.json()
+        return list(body["requests"] if isinstance(body, dict) else body)
+
+
+@pytest.fixture
+def e2e_settings(tmp_path: Path, sqlite_template: Path) -> Settings:
+    path = tmp_path / "e2e.db"
+    shutil.copy(sqlite_template, path)
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        database_url=f"sqlite+aiosqlite:///{path}",
+        admin_ids=[ADMIN_ID],
+    )
+
+
+@pytest.fixture(params=["polling", "webhook"])
+async def bot_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def driver(e2e_settings: Settings, bot_mode: str) -> AsyncIterator[Driver]:
+    """A sandbox with the bot attached in `bot_mode`; the bot is stopped after the test."""
+    services = build_services(e2e_settings)
+    sandbox = Sandbox(services, port=0)
+    webhook: WebhookServer | None = None
+    await sandbox.start()
+    if bot_mode == "webhook":
+        await sandbox.stop_bot()  # the same emulator, the bot now behind a webhook instead
+        settings = e2e_settings.model_copy(update={"telegram_api_base": sandbox.url})
+        webhook_services = build_services(settings, services.engine)
+        webhook = WebhookServer(
+            webhook_services,
+            token=sandbox.token,
+            secret=WEBHOOK_SECRET,
+            public_url=None,
+            host="127.0.0.1",
+            port=0,
+        )
+        await webhook.start()
+    async with aiohttp.ClientSession() as http:
+        yield Driver(sandbox.url, http, services)
+    if webhook is not None:
+        await webhook.stop()
+    await sandbox.stop()
+    await services.close()

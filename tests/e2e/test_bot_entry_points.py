@@ -1,0 +1,61 @@
+"""The bot runs against the sandbox exactly as against Telegram, by polling and by webhook."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from bot.entrypoints import SANDBOX_TOKEN
+from tests.e2e.conftest import ADMIN_ID, Driver
+
+
+async def test_start_is_answered(driver: Driver) -> None:
+    await driver.user(ADMIN_ID, "Quân")
+    [reply] = await driver.ask(ADMIN_ID, "/start")
+    assert "Hello, Quân" in reply["text"]
+    assert "/find" in reply["text"]
+
+
+async def test_help_is_answered(driver: Driver) -> None:
+    await driver.user(ADMIN_ID)
+    [reply] = await driver.ask(ADMIN_ID, "/help")
+    assert "/new" in reply["text"]
+
+
+async def test_a_reply_refused_twice_for_flood_control_arrives_once(driver: Driver) -> None:
+    await driver.user(ADMIN_ID)
+    await driver.fault("sendMessage", 429, count=2, retry_after=1)
+    [reply] = await driver.ask(ADMIN_ID, "/help", wait=10)
+    assert "/find" in reply["text"]
+    attempts = await driver.requests("sendMessage")
+    assert len(attempts) == 3  # two refused, one delivered
+
+
+@pytest.mark.parametrize("failure", [502, "drop"])
+async def test_a_reply_survives_server_errors_and_dropped_connections(
+    driver: Driver, failure: int | str
+) -> None:
+    await driver.user(ADMIN_ID)
+    await driver.fault("sendMessage", failure, count=2)
+    replies = await driver.ask(ADMIN_ID, "/help", wait=10)
+    assert len(replies) == 1
+
+
+@pytest.mark.parametrize("bot_mode", ["webhook"], indirect=True)
+async def test_the_webhook_refuses_a_wrong_secret(driver: Driver) -> None:
+    info = await driver.post(f"/bot{SANDBOX_TOKEN}/getWebhookInfo")
+    url = info["result"]["url"]
+    update = {
+        "update_id": 99,
+        "message": {
+            "message_id": 1,
+            "date": 0,
+            "chat": {"id": 1, "type": "private"},
+            "text": "/start",
+        },
+    }
+    async with aiohttp.ClientSession() as http:
+        for secret in ("wrong", None):
+            headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
+            async with http.post(url, json=update, headers=headers) as response:
+                assert response.status == 401
