@@ -341,6 +341,7 @@ def _log_to_console(services: Services) -> None:
         level=services.settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class _Output:

@@ -211,3 +211,25 @@ def test_python_dash_m_bot_is_the_same_command(tmp_path: object) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["stages_created"] == 5
+
+
+def test_the_webhook_refuses_to_start_without_a_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BOT_TOKEN", "123:abc")
+    monkeypatch.setenv("WEBHOOK_URL", "https://crm.example.vn")
+    monkeypatch.delenv("WEBHOOK_SECRET", raising=False)
+    url = f"sqlite+aiosqlite:///{tmp_path}/w.db"
+    assert main(["init", "--database-url", url]) == 0
+    assert main(["webhook", "--database-url", url]) == 1
+    assert "WEBHOOK_SECRET" in capsys.readouterr().err
+
+
+def test_run_refuses_to_start_without_a_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("BOT_TOKEN", raising=False)
+    url = f"sqlite+aiosqlite:///{tmp_path}/r.db"
+    assert main(["init", "--database-url", url]) == 0
+    assert main(["run", "--database-url", url]) == 1
+    assert "BOT_TOKEN" in capsys.readouterr().err
