@@ -7,7 +7,9 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Select,
+    column,
     delete,
     func,
     insert,
@@ -15,6 +17,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    table,
     text,
 )
 from sqlalchemy import update as sql_update
@@ -50,6 +53,9 @@ from storage.models import (
     TagRow,
     UserRow,
 )
+
+# SQLite's FTS5 index of contacts.search_text (created by the migrations, kept by triggers).
+CONTACT_SEARCH = table("contact_search", column("rowid", Integer))
 
 
 class SqlStageRepository:
@@ -174,6 +180,9 @@ class SqlContactRepository:
     async def search(
         self, criteria: SearchCriteria, scope: Scope, *, limit: int, offset: int
     ) -> list[Contact]:
+        """Exact identifier matches first, then name/company matches, newest first. Each part
+        stops after limit + offset rows, so a common name costs no more than a rare one."""
+        wanted = limit + offset
         exact: list[ColumnElement[bool]] = []
         if criteria.phone:
             exact.append(ContactRow.phone == criteria.phone)
@@ -181,20 +190,18 @@ class SqlContactRepository:
             exact.append(ContactRow.email == criteria.email)
         if criteria.external_id:
             exact.append(ContactRow.external_id == criteria.external_id)
-        matches: list[ColumnElement[bool]] = list(exact)
-        if criteria.words:
-            matches.append(ContactRow.id.in_(self._word_match(criteria.words)))
-        if not matches:
-            return []
-        exact_first = or_(*exact) if exact else literal(False)
-        query = (
-            select(ContactRow)
-            .where(or_(*matches), _scope_filter(scope))
-            .order_by(exact_first.desc(), ContactRow.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        return await self._load(query)
+        rows: dict[int, ContactRow] = {}
+        if exact:
+            query = select(ContactRow).where(or_(*exact), _scope_filter(scope))
+            for row in await self._session.scalars(query.order_by(ContactRow.id.desc())):
+                rows[row.id] = row
+        if criteria.words and len(rows) < wanted:
+            query = self._word_match(criteria.words).where(_scope_filter(scope))
+            for row in await self._session.scalars(query.limit(wanted)):
+                rows.setdefault(row.id, row)
+        page = list(rows.values())[offset:wanted]
+        tags = await self._tags({row.id for row in page})
+        return [_contact(row, tags.get(row.id, [])) for row in page]
 
     async def count_in_stage(self, stage_id: int) -> int:
         count = await self._session.scalar(
@@ -244,17 +251,23 @@ class SqlContactRepository:
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     def _word_match(self, words: Sequence[str]) -> Select[Any]:
-        """Ids of contacts whose name or company has a word starting with each query word."""
+        """Contacts whose name or company has a word starting with each query word, newest
+        first in the index's own order (no sort of all matches)."""
         if self._session.get_bind().dialect.name == "postgresql":
             simple: ColumnElement[Any] = literal_column("'simple'::regconfig")
             query = " & ".join(f"{word}:*" for word in words)
             vector = func.to_tsvector(simple, ContactRow.search_text)
-            return select(ContactRow.id).where(vector.op("@@")(func.to_tsquery(simple, query)))
+            return (
+                select(ContactRow)
+                .where(vector.op("@@")(func.to_tsquery(simple, query)))
+                .order_by(ContactRow.id.desc())
+            )
         fts_query = " ".join(f'"{word}"*' for word in words)
         return (
-            select(literal_column("rowid"))
-            .select_from(text("contact_search"))
+            select(ContactRow)
+            .join(CONTACT_SEARCH, CONTACT_SEARCH.c.rowid == ContactRow.id)
             .where(text("contact_search MATCH :fts").bindparams(fts=fts_query))
+            .order_by(CONTACT_SEARCH.c.rowid.desc())
         )
 
     async def _load(self, query: Select[Any]) -> list[Contact]:

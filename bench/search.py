@@ -1,0 +1,118 @@
+"""Search speed on many contacts: `python bench/search.py --contacts 1000000`.
+
+Fills a fresh database (SQLite by default) with synthetic Vietnamese and English contacts, then
+times ContactService.find — the call behind /find and every plain-text lookup — for typical
+queries, as an admin (everything) and as an agent (own leads only). Prints figures; asserts
+nothing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import insert
+
+from bot.container import build_services
+from bot.settings import Settings
+from domain.access import SYSTEM
+from domain.model import Role
+from domain.text import fold
+from storage import migrate
+from storage.models import CompanyRow, ContactRow, UserRow
+
+FAMILY = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi",
+          "Đỗ", "Hồ", "Ngô", "Dương", "Lý", "Smith", "Johnson", "Brown", "Miller"]
+MIDDLE = ["Văn", "Thị", "Minh", "Ngọc", "Quốc", "Thanh", "Đức", "Anh", "Hữu", "Gia", ""]
+GIVEN = ["An", "Bình", "Châu", "Dũng", "Giang", "Hà", "Hải", "Hùng", "Khoa", "Lan", "Linh",
+         "Mai", "Nam", "Phúc", "Quân", "Sơn", "Tâm", "Thảo", "Trang", "Tuấn", "Vy", "Yến",
+         "Emily", "David", "Sarah", "James"]
+QUERIES = ["nguyen van an", "tran thi", "Đặng Đức", "hoang", "tuan", "0912 345 678",
+           "+84 912 345 678", "an.nguyen@example.vn", "cong ty minh", "zzz nobody"]
+
+
+async def fill(url: str, count: int, seed: int) -> int:
+    """Inserts `count` contacts in bulk; returns the id of an agent owning about 1 in 50."""
+    rng = random.Random(seed)
+    services = build_services(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    await migrate.upgrade(services.engine)
+    agent = await services.users.add(SYSTEM, "Bench Agent", Role.AGENT, telegram_id=1)
+    companies = [f"Công ty {rng.choice(GIVEN)} {rng.choice(['Phát', 'Thịnh', 'Việt', 'Group'])} {n}"
+                 for n in range(2000)]
+    now = datetime.now(UTC)
+    async with services.engine.begin() as connection:
+        await connection.execute(
+            insert(CompanyRow), [{"name": c, "name_key": fold(c)} for c in companies]
+        )
+        await connection.execute(
+            insert(UserRow),
+            [{"name": f"Agent {n}", "name_key": f"agent {n}", "role": "agent", "active": True,
+              "created_at": now} for n in range(49)],
+        )
+    batch = 20_000
+    for start in range(0, count, batch):
+        rows = []
+        for n in range(start, min(start + batch, count)):
+            name = " ".join(p for p in (rng.choice(FAMILY), rng.choice(MIDDLE), rng.choice(GIVEN)) if p)
+            company_id = rng.randrange(1, len(companies) + 1) if rng.random() < 0.4 else None
+            company = companies[company_id - 1] if company_id else ""
+            rows.append({
+                "name": name,
+                "phone": f"+849{n:08d}" if n else "+84912345678",
+                "email": f"c{n}@example.vn" if n else "an.nguyen@example.vn",
+                "company_id": company_id,
+                "owner_id": agent.id if n % 50 == 0 else rng.randrange(2, 51),
+                "custom_fields": {},
+                "created_at": now,
+                "version": 1,
+                "search_text": fold(f"{name} {company}"),
+            })
+        async with services.engine.begin() as connection:
+            await connection.execute(insert(ContactRow), rows)
+    await services.close()
+    assert agent.id is not None
+    return agent.id
+
+
+async def measure(url: str, agent_id: int, repeats: int) -> None:
+    services = build_services(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    async with services.engine.connect():
+        pass
+    async with services.stages._uow() as uow:  # noqa: SLF001 - the bench reads the agent back
+        agent = await uow.users.get(agent_id)
+    assert agent is not None
+    print(f"{'query':<24}{'as':<7}{'hits':>5}{'median ms':>11}{'p95 ms':>9}")
+    for query in QUERIES:
+        for label, user in (("admin", SYSTEM), ("agent", agent)):
+            timings = []
+            hits = 0
+            for _ in range(repeats):
+                started = time.perf_counter()
+                hits = len(await services.contacts.find(user, query, limit=10))
+                timings.append((time.perf_counter() - started) * 1000)
+            timings.sort()
+            p95 = timings[max(0, int(len(timings) * 0.95) - 1)]
+            print(f"{query:<24}{label:<7}{hits:>5}{statistics.median(timings):>11.1f}{p95:>9.1f}")
+    await services.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--database-url", help="default: a new SQLite file in a temp directory")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    url = args.database_url or f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db"
+    started = time.perf_counter()
+    agent_id = asyncio.run(fill(url, args.contacts, args.seed))
+    print(f"filled {args.contacts:,} contacts in {time.perf_counter() - started:.1f} s ({url})")
+    asyncio.run(measure(url, agent_id, args.repeats))
+
+
+if __name__ == "__main__":
+    main()
