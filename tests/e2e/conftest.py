@@ -99,12 +99,22 @@ async def bot_mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def driver(e2e_settings: Settings, bot_mode: str) -> AsyncIterator[Driver]:
-    """A sandbox with the bot attached in `bot_mode`; the bot is stopped after the test."""
+async def sandbox_of_driver(e2e_settings: Settings) -> AsyncIterator[Sandbox]:
     services = build_services(e2e_settings)
     sandbox = Sandbox(services, port=0)
-    webhook: WebhookServer | None = None
     await sandbox.start()
+    yield sandbox
+    await sandbox.stop()
+    await services.close()
+
+
+@pytest.fixture
+async def driver(sandbox_of_driver: Sandbox, bot_mode: str) -> AsyncIterator[Driver]:
+    """A sandbox with the bot attached in `bot_mode`; the bot is stopped after the test."""
+    sandbox = sandbox_of_driver
+    services = sandbox.services
+    e2e_settings = services.settings
+    webhook: WebhookServer | None = None
     if bot_mode == "webhook":
         await sandbox.stop_bot()  # the same emulator, the bot now behind a webhook instead
         settings = e2e_settings.model_copy(update={"telegram_api_base": sandbox.url})
@@ -122,5 +132,3 @@ async def driver(e2e_settings: Settings, bot_mode: str) -> AsyncIterator[Driver]
         yield Driver(sandbox.url, http, services)
     if webhook is not None:
         await webhook.stop()
-    await sandbox.stop()
-    await services.close()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 
-from bot.entrypoints import SANDBOX_TOKEN
+from bot.entrypoints import SANDBOX_TOKEN, Sandbox
 from tests.e2e.conftest import ADMIN_ID, Driver
 
 
@@ -59,3 +61,20 @@ async def test_the_webhook_refuses_a_wrong_secret(driver: Driver) -> None:
             headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
             async with http.post(url, json=update, headers=headers) as response:
                 assert response.status == 401
+
+
+@pytest.mark.parametrize("bot_mode", ["polling"], indirect=True)
+async def test_stopping_the_bot_lets_an_update_in_flight_finish(
+    driver: Driver, sandbox_of_driver: Sandbox
+) -> None:
+    await driver.user(ADMIN_ID)
+    # The reply is held back by flood control for a second; the bot is stopped meanwhile.
+    await driver.fault("sendMessage", 429, count=1, retry_after=1)
+    sent = await driver.send(ADMIN_ID, "/help")
+    for _ in range(50):
+        if await driver.requests("sendMessage"):
+            break
+        await asyncio.sleep(0.02)
+    await sandbox_of_driver.stop_bot()
+    [reply] = await driver.replies(ADMIN_ID, sent, wait=3)
+    assert "/find" in reply["text"]
