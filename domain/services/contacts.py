@@ -56,6 +56,7 @@ class ContactDraft:
     value: str | None = None
     lost_reason: str | None = None
     tags: list[str] = field(default_factory=list)
+    custom_fields: dict[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
 
 
@@ -453,6 +454,20 @@ def _parse_value(raw: str | None) -> Decimal | None:
     if not value.is_finite() or value < 0:
         raise InvalidInput(f"{raw!r} is not an amount.")
     return value
+
+
+def _clean_fields(fields: dict[str, str]) -> dict[str, str]:
+    cleaned = {}
+    for key, value in fields.items():
+        name = clean_name(key)
+        if not name or len(name) > 64:
+            raise InvalidInput("A custom field needs a name of 1 to 64 characters.")
+        text = str(value).strip()
+        if len(text) > TEXT_MAX:
+            raise InvalidInput(f"{name!r} has more than {TEXT_MAX} characters.")
+        if text:
+            cleaned[name] = text
+    return cleaned
 
 
 def _clean_tags(tags: list[str]) -> list[str]:

@@ -74,6 +74,7 @@ async def test_a_contact_round_trips_with_tags_amount_and_utc_times(services: Se
             stage="MQL",
             value="15000000.50",
             tags=["VIP", "vip", "Hội chợ 2025"],
+            custom_fields={"Ngành": "Bán lẻ", " Size ": " 50 ", "empty": " "},
             created_at=created,
         ),
     )
@@ -90,6 +91,7 @@ async def test_a_contact_round_trips_with_tags_amount_and_utc_times(services: Se
     )
     assert stored.value == Decimal("15000000.50")
     assert sorted(stored.tags) == ["Hội chợ 2025", "VIP"]
+    assert stored.custom_fields == {"Ngành": "Bán lẻ", "Size": "50"}
     assert stored.created_at == created
     assert stored.created_at.tzinfo is not None
     [change] = await services.contacts.history(SYSTEM, contact.id)
