@@ -25,14 +25,69 @@ from domain.text import fold
 from storage import migrate
 from storage.models import CompanyRow, ContactRow, UserRow
 
-FAMILY = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi",
-          "Đỗ", "Hồ", "Ngô", "Dương", "Lý", "Smith", "Johnson", "Brown", "Miller"]
+FAMILY = [
+    "Nguyễn",
+    "Trần",
+    "Lê",
+    "Phạm",
+    "Hoàng",
+    "Huỳnh",
+    "Phan",
+    "Vũ",
+    "Võ",
+    "Đặng",
+    "Bùi",
+    "Đỗ",
+    "Hồ",
+    "Ngô",
+    "Dương",
+    "Lý",
+    "Smith",
+    "Johnson",
+    "Brown",
+    "Miller",
+]
 MIDDLE = ["Văn", "Thị", "Minh", "Ngọc", "Quốc", "Thanh", "Đức", "Anh", "Hữu", "Gia", ""]
-GIVEN = ["An", "Bình", "Châu", "Dũng", "Giang", "Hà", "Hải", "Hùng", "Khoa", "Lan", "Linh",
-         "Mai", "Nam", "Phúc", "Quân", "Sơn", "Tâm", "Thảo", "Trang", "Tuấn", "Vy", "Yến",
-         "Emily", "David", "Sarah", "James"]
-QUERIES = ["nguyen van an", "tran thi", "Đặng Đức", "hoang", "tuan", "0912 345 678",
-           "+84 912 345 678", "an.nguyen@example.vn", "cong ty minh", "zzz nobody"]
+GIVEN = [
+    "An",
+    "Bình",
+    "Châu",
+    "Dũng",
+    "Giang",
+    "Hà",
+    "Hải",
+    "Hùng",
+    "Khoa",
+    "Lan",
+    "Linh",
+    "Mai",
+    "Nam",
+    "Phúc",
+    "Quân",
+    "Sơn",
+    "Tâm",
+    "Thảo",
+    "Trang",
+    "Tuấn",
+    "Vy",
+    "Yến",
+    "Emily",
+    "David",
+    "Sarah",
+    "James",
+]
+QUERIES = [
+    "nguyen van an",
+    "tran thi",
+    "Đặng Đức",
+    "hoang",
+    "tuan",
+    "0912 345 678",
+    "+84 912 345 678",
+    "an.nguyen@example.vn",
+    "cong ty minh",
+    "zzz nobody",
+]
 
 
 async def fill(url: str, count: int, seed: int) -> int:
@@ -41,8 +96,10 @@ async def fill(url: str, count: int, seed: int) -> int:
     services = build_services(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
     await migrate.upgrade(services.engine)
     agent = await services.users.add(SYSTEM, "Bench Agent", Role.AGENT, telegram_id=1)
-    companies = [f"Công ty {rng.choice(GIVEN)} {rng.choice(['Phát', 'Thịnh', 'Việt', 'Group'])} {n}"
-                 for n in range(2000)]
+    companies = [
+        f"Công ty {rng.choice(GIVEN)} {rng.choice(['Phát', 'Thịnh', 'Việt', 'Group'])} {n}"
+        for n in range(2000)
+    ]
     now = datetime.now(UTC)
     async with services.engine.begin() as connection:
         await connection.execute(
@@ -50,27 +107,38 @@ async def fill(url: str, count: int, seed: int) -> int:
         )
         await connection.execute(
             insert(UserRow),
-            [{"name": f"Agent {n}", "name_key": f"agent {n}", "role": "agent", "active": True,
-              "created_at": now} for n in range(49)],
+            [
+                {
+                    "name": f"Agent {n}",
+                    "name_key": f"agent {n}",
+                    "role": "agent",
+                    "active": True,
+                    "created_at": now,
+                }
+                for n in range(49)
+            ],
         )
     batch = 20_000
     for start in range(0, count, batch):
         rows = []
         for n in range(start, min(start + batch, count)):
-            name = " ".join(p for p in (rng.choice(FAMILY), rng.choice(MIDDLE), rng.choice(GIVEN)) if p)
+            parts = (rng.choice(FAMILY), rng.choice(MIDDLE), rng.choice(GIVEN))
+            name = " ".join(part for part in parts if part)
             company_id = rng.randrange(1, len(companies) + 1) if rng.random() < 0.4 else None
             company = companies[company_id - 1] if company_id else ""
-            rows.append({
-                "name": name,
-                "phone": f"+849{n:08d}" if n else "+84912345678",
-                "email": f"c{n}@example.vn" if n else "an.nguyen@example.vn",
-                "company_id": company_id,
-                "owner_id": agent.id if n % 50 == 0 else rng.randrange(2, 51),
-                "custom_fields": {},
-                "created_at": now,
-                "version": 1,
-                "search_text": fold(f"{name} {company}"),
-            })
+            rows.append(
+                {
+                    "name": name,
+                    "phone": f"+849{n:08d}" if n else "+84912345678",
+                    "email": f"c{n}@example.vn" if n else "an.nguyen@example.vn",
+                    "company_id": company_id,
+                    "owner_id": agent.id if n % 50 == 0 else rng.randrange(2, 51),
+                    "custom_fields": {},
+                    "created_at": now,
+                    "version": 1,
+                    "search_text": fold(f"{name} {company}"),
+                }
+            )
         async with services.engine.begin() as connection:
             await connection.execute(insert(ContactRow), rows)
     await services.close()
@@ -80,11 +148,7 @@ async def fill(url: str, count: int, seed: int) -> int:
 
 async def measure(url: str, agent_id: int, repeats: int) -> None:
     services = build_services(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
-    async with services.engine.connect():
-        pass
-    async with services.stages._uow() as uow:  # noqa: SLF001 - the bench reads the agent back
-        agent = await uow.users.get(agent_id)
-    assert agent is not None
+    agent = next(user for user in await services.users.list() if user.id == agent_id)
     print(f"{'query':<24}{'as':<7}{'hits':>5}{'median ms':>11}{'p95 ms':>9}")
     for query in QUERIES:
         for label, user in (("admin", SYSTEM), ("agent", agent)):

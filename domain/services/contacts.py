@@ -339,6 +339,7 @@ class ContactService:
             source=clean_name(draft.source) if draft.source else None,
             value=_parse_value(draft.value),
             tags=_clean_tags(draft.tags),
+            custom_fields=_clean_fields(draft.custom_fields),
             created_at=created_at,
             last_activity_at=None,
         )
