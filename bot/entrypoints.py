@@ -12,6 +12,7 @@ from bot.container import Services
 from bot.runtime import BotRuntime, wait_for_stop_signal
 from sandbox import Emulator
 from sandbox.app import MAX_REQUEST_SIZE
+from sandbox.state import User as SandboxUser
 from storage import migrate
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,14 @@ async def serve_sandbox(services: Services, *, host: str, port: int, demo: bool)
         summary = await load_demo(services)
     sandbox = Sandbox(services, host=host, port=port)
     await sandbox.start()
+    if demo:
+        # The web chat lists the people the emulator knows: offer the demo people.
+        for person in summary.people:
+            if person.telegram_id is not None:
+                first_name = person.name.split()[-1]
+                sandbox.emulator.users[person.telegram_id] = SandboxUser(
+                    person.telegram_id, first_name, language_code="vi"
+                )
     print(f"Stagekeeper sandbox: open {sandbox.url} in a browser (Ctrl+C stops it).")
     if demo:
         print(summary.describe())
