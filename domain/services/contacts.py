@@ -151,11 +151,13 @@ class ContactService:
         if not text:
             return None
         email = text.lower() if "@" in text and " " not in text else None
+        phone = parse_phone(text, self._region)
         return SearchCriteria(
-            phone=parse_phone(text, self._region),
+            phone=phone,
             email=email,
             external_id=text if len(text) <= 100 and " " not in text else None,
-            words=tuple(words(text))[:8],
+            # The words of an email or a phone number would find strangers, slowly.
+            words=() if email or phone else tuple(words(text))[:8],
         )
 
     async def get(self, actor: User, contact_id: int) -> ContactDetails:
