@@ -148,7 +148,7 @@ async def fill(url: str, count: int, seed: int) -> int:
 
 async def measure(url: str, agent_id: int, repeats: int) -> None:
     services = build_services(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
-    agent = next(user for user in await services.users.list() if user.id == agent_id)
+    agent = next(user for user in await services.users.everyone() if user.id == agent_id)
     print(f"{'query':<24}{'as':<7}{'hits':>5}{'median ms':>11}{'p95 ms':>9}")
     for query in QUERIES:
         for label, user in (("admin", SYSTEM), ("agent", agent)):

@@ -38,37 +38,20 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Self, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.container import Services
 from domain.access import SYSTEM
 from domain.errors import InvalidInput
 from domain.model import ActivityKind, Category, Role, Source, User
-from domain.ports import (
-    ActivityRepository,
-    CompanyRepository,
-    ContactRepository,
-    HistoryRepository,
-    OperationRepository,
-    StageRepository,
-    UnitOfWork,
-    UserRepository,
-)
+from domain.ports import UnitOfWork
 from domain.services.contacts import CLOCK_SKEW, ContactDraft, ContactService
 from domain.services.stages import StageService
 from domain.services.users import UserService
 from domain.stages import TEMPLATES
 from domain.text import fold, words
 from storage.db import make_sessionmaker
-from storage.repositories import (
-    SqlActivityRepository,
-    SqlCompanyRepository,
-    SqlContactRepository,
-    SqlHistoryRepository,
-    SqlOperationRepository,
-    SqlStageRepository,
-    SqlUserRepository,
-)
+from storage.uow import SharedSessionUnitOfWork
 
 DEMO_ADMIN_ID = 1001
 DEMO_CONTACTS = 300
@@ -240,7 +223,7 @@ class _OneTransaction:
         self._session = make_sessionmaker(engine)()
 
     async def __aenter__(self) -> Self:
-        self._shared = _SharedUnitOfWork(self._session)
+        self._shared = SharedSessionUnitOfWork(self._session)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -252,33 +235,6 @@ class _OneTransaction:
 
     async def commit(self) -> None:
         await self._session.commit()
-
-
-class _SharedUnitOfWork:
-    """One use case's view of the shared session: the storage repositories, and a commit
-    that flushes. A refused use case aborts the whole load (the demo expects no refusals)."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-        self.stages: StageRepository = SqlStageRepository(session)
-        self.contacts: ContactRepository = SqlContactRepository(session)
-        self.history: HistoryRepository = SqlHistoryRepository(session)
-        self.users: UserRepository = SqlUserRepository(session)
-        self.companies: CompanyRepository = SqlCompanyRepository(session)
-        self.activities: ActivityRepository = SqlActivityRepository(session)
-        self.operations: OperationRepository = SqlOperationRepository(session)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
-
-    async def commit(self) -> None:
-        await self._session.flush()
-
-    async def rollback(self) -> None:
-        raise RuntimeError("the demo load expects no refusals")
 
 
 # --- checks before anything is written ---------------------------------------------------
@@ -309,7 +265,7 @@ async def _check_stages(stages: StageService) -> None:
 async def _existing_people(people: UserService) -> dict[DemoPerson, User]:
     """Demo people already present (e.g. the admin from ADMIN_IDS) are reused; anyone else on
     a demo Telegram id is refused."""
-    users = await people.list()
+    users = await people.everyone()
     found: dict[DemoPerson, User] = {}
     for person in PEOPLE:
         if person.telegram_id is not None:

@@ -92,6 +92,27 @@ class User:
         return self.role in (Role.ADMIN, Role.MANAGER)
 
 
+class RequestStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+@dataclass(slots=True)
+class AccessRequest:
+    """Someone who started the bot without being known asks an admin to let them in."""
+
+    id: int | None
+    telegram_id: int
+    name: str
+    username: str | None = None
+    language: str | None = None
+    requested_at: datetime = field(default_factory=utcnow)
+    status: RequestStatus = RequestStatus.PENDING
+    decided_by_id: int | None = None
+    decided_at: datetime | None = None
+
+
 @dataclass(slots=True)
 class Company:
     id: int | None

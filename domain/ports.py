@@ -11,6 +11,7 @@ from typing import Protocol, Self
 
 from domain.access import Scope
 from domain.model import (
+    AccessRequest,
     Activity,
     ActivityKind,
     Company,
@@ -112,6 +113,14 @@ class OperationRepository(Protocol):
     async def recent(self, limit: int) -> list[Operation]: ...
 
 
+class AccessRequestRepository(Protocol):
+    async def add(self, request: AccessRequest) -> AccessRequest: ...
+    async def get(self, request_id: int) -> AccessRequest | None: ...
+    async def pending_for(self, telegram_id: int) -> AccessRequest | None: ...
+    async def pending(self) -> list[AccessRequest]: ...
+    async def update(self, request: AccessRequest) -> None: ...
+
+
 class UnitOfWork(Protocol):
     stages: StageRepository
     contacts: ContactRepository
@@ -120,6 +129,7 @@ class UnitOfWork(Protocol):
     companies: CompanyRepository
     activities: ActivityRepository
     operations: OperationRepository
+    access_requests: AccessRequestRepository
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(

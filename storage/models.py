@@ -151,3 +151,27 @@ class ActivityRow(Base):
     done_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_activities_contact_at", "contact_id", "at"),)
+
+
+class AccessRequestRow(Base):
+    __tablename__ = "access_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    telegram_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    username: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(16))
+    requested_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(8))
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    decided_at: Mapped[datetime | None]
+
+
+class ProcessedUpdateRow(Base):
+    """Telegram updates already taken: a webhook retry or a second delivery has no effect."""
+
+    __tablename__ = "processed_updates"
+
+    bot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    taken_at: Mapped[datetime] = mapped_column(index=True)

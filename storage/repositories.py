@@ -27,12 +27,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.access import Scope
 from domain.errors import DuplicateContact, DuplicateStageName
 from domain.model import (
+    AccessRequest,
     Activity,
     ActivityKind,
     Category,
     Company,
     Contact,
     Operation,
+    RequestStatus,
     Role,
     Source,
     Stage,
@@ -43,6 +45,7 @@ from domain.model import (
 from domain.ports import BulkMove, SearchCriteria
 from domain.text import clean_name, fold
 from storage.models import (
+    AccessRequestRow,
     ActivityRow,
     CompanyRow,
     ContactRow,
@@ -505,6 +508,73 @@ class SqlOperationRepository:
             )
             for row in rows
         ]
+
+
+class SqlAccessRequestRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, request: AccessRequest) -> AccessRequest:
+        row = AccessRequestRow(**_request_values(request))
+        self._session.add(row)
+        await self._session.flush()
+        request.id = row.id
+        return request
+
+    async def get(self, request_id: int) -> AccessRequest | None:
+        row = await self._session.get(AccessRequestRow, request_id)
+        return _request(row) if row else None
+
+    async def pending_for(self, telegram_id: int) -> AccessRequest | None:
+        row = await self._session.scalar(
+            select(AccessRequestRow).where(
+                AccessRequestRow.telegram_id == telegram_id,
+                AccessRequestRow.status == RequestStatus.PENDING.value,
+            )
+        )
+        return _request(row) if row else None
+
+    async def pending(self) -> list[AccessRequest]:
+        rows = await self._session.scalars(
+            select(AccessRequestRow)
+            .where(AccessRequestRow.status == RequestStatus.PENDING.value)
+            .order_by(AccessRequestRow.requested_at)
+        )
+        return [_request(row) for row in rows]
+
+    async def update(self, request: AccessRequest) -> None:
+        await self._session.execute(
+            sql_update(AccessRequestRow)
+            .where(AccessRequestRow.id == request.id)
+            .values(**_request_values(request))
+        )
+
+
+def _request_values(request: AccessRequest) -> dict[str, Any]:
+    return {
+        "telegram_id": request.telegram_id,
+        "name": request.name,
+        "username": request.username,
+        "language": request.language,
+        "requested_at": request.requested_at,
+        "status": request.status.value,
+        "decided_by_id": request.decided_by_id,
+        "decided_at": request.decided_at,
+    }
+
+
+def _request(row: AccessRequestRow) -> AccessRequest:
+    return AccessRequest(
+        row.id,
+        row.telegram_id,
+        row.name,
+        username=row.username,
+        language=row.language,
+        requested_at=row.requested_at,
+        status=RequestStatus(row.status),
+        decided_by_id=row.decided_by_id,
+        decided_at=row.decided_at,
+    )
 
 
 def _scope_filter(scope: Scope) -> ColumnElement[bool]:

@@ -8,6 +8,7 @@ from typing import Self
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.ports import (
+    AccessRequestRepository,
     ActivityRepository,
     CompanyRepository,
     ContactRepository,
@@ -17,6 +18,7 @@ from domain.ports import (
     UserRepository,
 )
 from storage.repositories import (
+    SqlAccessRequestRepository,
     SqlActivityRepository,
     SqlCompanyRepository,
     SqlContactRepository,
@@ -27,7 +29,7 @@ from storage.repositories import (
 )
 
 
-class SqlUnitOfWork:
+class _Repositories:
     stages: StageRepository
     contacts: ContactRepository
     history: HistoryRepository
@@ -35,13 +37,9 @@ class SqlUnitOfWork:
     companies: CompanyRepository
     activities: ActivityRepository
     operations: OperationRepository
+    access_requests: AccessRequestRepository
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
-
-    async def __aenter__(self) -> Self:
-        self._session = self._sessions()
-        session = self._session
+    def _bind(self, session: AsyncSession) -> None:
         self.stages = SqlStageRepository(session)
         self.contacts = SqlContactRepository(session)
         self.history = SqlHistoryRepository(session)
@@ -49,6 +47,16 @@ class SqlUnitOfWork:
         self.companies = SqlCompanyRepository(session)
         self.activities = SqlActivityRepository(session)
         self.operations = SqlOperationRepository(session)
+        self.access_requests = SqlAccessRequestRepository(session)
+
+
+class SqlUnitOfWork(_Repositories):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def __aenter__(self) -> Self:
+        self._session = self._sessions()
+        self._bind(self._session)
         return self
 
     async def __aexit__(
@@ -66,3 +74,29 @@ class SqlUnitOfWork:
 
     async def rollback(self) -> None:
         await self._session.rollback()
+
+
+class SharedSessionUnitOfWork(_Repositories):
+    """A use case inside a larger transaction that the caller owns and commits (e.g. loading the
+    demo): its commit only flushes, and a refusal aborts the whole transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._bind(session)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    async def commit(self) -> None:
+        await self._session.flush()
+
+    async def rollback(self) -> None:
+        raise RuntimeError("a refused use case aborts the caller's whole transaction")

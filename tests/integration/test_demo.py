@@ -98,7 +98,7 @@ class Loaded:
 
 
 async def _read(services: Services, summary: DemoSummary) -> Loaded:
-    users = {u.id: u for u in await services.users.list()}
+    users = {u.id: u for u in await services.users.everyone()}
     stages = {s.stage.id: s.stage for s in await services.stages.summaries()}
     cards = []
     for contact_id in range(1, summary.contacts + 1):
@@ -397,7 +397,7 @@ async def test_a_database_with_contacts_is_refused_and_nothing_is_written(
     await services.contacts.add(SYSTEM, ContactDraft(name="Khách cũ", phone="0987 000 111"))
     with pytest.raises(InvalidInput, match="already has 1 contact"):
         await load_demo(services, now=NOW)
-    assert await services.users.list() == []
+    assert await services.users.everyone() == []
 
 
 async def test_other_stages_or_people_on_demo_ids_are_refused(services: Services) -> None:
@@ -407,7 +407,7 @@ async def test_other_stages_or_people_on_demo_ids_are_refused(services: Services
     await services.stages.apply_template(SYSTEM, "outbound")
     with pytest.raises(InvalidInput, match="needs the 'amis' stages"):
         await load_demo(services, now=NOW)
-    assert [u.name for u in await services.users.list()] == ["Someone"]
+    assert [u.name for u in await services.users.everyone()] == ["Someone"]
 
 
 async def test_now_must_be_aware_and_not_in_the_future(services: Services) -> None:
