@@ -15,11 +15,13 @@ from typing import Self
 from domain.access import Scope
 from domain.errors import DuplicateStageName
 from domain.model import (
+    AccessRequest,
     Activity,
     ActivityKind,
     Company,
     Contact,
     Operation,
+    RequestStatus,
     Stage,
     StageChange,
     User,
@@ -37,6 +39,7 @@ class State:
     companies: dict[int, Company] = field(default_factory=dict)
     activities: list[Activity] = field(default_factory=list)
     operations: dict[int, Operation] = field(default_factory=dict)
+    access_requests: dict[int, AccessRequest] = field(default_factory=dict)
     next_id: int = 1
 
     def new_id(self) -> int:
@@ -257,6 +260,37 @@ class FakeOperations(_Repo):
         return sorted(self.s.operations.values(), key=lambda o: o.created_at, reverse=True)[:limit]
 
 
+class FakeAccessRequests(_Repo):
+    async def add(self, request: AccessRequest) -> AccessRequest:
+        request.id = self.s.new_id()
+        self.s.access_requests[request.id] = copy.copy(request)
+        return request
+
+    async def get(self, request_id: int) -> AccessRequest | None:
+        return copy.copy(self.s.access_requests.get(request_id))
+
+    async def pending_for(self, telegram_id: int) -> AccessRequest | None:
+        return next(
+            (
+                copy.copy(r)
+                for r in self.s.access_requests.values()
+                if r.telegram_id == telegram_id and r.status is RequestStatus.PENDING
+            ),
+            None,
+        )
+
+    async def pending(self) -> list[AccessRequest]:
+        return [
+            copy.copy(r)
+            for r in self.s.access_requests.values()
+            if r.status is RequestStatus.PENDING
+        ]
+
+    async def update(self, request: AccessRequest) -> None:
+        assert request.id is not None
+        self.s.access_requests[request.id] = copy.copy(request)
+
+
 class FakeUnitOfWork:
     def __init__(self, database: FakeDatabase) -> None:
         self._database = database
@@ -271,6 +305,7 @@ class FakeUnitOfWork:
         self.companies = FakeCompanies(state)
         self.activities = FakeActivities(state)
         self.operations = FakeOperations(state)
+        self.access_requests = FakeAccessRequests(state)
         return self
 
     async def __aexit__(
