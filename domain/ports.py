@@ -35,6 +35,16 @@ class SearchCriteria:
 
 
 @dataclass(frozen=True, slots=True)
+class ContactFilter:
+    """Which contacts a list shows (all conditions hold; None means any)."""
+
+    owner_id: int | None = None
+    stage_ids: tuple[int, ...] | None = None
+    company_id: int | None = None
+    idle_since: datetime | None = None  # last activity (or stage change) before this
+
+
+@dataclass(frozen=True, slots=True)
 class BulkMove:
     """Move every contact of one stage to another (or to none), recording each move."""
 
@@ -70,6 +80,13 @@ class ContactRepository(Protocol):
     async def search(
         self, criteria: SearchCriteria, scope: Scope, *, limit: int, offset: int
     ) -> list[Contact]: ...
+    async def listing(
+        self, where: ContactFilter, scope: Scope, *, limit: int, offset: int = 0
+    ) -> list[Contact]:
+        """Contacts matching `where` within `scope`; the longest idle first when filtering
+        on idleness, else the newest first."""
+        ...
+
     async def count_in_stage(self, stage_id: int) -> int: ...
     async def move_stage_contents(self, move: BulkMove) -> int:
         """Apply a BulkMove in bulk; returns how many contacts moved."""

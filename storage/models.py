@@ -88,7 +88,7 @@ class ContactRow(Base):
     custom_fields: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(index=True)
     stage_entered_at: Mapped[datetime | None]
-    last_activity_at: Mapped[datetime | None]
+    last_activity_at: Mapped[datetime | None] = mapped_column(index=True)
     version: Mapped[int] = mapped_column(Integer)
     updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     search_text: Mapped[str] = mapped_column(Text)

@@ -42,7 +42,7 @@ from domain.model import (
     User,
     utcnow,
 )
-from domain.ports import BulkMove, SearchCriteria
+from domain.ports import BulkMove, ContactFilter, SearchCriteria
 from domain.text import clean_name, fold
 from storage.models import (
     AccessRequestRow,
@@ -206,6 +206,23 @@ class SqlContactRepository:
         tags = await self._tags({row.id for row in page})
         return [_contact(row, tags.get(row.id, [])) for row in page]
 
+    async def listing(
+        self, where: ContactFilter, scope: Scope, *, limit: int, offset: int = 0
+    ) -> list[Contact]:
+        query = select(ContactRow).where(_scope_filter(scope))
+        if where.owner_id is not None:
+            query = query.where(ContactRow.owner_id == where.owner_id)
+        if where.stage_ids is not None:
+            query = query.where(ContactRow.stage_id.in_(where.stage_ids))
+        if where.company_id is not None:
+            query = query.where(ContactRow.company_id == where.company_id)
+        if where.idle_since is not None:
+            query = query.where(ContactRow.last_activity_at < where.idle_since).order_by(
+                ContactRow.last_activity_at
+            )
+        query = query.order_by(ContactRow.id.desc()).limit(limit).offset(offset)
+        return await self._load(query)
+
     async def count_in_stage(self, stage_id: int) -> int:
         count = await self._session.scalar(
             select(func.count()).select_from(ContactRow).where(ContactRow.stage_id == stage_id)
@@ -246,6 +263,7 @@ class SqlContactRepository:
             .values(
                 stage_id=move.to_stage_id,
                 stage_entered_at=move.at,
+                last_activity_at=move.at,
                 version=ContactRow.version + 1,
                 updated_by_id=move.by_user_id,
             )

@@ -13,6 +13,7 @@ from domain.errors import (
     ContactNotFound,
     DuplicateContact,
     InvalidInput,
+    NotFound,
     StageNotFound,
     StaleVersion,
     UserNotFound,
@@ -20,6 +21,8 @@ from domain.errors import (
 from domain.model import (
     Activity,
     ActivityKind,
+    Category,
+    Company,
     Contact,
     Role,
     Source,
@@ -30,7 +33,7 @@ from domain.model import (
     utcnow,
 )
 from domain.phones import normalize_email, normalize_phone, parse_phone
-from domain.ports import Clock, SearchCriteria, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, ContactFilter, SearchCriteria, UnitOfWork, UnitOfWorkFactory
 from domain.stages import Pipeline
 from domain.text import clean_name, words
 from domain.transitions import Policy, plan_move
@@ -68,6 +71,20 @@ class ContactDetails:
     stage: Stage | None
     company: str | None
     owner: User | None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactCard:
+    details: ContactDetails
+    open_tasks: list[Activity]
+    latest: list[TimelineEntry]
+    timeline_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompanyCard:
+    company: Company
+    contacts: list[ContactDetails]
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +249,7 @@ class ContactService:
             version = contact.version
             contact.stage_id = stage_id
             contact.stage_entered_at = when
+            contact.last_activity_at = max(when, contact.last_activity_at or when)
             contact.version += 1
             contact.updated_by_id = actor.id
             if not await uow.contacts.update(contact, expected_version=version):
@@ -240,6 +258,94 @@ class ContactService:
             await uow.history.add(change)
             await uow.commit()
         return StageMoveResult(contact, change)
+
+    async def card(self, actor: User, contact_id: int, *, latest: int = 5) -> ContactCard:
+        """What a contact's card shows: details, open tasks and the latest timeline entries."""
+        details = await self.get(actor, contact_id)
+        timeline = await self.timeline(actor, contact_id)
+        tasks = await self.open_tasks(actor, contact_id)
+        return ContactCard(details, tasks, timeline[:latest], len(timeline))
+
+    async def open_tasks(self, actor: User, contact_id: int) -> list[Activity]:
+        async with self._uow() as uow:
+            await self._visible(uow, actor, contact_id)
+            tasks = await uow.activities.for_contact(contact_id, [ActivityKind.TASK])
+        pending = [t for t in tasks if t.done_at is None]
+        return sorted(pending, key=lambda t: t.due_at or t.at)
+
+    async def open_leads(self, actor: User, *, limit: int = 200) -> list[ContactDetails]:
+        """The actor's own leads in open stages, in stage order then newest first."""
+        async with self._uow() as uow:
+            pipeline = Pipeline(await uow.stages.list())
+            open_ids = [s.id for s in pipeline.in_category(Category.OPEN) if s.id is not None]
+            found = await uow.contacts.listing(
+                ContactFilter(owner_id=actor.id, stage_ids=tuple(open_ids)),
+                Scope.of(actor),
+                limit=limit,
+            )
+            details = await _details(uow, found)
+        order = {stage_id: n for n, stage_id in enumerate(open_ids)}
+        return sorted(details, key=lambda d: order.get(d.contact.stage_id or 0, 0))
+
+    async def idle_leads(self, actor: User, days: int, *, limit: int = 50) -> list[ContactDetails]:
+        """Leads in open stages, in the actor's scope, untouched (no activity, no stage change)
+        for `days` days; the longest idle first."""
+        if not 1 <= days <= 3650:
+            raise InvalidInput("Give a number of days from 1 to 3650.")
+        cutoff = self._clock() - timedelta(days=days)
+        async with self._uow() as uow:
+            pipeline = Pipeline(await uow.stages.list())
+            open_ids = tuple(s.id for s in pipeline.in_category(Category.OPEN) if s.id)
+            found = await uow.contacts.listing(
+                ContactFilter(stage_ids=open_ids, idle_since=cutoff),
+                Scope.of(actor),
+                limit=limit,
+            )
+            return await _details(uow, found)
+
+    async def company(self, actor: User, company_id: int) -> CompanyCard:
+        """A company with its contacts the actor may see, their stages and owners."""
+        async with self._uow() as uow:
+            company = await uow.companies.get(company_id)
+            if company is None:
+                raise NotFound("That company no longer exists.")
+            found = await uow.contacts.listing(
+                ContactFilter(company_id=company_id), Scope.of(actor), limit=100
+            )
+            return CompanyCard(company, await _details(uow, found))
+
+    async def reassign(
+        self, actor: User, contact_id: int, owner_id: int, *, expected_version: int | None = None
+    ) -> Contact:
+        """Give a contact to another owner: managers within their team, admins to anyone."""
+        if actor.role is Role.AGENT:
+            raise AccessDenied("Only a manager or an admin can give a contact to someone else.")
+        async with self._uow() as uow:
+            contact = await self._visible(uow, actor, contact_id)
+            if expected_version is not None and contact.version != expected_version:
+                raise StaleVersion(await _name_of(uow, contact.updated_by_id))
+            owner = await uow.users.get(owner_id)
+            if owner is None or not owner.active:
+                raise UserNotFound(f"#{owner_id}")
+            if not Scope.of(actor).covers(owner):
+                raise AccessDenied("A manager can give contacts only to people of their team.")
+            if contact.owner_id == owner_id:
+                return contact
+            version = contact.version
+            contact.owner_id = owner_id
+            contact.version += 1
+            contact.updated_by_id = actor.id
+            if not await uow.contacts.update(contact, expected_version=version):
+                raise StaleVersion(None)
+            await uow.commit()
+        return contact
+
+    async def owners_for(self, actor: User) -> list[User]:
+        """Whom the actor may give contacts to: the team for a manager, everyone for an admin."""
+        async with self._uow() as uow:
+            people = await uow.users.list()
+        scope = Scope.of(actor)
+        return [u for u in people if u.active and u.role is not Role.ADMIN and scope.covers(u)]
 
     async def stage_by_name(self, name: str) -> Stage:
         async with self._uow() as uow:
@@ -343,7 +449,7 @@ class ContactService:
             tags=_clean_tags(draft.tags),
             custom_fields=_clean_fields(draft.custom_fields),
             created_at=created_at,
-            last_activity_at=None,
+            last_activity_at=created_at,
         )
 
     @staticmethod

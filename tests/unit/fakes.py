@@ -26,7 +26,7 @@ from domain.model import (
     StageChange,
     User,
 )
-from domain.ports import BulkMove, SearchCriteria
+from domain.ports import BulkMove, ContactFilter, SearchCriteria
 from domain.text import fold, words
 
 
@@ -153,6 +153,28 @@ class FakeContacts(_Repo):
                 found.append(copy.deepcopy(contact))
         return found[offset : offset + limit]
 
+    async def listing(
+        self, where: ContactFilter, scope: Scope, *, limit: int, offset: int = 0
+    ) -> list[Contact]:
+        found = []
+        for contact in sorted(self.s.contacts.values(), key=lambda c: -(c.id or 0)):
+            owner = self.s.users.get(contact.owner_id) if contact.owner_id else None
+            if not scope.covers(owner):
+                continue
+            if where.owner_id is not None and contact.owner_id != where.owner_id:
+                continue
+            if where.stage_ids is not None and contact.stage_id not in where.stage_ids:
+                continue
+            if where.company_id is not None and contact.company_id != where.company_id:
+                continue
+            last = contact.last_activity_at
+            if where.idle_since is not None and (last is None or last >= where.idle_since):
+                continue
+            found.append(copy.deepcopy(contact))
+        if where.idle_since is not None:
+            found.sort(key=lambda c: c.last_activity_at or c.created_at)
+        return found[offset : offset + limit]
+
     async def count_in_stage(self, stage_id: int) -> int:
         return sum(1 for c in self.s.contacts.values() if c.stage_id == stage_id)
 
@@ -176,6 +198,7 @@ class FakeContacts(_Repo):
                 )
                 contact.stage_id = move.to_stage_id
                 contact.stage_entered_at = move.at
+                contact.last_activity_at = move.at
                 contact.version += 1
                 moved += 1
         return moved

@@ -1,4 +1,4 @@
-"""Access requests, and the ledger of Telegram updates already taken.
+"""Access requests, the ledger of Telegram updates already taken, and an index for idle leads.
 
 Revision ID: 0002
 Revises: 0001
@@ -41,8 +41,12 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("processed_updates") as batch_op:
         batch_op.create_index("ix_processed_updates_taken_at", ["taken_at"])
+    with op.batch_alter_table("contacts") as batch_op:
+        batch_op.create_index("ix_contacts_last_activity_at", ["last_activity_at"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("contacts") as batch_op:
+        batch_op.drop_index("ix_contacts_last_activity_at")
     op.drop_table("processed_updates")
     op.drop_table("access_requests")
