@@ -92,6 +92,7 @@ class WebhookServer:
             self.port = self._runner.addresses[0][1]
         base = self.public_url or f"http://{self.host}:{self.port}"
         url = base + self.runtime.settings.webhook_path
+        await self.runtime.publish_commands()
         await self.runtime.set_webhook(url, self.secret)
         log.info("webhook listening on %s:%s for %s", self.host, self.port, url)
 

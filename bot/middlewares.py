@@ -15,7 +15,11 @@ from aiogram.client.session.middlewares.base import (
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
-from aiogram.types import TelegramObject
+from aiogram.types import TelegramObject, Update
+
+from domain.services.users import UserService
+from handlers.texts import access_refusal
+from storage.ledger import UpdateLedger
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +100,77 @@ class InFlightUpdates(BaseMiddleware):
             log.warning("%d update(s) still in flight at shutdown", self._count)
             return False
         return True
+
+
+class OncePerUpdate(BaseMiddleware):
+    """An update delivered twice (a webhook retry, a redelivery after a restart) has its effect
+    once. An update whose handling failed is forgotten, so a redelivery may try again."""
+
+    def __init__(self, ledger: UpdateLedger) -> None:
+        self._ledger = ledger
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        assert isinstance(event, Update)
+        bot_id = data["bot"].id
+        if not await self._ledger.take(bot_id, event.update_id):
+            log.info("update %s was delivered again; ignored", event.update_id)
+            return None
+        try:
+            return await handler(event, data)
+        except Exception:
+            await self._ledger.release(bot_id, event.update_id)
+            raise
+
+
+class CurrentUser(BaseMiddleware):
+    """Loads the person behind every update (messages, callbacks, documents alike) as `user`:
+    None for a stranger."""
+
+    def __init__(self, users: UserService) -> None:
+        self._users = users
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        sender = data.get("event_from_user")
+        if sender is None or sender.is_bot:
+            return None
+        data["user"] = await self._users.by_telegram_id(sender.id)
+        return await handler(event, data)
+
+
+class AccessGate(BaseMiddleware):
+    """Strangers may only ask for access with /start; switched-off people are told so, in
+    their language (this runs after the locale is chosen)."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        user = data.get("user")
+        if user is not None and user.active:
+            return await handler(event, data)
+        assert isinstance(event, Update)
+        if user is None and _is_start(event):
+            return await handler(event, data)
+        text = access_refusal(switched_off=user is not None)
+        if event.callback_query is not None:
+            await event.callback_query.answer(text, show_alert=True)
+        elif event.message is not None:
+            await event.message.answer(text)
+        return None
+
+
+def _is_start(update: Update) -> bool:
+    message = update.message
+    return bool(message and message.text and message.text.split()[0].startswith("/start"))

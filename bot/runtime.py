@@ -13,13 +13,24 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
+from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
 import handlers
 from bot.container import Services
-from bot.middlewares import InFlightUpdates, RetryRequests
+from bot.middlewares import (
+    AccessGate,
+    CurrentUser,
+    InFlightUpdates,
+    OncePerUpdate,
+    RetryRequests,
+)
 from bot.settings import Settings
+from handlers.commands import publish_commands, publish_default_commands
+from handlers.i18n import PersonLocale, build_i18n
+from storage.db import make_sessionmaker
+from storage.ledger import UpdateLedger
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +51,30 @@ class BotRuntime:
         self.services = services
         self.bot = build_bot(settings, token)
         self.in_flight = InFlightUpdates()
+        self.i18n = build_i18n(settings.default_language)
         self.dispatcher = Dispatcher(
-            settings=settings,
+            storage=MemoryStorage(),
             stages=services.stages,
             contacts=services.contacts,
             users=services.users,
+            zone=settings.zone,
+            policy=settings.policy,
         )
-        self.dispatcher.update.outer_middleware(self.in_flight)
+        update = self.dispatcher.update
+        update.outer_middleware(self.in_flight)
+        update.outer_middleware(OncePerUpdate(UpdateLedger(make_sessionmaker(services.engine))))
+        update.outer_middleware(CurrentUser(services.users))
+        update.outer_middleware(PersonLocale(self.i18n))
+        update.outer_middleware(AccessGate())
         self.dispatcher.include_routers(*handlers.routers())
+        self.dispatcher.startup.register(self.publish_commands)
         self.polling = asyncio.Event()
         self.dispatcher.startup.register(self.polling.set)
+
+    async def publish_commands(self) -> None:
+        """The command menus, per language and per role."""
+        await publish_default_commands(self.bot, self.i18n)
+        await publish_commands(self.bot, await self.services.users.everyone(), self.i18n)
 
     async def poll(self, *, handle_signals: bool = True) -> None:
         """Long polling until stopped; then waits for the updates being handled."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import errors, start
+from handlers import access, contacts, errors
 
 
 def routers() -> list[Router]:
     """Every router, in the order the dispatcher should try them."""
-    return [start.build_router(), errors.build_router()]
+    return [access.build_router(), contacts.build_router(), errors.build_router()]

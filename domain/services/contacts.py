@@ -266,6 +266,14 @@ class ContactService:
         tasks = await self.open_tasks(actor, contact_id)
         return ContactCard(details, tasks, timeline[:latest], len(timeline))
 
+    async def people_named_in(
+        self, card: ContactCard, more: Sequence[TimelineEntry] = ()
+    ) -> dict[int, User]:
+        """The people who wrote or moved what a card shows, by id."""
+        ids = {e.by_user_id for e in [*card.latest, *more] if e.by_user_id is not None}
+        async with self._uow() as uow:
+            return await uow.users.get_many(ids)
+
     async def open_tasks(self, actor: User, contact_id: int) -> list[Activity]:
         async with self._uow() as uow:
             await self._visible(uow, actor, contact_id)

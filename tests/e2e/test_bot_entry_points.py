@@ -14,7 +14,7 @@ from tests.e2e.conftest import ADMIN_ID, Driver
 async def test_start_is_answered(driver: Driver) -> None:
     await driver.user(ADMIN_ID, "Quân")
     [reply] = await driver.ask(ADMIN_ID, "/start")
-    assert "Hello, Quân" in reply["text"]
+    assert "Hello, Admin 1001" in reply["text"]
     assert "/find" in reply["text"]
 
 

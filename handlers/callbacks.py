@@ -1,0 +1,91 @@
+"""Callback data of every inline button: ids and versions only, never names, so that each fits
+Telegram's 64 bytes and a handler re-reads (and re-checks) what it names."""
+
+from __future__ import annotations
+
+from aiogram.filters.callback_data import CallbackData
+
+
+class CardCb(CallbackData, prefix="card"):
+    """Open a contact's card; `kind` filters its timeline (all, note, call, stage, task)."""
+
+    id: int
+    kind: str = ""
+
+
+class StagesCb(CallbackData, prefix="stg"):
+    """Show the stage keyboard of a contact read at version `v`."""
+
+    id: int
+    v: int
+
+
+class MoveCb(CallbackData, prefix="mv"):
+    """Move a contact (read at version `v`) to a stage."""
+
+    id: int
+    stage: int
+    v: int
+
+
+class LostCb(CallbackData, prefix="lost"):
+    """Move to a lost stage with the configured reason number `r` (-1: "Other", asks)."""
+
+    id: int
+    stage: int
+    v: int
+    r: int
+
+
+class UndoCb(CallbackData, prefix="undo"):
+    """Put a contact back in stage `to` (0: none) if still at version `v`, until `until`."""
+
+    id: int
+    to: int
+    v: int
+    until: int
+
+
+class LogCb(CallbackData, prefix="log"):
+    """Log a note, a call or a task on a contact: asks for the text."""
+
+    id: int
+    kind: str
+
+
+class OwnerCb(CallbackData, prefix="own"):
+    """Reassign a contact (read at version `v`); owner 0 lists the candidates."""
+
+    id: int
+    v: int
+    owner: int = 0
+
+
+class CompanyCb(CallbackData, prefix="co"):
+    id: int
+
+
+class PageCb(CallbackData, prefix="pg"):
+    """A page of the last search or list the person asked for."""
+
+    list: str
+    page: int
+
+
+class AccessCb(CallbackData, prefix="acc"):
+    """An admin's decision on access request `req`: role agent/manager (then the team, by a
+    short hash of its name, "-" for none), or reject."""
+
+    req: int
+    act: str
+    team: str = ""
+
+
+class LangCb(CallbackData, prefix="lang"):
+    code: str
+
+
+class CancelCb(CallbackData, prefix="x"):
+    """Abandon what is being asked; back to the contact's card when there is one."""
+
+    id: int = 0

@@ -1,0 +1,669 @@
+"""An agent's day: find contacts, open cards, move stages with buttons, log notes, calls and
+tasks, reassign, see a company. Parse, call the service, render."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from aiogram import F, Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command, CommandObject, StateFilter
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.i18n import get_i18n
+from aiogram.utils.i18n import gettext as _
+
+from domain.errors import DomainError, StaleVersion
+from domain.model import ActivityKind, Source, User, utcnow
+from domain.services.contacts import ContactDetails, ContactService
+from domain.services.stages import StageService
+from domain.transitions import Policy, leaves_closed
+from handlers import render
+from handlers.callbacks import (
+    CancelCb,
+    CardCb,
+    CompanyCb,
+    LogCb,
+    LostCb,
+    MoveCb,
+    OwnerCb,
+    PageCb,
+    StagesCb,
+    UndoCb,
+)
+from handlers.dates import parse_due
+from handlers.texts import ACTIVITY, explain
+
+UNDO_SECONDS = 300
+
+
+class Ask(StatesGroup):
+    lost_reason = State()
+    reopen_reason = State()
+    log_text = State()
+    task_due = State()
+
+
+# --- finding -------------------------------------------------------------------------------
+
+
+async def find_command(
+    message: Message,
+    command: CommandObject,
+    user: User,
+    contacts: ContactService,
+    state: FSMContext,
+    zone: ZoneInfo,
+) -> None:
+    if not command.args:
+        await message.answer(_("What should I look for? For example: /find nguyen van an"))
+        return
+    await _search(message, command.args, user, contacts, state, zone)
+
+
+async def plain_text(
+    message: Message, user: User, contacts: ContactService, state: FSMContext, zone: ZoneInfo
+) -> None:
+    await _search(message, message.text or "", user, contacts, state, zone)
+
+
+async def _search(
+    message: Message,
+    query: str,
+    user: User,
+    contacts: ContactService,
+    state: FSMContext,
+    zone: ZoneInfo,
+) -> None:
+    query = query.strip()[:200]
+    found = await contacts.find(user, query, limit=render.PAGE_SIZE + 1)
+    if not found:
+        await message.answer(_("Nothing found for “{query}”.").format(query=render.e(query)))
+        return
+    if len(found) == 1:
+        contact_id = found[0].contact.id
+        assert contact_id is not None
+        await _send_card(message, contacts, user, contact_id, zone)
+        return
+    await state.update_data(find=query)
+    await message.answer(
+        _("Found for “{query}”:").format(query=render.e(query)),
+        reply_markup=render.list_keyboard(
+            found[: render.PAGE_SIZE],
+            list_name="find",
+            page=0,
+            more=len(found) > render.PAGE_SIZE,
+        ),
+    )
+
+
+async def my_leads(message: Message, user: User, contacts: ContactService) -> None:
+    leads = await contacts.open_leads(user)
+    if not leads:
+        await message.answer(_("You have no open leads. /new adds one."))
+        return
+    text, keyboard = _my_page(leads, 0)
+    await message.answer(text, reply_markup=keyboard)
+
+
+def _my_page(leads: list[ContactDetails], page: int) -> tuple[str, InlineKeyboardMarkup]:
+    chunk = leads[page * render.PAGE_SIZE : (page + 1) * render.PAGE_SIZE]
+    counts: dict[str, int] = {}
+    for details in leads:
+        name = details.stage.name if details.stage else _("no stage")
+        counts[name] = counts.get(name, 0) + 1
+    summary = " · ".join(f"{render.e(name)}: {count}" for name, count in counts.items())
+    text = _("Your open leads ({count}):").format(count=len(leads)) + "\n" + summary
+    more = len(leads) > (page + 1) * render.PAGE_SIZE
+    return text, render.list_keyboard(chunk, list_name="my", page=page, more=more)
+
+
+async def idle_leads(
+    message: Message,
+    command: CommandObject,
+    user: User,
+    contacts: ContactService,
+    state: FSMContext,
+) -> None:
+    days = 7
+    if command.args:
+        if not command.args.strip().isdigit():
+            await message.answer(_("Give the number of days, e.g. /idle 14"))
+            return
+        days = int(command.args.strip())
+    try:
+        leads = await contacts.idle_leads(user, days, limit=100)
+    except DomainError as error:
+        await message.answer(explain(error, get_i18n().current_locale))
+        return
+    if not leads:
+        await message.answer(_("No open lead has been idle for {days} days.").format(days=days))
+        return
+    await state.update_data(idle=days)
+    await message.answer(
+        _("Open leads idle for {days} days or more ({count}):").format(days=days, count=len(leads)),
+        reply_markup=render.list_keyboard(
+            leads[: render.PAGE_SIZE],
+            list_name="idle",
+            page=0,
+            more=len(leads) > render.PAGE_SIZE,
+            with_owner=True,
+        ),
+    )
+
+
+async def turn_page(
+    query: CallbackQuery,
+    callback_data: PageCb,
+    user: User,
+    contacts: ContactService,
+    state: FSMContext,
+) -> None:
+    data = await state.get_data()
+    page = max(0, min(callback_data.page, 100))
+    if callback_data.list == "my":
+        leads = await contacts.open_leads(user)
+        text, keyboard = _my_page(leads, page)
+        await _edit(query, text, keyboard)
+        return
+    if callback_data.list == "find" and "find" in data:
+        found = await contacts.find(
+            user, data["find"], limit=render.PAGE_SIZE + 1, offset=page * render.PAGE_SIZE
+        )
+        with_owner = False
+    elif callback_data.list == "idle" and "idle" in data:
+        everything = await contacts.idle_leads(user, int(data["idle"]), limit=100)
+        found = everything[page * render.PAGE_SIZE : (page + 1) * render.PAGE_SIZE + 1]
+        with_owner = True
+    else:
+        await query.answer(_("This list is out of date; ask again."), show_alert=True)
+        return
+    keyboard = render.list_keyboard(
+        found[: render.PAGE_SIZE],
+        list_name=callback_data.list,
+        page=page,
+        more=len(found) > render.PAGE_SIZE,
+        with_owner=with_owner,
+    )
+    text = query.message.html_text if isinstance(query.message, Message) else "…"
+    await _edit(query, text or "…", keyboard)
+
+
+# --- the card ------------------------------------------------------------------------------
+
+
+async def open_card(
+    query: CallbackQuery,
+    callback_data: CardCb,
+    user: User,
+    contacts: ContactService,
+    state: FSMContext,
+    zone: ZoneInfo,
+) -> None:
+    await state.clear()
+    kind = "" if callback_data.kind in ("", "all") else callback_data.kind
+    if kind not in render.TIMELINE_FILTERS:
+        await query.answer(_("Unknown filter."), show_alert=True)
+        return
+    try:
+        text, keyboard = await _card(contacts, user, callback_data.id, zone, kind=kind)
+    except DomainError as error:
+        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+        return
+    await _edit(query, text, keyboard)
+
+
+async def show_stages(
+    query: CallbackQuery,
+    callback_data: StagesCb,
+    user: User,
+    contacts: ContactService,
+    stages: StageService,
+) -> None:
+    try:
+        details = await contacts.get(user, callback_data.id)
+    except DomainError as error:
+        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+        return
+    live = [summary.stage for summary in await stages.summaries()]
+    text = _("Move <b>{name}</b> to which stage? (now: {stage})").format(
+        name=render.e(details.contact.label()), stage=render.e(render.stage_label(details.stage))
+    )
+    await _edit(query, text, render.stage_keyboard(details, live, user))
+
+
+async def choose_stage(
+    query: CallbackQuery,
+    callback_data: MoveCb,
+    user: User,
+    contacts: ContactService,
+    stages: StageService,
+    state: FSMContext,
+    policy: Policy,
+    zone: ZoneInfo,
+) -> None:
+    try:
+        details = await contacts.get(user, callback_data.id)
+        target = await stages.get(callback_data.stage)
+    except DomainError as error:
+        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+        return
+    if target.archived:
+        await query.answer(
+            _("The stage {stage} was deleted meanwhile; choose another.").format(stage=target.name),
+            show_alert=True,
+        )
+        live = [summary.stage for summary in await stages.summaries()]
+        await _edit(
+            query,
+            render.stage_label(details.stage),
+            render.stage_keyboard(details, live, user),
+            answered=True,
+        )
+        return
+    name = render.e(details.contact.label())
+    if leaves_closed(details.stage, target) and details.stage and details.stage.id != target.id:
+        await state.set_state(Ask.reopen_reason)
+        await state.update_data(id=callback_data.id, stage=target.id, v=callback_data.v)
+        await _edit(
+            query,
+            _("Why reopen <b>{name}</b> ({stage})? Send the reason.").format(
+                name=name, stage=render.e(render.stage_label(details.stage))
+            ),
+            render.cancel_keyboard(callback_data.id),
+        )
+        return
+    if target.category.value == "lost" and (not details.stage or details.stage.id != target.id):
+        await _edit(
+            query,
+            _("Why was <b>{name}</b> lost?").format(name=name),
+            render.reasons_keyboard(
+                callback_data.id, callback_data.stage, callback_data.v, policy.lost_reasons
+            ),
+        )
+        return
+    await _move(query, user, contacts, zone, callback_data.id, target.id, callback_data.v, None)
+
+
+async def lost_reason_button(
+    query: CallbackQuery,
+    callback_data: LostCb,
+    user: User,
+    contacts: ContactService,
+    state: FSMContext,
+    policy: Policy,
+    zone: ZoneInfo,
+) -> None:
+    if callback_data.r == -1:
+        await state.set_state(Ask.lost_reason)
+        await state.update_data(id=callback_data.id, stage=callback_data.stage, v=callback_data.v)
+        await _edit(
+            query, _("Describe the reason in a message."), render.cancel_keyboard(callback_data.id)
+        )
+        return
+    if not 0 <= callback_data.r < len(policy.lost_reasons):
+        await query.answer(_("That reason is no longer offered; choose again."), show_alert=True)
+        return
+    reason = policy.lost_reasons[callback_data.r]
+    await _move(
+        query, user, contacts, zone, callback_data.id, callback_data.stage, callback_data.v, reason
+    )
+
+
+async def typed_reason(
+    message: Message, user: User, contacts: ContactService, state: FSMContext, zone: ZoneInfo
+) -> None:
+    data = await state.get_data()
+    await state.clear()
+    try:
+        result = await contacts.set_stage(
+            user, data["id"], data["stage"], reason=message.text, expected_version=data["v"]
+        )
+    except DomainError as error:
+        await message.answer(explain(error, get_i18n().current_locale))
+        await _send_card(message, contacts, user, data["id"], zone)
+        return
+    await _send_card(message, contacts, user, data["id"], zone, undo=_undo_of(result))
+
+
+async def undo(
+    query: CallbackQuery,
+    callback_data: UndoCb,
+    user: User,
+    contacts: ContactService,
+    zone: ZoneInfo,
+) -> None:
+    if time.time() > callback_data.until:
+        await query.answer(_("It is too late to undo; change the stage instead."), show_alert=True)
+        return
+    target = callback_data.to or None
+    try:
+        await contacts.set_stage(
+            user,
+            callback_data.id,
+            target,
+            expected_version=callback_data.v,
+            source=Source.UNDO,
+            reason=_("undone"),
+        )
+    except DomainError as error:
+        await _refused(query, error, contacts, user, callback_data.id, zone)
+        return
+    await query.answer(_("Undone."))
+    text, keyboard = await _card(contacts, user, callback_data.id, zone)
+    await _edit(query, text, keyboard, answered=True)
+
+
+async def _move(
+    query: CallbackQuery,
+    user: User,
+    contacts: ContactService,
+    zone: ZoneInfo,
+    contact_id: int,
+    stage_id: int | None,
+    version: int,
+    reason: str | None,
+) -> None:
+    try:
+        result = await contacts.set_stage(
+            user, contact_id, stage_id, reason=reason, expected_version=version
+        )
+    except DomainError as error:
+        await _refused(query, error, contacts, user, contact_id, zone)
+        return
+    await query.answer(_("Moved.") if result.changed else _("It already is in that stage."))
+    text, keyboard = await _card(contacts, user, contact_id, zone, undo=_undo_of(result))
+    await _edit(query, text, keyboard, answered=True)
+
+
+def _undo_of(result: object) -> UndoCb | None:
+    change = getattr(result, "change", None)
+    contact = getattr(result, "contact", None)
+    if change is None or contact is None or contact.id is None:
+        return None
+    return UndoCb(
+        id=contact.id,
+        to=change.from_stage_id or 0,
+        v=contact.version,
+        until=int(time.time()) + UNDO_SECONDS,
+    )
+
+
+async def _refused(
+    query: CallbackQuery,
+    error: DomainError,
+    contacts: ContactService,
+    user: User,
+    contact_id: int,
+    zone: ZoneInfo,
+) -> None:
+    await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+    if isinstance(error, StaleVersion) or error.code != "access_denied":
+        try:
+            text, keyboard = await _card(contacts, user, contact_id, zone)
+        except DomainError:
+            return
+        await _edit(query, text, keyboard, answered=True)
+
+
+# --- activities ----------------------------------------------------------------------------
+
+
+async def ask_log(
+    query: CallbackQuery,
+    callback_data: LogCb,
+    user: User,
+    contacts: ContactService,
+    state: FSMContext,
+) -> None:
+    if callback_data.kind not in ("note", "call", "task"):
+        await query.answer(_("Unknown action."), show_alert=True)
+        return
+    try:
+        details = await contacts.get(user, callback_data.id)
+    except DomainError as error:
+        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+        return
+    await state.set_state(Ask.log_text)
+    await state.update_data(id=callback_data.id, kind=callback_data.kind)
+    prompts = {
+        "note": _("Write the note for <b>{name}</b>."),
+        "call": _("How did the call with <b>{name}</b> go?"),
+        "task": _("What is to be done for <b>{name}</b>?"),
+    }
+    await query.answer()
+    assert query.message is not None
+    await query.message.answer(
+        prompts[callback_data.kind].format(name=render.e(details.contact.label())),
+        reply_markup=render.cancel_keyboard(callback_data.id),
+    )
+
+
+async def log_text(
+    message: Message, user: User, contacts: ContactService, state: FSMContext, zone: ZoneInfo
+) -> None:
+    data = await state.get_data()
+    if data["kind"] == "task":
+        await state.set_state(Ask.task_due)
+        await state.update_data(text=message.text)
+        await message.answer(
+            _("When is it due? E.g. tomorrow, 25/12, 25/12 14:30 or +3 (days)."),
+            reply_markup=render.cancel_keyboard(data["id"]),
+        )
+        return
+    await state.clear()
+    await _log(
+        message,
+        user,
+        contacts,
+        zone,
+        data["id"],
+        ActivityKind(data["kind"]),
+        message.text or "",
+        None,
+    )
+
+
+async def task_due(
+    message: Message, user: User, contacts: ContactService, state: FSMContext, zone: ZoneInfo
+) -> None:
+    data = await state.get_data()
+    due = parse_due(message.text or "", datetime.now(zone))
+    if due is None:
+        await message.answer(_("I could not read that date. Try tomorrow, 25/12 or +3."))
+        return
+    await state.clear()
+    await _log(message, user, contacts, zone, data["id"], ActivityKind.TASK, data["text"], due)
+
+
+async def _log(
+    message: Message,
+    user: User,
+    contacts: ContactService,
+    zone: ZoneInfo,
+    contact_id: int,
+    kind: ActivityKind,
+    text: str,
+    due: datetime | None,
+) -> None:
+    try:
+        await contacts.log_activity(user, contact_id, kind, text, due_at=due)
+    except DomainError as error:
+        await message.answer(explain(error, get_i18n().current_locale))
+        return
+    await message.answer(_("{kind} saved.").format(kind=ACTIVITY[kind.value]))
+    await _send_card(message, contacts, user, contact_id, zone)
+
+
+# --- reassigning and companies --------------------------------------------------------------
+
+
+async def reassign(
+    query: CallbackQuery,
+    callback_data: OwnerCb,
+    user: User,
+    contacts: ContactService,
+    zone: ZoneInfo,
+) -> None:
+    if callback_data.owner == 0:
+        try:
+            details = await contacts.get(user, callback_data.id)
+            owners = await contacts.owners_for(user)
+        except DomainError as error:
+            await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+            return
+        text = _("Give <b>{name}</b> to whom?").format(name=render.e(details.contact.label()))
+        await _edit(
+            query, text, render.owners_keyboard(callback_data.id, callback_data.v, owners[:40])
+        )
+        return
+    try:
+        await contacts.reassign(
+            user, callback_data.id, callback_data.owner, expected_version=callback_data.v
+        )
+    except DomainError as error:
+        await _refused(query, error, contacts, user, callback_data.id, zone)
+        return
+    await query.answer(_("Reassigned."))
+    text, keyboard = await _card(contacts, user, callback_data.id, zone)
+    await _edit(query, text, keyboard, answered=True)
+
+
+async def company(
+    query: CallbackQuery, callback_data: CompanyCb, user: User, contacts: ContactService
+) -> None:
+    try:
+        card = await contacts.company(user, callback_data.id)
+    except DomainError as error:
+        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+        return
+    await query.answer()
+    assert query.message is not None
+    await query.message.answer(
+        render.company_text(card),
+        reply_markup=render.list_keyboard(
+            card.contacts[:20], list_name="co", page=0, more=False, with_owner=True
+        ),
+    )
+
+
+async def cancel_button(
+    query: CallbackQuery,
+    callback_data: CancelCb,
+    user: User,
+    contacts: ContactService,
+    state: FSMContext,
+    zone: ZoneInfo,
+) -> None:
+    await state.clear()
+    await query.answer(_("Cancelled."))
+    if callback_data.id:
+        try:
+            text, keyboard = await _card(contacts, user, callback_data.id, zone)
+        except DomainError:
+            return
+        await _edit(query, text, keyboard, answered=True)
+    else:
+        await _edit(query, _("Cancelled."), None, answered=True)
+
+
+async def cancel_command(message: Message, state: FSMContext) -> None:
+    had = await state.get_state()
+    await state.clear()
+    await message.answer(_("Cancelled.") if had else _("There was nothing to cancel."))
+
+
+# --- shared --------------------------------------------------------------------------------
+
+
+async def _card(
+    contacts: ContactService,
+    user: User,
+    contact_id: int,
+    zone: ZoneInfo,
+    *,
+    kind: str = "",
+    undo: UndoCb | None = None,
+) -> tuple[str, InlineKeyboardMarkup]:
+    card = await contacts.card(user, contact_id)
+    timeline = heading = None
+    if kind:
+        timeline = (await contacts.timeline(user, contact_id, [kind]))[:10]
+        heading = ACTIVITY[kind]
+    people = await contacts.people_named_in(card, timeline or [])
+    text = render.card_text(
+        card,
+        people,
+        zone=zone,
+        now=utcnow(),
+        language=get_i18n().current_locale,
+        timeline=timeline,
+        heading=str(heading) if heading else None,
+    )
+    return text, render.card_keyboard(card, user, undo)
+
+
+async def _send_card(
+    message: Message,
+    contacts: ContactService,
+    user: User,
+    contact_id: int,
+    zone: ZoneInfo,
+    undo: UndoCb | None = None,
+) -> None:
+    try:
+        text, keyboard = await _card(contacts, user, contact_id, zone, undo=undo)
+    except DomainError as error:
+        await message.answer(explain(error, get_i18n().current_locale))
+        return
+    await message.answer(text, reply_markup=keyboard)
+
+
+async def _edit(
+    query: CallbackQuery,
+    text: str,
+    keyboard: InlineKeyboardMarkup | None,
+    *,
+    answered: bool = False,
+) -> None:
+    """Edit the message the button is on (an unchanged message is fine), and answer the
+    button unless that was done already with a text."""
+    message = query.message
+    if not isinstance(message, Message):
+        await query.answer(
+            _("This message is too old to change; send the command again."), show_alert=True
+        )
+        return
+    try:
+        await message.edit_text(text, reply_markup=keyboard)
+    except TelegramBadRequest as error:
+        if "not modified" not in error.message:
+            raise
+    if not answered:
+        await query.answer()
+
+
+def build_router() -> Router:
+    router = Router(name=__name__)
+    router.message.register(cancel_command, Command("cancel"))
+    router.message.register(find_command, Command("find"))
+    router.message.register(my_leads, Command("my"))
+    router.message.register(idle_leads, Command("idle"))
+    router.message.register(typed_reason, StateFilter(Ask.lost_reason, Ask.reopen_reason), F.text)
+    router.message.register(log_text, StateFilter(Ask.log_text), F.text)
+    router.message.register(task_due, StateFilter(Ask.task_due), F.text)
+    router.message.register(plain_text, StateFilter(None), F.text, ~F.text.startswith("/"))
+    router.callback_query.register(open_card, CardCb.filter())
+    router.callback_query.register(show_stages, StagesCb.filter())
+    router.callback_query.register(choose_stage, MoveCb.filter())
+    router.callback_query.register(lost_reason_button, LostCb.filter())
+    router.callback_query.register(undo, UndoCb.filter())
+    router.callback_query.register(ask_log, LogCb.filter())
+    router.callback_query.register(reassign, OwnerCb.filter())
+    router.callback_query.register(company, CompanyCb.filter())
+    router.callback_query.register(turn_page, PageCb.filter())
+    router.callback_query.register(cancel_button, CancelCb.filter())
+    return router

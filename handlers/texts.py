@@ -1,0 +1,67 @@
+"""Texts that several handlers share, translated; and domain refusals in the reader's language."""
+
+from __future__ import annotations
+
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import lazy_gettext as __
+
+from domain.errors import DomainError, StaleVersion
+from domain.model import Category, Role
+
+CATEGORY = {Category.OPEN: __("open"), Category.WON: __("won"), Category.LOST: __("lost")}
+ROLE = {Role.ADMIN: __("admin"), Role.MANAGER: __("manager"), Role.AGENT: __("agent")}
+ACTIVITY = {
+    "note": __("Note"),
+    "call": __("Call"),
+    "email": __("Email"),
+    "meeting": __("Meeting"),
+    "task": __("Task"),
+    "stage": __("Stage"),
+}
+
+# Refusals by their code, for readers of other languages than the domain's English. English
+# readers get the domain's own message, which names the stage or contact concerned.
+REFUSALS = {
+    "lost_reason_required": __("Moving a lead to a lost stage needs a reason."),
+    "reason_required": __("Reopening a won or lost lead needs a reason."),
+    "reopen_not_allowed": __("Only a manager or an admin can reopen a won or lost lead."),
+    "forward_only": __("Leads only move forward here."),
+    "access_denied": __("You may not touch this contact."),
+    "not_found": __("That no longer exists."),
+    "last_won_stage": __("This is the last won stage; make another stage won first."),
+    "stage_not_empty": __("This stage holds contacts; choose where they go."),
+    "duplicate": __("That name is taken."),
+    "duplicate_contact": __("A contact with that phone, email or id exists already."),
+    "automation_declined": __("Automation does not move this lead."),
+}
+
+
+def explain(error: DomainError, language: str) -> str:
+    if isinstance(error, StaleVersion):
+        who = error.changed_by or _("Someone else")
+        return _("{who} changed this lead meanwhile. Here is the fresh card.").format(who=who)
+    if language == "en" or error.code not in REFUSALS:
+        return error.message
+    return str(REFUSALS[error.code])
+
+
+def help_text(role: Role | None) -> str:
+    lines = [
+        _("<b>Stagekeeper</b> keeps your leads moving."),
+        "",
+        _("/find <i>name, phone or email</i> — look up a contact (or just type it)"),
+        _("/my — your open leads by stage"),
+        _("/idle <i>days</i> — leads nobody touched for that long"),
+        _("/new — add a contact"),
+        _("/lang — language"),
+        _("/cancel — stop what you are doing"),
+    ]
+    if role is Role.ADMIN:
+        lines.append(_("/users — people and their access"))
+    return "\n".join(lines)
+
+
+def access_refusal(*, switched_off: bool) -> str:
+    if switched_off:
+        return _("Your access is switched off. Ask an admin if that is a mistake.")
+    return _("You don't have access yet. Send /start to ask for it.")
