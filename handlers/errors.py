@@ -6,23 +6,31 @@ from __future__ import annotations
 import logging
 
 from aiogram import Router
-from aiogram.types import ErrorEvent
+from aiogram.types import CallbackQuery, ErrorEvent
+from aiogram.utils.i18n import gettext as _
 
 log = logging.getLogger(__name__)
 
-APOLOGY = "Sorry, something went wrong on our side. Nothing was changed; please try again."
 
 
 async def apologize(event: ErrorEvent) -> None:
     update = event.update
     log.exception("update %s failed", update.update_id, exc_info=event.exception)
+    apology = _("Sorry, something went wrong on our side. Please try again.")
     if update.callback_query is not None:
-        await update.callback_query.answer(APOLOGY, show_alert=True)
+        await update.callback_query.answer(apology, show_alert=True)
     elif update.message is not None:
-        await update.message.answer(APOLOGY)
+        await update.message.answer(apology)
+
+
+async def stale_button(query: CallbackQuery) -> None:
+    """A button no handler takes: from an old version of the bot, or forged."""
+    await query.answer(_("This button is no longer valid."), show_alert=True)
 
 
 def build_router() -> Router:
+    """Goes last: what no other router took."""
     router = Router(name=__name__)
     router.errors.register(apologize)
+    router.callback_query.register(stale_button)
     return router

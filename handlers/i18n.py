@@ -1,17 +1,15 @@
-"""Translations: gettext catalogs (`locales/<language>/LC_MESSAGES/messages.po`) compiled in
-memory at start-up, so a fresh clone needs no build step; the language is the person's choice
+"""Translations: gettext catalogs (`locales/<language>/LC_MESSAGES/messages.po`) compiled at
+start-up, so a fresh clone needs no build step; the language is the person's choice
 (/lang), else their Telegram language, else DEFAULT_LANGUAGE."""
 
 from __future__ import annotations
 
-import gettext
-from io import BytesIO
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from aiogram.types import TelegramObject
 from aiogram.utils.i18n import I18n, I18nMiddleware
-from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
@@ -20,28 +18,17 @@ LANGUAGES = {"en": "English", "vi": "Tiếng Việt"}
 
 
 def build_i18n(default_locale: str = "en") -> I18n:
-    # A plain I18n (aiogram finds the current one by its exact class), given catalogs compiled
-    # from the .po files instead of .mo files on disk.
-    i18n = I18n(path=LOCALES, default_locale=default_locale, domain="messages")
-    i18n.locales = compile_catalogs()
-    return i18n
-
-
-def compile_catalogs() -> dict[str, gettext.GNUTranslations]:
-    translations: dict[str, gettext.GNUTranslations] = {}
-    for po in sorted(LOCALES.glob("*/LC_MESSAGES/messages.po")):
-        with po.open("rb") as source:
-            catalog = read_po(source)
-        translations[po.parents[1].name] = _compiled(catalog)
-    translations.setdefault("en", _compiled(Catalog(locale="en")))
-    return translations
-
-
-def _compiled(catalog: Catalog) -> gettext.GNUTranslations:
-    buffer = BytesIO()
-    write_mo(buffer, catalog)
-    buffer.seek(0)
-    return gettext.GNUTranslations(buffer)
+    """An I18n with every catalog of `locales/`, compiled from its .po file (English, the
+    language of the source, needs none)."""
+    with tempfile.TemporaryDirectory() as compiled:
+        for po in sorted(LOCALES.glob("*/LC_MESSAGES/messages.po")):
+            with po.open("rb") as source:
+                catalog = read_po(source)
+            target = Path(compiled, po.parents[1].name, "LC_MESSAGES", "messages.mo")
+            target.parent.mkdir(parents=True)
+            with target.open("wb") as mo:
+                write_mo(mo, catalog)
+        return I18n(path=compiled, default_locale=default_locale, domain="messages")
 
 
 def language_of(user: Any, telegram_language: str | None, default: str) -> str:

@@ -225,6 +225,9 @@ class Webhook:
     last_error_message: str | None = None
 
 
+RECENT_UPDATES = 1000  # updates kept for redelivery
+
+
 class BotAccount:
     def __init__(self, bot_id: int) -> None:
         self.id = bot_id
@@ -239,6 +242,7 @@ class BotAccount:
         self.conversations: dict[int, Conversation] = {}
         self.blocked_by: set[int] = set()
         self.callback_queries: dict[str, PendingCallbackQuery] = {}
+        self.recent_updates: dict[int, dict[str, Any]] = {}
         self._update_ids = itertools.count(1)
 
     def to_api(self) -> dict[str, Any]:
@@ -255,9 +259,23 @@ class BotAccount:
         allowed = self.webhook.allowed_updates if self.webhook else None
         allowed = allowed or self.allowed_updates
         if not allowed or kind in allowed:
-            self.updates.append({"update_id": update_id, kind: payload})
+            update = {"update_id": update_id, kind: payload}
+            self.updates.append(update)
+            self.recent_updates[update_id] = update
+            if len(self.recent_updates) > RECENT_UPDATES:
+                del self.recent_updates[next(iter(self.recent_updates))]
             self.updates_changed.fire()
         return update_id
+
+    def redeliver(self, update_id: int) -> bool:
+        """Queue an update again, unchanged, as Telegram does when a webhook answered with an
+        error or a bot restarted before confirming it. False if the update is unknown."""
+        update = self.recent_updates.get(update_id)
+        if update is None:
+            return False
+        self.updates.append(update)
+        self.updates_changed.fire()
+        return True
 
     def stop_webhook_delivery(self) -> None:
         if self.webhook_task is not None:

@@ -129,6 +129,7 @@ class UserSide:
         router.add_delete("/sandbox/faults", self.clear_faults)
         router.add_get("/sandbox/requests", self.list_requests)
         router.add_post("/sandbox/reset", self.reset)
+        router.add_post("/sandbox/redeliver", self.redeliver)
 
     def _bot(self, request: web.Request, body: dict[str, Any] | None = None) -> BotAccount:
         choice = {**request.query, **(body or {})}
@@ -339,6 +340,14 @@ class UserSide:
         fault = Fault(error_code, str(description), retry_after, count)
         self.state.faults.setdefault((bot.id, method.name), []).append(fault)
         return web.json_response(fault.to_json(method.name, bot.id))
+
+    async def redeliver(self, request: web.Request) -> web.Response:
+        body = await json_body(request)
+        bot = self._bot(request, body)
+        update_id = integer(body.get("update_id"), "update_id")
+        if not bot.redeliver(update_id):
+            fail(404, f"update {update_id} is unknown (or too old to deliver again)")
+        return web.json_response({"update_id": update_id})
 
     async def clear_faults(self, request: web.Request) -> web.Response:
         self.state.faults.clear()

@@ -60,6 +60,18 @@ class Driver:
             assert r.status == 200, await r.text()
             return await r.json()
 
+    async def cursor(self, user_id: int) -> int:
+        """The chat's current change counter, to ask later for what changed since."""
+        return int((await self.chat(user_id, after=10**9, wait=0))["cursor"])
+
+    async def changes(self, user_id: int, since: int, wait: float = 5.0) -> Any:
+        """Messages created or edited, and buttons answered, after `since` (a cursor), once the
+        bot has been quiet for a moment."""
+        params = {"since": str(since), "timeout": str(wait)}
+        async with self.http.get(f"{self.base_url}/sandbox/chat/{user_id}", params=params) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()
+
     async def replies(self, user_id: int, after: int, wait: float = 5.0) -> list[Any]:
         """The bot's messages (new or edited) after message `after`, once the bot is quiet."""
         chat = await self.chat(user_id, after, wait)

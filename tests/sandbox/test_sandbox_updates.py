@@ -167,3 +167,16 @@ async def test_webhook_secret_must_use_allowed_characters(sandbox):
         400,
         "Bad Request: bad webhook: secret token contains unallowed characters",
     )
+
+
+async def test_an_update_can_be_delivered_again_unchanged(sandbox):
+    await sandbox.add_user(42)
+    sent = await sandbox.say(42, "hello")
+    [first] = await sandbox.api("getUpdates")
+    await sandbox.api("getUpdates", offset=sent["update_id"] + 1)
+    assert await sandbox.user_side("redeliver", update_id=sent["update_id"]) == {
+        "update_id": sent["update_id"]
+    }
+    assert await sandbox.api("getUpdates") == [first]
+    response = await sandbox.client.post("/sandbox/redeliver", json={"update_id": 999})
+    assert response.status == 404

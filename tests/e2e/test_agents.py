@@ -1,0 +1,234 @@
+"""An agent's day through the sandbox (ISSUE 4): access, lookup, card, stage buttons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from domain.access import SYSTEM
+from domain.model import Role
+from domain.services.contacts import ContactDraft
+from tests.e2e.conftest import ADMIN_ID, Driver
+
+MANAGER, LAN, OTTO, STRANGER = 2002, 2003, 2004, 3001
+
+
+@dataclass
+class Team:
+    an: int
+    bich: int
+    won: int
+
+
+@pytest.fixture
+async def team(driver: Driver) -> Team:
+    services = driver.services
+    await services.stages.apply_template(SYSTEM, "amis")
+    await services.users.add(
+        SYSTEM, "Minh Manager", Role.MANAGER, team="north", telegram_id=MANAGER
+    )
+    lan = await services.users.add(SYSTEM, "Lan", Role.AGENT, team="north", telegram_id=LAN)
+    otto = await services.users.add(SYSTEM, "Otto", Role.AGENT, team="south", telegram_id=OTTO)
+    an = await services.contacts.add(
+        lan,
+        ContactDraft(name="Nguyễn Văn An", phone="+84912345678", company="Minh Phát", stage="Lead"),
+    )
+    bich = await services.contacts.add(otto, ContactDraft(name="Trần Thị Bích", stage="Lead"))
+    won = await services.contacts.add(lan, ContactDraft(name="Khách Thắng", stage="Customer"))
+    for user_id, name in ((MANAGER, "Minh"), (LAN, "Lan"), (OTTO, "Otto"), (ADMIN_ID, "Ada")):
+        await driver.user(user_id, name)
+    assert an.id is not None
+    assert bich.id is not None
+    assert won.id is not None
+    return Team(an.id, bich.id, won.id)
+
+
+def button(message: dict[str, Any], text: str) -> str:
+    """The callback data of the button whose text contains `text`."""
+    for row in (message.get("reply_markup") or {}).get("inline_keyboard", []):
+        for key in row:
+            if text in key["text"]:
+                return str(key["callback_data"])
+    raise AssertionError(f"no button {text!r} in {message.get('reply_markup')}")
+
+
+async def press(driver: Driver, user: int, message: dict[str, Any], text: str) -> list[Any]:
+    """Presses a button and returns the bot's messages that changed or appeared."""
+    return (await click(driver, user, message, button(message, text)))[0]
+
+
+async def click(
+    driver: Driver, user: int, message: dict[str, Any], data: str
+) -> tuple[list[Any], dict[str, Any] | None]:
+    """Sends a callback with `data` from `message`; returns the bot's messages that changed or
+    appeared, and the bot's answer to the callback."""
+    since = await driver.cursor(user)
+    sent = await driver.click(user, message["message_id"], data)
+    chat = await driver.changes(user, since)
+    answers = [
+        a for a in chat["callback_answers"] if a["callback_query_id"] == sent["callback_query_id"]
+    ]
+    return [m for m in chat["messages"] if m["from"] == "bot"], (answers[0] if answers else None)
+
+
+async def stage_of(driver: Driver, contact_id: int) -> str | None:
+    card = await driver.services.contacts.get(SYSTEM, contact_id)
+    return card.stage.name if card.stage else None
+
+
+@pytest.mark.usefixtures("team")
+async def test_a_stranger_asks_for_access_and_an_admin_approves_into_a_team(driver: Driver) -> None:
+    await driver.user(ADMIN_ID, "Ada")
+    await driver.ask(ADMIN_ID, "/help")  # the admin has a chat with the bot
+    await driver.user(STRANGER, "Hoa")
+    [waiting] = await driver.ask(STRANGER, "/start")
+    assert "asked the admins" in waiting["text"]
+    [refused] = await driver.ask(STRANGER, "/my")
+    assert "don't have access" in refused["text"]
+    [request] = [
+        m
+        for m in (await driver.chat(ADMIN_ID))["messages"]
+        if "asks for access" in (m["text"] or "")
+    ]
+    assert "Hoa" in request["text"]
+    teams = await press(driver, ADMIN_ID, request, "Agent")
+    [edited] = [m for m in teams if m["message_id"] == request["message_id"]]
+    since = await driver.cursor(STRANGER)
+    await press(driver, ADMIN_ID, edited, "north")
+    [welcome] = (await driver.changes(STRANGER, since))["messages"]
+    assert "You are in" in welcome["text"]
+    hoa = await driver.services.users.by_telegram_id(STRANGER)
+    assert hoa is not None
+    assert (hoa.role, hoa.team) == (Role.AGENT, "north")
+    [decided] = [
+        m
+        for m in (await driver.chat(ADMIN_ID))["messages"]
+        if m["message_id"] == request["message_id"]
+    ]
+    assert "Approved as agent (north)" in decided["text"]
+    [mine] = await driver.ask(STRANGER, "/my")
+    assert "no open leads" in mine["text"]
+
+
+async def test_an_agent_finds_a_lead_by_name_without_diacritics_and_by_phone(
+    driver: Driver, team: Team
+) -> None:
+    for query in ("nguyen van an", "0912 345 678", "/find NGUYỄN van"):
+        [card] = await driver.ask(LAN, query)
+        assert "<b>" not in card["text"]  # rendered, not raw HTML
+        assert "Nguyễn Văn An" in card["text"]
+        assert "Lead (open)" in card["text"]
+
+
+async def test_moving_to_a_lost_stage_asks_for_the_reason_and_the_card_shows_it(
+    driver: Driver, team: Team
+) -> None:
+    [card] = await driver.ask(LAN, "nguyen van an")
+    [stages] = await press(driver, LAN, card, "Stage")
+    assert "• ▫️ Lead" in str(stages["reply_markup"])
+    [reasons] = await press(driver, LAN, stages, "Disqualified")
+    assert "Why was" in reasons["text"]
+    assert await stage_of(driver, team.an) == "Lead"
+    [moved] = await press(driver, LAN, reasons, "Price")
+    assert "Disqualified (lost)" in moved["text"]
+    assert "Lead → Disqualified (Price)" in moved["text"]
+    assert await stage_of(driver, team.an) == "Disqualified"
+    [timeline] = await press(driver, LAN, moved, "Stages")
+    assert "Lead → Disqualified" in timeline["text"]
+
+
+async def test_undo_puts_the_lead_back(driver: Driver, team: Team) -> None:
+    [card] = await driver.ask(LAN, "nguyen van an")
+    [stages] = await press(driver, LAN, card, "Stage")
+    [moved] = await press(driver, LAN, stages, "MQL")
+    assert await stage_of(driver, team.an) == "MQL"
+    [undone] = await press(driver, LAN, moved, "Undo")
+    assert "Lead (open)" in undone["text"]
+    history = await driver.services.contacts.history(SYSTEM, team.an)
+    assert [h.source.value for h in history] == ["manual", "manual", "undo"]
+
+
+async def test_a_forged_button_naming_another_agents_lead_is_refused(
+    driver: Driver, team: Team
+) -> None:
+    [card] = await driver.ask(LAN, "nguyen van an")
+    mql = (await driver.services.contacts.stage_by_name("MQL")).id
+    click = await driver.click(LAN, card["message_id"], f"mv:{team.bich}:{mql}:1")
+    chat = await driver.chat(LAN, after=card["message_id"], wait=3)
+    [answer] = [
+        a for a in chat["callback_answers"] if a["callback_query_id"] == click["callback_query_id"]
+    ]
+    assert "may not touch" in answer["text"]
+    assert await stage_of(driver, team.bich) == "Lead"
+
+
+async def test_garbage_callback_data_changes_nothing_and_is_answered(
+    driver: Driver, team: Team
+) -> None:
+    [card] = await driver.ask(LAN, "nguyen van an")
+    for data in ("mv:x:y:z", "nonsense", "mv:99999:1:1", "card:-1:"):
+        _, answer = await click(driver, LAN, card, data)
+        assert answer is not None, data
+    assert await stage_of(driver, team.an) == "Lead"
+
+
+async def test_an_agent_is_not_offered_to_reopen_a_won_lead_but_a_manager_reopens_with_a_reason(
+    driver: Driver, team: Team
+) -> None:
+    [card] = await driver.ask(LAN, "khach thang")
+    [stages] = await press(driver, LAN, card, "Stage")
+    assert "Lead" not in str(stages["reply_markup"])
+    [card] = await driver.ask(MANAGER, "khach thang")
+    [stages] = await press(driver, MANAGER, card, "Stage")
+    [ask] = await press(driver, MANAGER, stages, "SQL")
+    assert "Why reopen" in ask["text"]
+    [reopened] = await driver.ask(MANAGER, "Payment bounced")
+    assert "SQL (open)" in reopened["text"]
+    assert (await driver.services.contacts.history(SYSTEM, team.won))[
+        -1
+    ].reason == "Payment bounced"
+
+
+async def test_the_second_of_two_simultaneous_changes_is_told_who_changed_it(
+    driver: Driver, team: Team
+) -> None:
+    [lan_card] = await driver.ask(LAN, "nguyen van an")
+    [lan_stages] = await press(driver, LAN, lan_card, "Stage")
+    [boss_card] = await driver.ask(MANAGER, "nguyen van an")
+    [boss_stages] = await press(driver, MANAGER, boss_card, "Stage")
+    await press(driver, MANAGER, boss_stages, "SQL")
+    [fresh], answer = await click(driver, LAN, lan_stages, button(lan_stages, "MQL"))
+    assert answer is not None
+    assert "Minh Manager changed this lead meanwhile" in answer["text"]
+    assert fresh["message_id"] == lan_stages["message_id"]
+    assert "SQL (open)" in fresh["text"]
+    assert await stage_of(driver, team.an) == "SQL"
+
+
+async def test_an_update_delivered_twice_changes_the_stage_once(driver: Driver, team: Team) -> None:
+    [card] = await driver.ask(LAN, "nguyen van an")
+    [stages] = await press(driver, LAN, card, "Stage")
+    since = await driver.cursor(LAN)
+    sent = await driver.click(LAN, stages["message_id"], button(stages, "MQL"))
+    await driver.changes(LAN, since)
+    await driver.post("/sandbox/redeliver", update_id=sent["update_id"])
+    since = await driver.cursor(LAN)
+    assert (await driver.changes(LAN, since, wait=1))["messages"] == []
+    history = await driver.services.contacts.history(SYSTEM, team.an)
+    assert [h.to_stage_id for h in history].count(history[-1].to_stage_id) == 1
+    assert len(history) == 2
+
+
+async def test_notes_calls_and_tasks_land_on_the_timeline(driver: Driver, team: Team) -> None:
+    [card] = await driver.ask(LAN, "nguyen van an")
+    await press(driver, LAN, card, "Call")
+    [saved, card] = await driver.ask(LAN, "Gọi lại, khách hẹn tuần sau")
+    assert "Call saved" in saved["text"]
+    assert "Gọi lại, khách hẹn tuần sau" in card["text"]
+    await press(driver, LAN, card, "Task")
+    await driver.ask(LAN, "Send the quote")
+    [saved, card] = await driver.ask(LAN, "+2")
+    assert "Open tasks" in card["text"]
+    assert "Send the quote" in card["text"]
