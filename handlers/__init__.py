@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import access, contacts, errors
+from handlers import access, contacts, errors, new_contact
 
 
 def routers() -> list[Router]:
     """Every router, in the order the dispatcher should try them."""
-    return [access.build_router(), contacts.build_router(), errors.build_router()]
+    return [
+        access.build_router(),
+        new_contact.build_router(),
+        contacts.build_router(),
+        errors.build_router(),
+    ]

@@ -9,6 +9,7 @@ import logging
 from aiogram import Bot, Router
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandStart
+from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
@@ -206,8 +207,16 @@ async def set_language(
         await publish_commands(bot, [updated], i18n)
 
 
+async def cancel_command(message: Message, state: FSMContext) -> None:
+    """Stops whatever is being asked (this router goes first, before any question's own)."""
+    had = await state.get_state()
+    await state.clear()
+    await message.answer(_("Cancelled.") if had else _("There was nothing to cancel."))
+
+
 def build_router() -> Router:
     router = Router(name=__name__)
+    router.message.register(cancel_command, Command("cancel"))
     router.message.register(start, CommandStart())
     router.message.register(help_command, Command("help"))
     router.message.register(choose_language, Command("lang"))

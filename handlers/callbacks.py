@@ -89,3 +89,11 @@ class CancelCb(CallbackData, prefix="x"):
     """Abandon what is being asked; back to the contact's card when there is one."""
 
     id: int = 0
+
+
+class NewCb(CallbackData, prefix="new"):
+    """A choice while adding a contact: `step` (source, stage, owner) and the chosen value
+    (a number into the offered list, a stage id or an owner id; 0 skips)."""
+
+    step: str
+    value: int

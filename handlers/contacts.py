@@ -86,7 +86,7 @@ async def _search(
     if len(found) == 1:
         contact_id = found[0].contact.id
         assert contact_id is not None
-        await _send_card(message, contacts, user, contact_id, zone)
+        await send_card(message, contacts, user, contact_id, zone)
         return
     await state.update_data(find=query)
     await message.answer(
@@ -324,9 +324,9 @@ async def typed_reason(
         )
     except DomainError as error:
         await message.answer(explain(error, get_i18n().current_locale))
-        await _send_card(message, contacts, user, data["id"], zone)
+        await send_card(message, contacts, user, data["id"], zone)
         return
-    await _send_card(message, contacts, user, data["id"], zone, undo=_undo_of(result))
+    await send_card(message, contacts, user, data["id"], zone, undo=_undo_of(result))
 
 
 async def undo(
@@ -495,7 +495,7 @@ async def _log(
         await message.answer(explain(error, get_i18n().current_locale))
         return
     await message.answer(_("{kind} saved.").format(kind=ACTIVITY[kind.value]))
-    await _send_card(message, contacts, user, contact_id, zone)
+    await send_card(message, contacts, user, contact_id, zone)
 
 
 # --- reassigning and companies --------------------------------------------------------------
@@ -570,12 +570,6 @@ async def cancel_button(
         await _edit(query, _("Cancelled."), None, answered=True)
 
 
-async def cancel_command(message: Message, state: FSMContext) -> None:
-    had = await state.get_state()
-    await state.clear()
-    await message.answer(_("Cancelled.") if had else _("There was nothing to cancel."))
-
-
 # --- shared --------------------------------------------------------------------------------
 
 
@@ -606,7 +600,7 @@ async def _card(
     return text, render.card_keyboard(card, user, undo)
 
 
-async def _send_card(
+async def send_card(
     message: Message,
     contacts: ContactService,
     user: User,
@@ -648,7 +642,6 @@ async def _edit(
 
 def build_router() -> Router:
     router = Router(name=__name__)
-    router.message.register(cancel_command, Command("cancel"))
     router.message.register(find_command, Command("find"))
     router.message.register(my_leads, Command("my"))
     router.message.register(idle_leads, Command("idle"))

@@ -12,7 +12,6 @@ from aiogram.utils.i18n import gettext as _
 log = logging.getLogger(__name__)
 
 
-
 async def apologize(event: ErrorEvent) -> None:
     update = event.update
     log.exception("update %s failed", update.update_id, exc_info=event.exception)

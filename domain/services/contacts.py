@@ -266,6 +266,22 @@ class ContactService:
         tasks = await self.open_tasks(actor, contact_id)
         return ContactCard(details, tasks, timeline[:latest], len(timeline))
 
+    async def existing(
+        self, actor: User, *, phone: str | None = None, email: str | None = None
+    ) -> tuple[ContactDetails | None, bool]:
+        """The contact that already has this phone or email (normalized here), and whether the
+        actor may open it. Raises InvalidInput for text that is neither."""
+        phone = normalize_phone(phone, self._region) if phone else None
+        email = normalize_email(email) if email else None
+        async with self._uow() as uow:
+            found = await uow.contacts.find_by_identifiers(
+                phone=phone, email=email, external_id=None
+            )
+            if not found:
+                return None, False
+            visible = await _may_touch(uow, actor, found[0])
+            return (await _details(uow, found[:1]))[0], visible
+
     async def people_named_in(
         self, card: ContactCard, more: Sequence[TimelineEntry] = ()
     ) -> dict[int, User]:

@@ -232,3 +232,56 @@ async def test_notes_calls_and_tasks_land_on_the_timeline(driver: Driver, team: 
     [saved, card] = await driver.ask(LAN, "+2")
     assert "Open tasks" in card["text"]
     assert "Send the quote" in card["text"]
+
+
+async def test_new_walks_through_the_steps_and_the_creator_owns_the_contact(
+    driver: Driver, team: Team
+) -> None:
+    await driver.ask(LAN, "/new")
+    await driver.ask(LAN, "Phạm Thu Hà")
+    await driver.ask(LAN, "0987 111 222")
+    [source] = await driver.ask(LAN, "Công ty Sao Mai")
+    [stage] = await press(driver, LAN, source, "Zalo")
+    [added, card] = await press(driver, LAN, stage, "MQL")
+    assert "Added" in added["text"]
+    assert "Phạm Thu Hà" in card["text"]
+    assert "MQL (open)" in card["text"]
+    [found] = await driver.services.contacts.find(SYSTEM, "+84987111222")
+    assert (found.company, found.contact.source) == ("Công ty Sao Mai", "Zalo")
+    assert found.owner is not None
+    assert found.owner.telegram_id == LAN
+
+
+async def test_new_with_a_known_phone_offers_the_existing_contact(
+    driver: Driver, team: Team
+) -> None:
+    await driver.ask(LAN, "/new")
+    await driver.ask(LAN, "An again")
+    [offer] = await driver.ask(LAN, "+84 912 345 678")
+    assert "already has that phone" in offer["text"]
+    [card] = await press(driver, LAN, offer, "Open")
+    assert "Nguyễn Văn An" in card["text"]
+    assert len(await driver.services.contacts.find(SYSTEM, "an again")) == 0
+
+
+async def test_new_can_be_cancelled_at_any_step(driver: Driver, team: Team) -> None:
+    await driver.ask(LAN, "/new")
+    await driver.ask(LAN, "Nobody")
+    [cancelled] = await driver.ask(LAN, "/cancel")
+    assert "Cancelled" in cancelled["text"]
+    [search] = await driver.ask(LAN, "nobody")  # plain text searches again
+    assert "Nothing found" in search["text"]
+
+
+async def test_a_manager_assigns_a_new_contact_to_a_team_member(driver: Driver, team: Team) -> None:
+    await driver.ask(MANAGER, "/new")
+    await driver.ask(MANAGER, "Lead for Lan")
+    await driver.ask(MANAGER, "-")
+    [source] = await driver.ask(MANAGER, "-")
+    [stage] = await press(driver, MANAGER, source, "Skip")
+    [owner] = await press(driver, MANAGER, stage, "Lead")
+    assert "Otto" not in str(owner["reply_markup"])  # another team's
+    await press(driver, MANAGER, owner, "Lan")
+    [found] = await driver.services.contacts.find(SYSTEM, "lead for lan")
+    assert found.owner is not None
+    assert found.owner.telegram_id == LAN
