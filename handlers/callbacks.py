@@ -97,3 +97,12 @@ class NewCb(CallbackData, prefix="new"):
 
     step: str
     value: int
+
+
+class PersonCb(CallbackData, prefix="usr"):
+    """An admin's action on a person: view, agent, manager, team (then `team` is a short hash
+    of the team's name, "-" for none), off, on."""
+
+    id: int
+    act: str
+    team: str = ""

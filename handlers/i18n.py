@@ -14,7 +14,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
 LOCALES = Path(__file__).with_name("locales")
-LANGUAGES = {"en": "English", "vi": "Tiếng Việt"}
+LANGUAGES = {"en": "English", "vi": "Tiếng Việt", "zh": "中文"}
 
 
 def build_i18n(default_locale: str = "en") -> I18n:

@@ -285,3 +285,37 @@ async def test_a_manager_assigns_a_new_contact_to_a_team_member(driver: Driver, 
     [found] = await driver.services.contacts.find(SYSTEM, "lead for lan")
     assert found.owner is not None
     assert found.owner.telegram_id == LAN
+
+
+async def test_an_admin_changes_a_role_and_a_team_and_switches_someone_off(
+    driver: Driver, team: Team
+) -> None:
+    await driver.ask(OTTO, "/help")
+    [people] = await driver.ask(ADMIN_ID, "/users")
+    [lan] = await press(driver, ADMIN_ID, people, "Lan")
+    [lan] = await press(driver, ADMIN_ID, lan, "Make manager")
+    assert "Role: manager" in lan["text"]
+    [teams] = await press(driver, ADMIN_ID, lan, "Team")
+    [lan] = await press(driver, ADMIN_ID, teams, "south")
+    assert "Team: south" in lan["text"]
+    [back] = await press(driver, ADMIN_ID, lan, "Back")
+    [otto] = await press(driver, ADMIN_ID, back, "Otto")
+    [otto] = await press(driver, ADMIN_ID, otto, "Switch off")
+    assert "switched off" in otto["text"]
+    [refused] = await driver.ask(OTTO, "/my")
+    assert "switched off" in refused["text"]
+    changed = await driver.services.users.by_telegram_id(LAN)
+    assert changed is not None
+    assert (changed.role, changed.team) == (Role.MANAGER, "south")
+
+
+async def test_an_agent_cannot_use_the_admin_buttons(driver: Driver, team: Team) -> None:
+    [card] = await driver.ask(LAN, "nguyen van an")
+    otto = await driver.services.users.by_telegram_id(OTTO)
+    assert otto is not None
+    _, answer = await click(driver, LAN, card, f"usr:{otto.id}:off:")
+    assert answer is not None
+    assert "Only admins" in answer["text"]
+    otto = await driver.services.users.by_telegram_id(OTTO)
+    assert otto is not None
+    assert otto.active
