@@ -14,8 +14,17 @@ from domain.errors import (
     ReopenNotAllowed,
 )
 from domain.model import Category, Role, Source, Stage
+from domain.text import fold
 
 DEFAULT_LOST_REASONS = ("Price", "Competitor", "No budget", "No response", "Not a fit", "Other")
+# The listed reason that stands for "describe it yourself", in the languages we speak.
+OTHER_REASONS = frozenset({"other", "khac", "其他"})
+
+
+def is_other(reason: str) -> bool:
+    return fold(reason) in OTHER_REASONS
+
+
 REASON_MAX = 500
 
 
@@ -120,8 +129,8 @@ def check_lost_reason(reason: str | None, policy: Policy) -> str:
         listed = ", ".join(policy.lost_reasons)
         raise LostReasonRequired(f"Moving a contact to a lost stage needs a reason ({listed}).")
     for listed_reason in policy.lost_reasons:
-        if listed_reason.casefold() == reason.casefold():
-            if listed_reason.casefold() == "other":
+        if fold(listed_reason) == fold(reason):
+            if is_other(listed_reason):
                 raise LostReasonRequired("Describe the reason when you choose Other.")
             return listed_reason
     return reason

@@ -125,8 +125,13 @@ async def decide(
         return
     request = decision.request
     if decision.user is not None:
-        outcome = _("Approved as {role}{team} by {admin}.").format(
-            role=ROLE[role], team=f" ({render.e(team)})" if team else "", admin=render.e(user.name)
+        approved = (
+            _("Approved as {role} in team {team} by {admin}.")
+            if team
+            else _("Approved as {role} by {admin}.")
+        )
+        outcome = approved.format(
+            role=ROLE[role], team=render.e(team or ""), admin=render.e(user.name)
         )
     else:
         outcome = _("Rejected by {admin}.").format(admin=render.e(user.name))

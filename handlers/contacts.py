@@ -374,7 +374,7 @@ async def _move(
     except DomainError as error:
         await _refused(query, error, contacts, user, contact_id, zone)
         return
-    await query.answer(_("Moved.") if result.changed else _("It already is in that stage."))
+    await query.answer(_("Moved.") if result.changed else _("It is already in that stage."))
     text, keyboard = await _card(contacts, user, contact_id, zone, undo=_undo_of(result))
     await _edit(query, text, keyboard, answered=True)
 
@@ -515,7 +515,7 @@ async def reassign(
         except DomainError as error:
             await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
             return
-        text = _("Give <b>{name}</b> to whom?").format(name=render.e(details.contact.label()))
+        text = _("Reassign <b>{name}</b> to whom?").format(name=render.e(details.contact.label()))
         await _edit(
             query, text, render.owners_keyboard(callback_data.id, callback_data.v, owners[:40])
         )

@@ -16,7 +16,7 @@ from babel.numbers import format_decimal
 from domain.model import Category, Role, Stage, TimelineEntry, User
 from domain.services.contacts import CompanyCard, ContactCard, ContactDetails
 from domain.stages import Pipeline
-from domain.transitions import leaves_closed
+from domain.transitions import is_other, leaves_closed
 from handlers.callbacks import (
     CancelCb,
     CardCb,
@@ -79,7 +79,7 @@ def card_text(
     stage_line = _("Stage: <b>{stage}</b>").format(stage=e(stage_label(details.stage)))
     if details.stage and contact.stage_entered_at:
         days = max(0, (now - contact.stage_entered_at).days)
-        stage_line += " · " + _("{days} d in stage").format(days=days)
+        stage_line += " · " + _("{days} days in stage").format(days=days)
     lines.append(stage_line)
     owner = details.owner.name if details.owner else _("nobody")
     facts = [_("Owner: {owner}").format(owner=e(owner))]
@@ -195,7 +195,7 @@ def reasons_keyboard(
 ) -> InlineKeyboardMarkup:
     keys = InlineKeyboardBuilder()
     for number, reason in enumerate(reasons):
-        other = reason.casefold() == "other"
+        other = is_other(reason)
         keys.button(
             text=_("Other…") if other else reason,
             callback_data=LostCb(
@@ -259,7 +259,7 @@ def list_keyboard(
 def company_text(card: CompanyCard) -> str:
     lines = [f"🏢 <b>{e(card.company.name)}</b>"]
     if not card.contacts:
-        lines.append(_("No contacts you can see."))
+        lines.append(_("You cannot see any of its contacts."))
     for details in card.contacts:
         owner = details.owner.name if details.owner else _("nobody")
         lines.append(

@@ -107,7 +107,7 @@ async def test_a_stranger_asks_for_access_and_an_admin_approves_into_a_team(driv
         for m in (await driver.chat(ADMIN_ID))["messages"]
         if m["message_id"] == request["message_id"]
     ]
-    assert "Approved as agent (north)" in decided["text"]
+    assert "Approved as agent in team north" in decided["text"]
     [mine] = await driver.ask(STRANGER, "/my")
     assert "no open leads" in mine["text"]
 

@@ -231,3 +231,14 @@ async def test_a_manager_moves_the_team_leads_only(
 
 def test_categories_know_which_are_closed() -> None:
     assert [c for c in Category if c.closed] == [Category.WON, Category.LOST]
+
+
+async def test_the_other_reason_needs_a_description_in_vietnamese_too(
+    db: FakeDatabase, clock: Clock, people: People
+) -> None:
+    local = ContactService(db.uow, policy=Policy(lost_reasons=("Giá", "Khác")), clock=clock)
+    contact_id = await lead(local, people.agent)
+    with pytest.raises(LostReasonRequired, match="Describe"):
+        await move(local, people.agent, contact_id, "Disqualified", reason="khác")
+    assert await move(local, people.agent, contact_id, "Disqualified", reason="gia")
+    assert (await local.history(SYSTEM, contact_id))[-1].reason == "Giá"
