@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 import pytest
@@ -80,3 +81,17 @@ async def test_stopping_the_bot_lets_an_update_in_flight_finish(
     assert len(await driver.requests("sendMessage")) == 2
     [reply] = await driver.replies(ADMIN_ID, sent, wait=0)
     assert "/find" in reply["text"]
+
+
+async def test_the_command_menu_is_published_per_language_and_for_admins(driver: Driver) -> None:
+    calls = [call["params"] for call in await driver.requests("setMyCommands")]
+    languages = {call.get("language_code") for call in calls}
+    assert {"en", "vi", "zh"} <= languages
+    admin_menus = [c for c in calls if _scope(c).get("chat_id") == ADMIN_ID]
+    assert admin_menus
+    assert "users" in str(admin_menus[-1]["commands"])
+
+
+def _scope(params: dict[str, object]) -> dict[str, object]:
+    scope = params.get("scope") or {}
+    return json.loads(scope) if isinstance(scope, str) else dict(scope)  # type: ignore[arg-type]
