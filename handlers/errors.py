@@ -1,21 +1,31 @@
 """The last resort: an unexpected error is logged with its update id, and the user gets a short
-apology instead of silence."""
+apology instead of silence; a button no handler takes is answered too."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiogram import Router
 from aiogram.types import CallbackQuery, ErrorEvent
+from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
+
+from handlers.i18n import language_of
 
 log = logging.getLogger(__name__)
 
 
-async def apologize(event: ErrorEvent) -> None:
+async def apologize(event: ErrorEvent, **data: Any) -> None:
     update = event.update
     log.exception("update %s failed", update.update_id, exc_info=event.exception)
-    apology = _("Sorry, something went wrong on our side. Please try again.")
+    i18n: I18n | None = data.get("i18n")
+    if i18n is None:  # the failure came before the language was known
+        return
+    sender = data.get("event_from_user")
+    language = language_of(data.get("user"), sender.language_code if sender else None, "en")
+    with i18n.context(), i18n.use_locale(language):
+        apology = _("Sorry, something went wrong on our side. Please try again.")
     if update.callback_query is not None:
         await update.callback_query.answer(apology, show_alert=True)
     elif update.message is not None:

@@ -319,3 +319,26 @@ async def test_an_agent_cannot_use_the_admin_buttons(driver: Driver, team: Team)
     otto = await driver.services.users.by_telegram_id(OTTO)
     assert otto is not None
     assert otto.active
+
+
+async def test_a_button_for_a_stage_deleted_meanwhile_explains_and_changes_nothing(
+    driver: Driver, team: Team
+) -> None:
+    [card] = await driver.ask(LAN, "nguyen van an")
+    [stages] = await press(driver, LAN, card, "Stage")
+    await driver.services.stages.delete(SYSTEM, "MQL")
+    [fresh], answer = await click(driver, LAN, stages, button(stages, "MQL"))
+    assert answer is not None
+    assert "deleted" in answer["text"]
+    assert "MQL" not in str(fresh["reply_markup"])
+    assert await stage_of(driver, team.an) == "Lead"
+
+
+async def test_an_unexpected_failure_is_apologised_for(driver: Driver, team: Team) -> None:
+    [card] = await driver.ask(LAN, "nguyen van an")
+    await driver.fault(
+        "editMessageText", 400, count=1, description="Bad Request: message can't be edited"
+    )
+    _, answer = await click(driver, LAN, card, button(card, "Stage"))
+    assert answer is not None
+    assert "Sorry, something went wrong" in answer["text"]
