@@ -28,6 +28,7 @@ from storage import migrate
 
 SANDBOX_DATABASE = "stagekeeper-sandbox.db"
 _NEEDS_REASON = {"lost_reason_required", "reason_required"}
+_HINTS = {"undo_conflicts": " Run again with --yes to revert the others."}
 
 Handler = Callable[[argparse.Namespace, Services], Awaitable[Any]]
 
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DomainError as error:
         extra = {"existing_id": error.existing_id} if isinstance(error, DuplicateContact) else {}
         hint = " Give it with --reason." if error.code in _NEEDS_REASON else ""
+        hint = _HINTS.get(error.code, hint)
         return _refuse(args, error.message + hint, error.code, **extra)
     except Refused as error:
         return _refuse(args, str(error), "refused")
@@ -144,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     set_stage.add_argument("contact", help="phone, email, external id or #id")
     set_stage.add_argument("stage")
     set_stage.add_argument("--reason")
+
+    command(commands, "operations", _operations, "recent bulk operations, to undo one")
+    undo = command(commands, "undo", _undo, "undo a bulk operation")
+    undo.add_argument("operation_id", type=int)
+    undo.add_argument("--yes", action="store_true", help="also when some contacts changed since")
 
     command(commands, "run", _run_polling, "run the bot with long polling")
     command(commands, "webhook", _run_webhook, "run the bot behind a Telegram webhook")
@@ -291,6 +298,37 @@ async def _contacts_set_stage(args: argparse.Namespace, services: Services) -> A
         else f"#{contact.id} {contact.label()} already is in {stage.name}; nothing changed."
     )
     return _Output({**_contact_json(fresh), "changed": result.changed}, text)
+
+
+async def _operations(args: argparse.Namespace, services: Services) -> Any:
+    operations = await services.operations.recent(SYSTEM, limit=20)
+    lines = [
+        f"#{op.id}  {op.created_at:%Y-%m-%d %H:%M}  {op.kind:<8} {op.description}"
+        + ("  (undone)" if op.undone_at else "")
+        for op in operations
+    ]
+    data = [
+        {
+            "id": op.id,
+            "kind": op.kind,
+            "description": op.description,
+            "contacts": op.contacts,
+            "created_at": op.created_at.isoformat(),
+            "undone_at": op.undone_at.isoformat() if op.undone_at else None,
+        }
+        for op in operations
+    ]
+    return _Output(data, "\n".join(lines) or "No bulk operations yet.")
+
+
+async def _undo(args: argparse.Namespace, services: Services) -> Any:
+    result = await services.operations.undo(SYSTEM, args.operation_id, confirm_changed=args.yes)
+    text = f"Undid #{result.operation.id}: {result.reverted} contact(s) reverted."
+    if result.kept:
+        text += f" {result.kept} changed since and were left as they are."
+    return _Output(
+        {"id": result.operation.id, "reverted": result.reverted, "kept": result.kept}, text
+    )
 
 
 # The long-running commands import aiogram (seconds of start-up) only when they run, so that

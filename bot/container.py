@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.settings import Settings
 from domain.services.contacts import ContactService
+from domain.services.operations import OperationService
 from domain.services.stages import StageService
 from domain.services.users import UserService
 from storage.db import make_engine, make_sessionmaker
@@ -21,6 +22,7 @@ class Services:
     stages: StageService
     contacts: ContactService
     users: UserService
+    operations: OperationService
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -40,4 +42,5 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
         stages=StageService(uow, policy),
         contacts=ContactService(uow, default_region=settings.default_phone_region, policy=policy),
         users=UserService(uow),
+        operations=OperationService(uow, policy),
     )

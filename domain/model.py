@@ -190,6 +190,22 @@ class Operation:
     description: str
     created_at: datetime = field(default_factory=utcnow)
     undone_at: datetime | None = None
+    stage_id: int | None = None  # the stage a deletion archived
+    contacts: int = 0
+    undone_by_id: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class OperationItem:
+    """One contact as a bulk operation found it, and its version right after the operation."""
+
+    operation_id: int
+    contact_id: int
+    created: bool
+    before_stage_id: int | None
+    before_stage_entered_at: datetime | None
+    before_last_activity_at: datetime | None
+    after_version: int
 
 
 @dataclass(slots=True, frozen=True)

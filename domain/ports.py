@@ -46,15 +46,17 @@ class ContactFilter:
 
 @dataclass(frozen=True, slots=True)
 class BulkMove:
-    """Move every contact of one stage to another (or to none), recording each move."""
+    """Move the contacts of one stage (all, or those of `contact_ids`) to another stage or to
+    none, recording each move in history and, with an operation, for undo."""
 
-    from_stage_id: int
+    from_stage_id: int | None
     to_stage_id: int | None
     at: datetime
     by_user_id: int | None
     source: Source
     reason: str | None
     operation_id: int | None
+    contact_ids: tuple[int, ...] | None = None
 
 
 class StageRepository(Protocol):
@@ -85,6 +87,17 @@ class ContactRepository(Protocol):
     ) -> list[Contact]:
         """Contacts matching `where` within `scope`; the longest idle first when filtering
         on idleness, else the newest first."""
+        ...
+
+    async def batch_after(
+        self, where: ContactFilter, scope: Scope, *, after_id: int, limit: int
+    ) -> list[Contact]:
+        """Up to `limit` contacts matching `where` within `scope` whose id is above `after_id`,
+        by id: keyset pagination, as quick on the last batch as on the first."""
+        ...
+
+    async def custom_field_keys(self, where: ContactFilter, scope: Scope) -> set[str]:
+        """Every custom field key set on a contact matching `where` within `scope`."""
         ...
 
     async def count_in_stage(self, stage_id: int) -> int: ...
@@ -127,7 +140,21 @@ class ActivityRepository(Protocol):
 
 class OperationRepository(Protocol):
     async def add(self, operation: Operation) -> Operation: ...
-    async def recent(self, limit: int) -> list[Operation]: ...
+    async def get(self, operation_id: int) -> Operation | None: ...
+    async def recent(self, limit: int, *, actor_id: int | None = None) -> list[Operation]:
+        """The newest first; only `actor_id`'s when given."""
+        ...
+
+    async def update(self, operation: Operation) -> None: ...
+    async def changed_since(self, operation_id: int) -> list[int]:
+        """Contacts of the operation that someone changed (or deleted) after it."""
+        ...
+
+    async def revert(self, operation_id: int, *, by_user_id: int | None) -> int:
+        """Put every contact the operation changed, and nobody changed since, back as it was:
+        contacts it created are removed, the others get their stage back, and the history rows
+        it wrote are removed. Returns how many contacts were reverted."""
+        ...
 
 
 class AccessRequestRepository(Protocol):

@@ -120,6 +120,27 @@ class OperationRow(Base):
     description: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
     undone_at: Mapped[datetime | None]
+    stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
+    contacts: Mapped[int] = mapped_column(Integer, server_default="0")
+    undone_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+
+class OperationItemRow(Base):
+    """A contact as it was before a bulk operation changed it (`created`: the operation made
+    it), and its version right after, to tell whether anyone changed it since."""
+
+    __tablename__ = "operation_items"
+
+    operation_id: Mapped[int] = mapped_column(
+        ForeignKey("operations.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created: Mapped[bool] = mapped_column(Boolean)
+    before_stage_id: Mapped[int | None] = mapped_column(Integer)
+    before_stage_entered_at: Mapped[datetime | None]
+    before_last_activity_at: Mapped[datetime | None]
+    before_fields: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after_version: Mapped[int] = mapped_column(Integer)
 
 
 class StageChangeRow(Base):

@@ -9,6 +9,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    and_,
     column,
     delete,
     func,
@@ -50,6 +51,7 @@ from storage.models import (
     CompanyRow,
     ContactRow,
     ContactTagRow,
+    OperationItemRow,
     OperationRow,
     StageChangeRow,
     StageRow,
@@ -209,19 +211,56 @@ class SqlContactRepository:
     async def listing(
         self, where: ContactFilter, scope: Scope, *, limit: int, offset: int = 0
     ) -> list[Contact]:
-        query = select(ContactRow).where(_scope_filter(scope))
-        if where.owner_id is not None:
-            query = query.where(ContactRow.owner_id == where.owner_id)
-        if where.stage_ids is not None:
-            query = query.where(ContactRow.stage_id.in_(where.stage_ids))
-        if where.company_id is not None:
-            query = query.where(ContactRow.company_id == where.company_id)
+        query = select(ContactRow).where(*self._matching(where, scope))
         if where.idle_since is not None:
-            query = query.where(ContactRow.last_activity_at < where.idle_since).order_by(
-                ContactRow.last_activity_at
-            )
+            query = query.order_by(ContactRow.last_activity_at)
         query = query.order_by(ContactRow.id.desc()).limit(limit).offset(offset)
         return await self._load(query)
+
+    async def batch_after(
+        self, where: ContactFilter, scope: Scope, *, after_id: int, limit: int
+    ) -> list[Contact]:
+        query = (
+            select(ContactRow)
+            .where(ContactRow.id > after_id, *self._matching(where, scope))
+            .order_by(ContactRow.id)
+            .limit(limit)
+        )
+        return await self._load(query)
+
+    async def custom_field_keys(self, where: ContactFilter, scope: Scope) -> set[str]:
+        """One DISTINCT over the JSON keys, done by the database (json_object_keys on
+        PostgreSQL, json_each on SQLite)."""
+        matching = self._matching(where, scope)
+        if self._session.get_bind().dialect.name == "postgresql":
+            keys: Select[Any] = (
+                select(func.json_object_keys(ContactRow.custom_fields))
+                .where(func.json_typeof(ContactRow.custom_fields) == "object", *matching)
+                .distinct()
+            )
+        else:
+            pairs = func.json_each(ContactRow.custom_fields).table_valued("key").alias("pairs")
+            keys = (
+                select(pairs.c.key)
+                .select_from(ContactRow)
+                .join(pairs, literal(True))
+                .where(pairs.c.key.is_not(None), *matching)
+                .distinct()
+            )
+        return {str(key) for key in await self._session.scalars(keys)}
+
+    @staticmethod
+    def _matching(where: ContactFilter, scope: Scope) -> list[ColumnElement[bool]]:
+        conditions = [_scope_filter(scope)]
+        if where.owner_id is not None:
+            conditions.append(ContactRow.owner_id == where.owner_id)
+        if where.stage_ids is not None:
+            conditions.append(ContactRow.stage_id.in_(where.stage_ids))
+        if where.company_id is not None:
+            conditions.append(ContactRow.company_id == where.company_id)
+        if where.idle_since is not None:
+            conditions.append(ContactRow.last_activity_at < where.idle_since)
+        return conditions
 
     async def count_in_stage(self, stage_id: int) -> int:
         count = await self._session.scalar(
@@ -230,18 +269,53 @@ class SqlContactRepository:
         return count or 0
 
     async def move_stage_contents(self, move: BulkMove) -> int:
-        """Two set-based statements, however many contacts: history first, then the contacts."""
-        in_stage = ContactRow.stage_id == move.from_stage_id
+        """Set-based, however many contacts: the before-images for undo, the history rows, then
+        the contacts. Explicit contact ids go in chunks to stay within parameter limits."""
+        if move.contact_ids is None:
+            return await self._move_where(move, _in_stage(move.from_stage_id))
+        moved = 0
+        ids = list(move.contact_ids)
+        for start in range(0, len(ids), ID_CHUNK):
+            chunk = ids[start : start + ID_CHUNK]
+            where = and_(_in_stage(move.from_stage_id), ContactRow.id.in_(chunk))
+            moved += await self._move_where(move, where)
+        return moved
+
+    async def _move_where(self, move: BulkMove, where: ColumnElement[bool]) -> int:
+        if move.operation_id is not None:
+            before = select(
+                literal(move.operation_id),
+                ContactRow.id,
+                literal(False),
+                ContactRow.stage_id,
+                ContactRow.stage_entered_at,
+                ContactRow.last_activity_at,
+                ContactRow.version + 1,
+            ).where(where)
+            await self._session.execute(
+                insert(OperationItemRow).from_select(
+                    [
+                        "operation_id",
+                        "contact_id",
+                        "created",
+                        "before_stage_id",
+                        "before_stage_entered_at",
+                        "before_last_activity_at",
+                        "after_version",
+                    ],
+                    before,
+                )
+            )
         history = select(
             ContactRow.id,
-            literal(move.from_stage_id),
+            ContactRow.stage_id,
             literal(move.to_stage_id),
             literal(move.at, StageChangeRow.at.type),
             literal(move.by_user_id),
             literal(move.source.value),
             literal(move.reason),
             literal(move.operation_id),
-        ).where(in_stage)
+        ).where(where)
         await self._session.execute(
             insert(StageChangeRow).from_select(
                 [
@@ -259,7 +333,7 @@ class SqlContactRepository:
         )
         result = await self._session.execute(
             sql_update(ContactRow)
-            .where(in_stage)
+            .where(where)
             .values(
                 stage_id=move.to_stage_id,
                 stage_entered_at=move.at,
@@ -502,30 +576,108 @@ class SqlOperationRepository:
         self._session = session
 
     async def add(self, operation: Operation) -> Operation:
-        row = OperationRow(
-            kind=operation.kind,
-            actor_id=operation.actor_id,
-            description=operation.description,
-            created_at=operation.created_at,
-            undone_at=operation.undone_at,
-        )
+        row = OperationRow(**_operation_values(operation))
         self._session.add(row)
         await self._session.flush()
         operation.id = row.id
         return operation
 
-    async def recent(self, limit: int) -> list[Operation]:
+    async def get(self, operation_id: int) -> Operation | None:
+        row = await self._session.get(OperationRow, operation_id)
+        return _operation(row) if row else None
+
+    async def recent(self, limit: int, *, actor_id: int | None = None) -> list[Operation]:
+        query = select(OperationRow)
+        if actor_id is not None:
+            query = query.where(OperationRow.actor_id == actor_id)
         rows = await self._session.scalars(
-            select(OperationRow)
-            .order_by(OperationRow.created_at.desc(), OperationRow.id.desc())
-            .limit(limit)
+            query.order_by(OperationRow.created_at.desc(), OperationRow.id.desc()).limit(limit)
         )
-        return [
-            Operation(
-                row.id, row.kind, row.actor_id, row.description, row.created_at, row.undone_at
+        return [_operation(row) for row in rows]
+
+    async def update(self, operation: Operation) -> None:
+        await self._session.execute(
+            sql_update(OperationRow)
+            .where(OperationRow.id == operation.id)
+            .values(**_operation_values(operation))
+        )
+
+    async def changed_since(self, operation_id: int) -> list[int]:
+        query = (
+            select(OperationItemRow.contact_id)
+            .outerjoin(ContactRow, ContactRow.id == OperationItemRow.contact_id)
+            .where(
+                OperationItemRow.operation_id == operation_id,
+                or_(
+                    ContactRow.id.is_(None),
+                    ContactRow.version != OperationItemRow.after_version,
+                ),
             )
-            for row in rows
-        ]
+            .order_by(OperationItemRow.contact_id)
+        )
+        return list(await self._session.scalars(query))
+
+    async def revert(self, operation_id: int, *, by_user_id: int | None) -> int:
+        item = OperationItemRow
+        unchanged = (
+            select(item.contact_id)
+            .join(ContactRow, ContactRow.id == item.contact_id)
+            .where(item.operation_id == operation_id, ContactRow.version == item.after_version)
+        )
+        await self._session.execute(
+            delete(StageChangeRow).where(
+                StageChangeRow.operation_id == operation_id,
+                StageChangeRow.contact_id.in_(unchanged),
+            )
+        )
+        created = await self._session.execute(
+            delete(ContactRow).where(ContactRow.id.in_(unchanged.where(item.created.is_(True))))
+        )
+        restored = await self._session.execute(
+            sql_update(ContactRow)
+            .where(
+                ContactRow.id == item.contact_id,
+                item.operation_id == operation_id,
+                item.created.is_(False),
+                ContactRow.version == item.after_version,
+            )
+            .values(
+                stage_id=item.before_stage_id,
+                stage_entered_at=item.before_stage_entered_at,
+                last_activity_at=item.before_last_activity_at,
+                version=ContactRow.version + 1,
+                updated_by_id=by_user_id,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(created.rowcount) + int(restored.rowcount)  # type: ignore[attr-defined]
+
+
+def _operation_values(operation: Operation) -> dict[str, Any]:
+    return {
+        "kind": operation.kind,
+        "actor_id": operation.actor_id,
+        "description": operation.description,
+        "created_at": operation.created_at,
+        "undone_at": operation.undone_at,
+        "stage_id": operation.stage_id,
+        "contacts": operation.contacts,
+        "undone_by_id": operation.undone_by_id,
+    }
+
+
+def _operation(row: OperationRow) -> Operation:
+    return Operation(
+        row.id,
+        row.kind,
+        row.actor_id,
+        row.description,
+        row.created_at,
+        row.undone_at,
+        stage_id=row.stage_id,
+        contacts=row.contacts,
+        undone_by_id=row.undone_by_id,
+    )
 
 
 class SqlAccessRequestRepository:
@@ -593,6 +745,13 @@ def _request(row: AccessRequestRow) -> AccessRequest:
         decided_by_id=row.decided_by_id,
         decided_at=row.decided_at,
     )
+
+
+ID_CHUNK = 5000
+
+
+def _in_stage(stage_id: int | None) -> ColumnElement[bool]:
+    return ContactRow.stage_id.is_(None) if stage_id is None else ContactRow.stage_id == stage_id
 
 
 def _scope_filter(scope: Scope) -> ColumnElement[bool]:

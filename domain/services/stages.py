@@ -153,6 +153,8 @@ class StageService:
                         actor.id,
                         f"Deleted stage {stage.name!r}: {count} contact(s) moved to {where}",
                         created_at=now,
+                        stage_id=stage.id,
+                        contacts=count,
                     )
                 )
                 operation_id = operation.id

@@ -233,3 +233,20 @@ def test_run_refuses_to_start_without_a_token(
     assert main(["init", "--database-url", url]) == 0
     assert main(["run", "--database-url", url]) == 1
     assert "BOT_TOKEN" in capsys.readouterr().err
+
+
+def test_operations_lists_a_stage_deletion_and_undo_reverts_it(amis: Cli) -> None:
+    amis("contacts", "add", "An", "--phone", "0912345678", "--stage", "MQL")
+    deleted = amis.json("stages", "delete", "MQL", "--reassign-to", "SQL")
+    [operation] = amis.json("operations")
+    assert (operation["id"], operation["kind"], operation["contacts"]) == (
+        deleted["operation_id"],
+        "reassign",
+        1,
+    )
+    undone = amis.json("undo", str(operation["id"]))
+    assert undone["reverted"] == 1
+    [an] = amis.json("contacts", "find", "0912345678")
+    assert an["stage"]["name"] == "MQL"
+    assert "already" in amis.refused("undo", str(operation["id"]))
+    assert "no operation" in amis.refused("undo", "999")

@@ -1,0 +1,194 @@
+"""Bulk operations — a stage deletion's reassignment, a bulk move, an import — listed and undone
+exactly: stages and history as they were, unless someone changed a contact since, in which case
+the caller is told which and the rest is reverted only on confirmation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain.access import Scope
+from domain.errors import DomainError, InvalidInput, NotFound
+from domain.model import Operation, Role, Source, User, utcnow
+from domain.ports import BulkMove, Clock, SearchCriteria, UnitOfWork, UnitOfWorkFactory
+from domain.stages import Pipeline
+from domain.text import fold
+from domain.transitions import Policy, plan_move
+
+BULK_LIMIT = 2_000_000
+RECENT = 10
+
+
+class UndoNeedsConfirmation(DomainError):
+    code = "undo_conflicts"
+
+    def __init__(self, changed: list[int], names: list[str]) -> None:
+        shown = ", ".join(names[:5]) + ("…" if len(names) > 5 else "")
+        super().__init__(
+            f"{len(changed)} contact(s) changed since ({shown}); they stay as they are. "
+            "Confirm to revert the others."
+        )
+        self.changed = changed
+        self.names = names
+
+
+@dataclass(frozen=True, slots=True)
+class UndoResult:
+    operation: Operation
+    reverted: int
+    kept: int  # contacts changed since, left as they are
+
+
+@dataclass(frozen=True, slots=True)
+class BulkPlan:
+    """What a bulk move would do, for the confirmation that states its effect."""
+
+    target: str | None
+    contacts: int
+    by_stage: dict[str, int]
+
+
+class OperationService:
+    def __init__(
+        self, uow: UnitOfWorkFactory, policy: Policy | None = None, clock: Clock = utcnow
+    ) -> None:
+        self._uow = uow
+        self._policy = policy or Policy()
+        self._clock = clock
+
+    async def recent(self, actor: User, limit: int = RECENT) -> list[Operation]:
+        """Admins see everyone's operations, others their own."""
+        async with self._uow() as uow:
+            mine = None if actor.role is Role.ADMIN else actor.id
+            return await uow.operations.recent(limit, actor_id=mine)
+
+    async def get(self, actor: User, operation_id: int) -> Operation:
+        async with self._uow() as uow:
+            operation = await uow.operations.get(operation_id)
+        if operation is None or not _may_undo(actor, operation):
+            raise NotFound(f"There is no operation #{operation_id} of yours.")
+        return operation
+
+    async def undo(
+        self, actor: User, operation_id: int, *, confirm_changed: bool = False
+    ) -> UndoResult:
+        now = self._clock()
+        async with self._uow() as uow:
+            operation = await uow.operations.get(operation_id)
+            if operation is None or not _may_undo(actor, operation):
+                raise NotFound(f"There is no operation #{operation_id} of yours.")
+            if operation.undone_at is not None:
+                raise InvalidInput(f"Operation #{operation_id} was undone already.")
+            changed = await uow.operations.changed_since(operation_id)
+            if changed and not confirm_changed:
+                names = []
+                for contact_id in changed[:5]:
+                    contact = await uow.contacts.get(contact_id)
+                    names.append(contact.label() if contact else f"#{contact_id} (deleted)")
+                raise UndoNeedsConfirmation(changed, names)
+            if operation.stage_id is not None:
+                await self._restore_stage(uow, operation.stage_id)
+            reverted = await uow.operations.revert(operation_id, by_user_id=actor.id)
+            operation.undone_at = now
+            operation.undone_by_id = actor.id
+            await uow.operations.update(operation)
+            await uow.commit()
+        return UndoResult(operation, reverted, len(changed))
+
+    @staticmethod
+    async def _restore_stage(uow: UnitOfWork, stage_id: int) -> None:
+        """Undoing a deletion's reassignment brings the deleted stage back first."""
+        stages = uow.stages
+        stage = await stages.get(stage_id)
+        if stage is None or not stage.archived:
+            return
+        Pipeline(await stages.list()).check_name_free(stage.name)
+        stage.archived_at = None
+        stage.position = len(Pipeline(await stages.list()).in_category(stage.category)) + 1
+        await stages.update(stage)
+
+    async def plan_bulk_move(self, actor: User, query: str) -> BulkPlan:
+        """How many contacts a search matches, by their current stage."""
+        async with self._uow() as uow:
+            found = await self._matching(uow, actor, query)
+            stages = {s.id: s.name for s in await uow.stages.list(include_archived=True)}
+        by_stage: dict[str, int] = {}
+        for stage_id, ids in found.items():
+            name = stages.get(stage_id, "—") if stage_id else "—"
+            by_stage[name] = by_stage.get(name, 0) + len(ids)
+        return BulkPlan(None, sum(len(ids) for ids in found.values()), by_stage)
+
+    async def bulk_move(
+        self, actor: User, query: str, stage_name: str, *, reason: str | None = None
+    ) -> Operation:
+        """Move every contact a search matches (in the actor's scope) to a stage, in one
+        transaction, each move in history with source `bulk`; undoable. The rules apply to each
+        starting stage; if any refuses, nothing moves."""
+        now = self._clock()
+        async with self._uow() as uow:
+            pipeline = Pipeline(await uow.stages.list())
+            target = pipeline.find(stage_name)
+            all_stages = {s.id: s for s in await uow.stages.list(include_archived=True)}
+            found = await self._matching(uow, actor, query)
+            total = sum(len(ids) for ids in found.values())
+            if not total:
+                raise InvalidInput("No contact matches; nothing to move.")
+            moves = []
+            for stage_id, ids in found.items():
+                current = all_stages.get(stage_id) if stage_id else None
+                move = plan_move(
+                    current,
+                    target,
+                    role=actor.role,
+                    source=Source.BULK,
+                    reason=reason,
+                    policy=self._policy,
+                )
+                if move is not None:
+                    moves.append((stage_id, ids, move.reason))
+            operation = await uow.operations.add(
+                Operation(
+                    None,
+                    "bulk",
+                    actor.id,
+                    f"Moved {total} contact(s) matching {query!r} to {target.name}",
+                    created_at=now,
+                    contacts=total,
+                )
+            )
+            for stage_id, ids, move_reason in moves:
+                await uow.contacts.move_stage_contents(
+                    BulkMove(
+                        from_stage_id=stage_id,
+                        to_stage_id=target.id,
+                        at=now,
+                        by_user_id=actor.id,
+                        source=Source.BULK,
+                        reason=move_reason,
+                        operation_id=operation.id,
+                        contact_ids=tuple(ids),
+                    )
+                )
+            await uow.commit()
+        return operation
+
+    @staticmethod
+    async def _matching(uow: UnitOfWork, actor: User, query: str) -> dict[int | None, list[int]]:
+        """Contact ids a search matches in the actor's scope, grouped by current stage."""
+        text = query.strip()
+        if not text:
+            raise InvalidInput("Say which contacts: a search such as a name, a company or a tag.")
+        found = await uow.contacts.search(
+            SearchCriteria(words=tuple(fold(text).split())[:8]),
+            Scope.of(actor),
+            limit=BULK_LIMIT,
+            offset=0,
+        )
+        grouped: dict[int | None, list[int]] = {}
+        for contact in found:
+            assert contact.id is not None
+            grouped.setdefault(contact.stage_id, []).append(contact.id)
+        return grouped
+
+
+def _may_undo(actor: User, operation: Operation) -> bool:
+    return actor.role is Role.ADMIN or (actor.id is not None and operation.actor_id == actor.id)

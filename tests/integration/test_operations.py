@@ -1,0 +1,117 @@
+"""Bulk operations are undone exactly, on SQLite and PostgreSQL (ISSUE 5, part 3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.container import Services
+from domain.access import SYSTEM
+from domain.errors import InvalidInput
+from domain.model import Role, Source
+from domain.services.contacts import ContactDraft
+from domain.services.operations import UndoNeedsConfirmation
+
+
+async def amis_with(services: Services, stage: str, count: int) -> list[int]:
+    await services.stages.apply_template(SYSTEM, "amis")
+    ids = []
+    for n in range(count):
+        contact = await services.contacts.add(
+            SYSTEM, ContactDraft(name=f"Hội chợ {n}", stage=stage)
+        )
+        assert contact.id is not None
+        ids.append(contact.id)
+    return ids
+
+
+async def snapshot(services: Services, ids: list[int]) -> list[tuple[object, ...]]:
+    rows = []
+    for contact_id in ids:
+        card = await services.contacts.get(SYSTEM, contact_id)
+        history = await services.contacts.history(SYSTEM, contact_id)
+        rows.append(
+            (
+                card.stage.name if card.stage else None,
+                card.contact.stage_entered_at,
+                [(h.from_stage_id, h.to_stage_id, h.source) for h in history],
+            )
+        )
+    return rows
+
+
+async def test_undoing_a_stage_deletion_brings_the_stage_and_its_contacts_back(
+    services: Services,
+) -> None:
+    ids = await amis_with(services, "MQL", 5)
+    before = await snapshot(services, ids)
+    deleted = await services.stages.delete(SYSTEM, "MQL", reassign_to="SQL")
+    assert deleted.operation_id is not None
+    [operation] = await services.operations.recent(SYSTEM)
+    assert (operation.kind, operation.contacts) == ("reassign", 5)
+    result = await services.operations.undo(SYSTEM, deleted.operation_id)
+    assert (result.reverted, result.kept) == (5, 0)
+    assert await snapshot(services, ids) == before
+    names = [s.stage.name for s in await services.stages.summaries()]
+    assert "MQL" in names
+    with pytest.raises(InvalidInput, match="already"):
+        await services.operations.undo(SYSTEM, deleted.operation_id)
+
+
+async def test_contacts_changed_since_are_kept_and_the_rest_reverted_only_on_confirmation(
+    services: Services,
+) -> None:
+    ids = await amis_with(services, "Lead", 4)
+    operation = await services.operations.bulk_move(SYSTEM, "hoi cho", "SQL")
+    assert operation.id is not None
+    touched = ids[0]
+    mql = await services.contacts.stage_by_name("MQL")
+    await services.contacts.set_stage(SYSTEM, touched, mql.id)
+    with pytest.raises(UndoNeedsConfirmation) as refused:
+        await services.operations.undo(SYSTEM, operation.id)
+    assert refused.value.changed == [touched]
+    assert "Hội chợ 0" in refused.value.message
+    stages = [(await services.contacts.get(SYSTEM, i)).stage.name for i in ids]  # type: ignore[union-attr]
+    assert stages == ["MQL", "SQL", "SQL", "SQL"]  # nothing reverted yet
+    result = await services.operations.undo(SYSTEM, operation.id, confirm_changed=True)
+    assert (result.reverted, result.kept) == (3, 1)
+    stages = [(await services.contacts.get(SYSTEM, i)).stage.name for i in ids]  # type: ignore[union-attr]
+    assert stages == ["MQL", "Lead", "Lead", "Lead"]
+    history = await services.contacts.history(SYSTEM, ids[1])
+    assert [h.source for h in history] == [Source.MANUAL]
+
+
+async def test_a_bulk_move_is_one_operation_with_a_history_row_per_contact(
+    services: Services,
+) -> None:
+    ids = await amis_with(services, "Lead", 3)
+    await services.contacts.add(SYSTEM, ContactDraft(name="Someone else", stage="Lead"))
+    plan = await services.operations.plan_bulk_move(SYSTEM, "hoi cho")
+    assert (plan.contacts, plan.by_stage) == (3, {"Lead": 3})
+    with pytest.raises(Exception, match="reason"):
+        await services.operations.bulk_move(SYSTEM, "hoi cho", "Disqualified")
+    assert [(await services.contacts.get(SYSTEM, i)).stage.name for i in ids] == ["Lead"] * 3  # type: ignore[union-attr]
+    operation = await services.operations.bulk_move(
+        SYSTEM, "hoi cho", "Disqualified", reason="No budget"
+    )
+    for contact_id in ids:
+        last = (await services.contacts.history(SYSTEM, contact_id))[-1]
+        assert (last.source, last.reason, last.operation_id) == (
+            Source.BULK,
+            "No budget",
+            operation.id,
+        )
+
+
+async def test_agents_see_and_undo_only_their_own_operations(services: Services) -> None:
+    await amis_with(services, "Lead", 0)
+    agent = await services.users.add(SYSTEM, "Lan", Role.AGENT, telegram_id=5)
+    other = await services.users.add(SYSTEM, "Bình", Role.AGENT, telegram_id=6)
+    for owner in (agent, other):
+        await services.contacts.add(owner, ContactDraft(name=f"Khách {owner.name}", stage="Lead"))
+    mine = await services.operations.bulk_move(agent, "khach", "MQL")
+    assert mine.contacts == 1  # only Lan's own contact
+    assert [op.id for op in await services.operations.recent(agent)] == [mine.id]
+    assert await services.operations.recent(other) == []
+    assert mine.id is not None
+    with pytest.raises(Exception, match="no operation"):
+        await services.operations.undo(other, mine.id)
