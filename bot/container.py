@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.settings import Settings
 from domain.services.contacts import ContactService
+from domain.services.exports import ExportService
 from domain.services.operations import OperationService
 from domain.services.stages import StageService
 from domain.services.users import UserService
@@ -23,6 +24,7 @@ class Services:
     contacts: ContactService
     users: UserService
     operations: OperationService
+    exports: ExportService
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -43,4 +45,5 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
         contacts=ContactService(uow, default_region=settings.default_phone_region, policy=policy),
         users=UserService(uow),
         operations=OperationService(uow, policy),
+        exports=ExportService(uow, zone=settings.zone),
     )

@@ -175,6 +175,33 @@ class FakeContacts(_Repo):
             found.sort(key=lambda c: c.last_activity_at or c.created_at)
         return found[offset : offset + limit]
 
+    async def batch_after(
+        self, where: ContactFilter, scope: Scope, *, after_id: int, limit: int
+    ) -> list[Contact]:
+        found = [c for c in self._matching(where, scope) if (c.id or 0) > after_id]
+        found.sort(key=lambda c: c.id or 0)
+        return [copy.deepcopy(c) for c in found[:limit]]
+
+    async def custom_field_keys(self, where: ContactFilter, scope: Scope) -> set[str]:
+        return {key for c in self._matching(where, scope) for key in c.custom_fields}
+
+    def _matching(self, where: ContactFilter, scope: Scope) -> list[Contact]:
+        found = []
+        for contact in self.s.contacts.values():
+            owner = self.s.users.get(contact.owner_id) if contact.owner_id else None
+            last = contact.last_activity_at
+            if not scope.covers(owner):
+                continue
+            if (
+                (where.owner_id is not None and contact.owner_id != where.owner_id)
+                or (where.stage_ids is not None and contact.stage_id not in where.stage_ids)
+                or (where.company_id is not None and contact.company_id != where.company_id)
+                or (where.idle_since is not None and (last is None or last >= where.idle_since))
+            ):
+                continue
+            found.append(contact)
+        return found
+
     async def count_in_stage(self, stage_id: int) -> int:
         return sum(1 for c in self.s.contacts.values() if c.stage_id == stage_id)
 
