@@ -57,6 +57,7 @@ class BotRuntime:
             stages=services.stages,
             contacts=services.contacts,
             users=services.users,
+            operations=services.operations,
             exports=services.exports,
             zone=settings.zone,
             policy=settings.policy,

@@ -106,3 +106,30 @@ class PersonCb(CallbackData, prefix="usr"):
     id: int
     act: str
     team: str = ""
+
+
+class StageAdminCb(CallbackData, prefix="sa"):
+    """An admin's action on stage `id`: view, up, down, cat (to `arg`: open/won/lost), rename,
+    delete (then `arg` is the target stage id, "none" for no stage), confirm-delete
+    (`arg` target, `r` a lost reason number), add, list."""
+
+    id: int = 0
+    act: str
+    arg: str = ""
+    r: int = -1
+
+
+class UndoOpCb(CallbackData, prefix="uo"):
+    """Undo bulk operation `id`; `force` also when some contacts changed since."""
+
+    id: int
+    force: int = 0
+
+
+class BulkCb(CallbackData, prefix="bulk"):
+    """Move the contacts of the pending /move search to stage `stage` (`go` 1 to confirm,
+    `r` a lost reason number)."""
+
+    stage: int
+    go: int = 0
+    r: int = -1

@@ -2,80 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 
 from domain.access import SYSTEM
 from domain.model import Role
-from domain.services.contacts import ContactDraft
-from tests.e2e.conftest import ADMIN_ID, Driver
-
-MANAGER, LAN, OTTO, STRANGER = 2002, 2003, 2004, 3001
-
-
-@dataclass
-class Team:
-    an: int
-    bich: int
-    won: int
-
-
-@pytest.fixture
-async def team(driver: Driver) -> Team:
-    services = driver.services
-    await services.stages.apply_template(SYSTEM, "amis")
-    await services.users.add(
-        SYSTEM, "Minh Manager", Role.MANAGER, team="north", telegram_id=MANAGER
-    )
-    lan = await services.users.add(SYSTEM, "Lan", Role.AGENT, team="north", telegram_id=LAN)
-    otto = await services.users.add(SYSTEM, "Otto", Role.AGENT, team="south", telegram_id=OTTO)
-    an = await services.contacts.add(
-        lan,
-        ContactDraft(name="Nguyễn Văn An", phone="+84912345678", company="Minh Phát", stage="Lead"),
-    )
-    bich = await services.contacts.add(otto, ContactDraft(name="Trần Thị Bích", stage="Lead"))
-    won = await services.contacts.add(lan, ContactDraft(name="Khách Thắng", stage="Customer"))
-    for user_id, name in ((MANAGER, "Minh"), (LAN, "Lan"), (OTTO, "Otto"), (ADMIN_ID, "Ada")):
-        await driver.user(user_id, name)
-    assert an.id is not None
-    assert bich.id is not None
-    assert won.id is not None
-    return Team(an.id, bich.id, won.id)
-
-
-def button(message: dict[str, Any], text: str) -> str:
-    """The callback data of the button whose text contains `text`."""
-    for row in (message.get("reply_markup") or {}).get("inline_keyboard", []):
-        for key in row:
-            if text in key["text"]:
-                return str(key["callback_data"])
-    raise AssertionError(f"no button {text!r} in {message.get('reply_markup')}")
-
-
-async def press(driver: Driver, user: int, message: dict[str, Any], text: str) -> list[Any]:
-    """Presses a button and returns the bot's messages that changed or appeared."""
-    return (await click(driver, user, message, button(message, text)))[0]
-
-
-async def click(
-    driver: Driver, user: int, message: dict[str, Any], data: str
-) -> tuple[list[Any], dict[str, Any] | None]:
-    """Sends a callback with `data` from `message`; returns the bot's messages that changed or
-    appeared, and the bot's answer to the callback."""
-    since = await driver.cursor(user)
-    sent = await driver.click(user, message["message_id"], data)
-    chat = await driver.changes(user, since)
-    answers = [
-        a for a in chat["callback_answers"] if a["callback_query_id"] == sent["callback_query_id"]
-    ]
-    return [m for m in chat["messages"] if m["from"] == "bot"], (answers[0] if answers else None)
-
-
-async def stage_of(driver: Driver, contact_id: int) -> str | None:
-    card = await driver.services.contacts.get(SYSTEM, contact_id)
-    return card.stage.name if card.stage else None
+from tests.e2e.conftest import (
+    ADMIN_ID,
+    LAN,
+    MANAGER,
+    OTTO,
+    STRANGER,
+    Driver,
+    Team,
+    button,
+    click,
+    press,
+    stage_of,
+)
 
 
 @pytest.mark.usefixtures("team")

@@ -10,8 +10,7 @@ from domain.access import SYSTEM
 from domain.model import Role
 from domain.services.contacts import ContactDraft
 from handlers.i18n import build_i18n
-from tests.e2e.conftest import Driver
-from tests.e2e.test_agents import press
+from tests.e2e.conftest import Driver, press
 
 HOA = 2101
 I18N = build_i18n()

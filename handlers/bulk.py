@@ -1,0 +1,196 @@
+"""/move <search>: move every contact a search matches to one stage, after a confirmation that
+says how many; /undo: list recent bulk operations and undo one."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command, CommandObject
+from aiogram.fsm.context import FSMContext
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.i18n import get_i18n
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from domain.errors import DomainError
+from domain.model import Category, User
+from domain.services.operations import OperationService, UndoNeedsConfirmation
+from domain.services.stages import StageService
+from domain.transitions import Policy, is_other
+from handlers import render
+from handlers.callbacks import BulkCb, UndoOpCb
+from handlers.texts import explain
+
+
+async def move_command(
+    message: Message,
+    command: CommandObject,
+    user: User,
+    operations: OperationService,
+    stages: StageService,
+    state: FSMContext,
+) -> None:
+    query = (command.args or "").strip()
+    if not query:
+        await message.answer(_("Which contacts? For example: /move hoi cho 2025"))
+        return
+    try:
+        plan = await operations.plan_bulk_move(user, query)
+    except DomainError as error:
+        await message.answer(explain(error, get_i18n().current_locale))
+        return
+    if not plan.contacts:
+        await message.answer(_("Nothing found for “{query}”.").format(query=render.e(query)))
+        return
+    await state.update_data(bulk=query)
+    counts = ", ".join(f"{render.e(name)}: {count}" for name, count in plan.by_stage.items())
+    keys = InlineKeyboardBuilder()
+    for summary in await stages.summaries():
+        assert summary.stage.id is not None
+        keys.button(
+            text=f"{render.CATEGORY_MARK[summary.stage.category]} {summary.stage.name}",
+            callback_data=BulkCb(stage=summary.stage.id),
+        )
+    keys.adjust(2)
+    await message.answer(
+        _("{count} contact(s) match “{query}” ({counts}). Move them to which stage?").format(
+            count=plan.contacts, query=render.e(query), counts=counts
+        ),
+        reply_markup=keys.as_markup(),
+    )
+
+
+async def move_chosen(
+    query: CallbackQuery,
+    callback_data: BulkCb,
+    user: User,
+    operations: OperationService,
+    stages: StageService,
+    state: FSMContext,
+    policy: Policy,
+) -> None:
+    search = (await state.get_data()).get("bulk")
+    if not search:
+        await query.answer(_("This list is out of date; ask again."), show_alert=True)
+        return
+    try:
+        target = await stages.get(callback_data.stage)
+        plan = await operations.plan_bulk_move(user, search)
+    except DomainError as error:
+        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+        return
+    if not callback_data.go:
+        keys = InlineKeyboardBuilder()
+        text = _("Move {count} contact(s) to {stage}?").format(
+            count=plan.contacts, stage=render.e(target.name)
+        )
+        if target.category is Category.LOST:
+            text += "\n" + _("They become lost: choose the reason to record.")
+            for number, listed in enumerate(policy.lost_reasons):
+                if not is_other(listed):
+                    keys.button(
+                        text=listed, callback_data=BulkCb(stage=callback_data.stage, go=1, r=number)
+                    )
+        else:
+            keys.button(
+                text="✅ " + _("Confirm"), callback_data=BulkCb(stage=callback_data.stage, go=1)
+            )
+        keys.adjust(2)
+        await _show(query, text, keys.as_markup())
+        return
+    reason = (
+        policy.lost_reasons[callback_data.r]
+        if 0 <= callback_data.r < len(policy.lost_reasons)
+        else None
+    )
+    await query.answer()
+    await _show(
+        query, _("Moving {count} contact(s)…").format(count=plan.contacts), None, answered=True
+    )
+    try:
+        operation = await operations.bulk_move(user, search, target.name, reason=reason)
+    except DomainError as error:
+        await _show(query, explain(error, get_i18n().current_locale), None, answered=True)
+        return
+    await state.update_data(bulk=None)
+    assert operation.id is not None
+    keys = InlineKeyboardBuilder()
+    keys.button(text="↩ " + _("Undo"), callback_data=UndoOpCb(id=operation.id))
+    await _show(
+        query,
+        _("Moved {count} contact(s) to {stage} (operation #{id}).").format(
+            count=operation.contacts, stage=render.e(target.name), id=operation.id
+        ),
+        keys.as_markup(),
+        answered=True,
+    )
+
+
+async def undo_command(message: Message, user: User, operations: OperationService) -> None:
+    recent = [op for op in await operations.recent(user) if op.undone_at is None]
+    if not recent:
+        await message.answer(_("There is no bulk operation to undo."))
+        return
+    keys = InlineKeyboardBuilder()
+    for operation in recent:
+        assert operation.id is not None
+        keys.button(
+            text=render.short(
+                f"#{operation.id} {operation.created_at:%d/%m %H:%M} {operation.description}", 60
+            ),
+            callback_data=UndoOpCb(id=operation.id),
+        )
+    keys.adjust(1)
+    await message.answer(_("Which operation should I undo?"), reply_markup=keys.as_markup())
+
+
+async def undo_chosen(
+    query: CallbackQuery, callback_data: UndoOpCb, user: User, operations: OperationService
+) -> None:
+    try:
+        result = await operations.undo(
+            user, callback_data.id, confirm_changed=bool(callback_data.force)
+        )
+    except UndoNeedsConfirmation as conflict:
+        keys = InlineKeyboardBuilder()
+        keys.button(
+            text=_("Revert the others"), callback_data=UndoOpCb(id=callback_data.id, force=1)
+        )
+        text = _("{count} contact(s) changed since: {names}. They stay as they are.").format(
+            count=len(conflict.changed), names=render.e(", ".join(conflict.names))
+        )
+        await _show(query, text, keys.as_markup())
+        return
+    except DomainError as error:
+        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+        return
+    text = _("Undone: {count} contact(s) are back as they were.").format(count=result.reverted)
+    if result.kept:
+        text += " " + _("{count} changed since and were left alone.").format(count=result.kept)
+    await _show(query, text, None)
+
+
+async def _show(
+    query: CallbackQuery,
+    text: str,
+    keyboard: InlineKeyboardMarkup | None,
+    *,
+    answered: bool = False,
+) -> None:
+    if isinstance(query.message, Message):
+        try:
+            await query.message.edit_text(text, reply_markup=keyboard)
+        except TelegramBadRequest as error:
+            if "not modified" not in error.message:
+                raise
+    if not answered:
+        await query.answer()
+
+
+def build_router() -> Router:
+    router = Router(name=__name__)
+    router.message.register(move_command, Command("move"))
+    router.message.register(undo_command, Command("undo"))
+    router.callback_query.register(move_chosen, BulkCb.filter())
+    router.callback_query.register(undo_chosen, UndoOpCb.filter())
+    return router

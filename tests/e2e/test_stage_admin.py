@@ -1,0 +1,95 @@
+"""Stage administration and bulk work in chat (ISSUE 5, parts 1–3)."""
+
+from __future__ import annotations
+
+from domain.access import SYSTEM
+from tests.e2e.conftest import ADMIN_ID, LAN, Driver, Team, button, click, press, stage_of
+
+
+async def counts(driver: Driver) -> dict[str, tuple[str, int]]:
+    return {
+        s.stage.name: (s.stage.category.value, s.contacts)
+        for s in await driver.services.stages.summaries()
+    }
+
+
+async def test_an_admin_deletes_a_stage_after_a_confirmation_stating_its_effect(
+    driver: Driver, team: Team
+) -> None:
+    [overview] = await driver.ask(ADMIN_ID, "/stages")
+    assert "Lead — 2" in overview["text"]
+    [lead] = await press(driver, ADMIN_ID, overview, "Lead")
+    [targets] = await press(driver, ADMIN_ID, lead, "Delete")
+    [confirm] = await press(driver, ADMIN_ID, targets, "Disqualified")
+    assert "2 contact(s) will move to Disqualified" in confirm["text"]
+    assert (await counts(driver))["Lead"] == ("open", 2)  # nothing yet
+    [done] = await press(driver, ADMIN_ID, confirm, "Not a fit")
+    assert "Deleted Lead" in done["text"]
+    assert "Lead" not in await counts(driver)
+    history = await driver.services.contacts.history(SYSTEM, team.an)
+    assert (history[-1].source.value, history[-1].reason) == ("reassign", "Not a fit")
+
+
+async def test_an_admin_recategorizes_a_stage_in_one_step(driver: Driver, team: Team) -> None:
+    [overview] = await driver.ask(ADMIN_ID, "/stages")
+    [stage] = await press(driver, ADMIN_ID, overview, "Unsubscribed")
+    [confirm] = await press(driver, ADMIN_ID, stage, "Make won")
+    assert "every report" in confirm["text"]
+    await press(driver, ADMIN_ID, confirm, "Confirm")
+    assert (await counts(driver))["Unsubscribed"][0] == "won"
+
+
+async def test_the_last_won_stage_cannot_be_deleted_in_chat_either(
+    driver: Driver, team: Team
+) -> None:
+    await driver.services.stages.delete(SYSTEM, "Loyal customer")
+    [overview] = await driver.ask(ADMIN_ID, "/stages")
+    [stage] = await press(driver, ADMIN_ID, overview, "Customer")
+    [targets] = await press(driver, ADMIN_ID, stage, "Delete")
+    [confirm] = await press(driver, ADMIN_ID, targets, "Lead")
+    _, answer = await click(driver, ADMIN_ID, confirm, button(confirm, "Confirm"))
+    assert answer is not None
+    assert "won first" in answer["text"]
+    assert "Customer" in await counts(driver)
+
+
+async def test_agents_cannot_administer_stages(driver: Driver, team: Team) -> None:
+    [refused] = await driver.ask(LAN, "/stages")
+    assert "Only admins" in refused["text"]
+    [card] = await driver.ask(LAN, "nguyen van an")
+    lead = await driver.services.contacts.stage_by_name("Lead")
+    _, answer = await click(driver, LAN, card, f"sa:{lead.id}:deleteok:none:-1")
+    assert answer is not None
+    assert "Only admins" in answer["text"]
+    assert "Lead" in await counts(driver)
+
+
+async def test_a_bulk_move_is_confirmed_then_undone(driver: Driver, team: Team) -> None:
+    [plan] = await driver.ask(ADMIN_ID, "/move nguyen")
+    assert "1 contact(s) match" in plan["text"]
+    [confirm] = await press(driver, ADMIN_ID, plan, "SQL")
+    assert "Move 1 contact(s) to SQL?" in confirm["text"]
+    [moved] = await press(driver, ADMIN_ID, confirm, "Confirm")
+    assert "Moved 1 contact(s) to SQL" in moved["text"]
+    assert await stage_of(driver, team.an) == "SQL"
+    [undone] = await press(driver, ADMIN_ID, moved, "Undo")
+    assert "back as they were" in undone["text"]
+    assert await stage_of(driver, team.an) == "Lead"
+    [nothing] = await driver.ask(ADMIN_ID, "/undo")
+    assert "no bulk operation" in nothing["text"]
+
+
+async def test_undo_asks_before_reverting_around_a_contact_changed_since(
+    driver: Driver, team: Team
+) -> None:
+    await driver.services.stages.delete(SYSTEM, "Customer", reassign_to="Loyal customer")
+    loyal = await driver.services.contacts.stage_by_name("Loyal customer")
+    sql = await driver.services.contacts.stage_by_name("SQL")
+    await driver.services.contacts.set_stage(SYSTEM, team.won, sql.id, reason="Refund")
+    [menu] = await driver.ask(ADMIN_ID, "/undo")
+    [warning] = await press(driver, ADMIN_ID, menu, "Deleted stage")
+    assert "Khách Thắng" in warning["text"]
+    [done] = await press(driver, ADMIN_ID, warning, "Revert the others")
+    assert "left alone" in done["text"]
+    assert await stage_of(driver, team.won) == "SQL"
+    assert loyal.id is not None
