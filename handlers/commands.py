@@ -19,11 +19,14 @@ def commands_for(role: Role) -> list[BotCommand]:
         BotCommand(command="my", description=_("My open leads")),
         BotCommand(command="idle", description=_("Leads nobody touched lately")),
         BotCommand(command="new", description=_("Add a contact")),
+        BotCommand(command="move", description=_("Move matching leads to a stage")),
+        BotCommand(command="undo", description=_("Undo a bulk operation")),
         BotCommand(command="lang", description=_("Language")),
         BotCommand(command="help", description=_("What I can do")),
         BotCommand(command="cancel", description=_("Stop what you are doing")),
     ]
     if role is Role.ADMIN:
+        commands.append(BotCommand(command="stages", description=_("Stages")))
         commands.append(BotCommand(command="users", description=_("People and access")))
     return commands
 

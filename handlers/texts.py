@@ -55,8 +55,11 @@ def help_text(role: Role | None) -> str:
         _("/new — add a contact"),
         _("/lang — language"),
         _("/cancel — stop what you are doing"),
+        _("/move <i>search</i> — move every matching lead to one stage"),
+        _("/undo — undo a bulk move, import or stage deletion"),
     ]
     if role is Role.ADMIN:
+        lines.append(_("/stages — add, rename, reorder, recategorize or delete stages"))
         lines.append(_("/users — people and their access"))
     return "\n".join(lines)
 
