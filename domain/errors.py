@@ -106,3 +106,10 @@ class DuplicateContact(DomainError):
         self.existing_id = existing_id
         self.field = field
         self.value = value
+
+
+class ImportRefused(InvalidInput):
+    """A file that cannot be imported at all (binary, wrong delimiter, no identifier column…);
+    nothing of it is applied."""
+
+    code = "import_refused"

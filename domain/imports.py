@@ -1,0 +1,1073 @@
+"""Reading a contacts file for import (issue 5): bytes in, normalized rows and row errors out.
+
+This is the parsing half of an import. It recognises the file (CSV in UTF-8, UTF-8 with BOM,
+UTF-16 or Windows-1258, or an XLSX workbook), its delimiter and its headers (respond.io, HubSpot,
+our own export, Vietnamese, or `--map COLUMN=FIELD`), and turns every row into an `ImportRow` with
+normalized values, or into `RowError`s naming the row, the column and the reason. Matching rows
+against the database and applying them in one transaction is the import service's job.
+
+A file that cannot be an import at all (binary junk, wrong delimiter, no identifier column, a
+gigantic cell) raises `ImportRefused`, before any row is read when the problem shows in the first
+64 KiB, else while `ParsedFile.rows` is iterated; the caller applies nothing in either case.
+
+Decisions (see the tests for each):
+- Empty cell or absent column → None: "leave this field alone". Tags are the one field where the
+  difference matters: no tags column → `tags=None`; a tags column with an empty cell → `tags=[]`.
+  No default tags are ever added.
+- Our export's `id` column is our internal id: it is recognised and ignored, never taken as an
+  external id (map it explicitly with `--map id=external_id` if you mean it).
+- Amounts: spaces, currency marks and thousands separators are dropped. `15000000`, `15,000,000`,
+  `15.000.000`, `15 000 000 ₫` and `1.5e6` all read 15,000,000. When both `.` and `,` appear, the
+  last one is the decimal mark (`1.500.000,50`, `1,500,000.50`). A single `.` or `,` followed by
+  exactly three digits, after one to three digits that do not start with 0, is a thousands
+  separator (`15.000` is fifteen thousand: VND has no decimals); otherwise it is the decimal mark
+  (`1.5`, `1,5`). Negative amounts, more than 2 decimals and 10^16 or more are refused.
+- Dates: ISO (`2024-03-01`, `2024-03-01T10:20`, with an offset or Z) or day first
+  (`01/03/2024`, `01-03-2024`, `01.03.2024`, optionally with `HH:MM[:SS]`); `03/25/2024` is
+  refused rather than guessed. Naive values are in the organisation's time zone; results are UTC.
+  Dates after `now` (plus a few minutes of clock skew) or before 1900 are refused, and so is a
+  stage change dated before the contact's creation.
+- Tags split on `;` when the cell has one, else on `,`; trimmed, NFC, duplicates (ignoring case)
+  dropped.
+- A row without any phone, email or external id is refused: it could not be matched again.
+- A row whose phone, email or external id already appeared on an earlier row is refused, naming
+  that earlier row.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+import unicodedata
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, tzinfo
+from decimal import Decimal, InvalidOperation
+from typing import IO, Any, Final
+
+from phonenumbers import PhoneMetadata
+
+from domain.errors import ImportRefused, InvalidInput
+from domain.phones import parse_phone
+from domain.services.contacts import CLOCK_SKEW, NAME_MAX, TEXT_MAX, ContactDraft
+from domain.text import clean_name, fold
+
+# The import fields of DESIGN §4 ("Import fields for --map"), plus `custom:<field>`.
+FIELDS: Final = (
+    "name",
+    "phone",
+    "email",
+    "external_id",
+    "company",
+    "source",
+    "owner",
+    "stage",
+    "value",
+    "tags",
+    "created_at",
+    "stage_changed_at",
+    "lost_reason",
+)
+# Also accepted by --map: parts of a name that are joined (family name first, then first name,
+# then last name), and `ignore` to leave a recognised column out.
+NAME_PARTS: Final = ("family_name", "first_name", "last_name")
+IGNORE: Final = "ignore"
+IDENTIFIERS: Final = ("phone", "email", "external_id")
+CUSTOM_PREFIX: Final = "custom:"
+# The headers of our own export, in order (custom fields follow as `custom:<key>`).
+EXPORT_COLUMNS: Final = ("id", *FIELDS)
+
+CELL_MAX: Final = 10_000  # characters in one cell; a longer cell rejects its row
+FIELD_LIMIT: Final = 131_072  # a cell longer than this refuses the whole file (csv's own limit)
+LINE_LIMIT: Final = 1_048_576  # characters in one physical line
+SAMPLE_SIZE: Final = 65_536  # bytes looked at to choose the encoding and the delimiter
+DELIMITERS: Final = ",;\t|"
+VALUE_LIMIT: Final = Decimal(10) ** 16  # storage keeps Numeric(18, 2)
+ERRORS_WITH_VALUES: Final = 10_000  # row errors beyond this keep no copy of the row's cells
+
+Cell = str | datetime | date
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Final = _Missing()
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """Why a row was rejected. `row` counts as a spreadsheet does (the header is row 1);
+    `column` is the file's header, or None when the problem is the whole row."""
+
+    row: int
+    column: str | None
+    reason: str
+    values: tuple[str, ...] = ()  # the row's original cells (for the error report), if kept
+
+
+@dataclass(slots=True)
+class ImportRow:
+    """One accepted row, normalized. None means "the file says nothing": leave the field alone."""
+
+    row: int
+    name: str | None = None
+    phone: str | None = None  # E.164
+    email: str | None = None  # lower case
+    external_id: str | None = None
+    company: str | None = None
+    source: str | None = None
+    owner: str | None = None  # a person's name (or Telegram id) as written in the file
+    stage: str | None = None  # a stage's name as written in the file
+    value: Decimal | None = None
+    tags: list[str] | None = None  # None: the file has no tags column; []: an empty tags cell
+    created_at: datetime | None = None  # UTC
+    stage_changed_at: datetime | None = None  # UTC
+    lost_reason: str | None = None
+    custom_fields: dict[str, str] = field(default_factory=dict)
+
+    def identifiers(self) -> dict[str, str]:
+        """The row's phone, email and external id that are present."""
+        found = {"phone": self.phone, "email": self.email, "external_id": self.external_id}
+        return {key: value for key, value in found.items() if value is not None}
+
+    def draft(self) -> ContactDraft:
+        """The row as a ContactDraft for ContactService.add (already normalized values)."""
+        return ContactDraft(
+            name=self.name,
+            phone=self.phone,
+            email=self.email,
+            external_id=self.external_id,
+            company=self.company,
+            source=self.source,
+            stage=self.stage,
+            owner=self.owner,
+            value=None if self.value is None else str(self.value),
+            lost_reason=self.lost_reason,
+            tags=list(self.tags or []),
+            custom_fields=dict(self.custom_fields),
+            created_at=self.created_at,
+        )
+
+
+@dataclass(slots=True)
+class ParsedFile:
+    """A recognised file. `rows` is a single-use iterator; `errors` is complete once it is
+    exhausted. Iterating may raise ImportRefused when the file turns out broken further down."""
+
+    format: str  # "csv" or "xlsx"
+    encoding: str | None  # None for xlsx
+    delimiter: str | None  # None for xlsx
+    header: list[str]
+    columns: dict[str, str]  # source header → field (custom fields as `custom:<key>`)
+    unknown_columns: list[str]  # neither recognised nor mapped; ignored
+    ignored_columns: list[str]  # recognised as not imported (our export's `id`) or mapped `ignore`
+    rows: Iterator[ImportRow]
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def fields(self) -> frozenset[str]:
+        return frozenset(self.columns.values()) | ({"name"} & _name_parts(self.columns))
+
+    @property
+    def has_tags(self) -> bool:
+        return "tags" in self.columns.values()
+
+    def error_report(self) -> bytes:
+        return error_report(self.errors, self.header)
+
+
+def _name_parts(columns: dict[str, str]) -> set[str]:
+    return {"name"} if set(columns.values()) & set(NAME_PARTS) else set()
+
+
+# ---------------------------------------------------------------------------------------------
+# Encodings
+
+
+def detect_encoding(head: bytes) -> str:
+    """The codec name for a text file starting with `head` (the first 64 KiB is plenty).
+    Refuses binary files. `xlsx` for an Excel workbook."""
+    if head.startswith(b"PK\x03\x04"):
+        return "xlsx"
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        raise ImportRefused(
+            "This is an old Excel .xls file; save it as .xlsx or CSV and send it again."
+        )
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if not head:
+        raise ImportRefused("The file is empty.")
+    if b"\x00" in head:
+        return _bomless_utf16(head)
+    if _valid_utf8(head, final=len(head) < SAMPLE_SIZE):
+        return "utf-8"
+    return "cp1258"
+
+
+def _bomless_utf16(head: bytes) -> str:
+    sample = head[:4096]
+    even = sample[0::2].count(0)
+    odd = sample[1::2].count(0)
+    pairs = len(sample) // 2 or 1
+    if odd > 0.3 * pairs and even < 0.05 * pairs:
+        return "utf-16-le"
+    if even > 0.3 * pairs and odd < 0.05 * pairs:
+        return "utf-16-be"
+    raise ImportRefused("This looks like a binary file, not a CSV or XLSX table (NUL bytes).")
+
+
+def _valid_utf8(data: bytes, *, final: bool) -> bool:
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(data, final)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def decode(data: bytes) -> str:
+    """The whole text of a CSV file, NFC. See open_text for a streaming equivalent."""
+    encoding = _text_encoding(data)
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise _undecodable(encoding, error.start) from None
+    _refuse_junk(text[:SAMPLE_SIZE])
+    return unicodedata.normalize("NFC", text)
+
+
+def _text_encoding(data: bytes) -> str:
+    encoding = detect_encoding(data[:SAMPLE_SIZE])
+    if encoding == "xlsx":
+        raise ImportRefused("This is an XLSX workbook, not a text file.")
+    if encoding == "utf-8" and len(data) > SAMPLE_SIZE and not _utf8_throughout(data):
+        # Valid UTF-8 at the start but not further down: a legacy Vietnamese file.
+        encoding = "cp1258"
+    return encoding
+
+
+def _utf8_throughout(data: bytes) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    step = 1 << 20
+    try:
+        for start in range(0, len(data), step):
+            decoder.decode(view[start : start + step], start + step >= len(data))
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _undecodable(encoding: str, position: int) -> ImportRefused:
+    return ImportRefused(
+        f"The file is not readable as {encoding} (byte {position}); "
+        "save it as CSV UTF-8 and send it again."
+    )
+
+
+_JUNK = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f\ufffd]")
+
+
+def _refuse_junk(text: str) -> None:
+    junk = len(_JUNK.findall(text))
+    if "\x00" in text or junk > max(8, len(text) // 200):
+        raise ImportRefused("This looks like a binary file, not a CSV or XLSX table.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Headers
+
+# Headers each field is recognised by, compared by header_key (case, accents, spaces and
+# punctuation ignored, so `Contact ID`, `ContactID` and `contact_id` are one). Sources:
+# respond.io's contact export, HubSpot's contact export, our export, Vietnamese spreadsheets.
+_ALIASES: dict[str, str] = {
+    "name": "name|full name|contact name|customer name|họ và tên|họ tên|tên đầy đủ"
+    "|tên khách hàng|tên liên hệ",
+    "family_name": "họ|họ đệm|họ và tên đệm",
+    "first_name": "first name|given name",
+    "last_name": "last name|surname|family name",
+    "phone": "phone|phone number|phone no|mobile|mobile phone|mobile phone number|mobile number"
+    "|telephone|tel|số điện thoại|điện thoại|sđt|số di động|di động",
+    "email": "email|e-mail|email address|địa chỉ email|thư điện tử",
+    "external_id": "external id|contact id|record id|mã khách hàng|mã kh|mã liên hệ",
+    "company": "company|company name|organization|organisation|công ty|tên công ty"
+    "|doanh nghiệp|tổ chức",
+    "source": "source|lead source|original source|contact source|nguồn|nguồn khách hàng"
+    "|nguồn liên hệ",
+    "owner": "owner|assignee|assigned to|contact owner|owner name|người phụ trách"
+    "|nhân viên phụ trách|phụ trách",
+    "stage": "stage|lifecycle|lifecycle stage|giai đoạn|giai đoạn vòng đời|vòng đời",
+    "value": "value|amount|deal value|deal amount|giá trị|số tiền",
+    "tags": "tags|tag|labels|thẻ|nhãn",
+    "created_at": "created at|created|create date|created date|date created|created on"
+    "|ngày tạo|thời gian tạo",
+    "stage_changed_at": "stage changed at|stage entered at|stage date|ngày chuyển giai đoạn"
+    "|ngày vào giai đoạn",
+    "lost_reason": "lost reason|closed lost reason|lý do thất bại|lý do mất",
+    # HubSpot's "Lead Status" is not its lifecycle stage: kept as a custom field.
+    "custom:lead_status": "lead status",
+    # Our export's internal id and bookkeeping columns: recognised, never imported.
+    IGNORE: "id|updated at|last activity at|version",
+}
+
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
+def header_key(header: str) -> str:
+    """`Số điện thoại` → `sodienthoai`, `Phone_Number` → `phonenumber`: what aliases compare."""
+    return _NOT_ALNUM.sub("", fold(header))
+
+
+_KNOWN: dict[str, str] = {
+    header_key(alias): target
+    for target, aliases in _ALIASES.items()
+    for alias in aliases.split("|")
+}
+_TEN = header_key("Tên")  # Vietnamese "name", or the given name when a "Họ" column exists
+
+
+def recognise(header: str) -> str | None:
+    """The field a header stands for (`custom:<key>` and `ignore` included), or None."""
+    text = header.strip()
+    if text[: len(CUSTOM_PREFIX)].lower() == CUSTOM_PREFIX:
+        key = text[len(CUSTOM_PREFIX) :].strip()
+        return CUSTOM_PREFIX + key if key else None
+    return _KNOWN.get(header_key(text))
+
+
+def parse_map(items: Sequence[str]) -> dict[str, str]:
+    """`["Mobile=phone", "Hạng=custom:tier"]` → `{"Mobile": "phone", "Hạng": "custom:tier"}`.
+    Refuses an unknown field, naming the allowed ones."""
+    mapping: dict[str, str] = {}
+    for item in items:
+        column, equals, target = item.rpartition("=")
+        column, target = column.strip(), target.strip()
+        if not equals or not column:
+            raise InvalidInput(f"--map takes COLUMN=FIELD, not {item!r}.")
+        checked = _checked_field(target)
+        if column in mapping:
+            raise InvalidInput(f"--map names the column {column!r} twice.")
+        mapping[column] = checked
+    return mapping
+
+
+def _checked_field(target: str) -> str:
+    lowered = target.lower()
+    if lowered in FIELDS or lowered in NAME_PARTS or lowered == IGNORE:
+        return lowered
+    if lowered.startswith(CUSTOM_PREFIX):
+        key = target[len(CUSTOM_PREFIX) :].strip()
+        if key and len(key) <= 64:
+            return CUSTOM_PREFIX + key
+    allowed = ", ".join((*FIELDS, f"{CUSTOM_PREFIX}<field>", *NAME_PARTS, IGNORE))
+    raise InvalidInput(f"{target!r} is not an import field; the fields are: {allowed}.")
+
+
+@dataclass(slots=True)
+class _Layout:
+    header: list[str]
+    targets: list[str | None]  # per column index
+    columns: dict[str, str]
+    unknown: list[str]
+    ignored: list[str]
+
+
+def _layout(header: list[str], mapping: dict[str, str], match: Sequence[str]) -> _Layout:
+    header = [h.strip() for h in header]
+    targets: list[str | None] = [None] * len(header)
+    explicit: set[int] = set()
+    exact = {h: i for i, h in reversed(list(enumerate(header)))}
+    folded = {header_key(h): i for i, h in reversed(list(enumerate(header)))}
+    for column, target in mapping.items():
+        index = exact.get(column.strip(), folded.get(header_key(column), -1))
+        if index < 0:
+            raise ImportRefused(
+                f"--map names a column {column!r} that the file does not have; "
+                f"its columns are: {', '.join(h for h in header if h)}."
+            )
+        targets[index] = target
+        explicit.add(index)
+    recognised = [recognise(h) for h in header]
+    has_family = "family_name" in recognised or "family_name" in mapping.values()
+    for index, known in enumerate(recognised):
+        if header_key(header[index]) == _TEN:
+            known = "first_name" if has_family else "name"
+        if index not in explicit and known is not None:
+            targets[index] = known
+    _refuse_duplicate_headers(header, targets)
+    columns: dict[str, str] = {}
+    unknown: list[str] = []
+    ignored: list[str] = []
+    for index, name in enumerate(header):
+        mapped = targets[index]
+        if mapped == IGNORE:
+            ignored.append(name)
+            targets[index] = None
+        elif mapped is not None:
+            columns[name] = mapped
+        elif name:
+            unknown.append(name)
+    present = [f for f in match if f in columns.values()]
+    if not present:
+        wanted = ", ".join(match)
+        raise ImportRefused(
+            f"Missing identifier column: the file has no {wanted} column. Map one with "
+            f'--map COLUMN=FIELD (e.g. --map "Mã KH=external_id"); the file\'s columns are: '
+            f"{', '.join(h for h in header if h) or 'none'}."
+        )
+    return _Layout(header, targets, columns, unknown, ignored)
+
+
+def _refuse_duplicate_headers(header: list[str], targets: list[str | None]) -> None:
+    seen: dict[str, int] = {}
+    for index, name in enumerate(header):
+        if not name or targets[index] is None:
+            continue
+        if name in seen:
+            raise ImportRefused(
+                f"The header {name!r} appears twice (columns {seen[name] + 1} and {index + 1}); "
+                "rename one of them."
+            )
+        seen[name] = index
+
+
+# ---------------------------------------------------------------------------------------------
+# Values
+
+
+_AMOUNT_JUNK = re.compile(r"[\s\u00a0\u202f'₫$€]|vnd|usd|đ", re.IGNORECASE)
+_PLAIN_AMOUNT = re.compile(r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_GROUPED = re.compile(r"[1-9]\d{0,2}(?:[.,]\d{3})+")
+
+
+def parse_value(raw: str) -> Decimal:
+    """An amount as people write it (see the module's notes). Raises ValueError with a reason."""
+    text = _AMOUNT_JUNK.sub("", raw)
+    if _PLAIN_AMOUNT.fullmatch(text) is None:
+        text = _ungrouped(text, raw)
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"{raw!r} is not an amount") from None
+    if not value.is_finite():
+        raise ValueError(f"{raw!r} is not an amount")
+    if value >= VALUE_LIMIT:
+        raise ValueError(f"{raw!r} is too large an amount")
+    if value != value.quantize(Decimal("0.01")):
+        raise ValueError(f"{raw!r} has more than 2 decimals")
+    return value
+
+
+def _ungrouped(text: str, raw: str) -> str:
+    if text.startswith("-"):
+        raise ValueError(f"{raw!r} is negative")
+    dot, comma = text.rfind("."), text.rfind(",")
+    if dot >= 0 and comma >= 0:
+        mark = "." if dot > comma else ","
+        whole, _, fraction = text.rpartition(mark)
+        if _GROUPED.fullmatch(whole) is None and not whole.isdigit():
+            raise ValueError(f"{raw!r} is not an amount")
+        if not fraction.isdigit():
+            raise ValueError(f"{raw!r} is not an amount")
+        return whole.replace(".", "").replace(",", "") + "." + fraction
+    if _GROUPED.fullmatch(text) is not None and len(set(text) & {".", ","}) == 1:
+        return text.replace(".", "").replace(",", "")
+    if text.count(",") == 1 and "." not in text:
+        return text.replace(",", ".")
+    raise ValueError(f"{raw!r} is not an amount")
+
+
+_DAY_FIRST = re.compile(
+    r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4})(?:[ T,]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?"
+)
+
+
+def parse_when(raw: Cell, zone: tzinfo, now: datetime) -> datetime:
+    """A date or a date and time from a file, in UTC. Raises ValueError with a reason."""
+    if isinstance(raw, datetime):
+        moment = raw
+    elif isinstance(raw, date):
+        moment = datetime.combine(raw, time())
+    else:
+        moment = _when_from_text(raw.strip())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    moment = moment.astimezone(UTC)
+    if moment > now + CLOCK_SKEW:
+        raise ValueError(f"{_shown(raw)} is in the future")
+    if moment.year < 1900:
+        raise ValueError(f"{_shown(raw)} is before 1900")
+    return moment
+
+
+def _when_from_text(text: str) -> datetime:
+    if len(text) >= 10 and text[4] == "-":
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    else:
+        matched = _DAY_FIRST.fullmatch(text)
+        if matched is not None:
+            day, month, year, hour, minute, second = matched.groups()
+            if int(month) > 12 and int(day) <= 12:
+                raise ValueError(
+                    f"{text!r}: dates are read day first (DD/MM/YYYY) and {month} is no month"
+                )
+            try:
+                return datetime(
+                    int(year),
+                    int(month),
+                    int(day),
+                    int(hour or 0),
+                    int(minute or 0),
+                    int(second or 0),
+                )
+            except ValueError:
+                pass
+    raise ValueError(f"{text!r} is not a date (write YYYY-MM-DD or DD/MM/YYYY)")
+
+
+def _shown(raw: Cell) -> str:
+    return repr(raw) if isinstance(raw, str) else raw.isoformat()
+
+
+def split_tags(raw: str) -> list[str]:
+    parts = raw.split(";") if ";" in raw else raw.split(",")
+    seen: dict[str, str] = {}
+    for part in parts:
+        tag = clean_name(part)
+        if tag and tag.casefold() not in seen:
+            seen[tag.casefold()] = tag
+    return list(seen.values())
+
+
+class PhoneReader:
+    """parse_phone with the default region, fast for files of a million numbers.
+
+    phonenumbers takes ~25 µs a number. For plain numbers (digits, an optional leading `+`, and
+    single spaces, dots or dashes between digits) of the default region's country, its result is
+    decided by whether there is a `+`, the first few digits and the count of digits, provided the
+    region's metadata is simple (a national prefix of plain digits, no transform rule, national
+    number patterns decided by their first digit) — true for VN. Such numbers are answered from a
+    cache of what phonenumbers said for the same (plus, prefix, length); anything else goes to
+    phonenumbers itself. tests/unit/test_imports.py checks the two agree on generated numbers."""
+
+    _PLAIN = re.compile(r"\+?\d+(?:[ .\-]\d+)*")
+    _DROP = str.maketrans("", "", "+ .-")
+    _SIMPLE_BRANCH = re.compile(r"(?:\d|\[[\d\-]+\])\\d\{\d+(?:,\d+)?\}")
+
+    def __init__(self, region: str) -> None:
+        self.region = region.upper()
+        self._cache: dict[tuple[bool, str, int], int | None] = {}
+        meta = PhoneMetadata.metadata_for_region(self.region)
+        self._cc = ""
+        self._idd = ""
+        self._depth = 0
+        if meta is None:
+            return
+        prefix = meta.national_prefix_for_parsing or ""
+        idd = meta.international_prefix or ""
+        pattern = meta.general_desc.national_number_pattern if meta.general_desc else None
+        simple = (prefix.isdigit() or not prefix) and meta.national_prefix_transform_rule is None
+        simple = simple and idd.isdigit() and pattern is not None
+        simple = simple and all(
+            self._SIMPLE_BRANCH.fullmatch(branch) for branch in (pattern or "").split("|")
+        )
+        if simple:
+            self._cc = str(meta.country_code)
+            self._idd = idd
+            self._depth = len(idd) + len(self._cc) + len(prefix) + 1
+
+    def __call__(self, raw: str) -> str | None:
+        text = raw.strip()
+        if not self._depth or self._PLAIN.fullmatch(text) is None:
+            return parse_phone(text, self.region)
+        plus = text[0] == "+"
+        digits = text.translate(self._DROP)
+        if plus:
+            if not digits.startswith(self._cc):
+                return parse_phone(text, self.region)
+        elif digits.startswith(self._idd) and not digits.startswith(self._idd + self._cc):
+            return parse_phone(text, self.region)
+        key = (plus, digits[: self._depth], len(digits))
+        strip = self._cache.get(key, _MISSING)
+        if strip is None:
+            return None
+        if isinstance(strip, int):
+            return "+" + self._cc + digits[strip:]
+        result = parse_phone(text, self.region)
+        if result is None:
+            self._cache[key] = None
+        elif result.startswith("+" + self._cc):
+            national = result[1 + len(self._cc) :]
+            if digits.endswith(national):
+                self._cache[key] = len(digits) - len(national)
+        return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+class _Text:
+    """Physical lines of a text stream for csv.reader, refusing binary junk and endless lines."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.encoding = ""
+
+    def __iter__(self) -> Iterator[str]:
+        readline = self.stream.readline
+        try:
+            while line := readline(LINE_LIMIT):
+                if len(line) >= LINE_LIMIT and not line.endswith(("\n", "\r")):
+                    raise ImportRefused(
+                        f"The file has a line longer than {LINE_LIMIT:,} characters; "
+                        "is it really a table of contacts?"
+                    )
+                if "\x00" in line:
+                    raise ImportRefused("This looks like a binary file (NUL characters).")
+                yield line
+        except UnicodeDecodeError as error:
+            raise _undecodable(self.encoding, error.start) from None
+
+
+def open_text(data: bytes | IO[bytes]) -> tuple[str, IO[str]]:
+    """The encoding and a text stream (undecoded lazily) of a CSV file."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+        encoding = _text_encoding(raw)
+        stream: IO[bytes] = io.BytesIO(raw)
+    else:
+        head = data.read(SAMPLE_SIZE)
+        data.seek(0)
+        encoding = detect_encoding(head)
+        if encoding == "xlsx":
+            raise ImportRefused("This is an XLSX workbook, not a text file.")
+        stream = data
+    return encoding, io.TextIOWrapper(stream, encoding=encoding, newline="")
+
+
+def _sample_lines(text: IO[str]) -> str:
+    sample = text.read(SAMPLE_SIZE)
+    text.seek(0)
+    if len(sample) == SAMPLE_SIZE:
+        cut = max(sample.rfind("\n"), sample.rfind("\r"))
+        if cut > 0:
+            sample = sample[:cut]
+    return sample
+
+
+def sniff_delimiter(sample: str) -> str:
+    """The delimiter among `,` `;` tab `|` that splits the sample's lines into a table."""
+    try:
+        guess = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        guess = ","
+    best: tuple[float, int, int] | None = None
+    choice = ""
+    for delimiter in sorted(DELIMITERS, key=lambda d: d != guess):
+        records = [r for r in _records(sample, delimiter, 50) if any(c.strip() for c in r)]
+        if not records:
+            raise ImportRefused("The file has no header row.")
+        width = len(records[0])
+        if width < 2:
+            continue
+        body = records[1:]
+        # Rows may stop short (some tools drop trailing empty cells) but not be one lump.
+        fits = sum(1 < len(r) <= width for r in body) / len(body) if body else 1.0
+        score = (fits, delimiter == guess, width)
+        if fits >= 0.8 and (best is None or score > best):
+            best, choice = score, delimiter
+    if choice:
+        return choice
+    first = next((r for r in _records(sample, ",", 50) if any(c.strip() for c in r)), [])
+    lines = sample.splitlines()[1:50]
+    for delimiter in DELIMITERS:
+        if len(first) < 2 and lines and sum(delimiter in line for line in lines) > len(lines) / 2:
+            shown = {"\t": "tab"}.get(delimiter, delimiter)
+            raise ImportRefused(
+                f"The header is a single column but the rows contain {shown!r}: wrong delimiter? "
+                "Use commas, semicolons, tabs or | consistently, header included."
+            )
+    if len(first) < 2:
+        return ","  # a one-column file (phones only, say)
+    raise ImportRefused(
+        "The rows do not have as many columns as the header: wrong delimiter, or unquoted "
+        "commas inside values?"
+    )
+
+
+def _records(sample: str, delimiter: str, limit: int) -> list[list[str]]:
+    reader = csv.reader(io.StringIO(sample), delimiter=delimiter)
+    out: list[list[str]] = []
+    try:
+        for record in reader:
+            out.append(record)
+            if len(out) >= limit:
+                break
+    except csv.Error:
+        pass
+    return out
+
+
+def _csv_records(text: IO[str], encoding: str, delimiter: str) -> Iterator[list[Cell]]:
+    lines = _Text(text)
+    lines.encoding = encoding
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        yield from reader
+    except csv.Error as error:
+        if "field larger than field limit" in str(error):
+            raise ImportRefused(
+                f"Line {reader.line_num} has a cell longer than {FIELD_LIMIT:,} characters; "
+                "is it really a table of contacts?"
+            ) from None
+        raise ImportRefused(f"Line {reader.line_num} is not valid CSV: {error}.") from None
+
+
+def _xlsx_records(data: bytes | IO[bytes]) -> Iterator[list[Cell]]:
+    from openpyxl import load_workbook  # imported here: only workbooks need it
+
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    try:
+        book = load_workbook(source, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as error:
+        raise ImportRefused(f"This ZIP file is not an Excel workbook ({error}).") from None
+    except Exception as error:  # openpyxl raises its own InvalidFileException and others
+        raise ImportRefused(f"This workbook cannot be read ({error}).") from None
+    try:
+        if not book.worksheets:
+            raise ImportRefused("The workbook has no sheet.")
+        for values in book.worksheets[0].iter_rows(values_only=True):
+            yield [_xlsx_cell(value) for value in values]
+    finally:
+        book.close()
+
+
+def _xlsx_cell(value: Any) -> Cell:
+    if value is None:
+        return ""
+    if isinstance(value, datetime | date):
+        return value
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    if isinstance(value, time):
+        return value.isoformat()
+    return str(value)
+
+
+def parse(
+    data: bytes | IO[bytes],
+    *,
+    mapping: dict[str, str] | None = None,
+    default_region: str = "VN",
+    zone: tzinfo = UTC,
+    now: datetime | None = None,
+    match: Sequence[str] = IDENTIFIERS,
+) -> ParsedFile:
+    """Recognise a CSV or XLSX file (bytes, or a seekable binary stream) and return its rows lazily.
+
+    `mapping` comes from parse_map (`--map`) or the chat's mapping buttons and overrides header
+    recognition. `match` names the identifier fields the import matches on (`--match`); the file
+    must have a column for at least one of them. `now` (aware; default: the current time) bounds
+    backdated dates. Raises ImportRefused for a file that is no import."""
+    now = now or datetime.now(UTC)
+    csv.field_size_limit(FIELD_LIMIT)
+    records: Iterator[list[Cell]]
+    head = data[:SAMPLE_SIZE] if isinstance(data, bytes) else _peek(data)
+    if detect_encoding(bytes(head)) == "xlsx":
+        fmt, encoding, delimiter = "xlsx", None, None
+        records = _xlsx_records(data)
+    else:
+        fmt = "csv"
+        encoding, text = open_text(data)
+        try:
+            sample = _sample_lines(text)
+        except UnicodeDecodeError as error:
+            raise _undecodable(encoding, error.start) from None
+        _refuse_junk(sample)
+        if not sample.strip():
+            raise ImportRefused("The file is empty.")
+        delimiter = sniff_delimiter(sample)
+        records = _csv_records(text, encoding, delimiter)
+    header_row, header = _header(records)
+    layout = _layout([_as_text(c) for c in header], dict(mapping or {}), match)
+    errors: list[RowError] = []
+    reader = _RowReader(
+        layout,
+        PhoneReader(default_region),
+        zone,
+        now,
+        normalize=encoding not in ("utf-8", "utf-8-sig", None) or fmt == "xlsx",
+        errors=errors,
+    )
+    return ParsedFile(
+        format=fmt,
+        encoding=encoding,
+        delimiter=delimiter,
+        header=layout.header,
+        columns=layout.columns,
+        unknown_columns=layout.unknown,
+        ignored_columns=layout.ignored,
+        rows=reader.read(records, header_row + 1),
+        errors=errors,
+    )
+
+
+def _peek(stream: IO[bytes]) -> bytes:
+    head = stream.read(SAMPLE_SIZE)
+    stream.seek(0)
+    return head
+
+
+def _header(records: Iterator[list[Cell]]) -> tuple[int, list[Cell]]:
+    for number, record in enumerate(records, start=1):
+        if any(_as_text(c).strip() for c in record):
+            return number, record
+    raise ImportRefused("The file is empty.")
+
+
+def _as_text(cell: Cell) -> str:
+    return cell if isinstance(cell, str) else cell.isoformat()
+
+
+class _RowReader:
+    def __init__(
+        self,
+        layout: _Layout,
+        phones: PhoneReader,
+        zone: tzinfo,
+        now: datetime,
+        *,
+        normalize: bool,
+        errors: list[RowError],
+    ) -> None:
+        self.layout = layout
+        self.header = layout.header
+        self.width = len(layout.header)
+        self.phones = phones
+        self.zone = zone
+        self.now = now
+        self.normalize = normalize
+        self.errors = errors
+        by_field: dict[str, list[int]] = {}
+        for index, target in enumerate(layout.targets):
+            if target is not None:
+                by_field.setdefault(target, []).append(index)
+        self.by_field = by_field
+        self.has_tags = "tags" in by_field
+        self.name_parts = [(p, by_field[p]) for p in NAME_PARTS if p in by_field]
+        self.custom = [(f[len(CUSTOM_PREFIX) :], i) for f, i in by_field.items() if ":" in f]
+        self.seen: dict[str, dict[str, int]] = {key: {} for key in IDENTIFIERS}
+        self.converters: list[tuple[str, list[int], Callable[[Cell], object]]] = [
+            (name, by_field[name], convert)
+            for name, convert in self._converters().items()
+            if name in by_field
+        ]
+
+    def _converters(self) -> dict[str, Callable[[Cell], object]]:
+        def text(limit: int) -> Callable[[Cell], object]:
+            def convert(cell: Cell) -> object:
+                cleaned = clean_name(_as_text(cell))
+                if len(cleaned) > limit:
+                    raise ValueError(f"longer than {limit} characters")
+                return cleaned
+
+            return convert
+
+        def phone(cell: Cell) -> object:
+            raw = _as_text(cell)
+            found = self.phones(raw)
+            if found is None:
+                raise ValueError(f"{raw.strip()!r} is not a phone number")
+            return found
+
+        def email(cell: Cell) -> object:
+            address = _as_text(cell).strip().lower()
+            local, at, domain = address.partition("@")
+            if not at or not local or "." not in domain or " " in address or "\t" in address:
+                raise ValueError(f"{address!r} is not an email address")
+            return address
+
+        def value(cell: Cell) -> object:
+            return parse_value(_as_text(cell))
+
+        def when(cell: Cell) -> object:
+            return parse_when(cell, self.zone, self.now)
+
+        def external(cell: Cell) -> object:
+            cleaned = _as_text(cell).strip()
+            if len(cleaned) > 200:
+                raise ValueError("longer than 200 characters")
+            return cleaned
+
+        return {
+            "phone": phone,
+            "email": email,
+            "external_id": external,
+            "name": text(NAME_MAX),
+            "company": text(NAME_MAX),
+            "source": text(NAME_MAX),
+            "owner": text(NAME_MAX),
+            "stage": text(64),
+            "value": value,
+            "created_at": when,
+            "stage_changed_at": when,
+            "lost_reason": text(TEXT_MAX),
+        }
+
+    def read(self, records: Iterable[list[Cell]], first: int) -> Iterator[ImportRow]:
+        width = self.width
+        for number, cells in enumerate(records, start=first):
+            if not any(cells):
+                continue
+            if len(cells) > width and any(_as_text(c).strip() for c in cells[width:]):
+                self._reject(
+                    number,
+                    [(None, f"has {len(cells)} cells but the header has {width} columns")],
+                    cells,
+                )
+                continue
+            row = self._row(number, cells)
+            if row is not None:
+                yield row
+
+    def _row(self, number: int, cells: list[Cell]) -> ImportRow | None:
+        problems: list[tuple[str | None, str]] = []
+        if self.normalize:
+            cells = [unicodedata.normalize("NFC", c) if isinstance(c, str) else c for c in cells]
+        if max(map(_length, cells)) > CELL_MAX:
+            for index, cell in enumerate(cells):
+                if _length(cell) > CELL_MAX:
+                    problems.append(
+                        (self._column(index), f"the cell is longer than {CELL_MAX:,} characters")
+                    )
+            self._reject(number, problems, cells)
+            return None
+        row = ImportRow(number)
+        count = len(cells)
+        empty = True
+        for name, indexes, convert in self.converters:
+            for index in indexes:
+                cell = cells[index] if index < count else ""
+                if cell == "" or (isinstance(cell, str) and cell.isspace()):
+                    continue
+                empty = False
+                try:
+                    setattr(row, name, convert(cell))
+                except ValueError as error:
+                    problems.append((self.header[index], str(error)))
+                break
+        if self.name_parts and row.name is None:
+            parts = [
+                clean_name(_as_text(cells[i]))
+                for _, indexes in self.name_parts
+                for i in indexes
+                if i < count
+            ]
+            joined = " ".join(p for p in parts if p)
+            if joined:
+                empty = False
+                if len(joined) > NAME_MAX:
+                    problems.append((None, f"the name is longer than {NAME_MAX} characters"))
+                row.name = joined
+        if self.has_tags:
+            tags: list[str] = []
+            for index in self.by_field["tags"]:
+                if index < count and cells[index] != "":
+                    empty = False
+                    tags.extend(t for t in split_tags(_as_text(cells[index])) if t not in tags)
+            row.tags = tags
+        for key, indexes in self.custom:
+            for index in indexes:
+                if index < count:
+                    content = _as_text(cells[index]).strip()
+                    if content:
+                        empty = False
+                        row.custom_fields[key] = content
+                        break
+        if empty:
+            return None  # a blank line, or one of empty cells only
+        self._check_row(row, problems)
+        if problems:
+            self._reject(number, problems, cells)
+            return None
+        self._remember(row)
+        return row
+
+    def _check_row(self, row: ImportRow, problems: list[tuple[str | None, str]]) -> None:
+        if not problems and row.phone is None and row.email is None and row.external_id is None:
+            problems.append((None, "no phone, email or external id to find the contact by"))
+        if (
+            row.created_at is not None
+            and row.stage_changed_at is not None
+            and row.stage_changed_at < row.created_at
+        ):
+            column = self._column_of("stage_changed_at")
+            problems.append((column, "the stage changed before the contact was created"))
+        for key in IDENTIFIERS:
+            value = getattr(row, key)
+            if value is not None:
+                earlier = self.seen[key].get(value)
+                if earlier is not None:
+                    problems.append(
+                        (self._column_of(key), f"the same {_label(key)} as row {earlier}")
+                    )
+
+    def _remember(self, row: ImportRow) -> None:
+        for key in IDENTIFIERS:
+            value = getattr(row, key)
+            if value is not None:
+                self.seen[key][value] = row.row
+
+    def _column(self, index: int) -> str | None:
+        return self.header[index] if index < self.width else None
+
+    def _column_of(self, name: str) -> str | None:
+        indexes = self.by_field.get(name)
+        return self.header[indexes[0]] if indexes else None
+
+    def _reject(
+        self, number: int, problems: list[tuple[str | None, str]], cells: list[Cell]
+    ) -> None:
+        keep = len(self.errors) < ERRORS_WITH_VALUES
+        values = tuple(_as_text(c)[:CELL_MAX] for c in cells) if keep else ()
+        for column, reason in problems:
+            self.errors.append(RowError(number, column, reason, values))
+
+
+def _length(cell: Cell) -> int:
+    return len(cell) if isinstance(cell, str) else 0
+
+
+def _label(key: str) -> str:
+    return key.replace("_", " ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Error report
+
+
+def error_report(errors: Sequence[RowError], header: Sequence[str] | None = None) -> bytes:
+    """The rejected rows as CSV (UTF-8 with BOM, so Excel reads Vietnamese): row, column, reason,
+    then the row's original cells under the file's own headers when they were kept."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    extra = list(header or [])
+    writer.writerow(["row", "column", "reason", *extra])
+    for error in errors:
+        writer.writerow([error.row, error.column or "", error.reason, *error.values])
+    return codecs.BOM_UTF8 + out.getvalue().encode("utf-8")
