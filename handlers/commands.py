@@ -19,6 +19,7 @@ def commands_for(role: Role) -> list[BotCommand]:
         BotCommand(command="my", description=_("My open leads")),
         BotCommand(command="idle", description=_("Leads nobody touched lately")),
         BotCommand(command="new", description=_("Add a contact")),
+        BotCommand(command="export", description=_("Contacts as a CSV file")),
         BotCommand(command="move", description=_("Move matching leads to a stage")),
         BotCommand(command="undo", description=_("Undo a bulk operation")),
         BotCommand(command="lang", description=_("Language")),

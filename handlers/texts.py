@@ -53,6 +53,7 @@ def help_text(role: Role | None) -> str:
         _("/my — your open leads by stage"),
         _("/idle <i>days</i> — leads nobody touched for that long"),
         _("/new — add a contact"),
+        _("/export <i>stage</i> — your contacts as a CSV file (all, without a stage)"),
         _("/lang — language"),
         _("/cancel — stop what you are doing"),
         _("/move <i>search</i> — move every matching lead to one stage"),
