@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import access, contacts, errors, export, new_contact, people
+from handlers import access, bulk, contacts, errors, export, new_contact, people, stages_admin
 
 
 def routers() -> list[Router]:
@@ -14,6 +14,8 @@ def routers() -> list[Router]:
         access.build_router(),
         new_contact.build_router(),
         people.build_router(),
+        stages_admin.build_router(),
+        bulk.build_router(),
         export.build_router(),
         contacts.build_router(),
         errors.build_router(),
