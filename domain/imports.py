@@ -450,7 +450,7 @@ _GROUPED = re.compile(r"[1-9]\d{0,2}(?:[.,]\d{3})+")
 def parse_value(raw: str) -> Decimal:
     """An amount as people write it (see the module's notes). Raises ValueError with a reason."""
     text = _AMOUNT_JUNK.sub("", raw)
-    if _PLAIN_AMOUNT.fullmatch(text) is None:
+    if _PLAIN_AMOUNT.fullmatch(text) is None or _GROUPED.fullmatch(text) is not None:
         text = _ungrouped(text, raw)
     try:
         value = Decimal(text)
@@ -675,7 +675,7 @@ def sniff_delimiter(sample: str) -> str:
         guess = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
     except csv.Error:
         guess = ","
-    best: tuple[float, int, int] | None = None
+    best: tuple[float, int, bool, int] | None = None
     choice = ""
     for delimiter in sorted(DELIMITERS, key=lambda d: d != guess):
         records = [r for r in _records(sample, delimiter, 50) if any(c.strip() for c in r)]
@@ -685,9 +685,11 @@ def sniff_delimiter(sample: str) -> str:
         if width < 2:
             continue
         body = records[1:]
-        # Rows may stop short (some tools drop trailing empty cells) but not be one lump.
-        fits = sum(1 < len(r) <= width for r in body) / len(body) if body else 1.0
-        score = (fits, delimiter == guess, width)
+        # Rows may stop short (some tools drop trailing empty cells) or run long (rejected
+        # later, row by row) but must not be one lump.
+        fits = sum(len(r) > 1 for r in body) / len(body) if body else 1.0
+        exact = sum(len(r) == width for r in body)
+        score = (fits, exact, delimiter == guess, width)
         if fits >= 0.8 and (best is None or score > best):
             best, choice = score, delimiter
     if choice:
