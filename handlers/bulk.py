@@ -4,10 +4,9 @@ says how many; /undo: list recent bulk operations and undo one."""
 from __future__ import annotations
 
 from aiogram import Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.fsm.context import FSMContext
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
@@ -19,6 +18,7 @@ from domain.services.stages import StageService
 from domain.transitions import Policy, is_other
 from handlers import render
 from handlers.callbacks import BulkCb, UndoOpCb
+from handlers.replies import show
 from handlers.texts import explain
 
 
@@ -96,7 +96,7 @@ async def move_chosen(
                 text="✅ " + _("Confirm"), callback_data=BulkCb(stage=callback_data.stage, go=1)
             )
         keys.adjust(2)
-        await _show(query, text, keys.as_markup())
+        await show(query, text, keys.as_markup())
         return
     reason = (
         policy.lost_reasons[callback_data.r]
@@ -104,19 +104,19 @@ async def move_chosen(
         else None
     )
     await query.answer()
-    await _show(
+    await show(
         query, _("Moving {count} contact(s)…").format(count=plan.contacts), None, answered=True
     )
     try:
         operation = await operations.bulk_move(user, search, target.name, reason=reason)
     except DomainError as error:
-        await _show(query, explain(error, get_i18n().current_locale), None, answered=True)
+        await show(query, explain(error, get_i18n().current_locale), None, answered=True)
         return
     await state.update_data(bulk=None)
     assert operation.id is not None
     keys = InlineKeyboardBuilder()
     keys.button(text="↩ " + _("Undo"), callback_data=UndoOpCb(id=operation.id))
-    await _show(
+    await show(
         query,
         _("Moved {count} contact(s) to {stage} (operation #{id}).").format(
             count=operation.contacts, stage=render.e(target.name), id=operation.id
@@ -159,7 +159,7 @@ async def undo_chosen(
         text = _("{count} contact(s) changed since: {names}. They stay as they are.").format(
             count=len(conflict.changed), names=render.e(", ".join(conflict.names))
         )
-        await _show(query, text, keys.as_markup())
+        await show(query, text, keys.as_markup())
         return
     except DomainError as error:
         await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
@@ -167,24 +167,7 @@ async def undo_chosen(
     text = _("Undone: {count} contact(s) are back as they were.").format(count=result.reverted)
     if result.kept:
         text += " " + _("{count} changed since and were left alone.").format(count=result.kept)
-    await _show(query, text, None)
-
-
-async def _show(
-    query: CallbackQuery,
-    text: str,
-    keyboard: InlineKeyboardMarkup | None,
-    *,
-    answered: bool = False,
-) -> None:
-    if isinstance(query.message, Message):
-        try:
-            await query.message.edit_text(text, reply_markup=keyboard)
-        except TelegramBadRequest as error:
-            if "not modified" not in error.message:
-                raise
-    if not answered:
-        await query.answer()
+    await show(query, text, None)
 
 
 def build_router() -> Router:

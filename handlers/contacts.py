@@ -8,7 +8,6 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from aiogram import F, Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -35,6 +34,7 @@ from handlers.callbacks import (
     UndoCb,
 )
 from handlers.dates import parse_due
+from handlers.replies import show
 from handlers.texts import ACTIVITY, explain
 
 UNDO_SECONDS = 300
@@ -167,7 +167,7 @@ async def turn_page(
     if callback_data.list == "my":
         leads = await contacts.open_leads(user)
         text, keyboard = _my_page(leads, page)
-        await _edit(query, text, keyboard)
+        await show(query, text, keyboard)
         return
     if callback_data.list == "find" and "find" in data:
         found = await contacts.find(
@@ -189,7 +189,7 @@ async def turn_page(
         with_owner=with_owner,
     )
     text = query.message.html_text if isinstance(query.message, Message) else "…"
-    await _edit(query, text or "…", keyboard)
+    await show(query, text or "…", keyboard)
 
 
 # --- the card ------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ async def open_card(
     except DomainError as error:
         await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
         return
-    await _edit(query, text, keyboard)
+    await show(query, text, keyboard)
 
 
 async def show_stages(
@@ -232,7 +232,7 @@ async def show_stages(
     text = _("Move <b>{name}</b> to which stage? (now: {stage})").format(
         name=render.e(details.contact.label()), stage=render.e(render.stage_label(details.stage))
     )
-    await _edit(query, text, render.stage_keyboard(details, live, user))
+    await show(query, text, render.stage_keyboard(details, live, user))
 
 
 async def choose_stage(
@@ -257,7 +257,7 @@ async def choose_stage(
             show_alert=True,
         )
         live = [summary.stage for summary in await stages.summaries()]
-        await _edit(
+        await show(
             query,
             render.stage_label(details.stage),
             render.stage_keyboard(details, live, user),
@@ -268,7 +268,7 @@ async def choose_stage(
     if leaves_closed(details.stage, target) and details.stage and details.stage.id != target.id:
         await state.set_state(Ask.reopen_reason)
         await state.update_data(id=callback_data.id, stage=target.id, v=callback_data.v)
-        await _edit(
+        await show(
             query,
             _("Why reopen <b>{name}</b> ({stage})? Send the reason.").format(
                 name=name, stage=render.e(render.stage_label(details.stage))
@@ -277,7 +277,7 @@ async def choose_stage(
         )
         return
     if target.category.value == "lost" and (not details.stage or details.stage.id != target.id):
-        await _edit(
+        await show(
             query,
             _("Why was <b>{name}</b> lost?").format(name=name),
             render.reasons_keyboard(
@@ -300,7 +300,7 @@ async def lost_reason_button(
     if callback_data.r == -1:
         await state.set_state(Ask.lost_reason)
         await state.update_data(id=callback_data.id, stage=callback_data.stage, v=callback_data.v)
-        await _edit(
+        await show(
             query, _("Describe the reason in a message."), render.cancel_keyboard(callback_data.id)
         )
         return
@@ -354,7 +354,7 @@ async def undo(
         return
     await query.answer(_("Undone."))
     text, keyboard = await _card(contacts, user, callback_data.id, zone)
-    await _edit(query, text, keyboard, answered=True)
+    await show(query, text, keyboard, answered=True)
 
 
 async def _move(
@@ -376,7 +376,7 @@ async def _move(
         return
     await query.answer(_("Moved.") if result.changed else _("It is already in that stage."))
     text, keyboard = await _card(contacts, user, contact_id, zone, undo=_undo_of(result))
-    await _edit(query, text, keyboard, answered=True)
+    await show(query, text, keyboard, answered=True)
 
 
 def _undo_of(result: object) -> UndoCb | None:
@@ -406,7 +406,7 @@ async def _refused(
             text, keyboard = await _card(contacts, user, contact_id, zone)
         except DomainError:
             return
-        await _edit(query, text, keyboard, answered=True)
+        await show(query, text, keyboard, answered=True)
 
 
 # --- activities ----------------------------------------------------------------------------
@@ -516,7 +516,7 @@ async def reassign(
             await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
             return
         text = _("Reassign <b>{name}</b> to whom?").format(name=render.e(details.contact.label()))
-        await _edit(
+        await show(
             query, text, render.owners_keyboard(callback_data.id, callback_data.v, owners[:40])
         )
         return
@@ -529,7 +529,7 @@ async def reassign(
         return
     await query.answer(_("Reassigned."))
     text, keyboard = await _card(contacts, user, callback_data.id, zone)
-    await _edit(query, text, keyboard, answered=True)
+    await show(query, text, keyboard, answered=True)
 
 
 async def company(
@@ -565,9 +565,9 @@ async def cancel_button(
             text, keyboard = await _card(contacts, user, callback_data.id, zone)
         except DomainError:
             return
-        await _edit(query, text, keyboard, answered=True)
+        await show(query, text, keyboard, answered=True)
     else:
-        await _edit(query, _("Cancelled."), None, answered=True)
+        await show(query, _("Cancelled."), None, answered=True)
 
 
 # --- shared --------------------------------------------------------------------------------
@@ -614,30 +614,6 @@ async def send_card(
         await message.answer(explain(error, get_i18n().current_locale))
         return
     await message.answer(text, reply_markup=keyboard)
-
-
-async def _edit(
-    query: CallbackQuery,
-    text: str,
-    keyboard: InlineKeyboardMarkup | None,
-    *,
-    answered: bool = False,
-) -> None:
-    """Edit the message the button is on (an unchanged message is fine), and answer the
-    button unless that was done already with a text."""
-    message = query.message
-    if not isinstance(message, Message):
-        await query.answer(
-            _("This message is too old to change; send the command again."), show_alert=True
-        )
-        return
-    try:
-        await message.edit_text(text, reply_markup=keyboard)
-    except TelegramBadRequest as error:
-        if "not modified" not in error.message:
-            raise
-    if not answered:
-        await query.answer()
 
 
 def build_router() -> Router:

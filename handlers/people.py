@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiogram import Bot, Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import I18n
@@ -17,6 +16,7 @@ from handlers import render
 from handlers.access import team_key
 from handlers.callbacks import PersonCb
 from handlers.commands import publish_commands
+from handlers.replies import show
 from handlers.texts import ROLE, explain
 
 LIST_LIMIT = 60
@@ -63,7 +63,7 @@ async def act(
     try:
         if callback_data.act == "list":
             text, keyboard = await _list(users, user)
-            await _show(query, text, keyboard)
+            await show(query, text, keyboard)
             return
         person = await users.get(callback_data.id)
         if callback_data.act in ("agent", "manager"):
@@ -72,7 +72,7 @@ async def act(
         elif callback_data.act in ("off", "on"):
             person = await users.set_active(user, callback_data.id, callback_data.act == "on")
         elif callback_data.act == "team" and not callback_data.team:
-            await _show(query, _person_text(person), await _team_keyboard(users, person))
+            await show(query, _person_text(person), await _team_keyboard(users, person))
             return
         elif callback_data.act == "team":
             teams = {team_key(t): t for t in await users.teams()}
@@ -86,7 +86,7 @@ async def act(
     except DomainError as error:
         await query.answer(explain(error, i18n.current_locale), show_alert=True)
         return
-    await _show(query, _person_text(person), _person_keyboard(person))
+    await show(query, _person_text(person), _person_keyboard(person))
 
 
 def _person_text(person: User) -> str:
@@ -127,17 +127,6 @@ async def _team_keyboard(users: UserService, person: User) -> InlineKeyboardMark
     keys.button(text="↩ " + _("Back"), callback_data=PersonCb(id=person.id, act="view"))
     keys.adjust(2)
     return keys.as_markup()
-
-
-async def _show(query: CallbackQuery, text: str, keyboard: InlineKeyboardMarkup) -> None:
-    await query.answer()
-    if not isinstance(query.message, Message):
-        return
-    try:
-        await query.message.edit_text(text, reply_markup=keyboard)
-    except TelegramBadRequest as error:
-        if "not modified" not in error.message:
-            raise
 
 
 def build_router() -> Router:

@@ -4,7 +4,6 @@ delete (with a target, or no stage), each behind a confirmation that states its 
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -19,6 +18,7 @@ from domain.services.stages import StageService, StageSummary
 from domain.transitions import Policy, is_other
 from handlers import render
 from handlers.callbacks import CancelCb, StageAdminCb
+from handlers.replies import show
 from handlers.texts import CATEGORY, explain
 
 
@@ -89,7 +89,7 @@ async def _act(
     policy: Policy,
 ) -> None:
     if data.act == "list":
-        await _show(query, *await _overview(stages))
+        await show(query, *await _overview(stages))
         return
     if data.act == "add":
         await state.set_state(StageInput.new_name)
@@ -102,11 +102,11 @@ async def _act(
     summary = await _summary(stages, data.id)
     stage = summary.stage
     if data.act == "view":
-        await _show(query, _stage_text(summary), _stage_keyboard(summary))
+        await show(query, _stage_text(summary), _stage_keyboard(summary))
     elif data.act in ("up", "down"):
         position = stage.position + (-1 if data.act == "up" else 1)
         await stages.move(user, stage.name, max(1, position))
-        await _show(query, *await _overview(stages))
+        await show(query, *await _overview(stages))
     elif data.act == "cat" and data.arg:
         category = Category(data.arg)
         confirm = InlineKeyboardBuilder()
@@ -119,11 +119,11 @@ async def _act(
             "Make <b>{stage}</b> {category}? Its {count} contact(s) and every report, "
             "past periods included, follow at once."
         ).format(stage=render.e(stage.name), category=CATEGORY[category], count=summary.contacts)
-        await _show(query, text, confirm.as_markup())
+        await show(query, text, confirm.as_markup())
     elif data.act == "catok":
         await stages.recategorize(user, stage.name, Category(data.arg))
         await query.answer(_("Done."))
-        await _show(
+        await show(
             query,
             _stage_text(await _summary(stages, data.id)),
             _stage_keyboard(await _summary(stages, data.id)),
@@ -139,7 +139,7 @@ async def _act(
             reply_markup=render.cancel_keyboard(),
         )
     elif data.act == "delete" and not data.arg:
-        await _show(
+        await show(
             query,
             _("Where do the {count} contact(s) of <b>{stage}</b> go?").format(
                 count=summary.contacts, stage=render.e(stage.name)
@@ -161,7 +161,7 @@ async def _act(
         done = _("Deleted {stage}; {count} contact(s) moved. /undo can bring it back.").format(
             stage=render.e(stage.name), count=result.moved
         )
-        await _show(query, done + "\n\n" + text, keyboard, answered=True)
+        await show(query, done + "\n\n" + text, keyboard, answered=True)
     else:
         await query.answer(_("Unknown action."), show_alert=True)
 
@@ -197,7 +197,7 @@ async def _confirm_delete(
         )
     keys.button(text="↩ " + _("Back"), callback_data=StageAdminCb(id=stage.id, act="view"))
     keys.adjust(2)
-    await _show(query, text, keys.as_markup())
+    await show(query, text, keys.as_markup())
 
 
 async def _targets(stages: StageService, stage_id: int) -> InlineKeyboardMarkup:
@@ -283,7 +283,7 @@ async def chose_new_category(
         return
     await query.answer(_("Added."))
     text, keyboard = await _overview(stages)
-    await _show(
+    await show(
         query,
         _("Added {stage}.").format(stage=render.e(stage.name)) + "\n\n" + text,
         keyboard,
@@ -307,19 +307,6 @@ async def typed_rename(
         _("Renamed to {stage}.").format(stage=render.e(stage.name)) + "\n\n" + text,
         reply_markup=keyboard,
     )
-
-
-async def _show(
-    query: CallbackQuery, text: str, keyboard: InlineKeyboardMarkup, *, answered: bool = False
-) -> None:
-    if isinstance(query.message, Message):
-        try:
-            await query.message.edit_text(text, reply_markup=keyboard)
-        except TelegramBadRequest as error:
-            if "not modified" not in error.message:
-                raise
-    if not answered:
-        await query.answer()
 
 
 def build_router() -> Router:
