@@ -21,8 +21,10 @@ from bot.container import Services, build_services
 from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.errors import DomainError, DuplicateContact
+from domain.imports import IDENTIFIERS, parse_map
 from domain.model import Category
 from domain.services.contacts import ContactDetails, ContactDraft
+from domain.services.imports import ImportOptions, parse_match, parse_mode
 from domain.services.stages import StageSummary
 from domain.stages import TEMPLATES, parse_category
 from storage import migrate
@@ -153,6 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--stage", action="append", default=[], metavar="NAME", help="only this stage (repeatable)"
     )
+
+    imports = command(commands, "import", _import, "import contacts from a CSV or XLSX file")
+    imports.add_argument("file")
+    imports.add_argument("--mode", choices=["add", "update", "upsert"], default="upsert")
+    imports.add_argument(
+        "--match",
+        action="append",
+        metavar="FIELDS",
+        help="phone,email,external_id (default: all three)",
+    )
+    imports.add_argument("--map", action="append", default=[], metavar="COLUMN=FIELD")
+    imports.add_argument("--create-stages", action="store_true")
+    imports.add_argument("--create-owners", action="store_true")
+    imports.add_argument("--dry-run", action="store_true", help="report what would happen")
+    imports.add_argument("--errors", metavar="FILE", help="write rejected rows as CSV here")
 
     command(commands, "operations", _operations, "recent bulk operations, to undo one")
     undo = command(commands, "undo", _undo, "undo a bulk operation")
@@ -305,6 +322,51 @@ async def _contacts_set_stage(args: argparse.Namespace, services: Services) -> A
         else f"#{contact.id} {contact.label()} already is in {stage.name}; nothing changed."
     )
     return _Output({**_contact_json(fresh), "changed": result.changed}, text)
+
+
+async def _import(args: argparse.Namespace, services: Services) -> Any:
+    try:
+        data = await asyncio.to_thread(Path(args.file).read_bytes)
+    except OSError as error:
+        raise Refused(f"cannot read {args.file}: {error.strerror}") from None
+    options = ImportOptions(
+        mode=parse_mode(args.mode),
+        match=parse_match(args.match) if args.match else IDENTIFIERS,
+        mapping=parse_map(args.map),
+        create_stages=args.create_stages,
+        create_owners=args.create_owners,
+        dry_run=args.dry_run,
+    )
+    report = await services.imports.run(SYSTEM, data, options)
+    if args.errors and report.errors:
+        await asyncio.to_thread(Path(args.errors).write_bytes, report.error_csv())
+    verb = "Would" if report.dry_run else "Did"
+    lines = [
+        f"{verb} create {report.created}, update {report.updated}; "
+        f"{report.unchanged} unchanged, {report.rejected} rejected."
+    ]
+    if report.stages_created:
+        lines.append("New stages: " + ", ".join(report.stages_created))
+    if report.owners_created:
+        lines.append(f"New owners: {len(report.owners_created)}")
+    if report.unknown_columns:
+        lines.append("Ignored columns (map them with --map): " + ", ".join(report.unknown_columns))
+    lines += [f"row {e.row}: {e.column or '-'}: {e.reason}" for e in report.errors[:10]]
+    if report.operation_id is not None:
+        lines.append(f"Operation #{report.operation_id} (stagekeeper undo {report.operation_id}).")
+    data_out = {
+        "dry_run": report.dry_run,
+        "created": report.created,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "rejected": report.rejected,
+        "stages_created": report.stages_created,
+        "owners_created": len(report.owners_created),
+        "unknown_columns": report.unknown_columns,
+        "operation_id": report.operation_id,
+        "errors": [{"row": e.row, "column": e.column, "reason": e.reason} for e in report.errors],
+    }
+    return _Output(data_out, "\n".join(lines))
 
 
 async def _operations(args: argparse.Namespace, services: Services) -> Any:

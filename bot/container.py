@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.settings import Settings
 from domain.services.contacts import ContactService
 from domain.services.exports import ExportService
+from domain.services.imports import ImportService
 from domain.services.operations import OperationService
 from domain.services.stages import StageService
 from domain.services.users import UserService
@@ -24,6 +25,7 @@ class Services:
     contacts: ContactService
     users: UserService
     operations: OperationService
+    imports: ImportService
     exports: ExportService
 
     async def close(self) -> None:
@@ -45,5 +47,8 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
         contacts=ContactService(uow, default_region=settings.default_phone_region, policy=policy),
         users=UserService(uow),
         operations=OperationService(uow, policy),
+        imports=ImportService(
+            uow, default_region=settings.default_phone_region, zone=settings.zone, policy=policy
+        ),
         exports=ExportService(uow, zone=settings.zone),
     )

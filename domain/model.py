@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 
 def utcnow() -> datetime:
@@ -206,6 +207,7 @@ class OperationItem:
     before_stage_entered_at: datetime | None
     before_last_activity_at: datetime | None
     after_version: int
+    before_fields: dict[str, Any] | None = None  # profile fields an import changed
 
 
 @dataclass(slots=True, frozen=True)

@@ -17,6 +17,7 @@ from domain.model import (
     Company,
     Contact,
     Operation,
+    OperationItem,
     Source,
     Stage,
     StageChange,
@@ -100,6 +101,16 @@ class ContactRepository(Protocol):
         """Every custom field key set on a contact matching `where` within `scope`."""
         ...
 
+    async def find_many(
+        self, *, phones: list[str], emails: list[str], external_ids: list[str]
+    ) -> list[Contact]:
+        """Contacts having any of these identifiers (for matching a batch of imported rows)."""
+        ...
+
+    async def company_id(self, name: str) -> int:
+        """The company of that name (ignoring case and accents), created if new."""
+        ...
+
     async def count_in_stage(self, stage_id: int) -> int: ...
     async def move_stage_contents(self, move: BulkMove) -> int:
         """Apply a BulkMove in bulk; returns how many contacts moved."""
@@ -146,6 +157,7 @@ class OperationRepository(Protocol):
         ...
 
     async def update(self, operation: Operation) -> None: ...
+    async def add_items(self, items: list[OperationItem]) -> None: ...
     async def changed_since(self, operation_id: int) -> list[int]:
         """Contacts of the operation that someone changed (or deleted) after it."""
         ...

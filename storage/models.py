@@ -139,7 +139,7 @@ class OperationItemRow(Base):
     before_stage_id: Mapped[int | None] = mapped_column(Integer)
     before_stage_entered_at: Mapped[datetime | None]
     before_last_activity_at: Mapped[datetime | None]
-    before_fields: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    before_fields: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     after_version: Mapped[int] = mapped_column(Integer)
 
 

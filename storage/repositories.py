@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -35,6 +36,7 @@ from domain.model import (
     Company,
     Contact,
     Operation,
+    OperationItem,
     RequestStatus,
     Role,
     Source,
@@ -160,7 +162,7 @@ class SqlContactRepository:
             await self._raise_duplicate(contact)
             raise
         contact.id = row.id
-        await self._set_tags(row.id, contact.tags)
+        await self.set_tags(row.id, contact.tags)
         return contact
 
     async def update(self, contact: Contact, *, expected_version: int) -> bool:
@@ -179,7 +181,7 @@ class SqlContactRepository:
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
-        await self._set_tags(contact.id, contact.tags)
+        await self.set_tags(contact.id, contact.tags)
         return True
 
     async def search(
@@ -261,6 +263,26 @@ class SqlContactRepository:
         if where.idle_since is not None:
             conditions.append(ContactRow.last_activity_at < where.idle_since)
         return conditions
+
+    async def find_many(
+        self, *, phones: list[str], emails: list[str], external_ids: list[str]
+    ) -> list[Contact]:
+        found: dict[int, Contact] = {}
+        for identifier, values in (
+            (ContactRow.phone, phones),
+            (ContactRow.email, emails),
+            (ContactRow.external_id, external_ids),
+        ):
+            for start in range(0, len(values), ID_CHUNK):
+                chunk = values[start : start + ID_CHUNK]
+                query = select(ContactRow).where(identifier.in_(chunk))
+                for contact in await self._load(query):
+                    assert contact.id is not None
+                    found[contact.id] = contact
+        return list(found.values())
+
+    async def company_id(self, name: str) -> int:
+        return await self._company_id(name)
 
     async def count_in_stage(self, stage_id: int) -> int:
         count = await self._session.scalar(
@@ -384,7 +406,7 @@ class SqlContactRepository:
             tags.setdefault(contact_id, []).append(name)
         return tags
 
-    async def _set_tags(self, contact_id: int, names: list[str]) -> None:
+    async def set_tags(self, contact_id: int, names: list[str]) -> None:
         await self._session.execute(
             delete(ContactTagRow).where(ContactTagRow.contact_id == contact_id)
         )
@@ -392,6 +414,16 @@ class SqlContactRepository:
             tag_id = await self._tag_id(name)
             self._session.add(ContactTagRow(contact_id=contact_id, tag_id=tag_id))
         await self._session.flush()
+
+    async def refresh_search_text(self, contact_id: int) -> None:
+        row = await self._session.get(ContactRow, contact_id, populate_existing=True)
+        if row is None:
+            return
+        company = await self._session.get(CompanyRow, row.company_id) if row.company_id else None
+        text_value = fold(" ".join(p for p in (row.name, company.name if company else None) if p))
+        await self._session.execute(
+            sql_update(ContactRow).where(ContactRow.id == contact_id).values(search_text=text_value)
+        )
 
     async def _tag_id(self, name: str) -> int:
         key = fold(name)
@@ -602,6 +634,26 @@ class SqlOperationRepository:
             .values(**_operation_values(operation))
         )
 
+    async def add_items(self, items: list[OperationItem]) -> None:
+        if not items:
+            return
+        await self._session.execute(
+            insert(OperationItemRow),
+            [
+                {
+                    "operation_id": item.operation_id,
+                    "contact_id": item.contact_id,
+                    "created": item.created,
+                    "before_stage_id": item.before_stage_id,
+                    "before_stage_entered_at": item.before_stage_entered_at,
+                    "before_last_activity_at": item.before_last_activity_at,
+                    "before_fields": item.before_fields,
+                    "after_version": item.after_version,
+                }
+                for item in items
+            ],
+        )
+
     async def changed_since(self, operation_id: int) -> list[int]:
         query = (
             select(OperationItemRow.contact_id)
@@ -630,6 +682,7 @@ class SqlOperationRepository:
                 StageChangeRow.contact_id.in_(unchanged),
             )
         )
+        await self._restore_profiles(operation_id)
         created = await self._session.execute(
             delete(ContactRow).where(ContactRow.id.in_(unchanged.where(item.created.is_(True))))
         )
@@ -651,6 +704,35 @@ class SqlOperationRepository:
             .execution_options(synchronize_session=False)
         )
         return int(created.rowcount) + int(restored.rowcount)  # type: ignore[attr-defined]
+
+    async def _restore_profiles(self, operation_id: int) -> None:
+        """Fields an import changed, put back one contact at a time (imports carry them; stage
+        moves have none)."""
+        rows = await self._session.execute(
+            select(OperationItemRow.contact_id, OperationItemRow.before_fields)
+            .join(ContactRow, ContactRow.id == OperationItemRow.contact_id)
+            .where(
+                OperationItemRow.operation_id == operation_id,
+                OperationItemRow.before_fields.is_not(None),
+                ContactRow.version == OperationItemRow.after_version,
+            )
+        )
+        contacts = SqlContactRepository(self._session)
+        for contact_id, before in rows.all():
+            await self._session.execute(
+                sql_update(ContactRow)
+                .where(ContactRow.id == contact_id)
+                .values(
+                    **{name: before[name] for name in PROFILE_COLUMNS},
+                    value=Decimal(before["value"]) if before["value"] is not None else None,
+                    custom_fields=before["custom_fields"],
+                )
+            )
+            await contacts.set_tags(contact_id, before["tags"])
+            await contacts.refresh_search_text(contact_id)
+
+
+PROFILE_COLUMNS = ("name", "phone", "email", "external_id", "source", "owner_id", "company_id")
 
 
 def _operation_values(operation: Operation) -> dict[str, Any]:

@@ -1,0 +1,117 @@
+"""Importing files (ISSUE 5, part 7), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.container import Services
+from domain.access import SYSTEM
+from domain.errors import DomainError
+from domain.model import Category
+from domain.services.contacts import ContactDraft
+from domain.services.imports import ImportOptions, Mode
+from tests.conftest import shared_path
+
+
+@pytest.fixture
+async def amis(services: Services) -> Services:
+    await services.stages.apply_template(SYSTEM, "amis")
+    return services
+
+
+async def stage_of(services: Services, query: str) -> str | None:
+    [found] = await services.contacts.find(SYSTEM, query)
+    return found.stage.name if found.stage else None
+
+
+async def test_an_update_only_import_matched_by_a_differently_written_phone_creates_nothing(
+    amis: Services,
+) -> None:
+    await amis.contacts.add(
+        SYSTEM, ContactDraft(name="Nguyễn Văn An", phone="+84912345678", stage="Lead")
+    )
+    data = b"phone,stage,source\n0912 345 678,SQL,Zalo\n0900 000 000,MQL,Web\n"
+    report = await amis.imports.run(SYSTEM, data, ImportOptions(mode=Mode.UPDATE))
+    assert (report.created, report.updated, report.rejected) == (0, 1, 1)
+    assert "no contact matches" in report.errors[0].reason
+    assert await stage_of(amis, "nguyen van an") == "SQL"
+    assert await amis.contacts.find(SYSTEM, "0900000000") == []
+    [an] = await amis.contacts.find(SYSTEM, "an")
+    assert an.contact.source == "Zalo"
+
+
+async def test_a_dry_run_reports_the_same_counts_and_changes_nothing(amis: Services) -> None:
+    data = "name,email,stage\nLan,lan@x.vn,Lead\nBình,binh@x.vn,Nowhere\n".encode()
+    dry = await amis.imports.run(SYSTEM, data, ImportOptions(dry_run=True))
+    assert (dry.created, dry.rejected) == (1, 1)
+    assert "--create-stages" in dry.errors[0].reason
+    assert await amis.contacts.find(SYSTEM, "lan") == []
+    assert await amis.operations.recent(SYSTEM) == []
+    real = await amis.imports.run(SYSTEM, data, ImportOptions(create_stages=True))
+    assert (real.created, real.rejected, real.stages_created) == (2, 0, ["Nowhere"])
+
+
+async def test_a_broken_file_is_refused_and_changes_nothing(amis: Services) -> None:
+    for data in (b"\x00\x01\x02binary\xff\xfe" * 50, b"name;phone\nAn;0912\n"[:0]):
+        with pytest.raises(DomainError):
+            await amis.imports.run(SYSTEM, data, ImportOptions())
+    with pytest.raises(DomainError, match="identifier"):
+        await amis.imports.run(SYSTEM, b"name,company\nAn,ACME\n", ImportOptions())
+    assert await amis.operations.recent(SYSTEM) == []
+
+
+async def test_an_import_is_undone_exactly(amis: Services) -> None:
+    await amis.contacts.add(
+        SYSTEM, ContactDraft(name="Chi", email="chi@x.vn", stage="Lead", tags=["old"])
+    )
+    data = "email,name,stage,tags\nchi@x.vn,Chi Mới,MQL,new\nnew@x.vn,Mới,Lead,\n".encode()
+    report = await amis.imports.run(SYSTEM, data, ImportOptions())
+    assert (report.created, report.updated) == (1, 1)
+    assert report.operation_id is not None
+    undone = await amis.operations.undo(SYSTEM, report.operation_id)
+    assert undone.reverted == 2
+    [chi] = await amis.contacts.find(SYSTEM, "chi@x.vn")
+    assert (chi.contact.name, chi.contact.tags, chi.stage.name if chi.stage else None) == (
+        "Chi",
+        ["old"],
+        "Lead",
+    )
+    assert await amis.contacts.find(SYSTEM, "new@x.vn") == []
+    assert [h.source.value for h in await amis.contacts.history(SYSTEM, chi.contact.id or 0)] == [
+        "manual"
+    ]
+
+
+async def test_tags_are_left_alone_when_the_file_has_no_tags_column(amis: Services) -> None:
+    await amis.contacts.add(SYSTEM, ContactDraft(name="Dũng", phone="0912000111", tags=["VIP"]))
+    await amis.imports.run(SYSTEM, b"phone,name\n0912000111,Dung Tran\n", ImportOptions())
+    [dung] = await amis.contacts.find(SYSTEM, "0912000111")
+    assert (dung.contact.name, dung.contact.tags) == ("Dung Tran", ["VIP"])
+
+
+async def test_the_maven_pipeline_imports_with_a_mapping_and_its_stages_are_then_recategorized(
+    amis: Services, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the 8,800-row file is imported once, on SQLite, to keep the suite short")
+    data = shared_path("datasets", "maven-crm", "sales_pipeline.csv").read_bytes()
+    mapping = {
+        "opportunity_id": "external_id",
+        "sales_agent": "owner",
+        "account": "company",
+        "deal_stage": "stage",
+        "close_value": "value",
+    }
+    report = await amis.imports.run(
+        SYSTEM, data, ImportOptions(mapping=mapping, create_stages=True, create_owners=True)
+    )
+    assert (report.created, report.rejected) == (8800, 0)
+    assert sorted(report.stages_created) == ["Engaging", "Lost", "Prospecting", "Won"]
+    assert len(report.owners_created) == 30
+    await amis.stages.recategorize(SYSTEM, "Won", Category.WON)
+    await amis.stages.recategorize(SYSTEM, "Lost", Category.LOST)
+    counts = {
+        s.stage.name: (s.stage.category.value, s.contacts) for s in await amis.stages.summaries()
+    }
+    assert counts["Won"] == ("won", 4238)
+    assert counts["Lost"] == ("lost", 2473)
