@@ -58,6 +58,7 @@ class BotRuntime:
             contacts=services.contacts,
             users=services.users,
             operations=services.operations,
+            imports=services.imports,
             exports=services.exports,
             zone=settings.zone,
             policy=settings.policy,

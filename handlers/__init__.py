@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import access, bulk, contacts, errors, export, new_contact, people, stages_admin
+from handlers import (
+    access,
+    bulk,
+    contacts,
+    errors,
+    export,
+    imports,
+    new_contact,
+    people,
+    stages_admin,
+)
 
 
 def routers() -> list[Router]:
@@ -17,6 +27,7 @@ def routers() -> list[Router]:
         stages_admin.build_router(),
         bulk.build_router(),
         export.build_router(),
+        imports.build_router(),
         contacts.build_router(),
         errors.build_router(),
     ]

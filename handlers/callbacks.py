@@ -133,3 +133,11 @@ class BulkCb(CallbackData, prefix="bulk"):
     stage: int
     go: int = 0
     r: int = -1
+
+
+class ImportCb(CallbackData, prefix="imp"):
+    """Apply the import whose dry run was shown (`create` 1: create missing stages and owners),
+    or `go` 0 to drop it."""
+
+    go: int
+    create: int = 0

@@ -1,0 +1,49 @@
+"""Importing a file in chat: dry run, confirmation, undo (ISSUE 5, part 7)."""
+
+from __future__ import annotations
+
+from domain.access import SYSTEM
+from tests.e2e.conftest import ADMIN_ID, LAN, Driver, Team, press, stage_of
+
+FILE = (
+    "phone,name,stage,source\n"
+    "0912 345 678,Nguyễn Văn An,MQL,Zalo\n"  # an update: Lan's lead, written another way
+    "0988 777 666,Hoàng Yến,Lead,Website\n"  # new
+    "0977 111 222,Sai Giai Đoạn,Nowhere,\n"  # an unknown stage
+).encode()
+
+
+async def test_an_admin_imports_a_file_after_a_dry_run_and_can_undo_it(
+    driver: Driver, team: Team
+) -> None:
+    since = await driver.cursor(ADMIN_ID)
+    await driver.upload(ADMIN_ID, "contacts.csv", FILE)
+    chat = await driver.changes(ADMIN_ID, since)
+    [summary, rejected] = [m for m in chat["messages"] if m["from"] == "bot"]
+    assert "1 to create, 1 to update, 0 unchanged, 1 rejected" in summary["text"]
+    assert rejected["document"]["file_name"] == "rejected-rows.csv"
+    assert await stage_of(driver, team.an) == "Lead"  # a dry run changes nothing
+    assert await driver.services.contacts.find(SYSTEM, "0988777666") == []
+
+    [done] = await press(driver, ADMIN_ID, summary, "Import, adding")
+    assert "2 created, 1 updated" in done["text"]
+    assert await stage_of(driver, team.an) == "MQL"
+    [undone] = await press(driver, ADMIN_ID, done, "Undo")
+    assert "back as they were" in undone["text"]
+    assert await stage_of(driver, team.an) == "Lead"
+    assert await driver.services.contacts.find(SYSTEM, "0988777666") == []
+
+
+async def test_a_broken_file_is_refused_with_a_reason(driver: Driver, team: Team) -> None:
+    since = await driver.cursor(ADMIN_ID)
+    await driver.upload(ADMIN_ID, "junk.csv", b"\x00\x01binary\xff" * 100)
+    [reply] = [m for m in (await driver.changes(ADMIN_ID, since))["messages"] if m["from"] == "bot"]
+    assert "cannot import junk.csv" in reply["text"]
+
+
+async def test_agents_cannot_import(driver: Driver, team: Team) -> None:
+    since = await driver.cursor(LAN)
+    await driver.upload(LAN, "contacts.csv", FILE)
+    [reply] = [m for m in (await driver.changes(LAN, since))["messages"] if m["from"] == "bot"]
+    assert "Only admins" in reply["text"]
+    assert await driver.services.contacts.find(SYSTEM, "0988777666") == []
