@@ -284,6 +284,33 @@ class SqlContactRepository:
     async def company_id(self, name: str) -> int:
         return await self._company_id(name)
 
+    async def add_many(self, contacts: list[tuple[Contact, str | None]]) -> None:
+        companies = {fold(name): name for _, name in contacts if name}
+        company_ids = {key: await self._company_id(name) for key, name in companies.items()}
+        rows = []
+        for contact, company in contacts:
+            contact.company_id = company_ids[fold(company)] if company else None
+            rows.append({**_contact_values(contact), "search_text": _search_text(contact, company)})
+        try:
+            async with self._session.begin_nested():
+                result = await self._session.execute(
+                    insert(ContactRow).returning(ContactRow.id, sort_by_parameter_order=True), rows
+                )
+        except IntegrityError:
+            raise DuplicateContact(0, "identifier", "in this batch") from None
+        for (contact, _), contact_id in zip(contacts, result.scalars().all(), strict=True):
+            contact.id = contact_id
+        tag_ids: dict[str, int] = {}
+        links = []
+        for contact, _ in contacts:
+            for tag in contact.tags:
+                key = fold(tag)
+                if key not in tag_ids:
+                    tag_ids[key] = await self._tag_id(tag)
+                links.append({"contact_id": contact.id, "tag_id": tag_ids[key]})
+        if links:
+            await self._session.execute(insert(ContactTagRow), links)
+
     async def count_in_stage(self, stage_id: int) -> int:
         count = await self._session.scalar(
             select(func.count()).select_from(ContactRow).where(ContactRow.stage_id == stage_id)
@@ -476,6 +503,26 @@ class SqlHistoryRepository:
             )
         )
         await self._session.flush()
+
+    async def add_many(self, changes: list[StageChange]) -> None:
+        if not changes:
+            return
+        await self._session.execute(
+            insert(StageChangeRow),
+            [
+                {
+                    "contact_id": change.contact_id,
+                    "from_stage_id": change.from_stage_id,
+                    "to_stage_id": change.to_stage_id,
+                    "at": change.at,
+                    "by_user_id": change.by_user_id,
+                    "source": change.source.value,
+                    "reason": change.reason,
+                    "operation_id": change.operation_id,
+                }
+                for change in changes
+            ],
+        )
 
     async def for_contact(self, contact_id: int) -> list[StageChange]:
         rows = await self._session.scalars(

@@ -74,6 +74,13 @@ class ImportReport:
         return error_report(self.errors, self.header)
 
 
+@dataclass(frozen=True, slots=True)
+class _NewContact:
+    contact: Contact
+    company: str | None
+    reason: str | None  # the lost reason of its first stage, when lost
+
+
 class RowRefused(Exception):
     def __init__(self, column: str | None, reason: str) -> None:
         super().__init__(reason)
@@ -154,6 +161,7 @@ class _Run:
         self.owners: dict[str, User] = {}
         self.operation: Operation | None = None
         self.items: list[OperationItem] = []
+        self.pending: list[_NewContact] = []
 
     async def prepare(self) -> None:
         live = await self.uow.stages.list()
@@ -187,6 +195,39 @@ class _Run:
                 self.report.errors.append(RowError(row.row, refused.column, refused.reason))
             except DomainError as error:
                 self.report.errors.append(RowError(row.row, None, error.message))
+        await self._add_pending()
+
+    async def _add_pending(self) -> None:
+        """The batch's new contacts in a few set-based statements, with their first history
+        row and what undo needs to remove them."""
+        if not self.pending:
+            return
+        new = self.pending
+        self.pending = []
+        await self.uow.contacts.add_many([(n.contact, n.company) for n in new])
+        operation_id = self._operation_id()
+        changes = []
+        for n in new:
+            contact = n.contact
+            assert contact.id is not None
+            if contact.stage_id is not None:
+                assert contact.stage_entered_at is not None
+                changes.append(
+                    StageChange(
+                        contact.id,
+                        None,
+                        contact.stage_id,
+                        contact.stage_entered_at,
+                        self.actor.id,
+                        Source.IMPORT,
+                        n.reason,
+                        operation_id,
+                    )
+                )
+            self.items.append(
+                OperationItem(operation_id, contact.id, True, None, None, None, contact.version)
+            )
+        await self.uow.history.add_many(changes)
 
     async def finish(self) -> None:
         assert self.operation is not None
@@ -210,7 +251,7 @@ class _Run:
         if not matches:
             if self.options.mode is Mode.UPDATE:
                 raise RowRefused(None, "no contact matches it (update only)")
-            await self._create(row, stage, owner, index)
+            await self._create(row, stage, owner)
             return
         contact = next(c for c in index.values() if c.id in matches)
         if self.options.mode is Mode.ADD:
@@ -218,13 +259,7 @@ class _Run:
             return
         await self._update(row, contact, stage, owner)
 
-    async def _create(
-        self,
-        row: ImportRow,
-        stage: Stage | None,
-        owner: User | None,
-        index: dict[tuple[str, Any], Contact],
-    ) -> None:
+    async def _create(self, row: ImportRow, stage: Stage | None, owner: User | None) -> None:
         created_at = row.created_at or self.now
         move = plan_move(
             None,
@@ -254,29 +289,7 @@ class _Run:
         )
         if not (contact.name or contact.phone or contact.email or contact.external_id):
             raise RowRefused(None, "a contact needs a name, a phone, an email or an external id")
-        contact = await self.uow.contacts.add(contact, row.company)
-        assert contact.id is not None
-        for key in IDENTIFIERS:
-            if getattr(contact, key):
-                index[(key, getattr(contact, key))] = contact
-        if move is not None:
-            await self.uow.history.add(
-                StageChange(
-                    contact.id,
-                    None,
-                    contact.stage_id,
-                    entered,
-                    self.actor.id,
-                    Source.IMPORT,
-                    move.reason,
-                    self._operation_id(),
-                )
-            )
-        self.items.append(
-            OperationItem(
-                self._operation_id(), contact.id, True, None, None, None, contact.version, None
-            )
-        )
+        self.pending.append(_NewContact(contact, row.company, move.reason if move else None))
         self.report.created += 1
 
     async def _update(
