@@ -13,6 +13,7 @@ from domain.services.imports import ImportService
 from domain.services.operations import OperationService
 from domain.services.stages import StageService
 from domain.services.users import UserService
+from domain.services.views import ViewService
 from storage.db import make_engine, make_sessionmaker
 from storage.uow import SqlUnitOfWork
 
@@ -26,6 +27,7 @@ class Services:
     users: UserService
     operations: OperationService
     imports: ImportService
+    views: ViewService
     exports: ExportService
 
     async def close(self) -> None:
@@ -47,6 +49,7 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
         contacts=ContactService(uow, default_region=settings.default_phone_region, policy=policy),
         users=UserService(uow),
         operations=OperationService(uow, policy),
+        views=ViewService(uow, settings.zone),
         imports=ImportService(
             uow, default_region=settings.default_phone_region, zone=settings.zone, policy=policy
         ),

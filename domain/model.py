@@ -220,3 +220,15 @@ class TimelineEntry:
     by_user_id: int | None
     activity: Activity | None = None
     stage_change: StageChange | None = None
+
+
+@dataclass(slots=True)
+class SavedView:
+    """A named filter (see domain.views), its owner's, or shared with everyone."""
+
+    id: int | None
+    owner_id: int | None
+    name: str
+    filter: dict[str, Any]
+    shared: bool = False
+    created_at: datetime = field(default_factory=utcnow)

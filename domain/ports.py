@@ -18,6 +18,7 @@ from domain.model import (
     Contact,
     Operation,
     OperationItem,
+    SavedView,
     Source,
     Stage,
     StageChange,
@@ -43,6 +44,12 @@ class ContactFilter:
     stage_ids: tuple[int, ...] | None = None
     company_id: int | None = None
     idle_since: datetime | None = None  # last activity (or stage change) before this
+    without_stage: bool = False  # with stage_ids: also contacts in no stage
+    source: str | None = None  # compared ignoring case
+    tag: str | None = None  # compared ignoring case and accents
+    created_from: datetime | None = None
+    created_before: datetime | None = None
+    fields: tuple[tuple[str, str], ...] = ()  # custom field values, exactly
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +190,16 @@ class AccessRequestRepository(Protocol):
     async def update(self, request: AccessRequest) -> None: ...
 
 
+class ViewRepository(Protocol):
+    async def add(self, view: SavedView) -> SavedView: ...
+    async def get(self, view_id: int) -> SavedView | None: ...
+    async def visible_to(self, user_id: int | None) -> list[SavedView]:
+        """The user's own views and the shared ones, by name."""
+        ...
+
+    async def delete(self, view_id: int) -> None: ...
+
+
 class UnitOfWork(Protocol):
     stages: StageRepository
     contacts: ContactRepository
@@ -192,6 +209,7 @@ class UnitOfWork(Protocol):
     activities: ActivityRepository
     operations: OperationRepository
     access_requests: AccessRequestRepository
+    views: ViewRepository
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import DateTime, event
@@ -43,6 +45,8 @@ def is_sqlite(url: str) -> bool:
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    # Keys stored as written (not \u-escaped), so that SQLite's JSON paths find "Ngành".
+    kwargs.setdefault("json_serializer", partial(json.dumps, ensure_ascii=False))
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         _tune_sqlite(engine)

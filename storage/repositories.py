@@ -39,6 +39,7 @@ from domain.model import (
     OperationItem,
     RequestStatus,
     Role,
+    SavedView,
     Source,
     Stage,
     StageChange,
@@ -55,6 +56,7 @@ from storage.models import (
     ContactTagRow,
     OperationItemRow,
     OperationRow,
+    SavedViewRow,
     StageChangeRow,
     StageRow,
     TagRow,
@@ -257,7 +259,27 @@ class SqlContactRepository:
         if where.owner_id is not None:
             conditions.append(ContactRow.owner_id == where.owner_id)
         if where.stage_ids is not None:
-            conditions.append(ContactRow.stage_id.in_(where.stage_ids))
+            in_stages = ContactRow.stage_id.in_(where.stage_ids)
+            conditions.append(
+                or_(in_stages, ContactRow.stage_id.is_(None)) if where.without_stage else in_stages
+            )
+        elif where.without_stage:
+            conditions.append(ContactRow.stage_id.is_(None))
+        if where.source is not None:
+            conditions.append(func.lower(ContactRow.source) == where.source.lower())
+        if where.tag is not None:
+            tagged = (
+                select(ContactTagRow.contact_id)
+                .join(TagRow, TagRow.id == ContactTagRow.tag_id)
+                .where(TagRow.name_key == fold(where.tag))
+            )
+            conditions.append(ContactRow.id.in_(tagged))
+        if where.created_from is not None:
+            conditions.append(ContactRow.created_at >= where.created_from)
+        if where.created_before is not None:
+            conditions.append(ContactRow.created_at < where.created_before)
+        for key, value in where.fields:
+            conditions.append(ContactRow.custom_fields[key].as_string() == value)
         if where.company_id is not None:
             conditions.append(ContactRow.company_id == where.company_id)
         if where.idle_since is not None:
@@ -807,6 +829,43 @@ def _operation(row: OperationRow) -> Operation:
         contacts=row.contacts,
         undone_by_id=row.undone_by_id,
     )
+
+
+class SqlViewRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, view: SavedView) -> SavedView:
+        row = SavedViewRow(
+            owner_id=view.owner_id,
+            name=view.name,
+            filter=view.filter,
+            shared=view.shared,
+            created_at=view.created_at,
+        )
+        self._session.add(row)
+        await self._session.flush()
+        view.id = row.id
+        return view
+
+    async def get(self, view_id: int) -> SavedView | None:
+        row = await self._session.get(SavedViewRow, view_id)
+        return _view(row) if row else None
+
+    async def visible_to(self, user_id: int | None) -> list[SavedView]:
+        rows = await self._session.scalars(
+            select(SavedViewRow)
+            .where(or_(SavedViewRow.shared.is_(True), SavedViewRow.owner_id == user_id))
+            .order_by(SavedViewRow.name, SavedViewRow.id)
+        )
+        return [_view(row) for row in rows]
+
+    async def delete(self, view_id: int) -> None:
+        await self._session.execute(delete(SavedViewRow).where(SavedViewRow.id == view_id))
+
+
+def _view(row: SavedViewRow) -> SavedView:
+    return SavedView(row.id, row.owner_id, row.name, dict(row.filter), row.shared, row.created_at)
 
 
 class SqlAccessRequestRepository:

@@ -16,6 +16,7 @@ from domain.ports import (
     OperationRepository,
     StageRepository,
     UserRepository,
+    ViewRepository,
 )
 from storage.repositories import (
     SqlAccessRequestRepository,
@@ -26,6 +27,7 @@ from storage.repositories import (
     SqlOperationRepository,
     SqlStageRepository,
     SqlUserRepository,
+    SqlViewRepository,
 )
 
 
@@ -38,6 +40,7 @@ class _Repositories:
     activities: ActivityRepository
     operations: OperationRepository
     access_requests: AccessRequestRepository
+    views: ViewRepository
 
     def _bind(self, session: AsyncSession) -> None:
         self.stages = SqlStageRepository(session)
@@ -48,6 +51,7 @@ class _Repositories:
         self.activities = SqlActivityRepository(session)
         self.operations = SqlOperationRepository(session)
         self.access_requests = SqlAccessRequestRepository(session)
+        self.views = SqlViewRepository(session)
 
 
 class SqlUnitOfWork(_Repositories):

@@ -161,7 +161,7 @@ class ContactService:
             return []
         async with self._uow() as uow:
             found = await uow.contacts.search(criteria, Scope.of(actor), limit=limit, offset=offset)
-            return await _details(uow, found)
+            return await with_names(uow, found)
 
     def criteria(self, query: str) -> SearchCriteria | None:
         text = query.strip()
@@ -180,7 +180,7 @@ class ContactService:
     async def get(self, actor: User, contact_id: int) -> ContactDetails:
         async with self._uow() as uow:
             contact = await self._visible(uow, actor, contact_id)
-            return (await _details(uow, [contact]))[0]
+            return (await with_names(uow, [contact]))[0]
 
     async def resolve(self, actor: User, ref: str) -> ContactDetails:
         """A contact named by phone (any format), email, external id or `#id`."""
@@ -199,7 +199,7 @@ class ContactService:
                     raise InvalidInput(f"{text!r} matches several contacts; use #id.")
             if contact is None or not await _may_touch(uow, actor, contact):
                 raise ContactNotFound(text)
-            return (await _details(uow, [contact]))[0]
+            return (await with_names(uow, [contact]))[0]
 
     async def set_stage(
         self,
@@ -280,7 +280,7 @@ class ContactService:
             if not found:
                 return None, False
             visible = await _may_touch(uow, actor, found[0])
-            return (await _details(uow, found[:1]))[0], visible
+            return (await with_names(uow, found[:1]))[0], visible
 
     async def people_named_in(
         self, card: ContactCard, more: Sequence[TimelineEntry] = ()
@@ -307,7 +307,7 @@ class ContactService:
                 Scope.of(actor),
                 limit=limit,
             )
-            details = await _details(uow, found)
+            details = await with_names(uow, found)
         order = {stage_id: n for n, stage_id in enumerate(open_ids)}
         return sorted(details, key=lambda d: order.get(d.contact.stage_id or 0, 0))
 
@@ -325,7 +325,7 @@ class ContactService:
                 Scope.of(actor),
                 limit=limit,
             )
-            return await _details(uow, found)
+            return await with_names(uow, found)
 
     async def company(self, actor: User, company_id: int) -> CompanyCard:
         """A company with its contacts the actor may see, their stages and owners."""
@@ -336,7 +336,7 @@ class ContactService:
             found = await uow.contacts.listing(
                 ContactFilter(company_id=company_id), Scope.of(actor), limit=100
             )
-            return CompanyCard(company, await _details(uow, found))
+            return CompanyCard(company, await with_names(uow, found))
 
     async def reassign(
         self, actor: User, contact_id: int, owner_id: int, *, expected_version: int | None = None
@@ -535,7 +535,7 @@ async def _may_touch(uow: UnitOfWork, actor: User, contact: Contact) -> bool:
     return scope.covers(owner)
 
 
-async def _details(uow: UnitOfWork, contacts: list[Contact]) -> list[ContactDetails]:
+async def with_names(uow: UnitOfWork, contacts: list[Contact]) -> list[ContactDetails]:
     stages = {s.id: s for s in await uow.stages.list(include_archived=True)}
     owners = await uow.users.get_many({c.owner_id for c in contacts if c.owner_id})
     companies = await uow.companies.names({c.company_id for c in contacts if c.company_id})
