@@ -59,6 +59,7 @@ class BotRuntime:
             users=services.users,
             operations=services.operations,
             imports=services.imports,
+            views=services.views,
             exports=services.exports,
             zone=settings.zone,
             policy=settings.policy,

@@ -15,6 +15,7 @@ from handlers import (
     new_contact,
     people,
     stages_admin,
+    views,
 )
 
 
@@ -26,6 +27,7 @@ def routers() -> list[Router]:
         people.build_router(),
         stages_admin.build_router(),
         bulk.build_router(),
+        views.build_router(),
         export.build_router(),
         imports.build_router(),
         contacts.build_router(),

@@ -22,7 +22,7 @@ from handlers import render
 from handlers.callbacks import AccessCb, LangCb
 from handlers.commands import publish_commands
 from handlers.i18n import LANGUAGES, language_of
-from handlers.texts import ROLE, explain, help_text
+from handlers.texts import ROLE, explain, help_text, refusal
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ async def start(
             sender.id, sender.full_name, sender.username, sender.language_code
         )
     except DomainError as error:
-        await message.answer(explain(error, i18n.current_locale))
+        await message.answer(refusal(error))
         return
     if not new:
         await message.answer(_("Your request is waiting for an admin. You will hear back here."))

@@ -19,7 +19,7 @@ from domain.transitions import Policy, is_other
 from handlers import render
 from handlers.callbacks import BulkCb, UndoOpCb
 from handlers.replies import show
-from handlers.texts import explain
+from handlers.texts import explain, refusal
 
 
 async def move_command(
@@ -37,7 +37,7 @@ async def move_command(
     try:
         plan = await operations.plan_bulk_move(user, query)
     except DomainError as error:
-        await message.answer(explain(error, get_i18n().current_locale))
+        await message.answer(refusal(error))
         return
     if not plan.contacts:
         await message.answer(_("Nothing found for “{query}”.").format(query=render.e(query)))
@@ -110,7 +110,7 @@ async def move_chosen(
     try:
         operation = await operations.bulk_move(user, search, target.name, reason=reason)
     except DomainError as error:
-        await show(query, explain(error, get_i18n().current_locale), None, answered=True)
+        await show(query, refusal(error), None, answered=True)
         return
     await state.update_data(bulk=None)
     assert operation.id is not None

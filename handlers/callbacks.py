@@ -141,3 +141,11 @@ class ImportCb(CallbackData, prefix="imp"):
 
     go: int
     create: int = 0
+
+
+class ViewCb(CallbackData, prefix="view"):
+    """Open saved view `id` at `page`, or delete it (`act` "del")."""
+
+    id: int
+    page: int = 0
+    act: str = ""

@@ -35,7 +35,7 @@ from handlers.callbacks import (
 )
 from handlers.dates import parse_due
 from handlers.replies import show
-from handlers.texts import ACTIVITY, explain
+from handlers.texts import ACTIVITY, explain, refusal
 
 UNDO_SECONDS = 300
 
@@ -137,7 +137,7 @@ async def idle_leads(
     try:
         leads = await contacts.idle_leads(user, days, limit=100)
     except DomainError as error:
-        await message.answer(explain(error, get_i18n().current_locale))
+        await message.answer(refusal(error))
         return
     if not leads:
         await message.answer(_("No open lead has been idle for {days} days.").format(days=days))
@@ -323,7 +323,7 @@ async def typed_reason(
             user, data["id"], data["stage"], reason=message.text, expected_version=data["v"]
         )
     except DomainError as error:
-        await message.answer(explain(error, get_i18n().current_locale))
+        await message.answer(refusal(error))
         await send_card(message, contacts, user, data["id"], zone)
         return
     await send_card(message, contacts, user, data["id"], zone, undo=_undo_of(result))
@@ -492,7 +492,7 @@ async def _log(
     try:
         await contacts.log_activity(user, contact_id, kind, text, due_at=due)
     except DomainError as error:
-        await message.answer(explain(error, get_i18n().current_locale))
+        await message.answer(refusal(error))
         return
     await message.answer(_("{kind} saved.").format(kind=ACTIVITY[kind.value]))
     await send_card(message, contacts, user, contact_id, zone)
@@ -611,7 +611,7 @@ async def send_card(
     try:
         text, keyboard = await _card(contacts, user, contact_id, zone, undo=undo)
     except DomainError as error:
-        await message.answer(explain(error, get_i18n().current_locale))
+        await message.answer(refusal(error))
         return
     await message.answer(text, reply_markup=keyboard)
 

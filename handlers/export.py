@@ -12,7 +12,6 @@ from aiogram import Router
 from aiogram.enums import ChatAction
 from aiogram.filters import Command, CommandObject
 from aiogram.types import FSInputFile, Message
-from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 
 from domain.errors import DomainError, StageNotFound
@@ -21,7 +20,7 @@ from domain.ports import ContactFilter
 from domain.services.exports import ExportService
 from domain.services.stages import StageService
 from handlers import render
-from handlers.texts import explain
+from handlers.texts import refusal
 
 # The most a bot may send as a document through the Bot API.
 MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
@@ -53,7 +52,7 @@ async def export_command(
         )
         return
     except DomainError as error:
-        await message.answer(explain(error, get_i18n().current_locale))
+        await message.answer(refusal(error))
         return
     if where.stage_ids:  # the stage as it is spelled, not as it was typed
         spelled = {s.stage.id: s.stage.name for s in await stages.summaries()}

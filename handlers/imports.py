@@ -18,7 +18,7 @@ from domain.services.imports import ImportOptions, ImportReport, ImportService
 from handlers import render
 from handlers.callbacks import ImportCb, UndoOpCb
 from handlers.replies import show
-from handlers.texts import explain
+from handlers.texts import explain, refusal
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # what the Bot API lets a bot download
 
@@ -89,7 +89,7 @@ async def confirmed(
     try:
         report = await imports.run(user, await _download(bot, file_id), options)
     except DomainError as error:
-        await show(query, explain(error, get_i18n().current_locale), None, answered=True)
+        await show(query, refusal(error), None, answered=True)
         return
     keys = InlineKeyboardBuilder()
     if report.operation_id is not None:

@@ -21,7 +21,7 @@ from domain.services.stages import StageService
 from handlers import render
 from handlers.callbacks import CancelCb, CardCb, NewCb
 from handlers.contacts import send_card
-from handlers.texts import explain
+from handlers.texts import explain, refusal
 
 SOURCES = ("Facebook", "Zalo", "Website", "Referral", "Cold call", "Trade show")
 SKIP = "-"
@@ -67,9 +67,7 @@ async def got_reach(
             existing, visible = await contacts.existing(user, **{field: text})
         except DomainError as error:
             await message.answer(
-                explain(error, get_i18n().current_locale)
-                + "\n"
-                + _("Try again, or send {skip}.").format(skip=SKIP)
+                refusal(error) + "\n" + _("Try again, or send {skip}.").format(skip=SKIP)
             )
             return
         if existing is not None:
@@ -240,12 +238,12 @@ async def _create(
     except DuplicateContact as duplicate:  # someone added it since the phone was checked
         existing, visible = await contacts.existing(user, phone=draft.phone, email=draft.email)
         if existing is None:
-            await message.answer(explain(duplicate, get_i18n().current_locale))
+            await message.answer(refusal(duplicate))
         else:
             await _offer_existing(message, existing, visible)
         return
     except DomainError as error:
-        await message.answer(explain(error, get_i18n().current_locale))
+        await message.answer(refusal(error))
         return
     assert contact.id is not None
     await message.answer(_("Added."))

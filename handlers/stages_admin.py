@@ -19,7 +19,7 @@ from domain.transitions import Policy, is_other
 from handlers import render
 from handlers.callbacks import CancelCb, StageAdminCb
 from handlers.replies import show
-from handlers.texts import CATEGORY, explain
+from handlers.texts import CATEGORY, explain, refusal
 
 
 class StageInput(StatesGroup):
@@ -300,7 +300,7 @@ async def typed_rename(
         old = await stages.get(data["stage"])
         stage = await stages.rename(user, old.name, message.text or "")
     except DomainError as error:
-        await message.answer(explain(error, get_i18n().current_locale))
+        await message.answer(refusal(error))
         return
     text, keyboard = await _overview(stages)
     await message.answer(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from html import escape
+
+from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 
@@ -45,6 +48,12 @@ def explain(error: DomainError, language: str) -> str:
     return str(REFUSALS[error.code])
 
 
+def refusal(error: DomainError) -> str:
+    """A refusal to send as a message: in the reader's language, safe as HTML (it may quote
+    what someone typed)."""
+    return escape(explain(error, get_i18n().current_locale), quote=False)
+
+
 def help_text(role: Role | None) -> str:
     lines = [
         _("<b>Stagekeeper</b> keeps your leads moving."),
@@ -58,6 +67,7 @@ def help_text(role: Role | None) -> str:
         _("/cancel — stop what you are doing"),
         _("/move <i>search</i> — move every matching lead to one stage"),
         _("/undo — undo a bulk move, import or stage deletion"),
+        _("/views — saved lists of contacts"),
     ]
     if role is Role.ADMIN:
         lines.append(_("/stages — add, rename, reorder, recategorize or delete stages"))

@@ -1,0 +1,121 @@
+"""/views: saved views (smart lists). `/views` lists them; `/views save NAME: stage=SQL idle=7`
+saves one (`shared` at the end shares it, for managers and admins); a view opens as a list."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import CallbackQuery, InlineKeyboardButton, Message
+from aiogram.utils.i18n import get_i18n
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from domain.errors import DomainError
+from domain.model import User
+from domain.services.views import ViewService
+from domain.views import KEYS, ViewFilter
+from handlers import render
+from handlers.callbacks import ViewCb
+from handlers.replies import show
+from handlers.texts import explain, refusal
+
+
+async def views_command(
+    message: Message, command: CommandObject, user: User, views: ViewService
+) -> None:
+    args = (command.args or "").strip()
+    if args.lower().startswith("save "):
+        await _save(message, args[5:], user, views)
+        return
+    saved = await views.visible(user)
+    keys = InlineKeyboardBuilder()
+    for view in saved[:40]:
+        assert view.id is not None
+        mark = "👥 " if view.shared else ""
+        keys.button(text=render.short(mark + view.name, 40), callback_data=ViewCb(id=view.id))
+    keys.adjust(2)
+    usage = _("Save one: /views save <i>name</i>: stage=SQL idle=7 (keys: {keys})").format(
+        keys=render.e(", ".join(KEYS))
+    )
+    text = (_("Your views:") if saved else _("You have no saved views yet.")) + "\n" + usage
+    await message.answer(text, reply_markup=keys.as_markup() if saved else None)
+
+
+async def _save(message: Message, text: str, user: User, views: ViewService) -> None:
+    name, colon, rest = text.partition(":")
+    if not colon:
+        await message.answer(_("Write it as /views save <i>name</i>: <i>filter</i>"))
+        return
+    words = rest.split()
+    shared = bool(words) and words[-1].lower() == "shared"
+    if shared:
+        words = words[:-1]
+    try:
+        view = await views.save(user, name, " ".join(words), shared=shared)
+    except DomainError as error:
+        await message.answer(refusal(error))
+        return
+    assert view.id is not None
+    keys = InlineKeyboardBuilder()
+    keys.button(text=_("Open"), callback_data=ViewCb(id=view.id))
+    await message.answer(
+        _("Saved {name}: {filter}").format(
+            name=render.e(view.name), filter=render.e(ViewFilter.from_json(view.filter).describe())
+        ),
+        reply_markup=keys.as_markup(),
+    )
+
+
+async def open_view(
+    query: CallbackQuery, callback_data: ViewCb, user: User, views: ViewService
+) -> None:
+    try:
+        if callback_data.act == "del":
+            await views.delete(user, callback_data.id)
+            await show(query, _("View deleted."), None)
+            return
+        page = max(0, callback_data.page)
+        view, found = await views.open(
+            user, callback_data.id, limit=render.PAGE_SIZE + 1, offset=page * render.PAGE_SIZE
+        )
+    except DomainError as error:
+        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+        return
+    keyboard = render.list_keyboard(
+        found[: render.PAGE_SIZE], list_name="view", page=0, more=False, with_owner=True
+    )
+    nav = []
+    if page > 0:
+        nav.append(
+            InlineKeyboardButton(
+                text="◀", callback_data=ViewCb(id=callback_data.id, page=page - 1).pack()
+            )
+        )
+    if len(found) > render.PAGE_SIZE:
+        nav.append(
+            InlineKeyboardButton(
+                text="▶", callback_data=ViewCb(id=callback_data.id, page=page + 1).pack()
+            )
+        )
+    rows = [*keyboard.inline_keyboard, *([nav] if nav else [])]
+    rows.append(
+        [
+            InlineKeyboardButton(
+                text="🗑 " + _("Delete view"),
+                callback_data=ViewCb(id=callback_data.id, act="del").pack(),
+            )
+        ]
+    )
+    keyboard.inline_keyboard = rows
+    title = (
+        f"<b>{render.e(view.name)}</b> — {render.e(ViewFilter.from_json(view.filter).describe())}"
+    )
+    body = title if found else title + "\n" + _("No contact matches it now.")
+    await show(query, body, keyboard)
+
+
+def build_router() -> Router:
+    router = Router(name=__name__)
+    router.message.register(views_command, Command("views"))
+    router.callback_query.register(open_view, ViewCb.filter())
+    return router
