@@ -47,6 +47,7 @@ from domain.model import (
     utcnow,
 )
 from domain.ports import BulkMove, ContactFilter, SearchCriteria
+from domain.services.contacts import duplicate_of
 from domain.text import clean_name, fold
 from storage.models import (
     AccessRequestRow,
@@ -497,14 +498,12 @@ class SqlContactRepository:
         return company_id
 
     async def _raise_duplicate(self, contact: Contact) -> None:
-        for other in await self.find_by_identifiers(
+        others = await self.find_by_identifiers(
             phone=contact.phone, email=contact.email, external_id=contact.external_id
-        ):
-            for field in ("phone", "email", "external_id"):
-                value = getattr(contact, field)
-                if value is not None and getattr(other, field) == value:
-                    assert other.id is not None
-                    raise DuplicateContact(other.id, field.replace("_", " "), value)
+        )
+        duplicate = duplicate_of(contact, others)
+        if duplicate is not None:
+            raise duplicate
 
 
 class SqlHistoryRepository:

@@ -260,11 +260,16 @@ class ContactService:
         return StageMoveResult(contact, change)
 
     async def card(self, actor: User, contact_id: int, *, latest: int = 5) -> ContactCard:
-        """What a contact's card shows: details, open tasks and the latest timeline entries."""
-        details = await self.get(actor, contact_id)
-        timeline = await self.timeline(actor, contact_id)
-        tasks = await self.open_tasks(actor, contact_id)
-        return ContactCard(details, tasks, timeline[:latest], len(timeline))
+        """What a contact's card shows: details, open tasks and the latest timeline entries,
+        read in one unit of work (cards are drawn after every button press)."""
+        async with self._uow() as uow:
+            contact = await self._visible(uow, actor, contact_id)
+            details = (await with_names(uow, [contact]))[0]
+            timeline = await _timeline(uow, contact_id, None)
+        tasks = [
+            e.activity for e in timeline if e.activity and e.activity.kind is ActivityKind.TASK
+        ]
+        return ContactCard(details, _pending(tasks), timeline[:latest], len(timeline))
 
     async def existing(
         self, actor: User, *, phone: str | None = None, email: str | None = None
@@ -293,9 +298,7 @@ class ContactService:
     async def open_tasks(self, actor: User, contact_id: int) -> list[Activity]:
         async with self._uow() as uow:
             await self._visible(uow, actor, contact_id)
-            tasks = await uow.activities.for_contact(contact_id, [ActivityKind.TASK])
-        pending = [t for t in tasks if t.done_at is None]
-        return sorted(pending, key=lambda t: t.due_at or t.at)
+            return _pending(await uow.activities.for_contact(contact_id, [ActivityKind.TASK]))
 
     async def open_leads(self, actor: User, *, limit: int = 200) -> list[ContactDetails]:
         """The actor's own leads in open stages, in stage order then newest first."""
@@ -415,38 +418,9 @@ class ContactService:
         self, actor: User, contact_id: int, kinds: Sequence[str] | None = None
     ) -> list[TimelineEntry]:
         """Activities and stage changes, newest first; `kinds` filters (activity kinds, "stage")."""
-        wanted = set(kinds) if kinds else None
         async with self._uow() as uow:
             await self._visible(uow, actor, contact_id)
-            entries: list[TimelineEntry] = []
-            if wanted is None or "stage" in wanted:
-                stages = {s.id: s.name for s in await uow.stages.list(include_archived=True)}
-                for change in await uow.history.for_contact(contact_id):
-                    before = stages.get(change.from_stage_id, "—") if change.from_stage_id else "—"
-                    after = stages.get(change.to_stage_id, "—") if change.to_stage_id else "—"
-                    entries.append(
-                        TimelineEntry(
-                            change.at,
-                            "stage",
-                            f"{before} → {after}",
-                            change.by_user_id,
-                            stage_change=change,
-                        )
-                    )
-            activity_kinds = [ActivityKind(k) for k in wanted - {"stage"}] if wanted else None
-            if activity_kinds is None or activity_kinds:
-                for activity in await uow.activities.for_contact(contact_id, activity_kinds):
-                    entries.append(
-                        TimelineEntry(
-                            activity.at,
-                            activity.kind.value,
-                            activity.text,
-                            activity.by_user_id,
-                            activity=activity,
-                        )
-                    )
-        entries.sort(key=_newest_first)
-        return entries
+            return await _timeline(uow, contact_id, kinds)
 
     def _normalized(self, draft: ContactDraft, now: datetime) -> Contact:
         name = clean_name(draft.name) if draft.name else None
@@ -481,11 +455,9 @@ class ContactService:
         existing = await uow.contacts.find_by_identifiers(
             phone=contact.phone, email=contact.email, external_id=contact.external_id
         )
-        for other in existing:
-            for field_name in ("phone", "email", "external_id"):
-                value = getattr(contact, field_name)
-                if value is not None and getattr(other, field_name) == value:
-                    raise DuplicateContact(_id(other), field_name.replace("_", " "), value)
+        duplicate = duplicate_of(contact, existing)
+        if duplicate is not None:
+            raise duplicate
 
     async def _owner_id(self, uow: UnitOfWork, actor: User, ref: str | None) -> int | None:
         if ref is None:
@@ -525,6 +497,56 @@ class ContactService:
                 f"({latest.at:%Y-%m-%d %H:%M})."
             )
         return at
+
+
+def duplicate_of(contact: Contact, others: Sequence[Contact]) -> DuplicateContact | None:
+    """The refusal for a contact whose phone, email or external id one of `others` has."""
+    for other in others:
+        for field_name in ("phone", "email", "external_id"):
+            value = getattr(contact, field_name)
+            if value is not None and getattr(other, field_name) == value:
+                return DuplicateContact(_id(other), field_name.replace("_", " "), value)
+    return None
+
+
+async def _timeline(
+    uow: UnitOfWork, contact_id: int, kinds: Sequence[str] | None
+) -> list[TimelineEntry]:
+    wanted = set(kinds) if kinds else None
+    entries: list[TimelineEntry] = []
+    if wanted is None or "stage" in wanted:
+        stages = {s.id: s.name for s in await uow.stages.list(include_archived=True)}
+        for change in await uow.history.for_contact(contact_id):
+            before = stages.get(change.from_stage_id, "—") if change.from_stage_id else "—"
+            after = stages.get(change.to_stage_id, "—") if change.to_stage_id else "—"
+            entries.append(
+                TimelineEntry(
+                    change.at,
+                    "stage",
+                    f"{before} → {after}",
+                    change.by_user_id,
+                    stage_change=change,
+                )
+            )
+    activity_kinds = [ActivityKind(k) for k in wanted - {"stage"}] if wanted else None
+    if activity_kinds is None or activity_kinds:
+        for activity in await uow.activities.for_contact(contact_id, activity_kinds):
+            entries.append(
+                TimelineEntry(
+                    activity.at,
+                    activity.kind.value,
+                    activity.text,
+                    activity.by_user_id,
+                    activity=activity,
+                )
+            )
+    entries.sort(key=_newest_first)
+    return entries
+
+
+def _pending(tasks: Sequence[Activity]) -> list[Activity]:
+    """Tasks not done yet, the soonest due first."""
+    return sorted((t for t in tasks if t.done_at is None), key=lambda t: t.due_at or t.at)
 
 
 async def _may_touch(uow: UnitOfWork, actor: User, contact: Contact) -> bool:
