@@ -61,6 +61,7 @@ class BotRuntime:
             imports=services.imports,
             views=services.views,
             exports=services.exports,
+            fields=services.fields,
             zone=settings.zone,
             policy=settings.policy,
         )

@@ -16,6 +16,7 @@ from domain.model import (
     ActivityKind,
     Company,
     Contact,
+    CustomFieldDef,
     Operation,
     OperationItem,
     SavedView,
@@ -50,11 +51,15 @@ class ContactFilter:
     created_from: datetime | None = None
     created_before: datetime | None = None
     fields: tuple[tuple[str, str], ...] = ()  # custom field values, exactly
+    words: tuple[str, ...] = ()  # folded words, each starting a word of the name or company
+
+
+EVERYTHING = Scope(everything=True)
 
 
 @dataclass(frozen=True, slots=True)
 class BulkMove:
-    """Move the contacts of one stage (all, or those of `contact_ids`) to another stage or to
+    """Move the contacts of one stage (all, or those `matching` a filter) to another stage or to
     none, recording each move in history and, with an operation, for undo."""
 
     from_stage_id: int | None
@@ -64,7 +69,8 @@ class BulkMove:
     source: Source
     reason: str | None
     operation_id: int | None
-    contact_ids: tuple[int, ...] | None = None
+    matching: ContactFilter | None = None  # only those matching, within `scope`
+    scope: Scope = EVERYTHING
 
 
 class StageRepository(Protocol):
@@ -124,6 +130,10 @@ class ContactRepository(Protocol):
         ...
 
     async def count_in_stage(self, stage_id: int) -> int: ...
+    async def count_by_stage(self, where: ContactFilter, scope: Scope) -> dict[int | None, int]:
+        """How many contacts match `where` within `scope`, per current stage id (None: none)."""
+        ...
+
     async def move_stage_contents(self, move: BulkMove) -> int:
         """Apply a BulkMove in bulk; returns how many contacts moved."""
         ...
@@ -200,6 +210,15 @@ class ViewRepository(Protocol):
     async def delete(self, view_id: int) -> None: ...
 
 
+class FieldRepository(Protocol):
+    async def list(self) -> list[CustomFieldDef]:
+        """Every custom field definition, in the order they were added."""
+        ...
+
+    async def add(self, field: CustomFieldDef) -> CustomFieldDef: ...
+    async def delete(self, field_id: int) -> None: ...
+
+
 class UnitOfWork(Protocol):
     stages: StageRepository
     contacts: ContactRepository
@@ -210,6 +229,7 @@ class UnitOfWork(Protocol):
     operations: OperationRepository
     access_requests: AccessRequestRepository
     views: ViewRepository
+    fields: FieldRepository
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(

@@ -207,3 +207,13 @@ class SavedViewRow(Base):
     filter: Mapped[dict[str, Any]] = mapped_column(JSON)
     shared: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime]
+
+
+class CustomFieldRow(Base):
+    __tablename__ = "custom_fields"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))
+    choices: Mapped[list[str]] = mapped_column(JSON)

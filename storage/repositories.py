@@ -35,6 +35,8 @@ from domain.model import (
     Category,
     Company,
     Contact,
+    CustomFieldDef,
+    FieldKind,
     Operation,
     OperationItem,
     RequestStatus,
@@ -55,6 +57,7 @@ from storage.models import (
     CompanyRow,
     ContactRow,
     ContactTagRow,
+    CustomFieldRow,
     OperationItemRow,
     OperationRow,
     SavedViewRow,
@@ -254,9 +257,10 @@ class SqlContactRepository:
             )
         return {str(key) for key in await self._session.scalars(keys)}
 
-    @staticmethod
-    def _matching(where: ContactFilter, scope: Scope) -> list[ColumnElement[bool]]:
+    def _matching(self, where: ContactFilter, scope: Scope) -> list[ColumnElement[bool]]:
         conditions = [_scope_filter(scope)]
+        if where.words:
+            conditions.append(ContactRow.id.in_(self._word_ids(where.words)))
         if where.owner_id is not None:
             conditions.append(ContactRow.owner_id == where.owner_id)
         if where.stage_ids is not None:
@@ -340,18 +344,21 @@ class SqlContactRepository:
         )
         return count or 0
 
+    async def count_by_stage(self, where: ContactFilter, scope: Scope) -> dict[int | None, int]:
+        rows = await self._session.execute(
+            select(ContactRow.stage_id, func.count())
+            .where(*self._matching(where, scope))
+            .group_by(ContactRow.stage_id)
+        )
+        return dict(rows.all())
+
     async def move_stage_contents(self, move: BulkMove) -> int:
         """Set-based, however many contacts: the before-images for undo, the history rows, then
-        the contacts. Explicit contact ids go in chunks to stay within parameter limits."""
-        if move.contact_ids is None:
-            return await self._move_where(move, _in_stage(move.from_stage_id))
-        moved = 0
-        ids = list(move.contact_ids)
-        for start in range(0, len(ids), ID_CHUNK):
-            chunk = ids[start : start + ID_CHUNK]
-            where = and_(_in_stage(move.from_stage_id), ContactRow.id.in_(chunk))
-            moved += await self._move_where(move, where)
-        return moved
+        the contacts, each one statement with the same condition."""
+        where = _in_stage(move.from_stage_id)
+        if move.matching is not None:
+            where = and_(where, *self._matching(move.matching, move.scope))
+        return await self._move_where(move, where)
 
     async def _move_where(self, move: BulkMove, where: ColumnElement[bool]) -> int:
         if move.operation_id is not None:
@@ -416,6 +423,15 @@ class SqlContactRepository:
             .execution_options(synchronize_session=False)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def _word_ids(self, words: Sequence[str]) -> Select[Any]:
+        """The ids of the contacts `_word_match` finds, unordered, for use in a condition."""
+        if self._session.get_bind().dialect.name == "postgresql":
+            return self._word_match(words).with_only_columns(ContactRow.id).order_by(None)
+        fts_query = " ".join(f'"{word}"*' for word in words)
+        return select(CONTACT_SEARCH.c.rowid).where(
+            text("contact_search MATCH :fts").bindparams(fts=fts_query)
+        )
 
     def _word_match(self, words: Sequence[str]) -> Select[Any]:
         """Contacts whose name or company has a word starting with each query word, newest
@@ -865,6 +881,30 @@ class SqlViewRepository:
 
 def _view(row: SavedViewRow) -> SavedView:
     return SavedView(row.id, row.owner_id, row.name, dict(row.filter), row.shared, row.created_at)
+
+
+class SqlFieldRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def list(self) -> list[CustomFieldDef]:
+        rows = await self._session.scalars(select(CustomFieldRow).order_by(CustomFieldRow.id))
+        return [
+            CustomFieldDef(row.id, row.key, row.name, FieldKind(row.kind), list(row.choices))
+            for row in rows
+        ]
+
+    async def add(self, field: CustomFieldDef) -> CustomFieldDef:
+        row = CustomFieldRow(
+            key=field.key, name=field.name, kind=field.kind.value, choices=list(field.choices)
+        )
+        self._session.add(row)
+        await self._session.flush()
+        field.id = row.id
+        return field
+
+    async def delete(self, field_id: int) -> None:
+        await self._session.execute(delete(CustomFieldRow).where(CustomFieldRow.id == field_id))
 
 
 class SqlAccessRequestRepository:

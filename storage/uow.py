@@ -12,6 +12,7 @@ from domain.ports import (
     ActivityRepository,
     CompanyRepository,
     ContactRepository,
+    FieldRepository,
     HistoryRepository,
     OperationRepository,
     StageRepository,
@@ -23,6 +24,7 @@ from storage.repositories import (
     SqlActivityRepository,
     SqlCompanyRepository,
     SqlContactRepository,
+    SqlFieldRepository,
     SqlHistoryRepository,
     SqlOperationRepository,
     SqlStageRepository,
@@ -41,6 +43,7 @@ class _Repositories:
     operations: OperationRepository
     access_requests: AccessRequestRepository
     views: ViewRepository
+    fields: FieldRepository
 
     def _bind(self, session: AsyncSession) -> None:
         self.stages = SqlStageRepository(session)
@@ -52,6 +55,7 @@ class _Repositories:
         self.operations = SqlOperationRepository(session)
         self.access_requests = SqlAccessRequestRepository(session)
         self.views = SqlViewRepository(session)
+        self.fields = SqlFieldRepository(session)
 
 
 class SqlUnitOfWork(_Repositories):

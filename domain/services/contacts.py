@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
+from domain import fields
 from domain.access import Scope
 from domain.errors import (
     AccessDenied,
@@ -24,6 +25,7 @@ from domain.model import (
     Category,
     Company,
     Contact,
+    CustomFieldDef,
     Role,
     Source,
     Stage,
@@ -40,6 +42,8 @@ from domain.transitions import Policy, plan_move
 
 NAME_MAX = 200
 TEXT_MAX = 4000
+TAG_MAX = 40
+TAGS_MAX = 20
 # A backdated change may not lie in the future; allow for clocks that disagree a little.
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -120,6 +124,9 @@ class ContactService:
         contact = self._normalized(draft, now)
         async with self._uow() as uow:
             await self._refuse_duplicates(uow, contact)
+            contact.custom_fields = fields.canonical_values(
+                await uow.fields.list(), contact.custom_fields
+            )
             contact.owner_id = await self._owner_id(uow, actor, draft.owner)
             stage = await self._stage_named(uow, draft.stage) if draft.stage else None
             move = plan_move(
@@ -363,6 +370,61 @@ class ContactService:
             contact.version += 1
             contact.updated_by_id = actor.id
             if not await uow.contacts.update(contact, expected_version=version):
+                raise StaleVersion(None)
+            await uow.commit()
+        return contact
+
+    async def set_tags(
+        self, actor: User, contact_id: int, tags: Sequence[str], *, expected_version: int
+    ) -> Contact:
+        """Replace a contact's tags (an empty list clears them)."""
+        cleaned = _clean_tags(list(tags))
+        if any(len(tag) > TAG_MAX for tag in cleaned) or len(cleaned) > TAGS_MAX:
+            raise InvalidInput(f"Up to {TAGS_MAX} tags of at most {TAG_MAX} characters each.")
+
+        def change(contact: Contact, _: list[CustomFieldDef]) -> None:
+            contact.tags = cleaned
+
+        return await self._edit(actor, contact_id, expected_version, change)
+
+    async def set_field(
+        self, actor: User, contact_id: int, name: str, raw: str, *, expected_version: int
+    ) -> Contact:
+        """Set (or with an empty value clear) a defined custom field, in its canonical spelling;
+        a value the field's kind refuses raises InvalidFieldValue and changes nothing."""
+
+        def change(contact: Contact, defined: list[CustomFieldDef]) -> None:
+            field = fields.find(defined, name)
+            if field is None:
+                raise NotFound(f"There is no field called {name!r}.")
+            value = fields.canonical(field, raw)
+            if value:
+                contact.custom_fields[field.key] = value
+            else:
+                contact.custom_fields.pop(field.key, None)
+
+        return await self._edit(actor, contact_id, expected_version, change)
+
+    async def _edit(
+        self,
+        actor: User,
+        contact_id: int,
+        expected_version: int,
+        change: Callable[[Contact, list[CustomFieldDef]], None],
+    ) -> Contact:
+        """Apply `change` to a contact the actor may touch, if nobody changed it since they saw
+        version `expected_version`; an edit that changes nothing writes nothing."""
+        async with self._uow() as uow:
+            contact = await self._visible(uow, actor, contact_id)
+            if contact.version != expected_version:
+                raise StaleVersion(await _name_of(uow, contact.updated_by_id))
+            before = (list(contact.tags), dict(contact.custom_fields))
+            change(contact, await uow.fields.list())
+            if (contact.tags, contact.custom_fields) == before:
+                return contact
+            contact.version += 1
+            contact.updated_by_id = actor.id
+            if not await uow.contacts.update(contact, expected_version=expected_version):
                 raise StaleVersion(None)
             await uow.commit()
         return contact

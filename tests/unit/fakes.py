@@ -20,6 +20,7 @@ from domain.model import (
     ActivityKind,
     Company,
     Contact,
+    CustomFieldDef,
     Operation,
     RequestStatus,
     Stage,
@@ -40,6 +41,7 @@ class State:
     activities: list[Activity] = field(default_factory=list)
     operations: dict[int, Operation] = field(default_factory=dict)
     access_requests: dict[int, AccessRequest] = field(default_factory=dict)
+    fields: dict[int, CustomFieldDef] = field(default_factory=dict)
     next_id: int = 1
 
     def new_id(self) -> int:
@@ -192,6 +194,10 @@ class FakeContacts(_Repo):
             last = contact.last_activity_at
             if not scope.covers(owner):
                 continue
+            company = self.s.companies.get(contact.company_id) if contact.company_id else None
+            haystack = words(" ".join(p for p in (contact.name, company and company.name) if p))
+            if not all(any(word.startswith(q) for word in haystack) for q in where.words):
+                continue
             if (
                 (where.owner_id is not None and contact.owner_id != where.owner_id)
                 or (where.stage_ids is not None and contact.stage_id not in where.stage_ids)
@@ -205,9 +211,16 @@ class FakeContacts(_Repo):
     async def count_in_stage(self, stage_id: int) -> int:
         return sum(1 for c in self.s.contacts.values() if c.stage_id == stage_id)
 
+    async def count_by_stage(self, where: ContactFilter, scope: Scope) -> dict[int | None, int]:
+        counts: dict[int | None, int] = {}
+        for contact in self._matching(where, scope):
+            counts[contact.stage_id] = counts.get(contact.stage_id, 0) + 1
+        return counts
+
     async def move_stage_contents(self, move: BulkMove) -> int:
         moved = 0
-        for contact in self.s.contacts.values():
+        matching = self._matching(move.matching or ContactFilter(), move.scope)
+        for contact in matching:
             if contact.stage_id == move.from_stage_id:
                 assert contact.id is not None
                 self.s.history.append(
@@ -341,6 +354,19 @@ class FakeAccessRequests(_Repo):
         self.s.access_requests[request.id] = copy.copy(request)
 
 
+class FakeFields(_Repo):
+    async def list(self) -> list[CustomFieldDef]:
+        return [copy.copy(f) for _, f in sorted(self.s.fields.items())]
+
+    async def add(self, field: CustomFieldDef) -> CustomFieldDef:
+        field.id = self.s.new_id()
+        self.s.fields[field.id] = copy.copy(field)
+        return field
+
+    async def delete(self, field_id: int) -> None:
+        self.s.fields.pop(field_id, None)
+
+
 class FakeUnitOfWork:
     def __init__(self, database: FakeDatabase) -> None:
         self._database = database
@@ -356,6 +382,7 @@ class FakeUnitOfWork:
         self.activities = FakeActivities(state)
         self.operations = FakeOperations(state)
         self.access_requests = FakeAccessRequests(state)
+        self.fields = FakeFields(state)
         return self
 
     async def __aexit__(
