@@ -11,6 +11,7 @@ from handlers import (
     contacts,
     errors,
     export,
+    fields,
     imports,
     new_contact,
     people,
@@ -30,6 +31,7 @@ def routers() -> list[Router]:
         views.build_router(),
         export.build_router(),
         imports.build_router(),
+        fields.build_router(),
         contacts.build_router(),
         errors.build_router(),
     ]

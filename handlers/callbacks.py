@@ -149,3 +149,27 @@ class ViewCb(CallbackData, prefix="view"):
     id: int
     page: int = 0
     act: str = ""
+
+
+class TagsCb(CallbackData, prefix="tag"):
+    """Edit the tags of a contact read at version `v`: asks for them."""
+
+    id: int
+    v: int
+
+
+class FieldCb(CallbackData, prefix="fld"):
+    """Edit a custom field of a contact read at version `v`: `f` 0 lists the fields, else the
+    field's id; then `c` the chosen choice's number (-1 asks for a value, -2 clears it)."""
+
+    id: int
+    v: int
+    f: int = 0
+    c: int = -1
+
+
+class FieldAdminCb(CallbackData, prefix="fa"):
+    """An admin's action on custom field `id`: view, delete, confirm-delete."""
+
+    id: int
+    act: str

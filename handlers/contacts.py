@@ -350,7 +350,7 @@ async def undo(
             reason=_("undone"),
         )
     except DomainError as error:
-        await _refused(query, error, contacts, user, callback_data.id, zone)
+        await refused_on_card(query, error, contacts, user, callback_data.id, zone)
         return
     await query.answer(_("Undone."))
     text, keyboard = await _card(contacts, user, callback_data.id, zone)
@@ -372,7 +372,7 @@ async def _move(
             user, contact_id, stage_id, reason=reason, expected_version=version
         )
     except DomainError as error:
-        await _refused(query, error, contacts, user, contact_id, zone)
+        await refused_on_card(query, error, contacts, user, contact_id, zone)
         return
     await query.answer(_("Moved.") if result.changed else _("It is already in that stage."))
     text, keyboard = await _card(contacts, user, contact_id, zone, undo=_undo_of(result))
@@ -392,7 +392,7 @@ def _undo_of(result: object) -> UndoCb | None:
     )
 
 
-async def _refused(
+async def refused_on_card(
     query: CallbackQuery,
     error: DomainError,
     contacts: ContactService,
@@ -525,7 +525,7 @@ async def reassign(
             user, callback_data.id, callback_data.owner, expected_version=callback_data.v
         )
     except DomainError as error:
-        await _refused(query, error, contacts, user, callback_data.id, zone)
+        await refused_on_card(query, error, contacts, user, callback_data.id, zone)
         return
     await query.answer(_("Reassigned."))
     text, keyboard = await _card(contacts, user, callback_data.id, zone)
@@ -598,6 +598,20 @@ async def _card(
         heading=str(heading) if heading else None,
     )
     return text, render.card_keyboard(card, user, undo)
+
+
+async def show_card(
+    query: CallbackQuery,
+    contacts: ContactService,
+    user: User,
+    contact_id: int,
+    zone: ZoneInfo,
+    *,
+    answered: bool = False,
+) -> None:
+    """Turn the message the button is on into the contact's fresh card."""
+    text, keyboard = await _card(contacts, user, contact_id, zone)
+    await show(query, text, keyboard, answered=answered)
 
 
 async def send_card(

@@ -21,12 +21,14 @@ from handlers.callbacks import (
     CancelCb,
     CardCb,
     CompanyCb,
+    FieldCb,
     LogCb,
     LostCb,
     MoveCb,
     OwnerCb,
     PageCb,
     StagesCb,
+    TagsCb,
     UndoCb,
 )
 from handlers.texts import ACTIVITY, CATEGORY
@@ -149,7 +151,9 @@ def card_keyboard(
     }
     for kind in TIMELINE_FILTERS:
         keys.button(text=labels[kind], callback_data=CardCb(id=contact.id, kind=kind or "all"))
-    sizes = [1, 4, 5] if undo is not None else [4, 5]
+    keys.button(text="🏷 " + _("Tags"), callback_data=TagsCb(id=contact.id, v=contact.version))
+    keys.button(text="🗂 " + _("Fields"), callback_data=FieldCb(id=contact.id, v=contact.version))
+    sizes = [1, 4, 5, 2] if undo is not None else [4, 5, 2]
     extra = 0
     if contact.company_id:
         keys.button(text="🏢 " + _("Company"), callback_data=CompanyCb(id=contact.company_id))

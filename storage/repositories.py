@@ -868,11 +868,12 @@ class SqlViewRepository:
         return _view(row) if row else None
 
     async def visible_to(self, user_id: int | None) -> list[SavedView]:
-        rows = await self._session.scalars(
-            select(SavedViewRow)
-            .where(or_(SavedViewRow.shared.is_(True), SavedViewRow.owner_id == user_id))
-            .order_by(SavedViewRow.name, SavedViewRow.id)
-        )
+        query = select(SavedViewRow).order_by(SavedViewRow.name, SavedViewRow.id)
+        if user_id is not None:
+            query = query.where(
+                or_(SavedViewRow.shared.is_(True), SavedViewRow.owner_id == user_id)
+            )
+        rows = await self._session.scalars(query)
         return [_view(row) for row in rows]
 
     async def delete(self, view_id: int) -> None:
