@@ -30,6 +30,7 @@ def commands_for(role: Role) -> list[BotCommand]:
     if role is Role.ADMIN:
         commands.append(BotCommand(command="stages", description=_("Stages")))
         commands.append(BotCommand(command="users", description=_("People and access")))
+        commands.append(BotCommand(command="fields", description=_("Custom fields")))
     return commands
 
 

@@ -36,6 +36,7 @@ REFUSALS = {
     "duplicate": __("That name is taken."),
     "duplicate_contact": __("A contact with that phone, email or id exists already."),
     "automation_declined": __("Automation does not move this lead."),
+    "field_value": __("That value does not fit this field."),
 }
 
 
@@ -72,6 +73,7 @@ def help_text(role: Role | None) -> str:
     if role is Role.ADMIN:
         lines.append(_("/stages — add, rename, reorder, recategorize or delete stages"))
         lines.append(_("/users — people and their access"))
+        lines.append(_("/fields — custom fields on every card (text, number, date, choice)"))
     return "\n".join(lines)
 
 
