@@ -79,9 +79,7 @@ async def test_a_value_the_field_refuses_changes_nothing(crm: tuple[Services, Us
         ("Ngày ký", "31/02/2026", "not a date"),
     ):
         with pytest.raises(InvalidFieldValue, match=reason):
-            await services.contacts.set_field(
-                lan, an, name, typed, expected_version=before.version
-            )
+            await services.contacts.set_field(lan, an, name, typed, expected_version=before.version)
     with pytest.raises(NotFound):
         await services.contacts.set_field(lan, an, "Màu", "đỏ", expected_version=before.version)
     with pytest.raises(AccessDenied):
@@ -153,7 +151,8 @@ async def test_a_bulk_move_by_view_moves_exactly_the_view_within_scope_and_undoe
     assert "view 'Leads'" in operation.description
     for name, expected in (("An", "MQL"), ("Bình", "MQL"), ("Chi", "MQL"), ("Dũng", "Lead")):
         [found] = await services.contacts.find(SYSTEM, name)
-        assert found.stage is not None and found.stage.name == expected, name
+        assert found.stage is not None
+        assert found.stage.name == expected, name
         history = await services.contacts.history(SYSTEM, found.contact.id or 0)
         assert (history[-1].source is Source.BULK) == (name in ("An", "Bình")), name
     assert operation.id is not None
@@ -161,7 +160,8 @@ async def test_a_bulk_move_by_view_moves_exactly_the_view_within_scope_and_undoe
     assert undone.reverted == 2
     for name in ("An", "Bình", "Dũng"):
         [found] = await services.contacts.find(SYSTEM, name)
-        assert found.stage is not None and found.stage.name == "Lead", name
+        assert found.stage is not None
+        assert found.stage.name == "Lead", name
 
 
 @pytest.fixture
@@ -193,7 +193,8 @@ def test_fields_on_the_command_line(database_url: str, capsys: pytest.CaptureFix
 
     assert run("init")[0] == 0
     code, out = run("fields", "add", "Hạng", "--kind", "choice", "--choice", "A", "--choice", "B")
-    assert code == 0 and "Added the choice field 'Hạng'" in out
+    assert code == 0
+    assert "Added the choice field 'Hạng'" in out
     assert run("fields", "add", "Hạng", "--kind", "text")[0] == 1
     code, out = run("fields", "list", "--json")
     assert json.loads(out) == [{"name": "Hạng", "kind": "choice", "choices": ["A", "B"]}]
