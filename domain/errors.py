@@ -113,3 +113,12 @@ class ImportRefused(InvalidInput):
     nothing of it is applied."""
 
     code = "import_refused"
+
+
+class MissingIdentifier(ImportRefused):
+    """No column of the file is a phone, an email or an external id; `columns` are the ones a
+    mapping could make one."""
+
+    def __init__(self, message: str, columns: list[str]) -> None:
+        super().__init__(message)
+        self.columns = columns

@@ -50,7 +50,7 @@ from typing import IO, Any, Final
 
 from phonenumbers import PhoneMetadata
 
-from domain.errors import ImportRefused, InvalidInput
+from domain.errors import ImportRefused, InvalidInput, MissingIdentifier
 from domain.phones import parse_phone
 from domain.services.contacts import CLOCK_SKEW, NAME_MAX, TEXT_MAX, ContactDraft
 from domain.text import clean_name, fold
@@ -417,10 +417,11 @@ def _layout(header: list[str], mapping: dict[str, str], match: Sequence[str]) ->
     present = [f for f in match if f in columns.values()]
     if not present:
         wanted = ", ".join(match)
-        raise ImportRefused(
+        raise MissingIdentifier(
             f"Missing identifier column: the file has no {wanted} column. Map one with "
             f'--map COLUMN=FIELD (e.g. --map "Mã KH=external_id"); the file\'s columns are: '
-            f"{', '.join(h for h in header if h) or 'none'}."
+            f"{', '.join(h for h in header if h) or 'none'}.",
+            unknown,
         )
     return _Layout(header, targets, columns, unknown, ignored)
 

@@ -173,3 +173,12 @@ class FieldAdminCb(CallbackData, prefix="fa"):
 
     id: int
     act: str
+
+
+class ImportMapCb(CallbackData, prefix="imap"):
+    """Map column number `col` of the pending import (its unmapped columns, in order) to field
+    `to`: an import field, `custom` (a custom field named like the column), `f<id>` (a defined
+    custom field) or `ignore`."""
+
+    col: int
+    to: str

@@ -12,12 +12,15 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from domain import fields
 from domain.access import require_role
 from domain.errors import DomainError, InvalidInput
-from domain.imports import IDENTIFIERS, ImportRow, RowError, error_report, parse
+from domain.fields import InvalidFieldValue
+from domain.imports import CUSTOM_PREFIX, IDENTIFIERS, ImportRow, RowError, error_report, parse
 from domain.model import (
     Category,
     Contact,
+    CustomFieldDef,
     Operation,
     OperationItem,
     Role,
@@ -120,7 +123,7 @@ class ImportService:
             unknown_columns=parsed.unknown_columns, dry_run=options.dry_run, header=parsed.header
         )
         async with self._uow() as uow:
-            run = _Run(uow, actor, options, self._policy, now, report)
+            run = _Run(uow, actor, options, self._policy, now, report, parsed.columns)
             await run.prepare()
             batch: list[ImportRow] = []
             for row in parsed.rows:
@@ -149,6 +152,7 @@ class _Run:
         policy: Policy,
         now: datetime,
         report: ImportReport,
+        columns: dict[str, str],
     ) -> None:
         self.uow = uow
         self.actor = actor
@@ -162,6 +166,8 @@ class _Run:
         self.operation: Operation | None = None
         self.items: list[OperationItem] = []
         self.pending: list[_NewContact] = []
+        self.fields: list[CustomFieldDef] = []
+        self.columns = columns
 
     async def prepare(self) -> None:
         live = await self.uow.stages.list()
@@ -169,6 +175,7 @@ class _Run:
         self.all_stages = {
             s.id: s for s in await self.uow.stages.list(include_archived=True) if s.id
         }
+        self.fields = await self.uow.fields.list()
         for user in await self.uow.users.list():
             self.owners.setdefault(fold(user.name), user)
             if user.telegram_id is not None:
@@ -246,6 +253,8 @@ class _Run:
         if len(matches) > 1:
             found = ", ".join(f"#{cid} by {f.replace('_', ' ')}" for cid, f in matches.items())
             raise RowRefused(None, f"matches two contacts ({found}); fix the file or merge them")
+        if row.custom_fields and self.fields:
+            row.custom_fields = self._canonical_fields(row.custom_fields)
         stage = await self._stage(row.stage)
         owner = await self._owner(row.owner)
         if not matches:
@@ -258,6 +267,22 @@ class _Run:
             self.report.unchanged += 1
             return
         await self._update(row, contact, stage, owner)
+
+    def _canonical_fields(self, values: dict[str, str]) -> dict[str, str]:
+        """Defined fields in their one spelling (`vang` → `Vàng`, `1.500.000` → `1500000`);
+        a value a field refuses rejects the row, naming the column."""
+        try:
+            return fields.canonical_values(self.fields, values)
+        except InvalidFieldValue as refused:
+            column = next(
+                (
+                    header
+                    for header, target in self.columns.items()
+                    if fold(target) == fold(CUSTOM_PREFIX + refused.field.key)
+                ),
+                None,
+            )
+            raise RowRefused(column, refused.message) from None
 
     async def _create(self, row: ImportRow, stage: Stage | None, owner: User | None) -> None:
         created_at = row.created_at or self.now

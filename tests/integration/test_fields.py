@@ -17,6 +17,7 @@ from domain.errors import AccessDenied, InvalidInput, NotFound, StaleVersion
 from domain.fields import InvalidFieldValue
 from domain.model import FieldKind, Role, Source, User
 from domain.services.contacts import ContactDraft
+from domain.services.imports import ImportOptions
 from domain.services.operations import Selection
 
 
@@ -200,3 +201,25 @@ def test_fields_on_the_command_line(database_url: str, capsys: pytest.CaptureFix
     assert json.loads(out) == [{"name": "Hạng", "kind": "choice", "choices": ["A", "B"]}]
     assert run("fields", "delete", "hang")[0] == 0
     assert json.loads(run("fields", "list", "--json")[1]) == []
+
+
+async def test_an_import_writes_defined_fields_in_their_spelling_and_rejects_bad_values(
+    crm: tuple[Services, User, User],
+) -> None:
+    services, _, _ = crm
+    data = (
+        "phone,name,custom:ngành,custom:Ngân sách\n"
+        "0912 000 001,Giang,ban le,2.000.000\n"
+        "0912 000 002,Hà,Dịch vụ,\n"
+        "0912 000 003,Khoa,,nhiều\n"
+    ).encode()
+    report = await services.imports.run(SYSTEM, data, ImportOptions())
+    assert report.created == 1
+    assert [(e.row, e.column) for e in report.errors] == [
+        (3, "custom:ngành"),
+        (4, "custom:Ngân sách"),
+    ]
+    assert "not one of Bán lẻ, Sản xuất" in report.errors[0].reason
+    [giang] = await services.contacts.find(SYSTEM, "0912 000 001")
+    assert giang.contact.custom_fields == {"Ngành": "Bán lẻ", "Ngân sách": "2000000"}
+    assert await services.contacts.find(SYSTEM, "0912 000 002") == []
