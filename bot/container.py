@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.settings import Settings
 from domain.services.contacts import ContactService
+from domain.services.digests import DigestService
 from domain.services.exports import ExportService
 from domain.services.fields import FieldService
 from domain.services.imports import ImportService
@@ -31,6 +32,7 @@ class Services:
     views: ViewService
     exports: ExportService
     fields: FieldService
+    digests: DigestService
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -57,4 +59,5 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
         ),
         exports=ExportService(uow, zone=settings.zone),
         fields=FieldService(uow),
+        digests=DigestService(uow, settings.zone, default_idle_days=settings.idle_days),
     )

@@ -94,6 +94,7 @@ class WebhookServer:
         url = base + self.runtime.settings.webhook_path
         await self.runtime.publish_commands()
         await self.runtime.set_webhook(url, self.secret)
+        self.runtime.start_scheduler()
         log.info("webhook listening on %s:%s for %s", self.host, self.port, url)
 
     async def stop(self) -> None:

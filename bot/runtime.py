@@ -26,6 +26,8 @@ from bot.middlewares import (
     OncePerUpdate,
     RetryRequests,
 )
+from bot.notifier import Notifier
+from bot.scheduler import SchedulerHost
 from bot.settings import Settings
 from handlers.commands import publish_commands, publish_default_commands
 from handlers.i18n import PersonLocale, build_i18n
@@ -62,6 +64,7 @@ class BotRuntime:
             views=services.views,
             exports=services.exports,
             fields=services.fields,
+            digests=services.digests,
             zone=settings.zone,
             policy=settings.policy,
         )
@@ -75,6 +78,15 @@ class BotRuntime:
         self.dispatcher.startup.register(self.publish_commands)
         self.polling = asyncio.Event()
         self.dispatcher.startup.register(self.polling.set)
+        self.notifier = Notifier(self.bot, services, self.i18n)
+        self.scheduler = (
+            SchedulerHost(self.notifier, settings.database_url) if settings.scheduler else None
+        )
+
+    def start_scheduler(self) -> None:
+        """Join the processes that may run the scheduler (the one holding the lease does)."""
+        if self.scheduler is not None and self.scheduler.stopped:
+            self.scheduler.start()
 
     async def publish_commands(self) -> None:
         """The command menus, per language and per role."""
@@ -84,6 +96,7 @@ class BotRuntime:
     async def poll(self, *, handle_signals: bool = True) -> None:
         """Long polling until stopped; then waits for the updates being handled."""
         await self.bot.delete_webhook()
+        self.start_scheduler()
         try:
             await self.dispatcher.start_polling(
                 self.bot,
@@ -126,6 +139,8 @@ class BotRuntime:
         )
 
     async def close(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         await self.in_flight.drained(SHUTDOWN_GRACE_SECONDS)
         await self.bot.session.close()
 

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     webhook_path: str = "/telegram/webhook"
     default_language: str = "en"
     log_level: str = "INFO"
+    idle_days: int = Field(default=7, ge=1, le=365)
+    scheduler: bool = True  # run the digest and reminders (one process per database does)
 
     @field_validator("admin_ids", mode="before")
     @classmethod

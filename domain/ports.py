@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -17,6 +17,7 @@ from domain.model import (
     Company,
     Contact,
     CustomFieldDef,
+    DigestSettings,
     Operation,
     OperationItem,
     SavedView,
@@ -52,6 +53,9 @@ class ContactFilter:
     created_before: datetime | None = None
     fields: tuple[tuple[str, str], ...] = ()  # custom field values, exactly
     words: tuple[str, ...] = ()  # folded words, each starting a word of the name or company
+    # Idle by stage: in one of these stages, with the last activity before the stage's moment.
+    idle_by_stage: tuple[tuple[int, datetime], ...] = ()
+    without_task_after: datetime | None = None  # no open task due after this moment
 
 
 EVERYTHING = Scope(everything=True)
@@ -167,6 +171,11 @@ class CompanyRepository(Protocol):
 
 class ActivityRepository(Protocol):
     async def add(self, activity: Activity) -> Activity: ...
+    async def claim_due_tasks(self, now: datetime, limit: int) -> list[Activity]:
+        """Open tasks due by `now` that nobody was reminded of yet, marked reminded now (a
+        second claim, by this or another process, does not get them)."""
+        ...
+
     async def for_contact(
         self, contact_id: int, kinds: Sequence[ActivityKind] | None = None
     ) -> list[Activity]: ...
@@ -219,6 +228,23 @@ class FieldRepository(Protocol):
     async def delete(self, field_id: int) -> None: ...
 
 
+class DigestRepository(Protocol):
+    async def settings(self) -> dict[int, DigestSettings]:
+        """Everyone's stored settings, by user id (a person without a row has the defaults)."""
+        ...
+
+    async def save(self, settings: DigestSettings) -> None: ...
+    async def claim(self, user_id: int, day: date, kind: str, at: datetime) -> bool:
+        """Record that `kind` is being sent to the person for `day`; False when it was
+        claimed already, so that nothing is ever sent twice."""
+        ...
+
+    async def mark_sent(self, user_id: int, day: date, kind: str, at: datetime) -> None: ...
+    async def claimed(self, day: date, kind: str) -> set[int]:
+        """Who has `kind` for `day` claimed already."""
+        ...
+
+
 class UnitOfWork(Protocol):
     stages: StageRepository
     contacts: ContactRepository
@@ -230,6 +256,7 @@ class UnitOfWork(Protocol):
     access_requests: AccessRequestRepository
     views: ViewRepository
     fields: FieldRepository
+    digests: DigestRepository
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(

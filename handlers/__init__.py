@@ -9,6 +9,7 @@ from handlers import (
     access,
     bulk,
     contacts,
+    digest,
     errors,
     export,
     fields,
@@ -32,6 +33,7 @@ def routers() -> list[Router]:
         export.build_router(),
         imports.build_router(),
         fields.build_router(),
+        digest.build_router(),
         contacts.build_router(),
         errors.build_router(),
     ]

@@ -182,3 +182,11 @@ class ImportMapCb(CallbackData, prefix="imap"):
 
     col: int
     to: str
+
+
+class DigestCb(CallbackData, prefix="dg"):
+    """A /digest setting: onoff, times/time (`arg` HH:MM), zones/zone (`arg` the zone), ask
+    (`arg` time or zone: typed), sec (`arg` a section to switch)."""
+
+    act: str
+    arg: str = ""

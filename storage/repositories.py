@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import (
     Integer,
     Select,
     and_,
+    case,
     column,
     delete,
     func,
@@ -23,6 +25,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy import update as sql_update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,6 +40,8 @@ from domain.model import (
     Company,
     Contact,
     CustomFieldDef,
+    DigestSection,
+    DigestSettings,
     FieldKind,
     Operation,
     OperationItem,
@@ -58,6 +64,8 @@ from storage.models import (
     ContactRow,
     ContactTagRow,
     CustomFieldRow,
+    DeliveryRow,
+    DigestSettingsRow,
     OperationItemRow,
     OperationRow,
     SavedViewRow,
@@ -92,6 +100,7 @@ class SqlStageRepository:
             category=stage.category.value,
             position=stage.position,
             archived_at=stage.archived_at,
+            idle_days=stage.idle_days,
             created_at=utcnow(),
         )
         self._session.add(row)
@@ -110,6 +119,7 @@ class SqlStageRepository:
                 category=stage.category.value,
                 position=stage.position,
                 archived_at=stage.archived_at,
+                idle_days=stage.idle_days,
             )
         )
         await self._flush_name(stage.name)
@@ -220,7 +230,7 @@ class SqlContactRepository:
         self, where: ContactFilter, scope: Scope, *, limit: int, offset: int = 0
     ) -> list[Contact]:
         query = select(ContactRow).where(*self._matching(where, scope))
-        if where.idle_since is not None:
+        if where.idle_since is not None or where.idle_by_stage:
             query = query.order_by(ContactRow.last_activity_at)
         query = query.order_by(ContactRow.id.desc()).limit(limit).offset(offset)
         return await self._load(query)
@@ -289,6 +299,21 @@ class SqlContactRepository:
             conditions.append(ContactRow.company_id == where.company_id)
         if where.idle_since is not None:
             conditions.append(ContactRow.last_activity_at < where.idle_since)
+        if where.idle_by_stage:
+            moment = ContactRow.last_activity_at.type
+            cutoffs = {stage_id: literal(at, moment) for stage_id, at in where.idle_by_stage}
+            conditions.append(ContactRow.stage_id.in_(cutoffs))
+            conditions.append(
+                ContactRow.last_activity_at < case(cutoffs, value=ContactRow.stage_id)
+            )
+        if where.without_task_after is not None:
+            task_ahead = select(ActivityRow.id).where(
+                ActivityRow.contact_id == ContactRow.id,
+                ActivityRow.kind == ActivityKind.TASK.value,
+                ActivityRow.done_at.is_(None),
+                ActivityRow.due_at > where.without_task_after,
+            )
+            conditions.append(~task_ahead.exists())
         return conditions
 
     async def find_many(
@@ -657,6 +682,7 @@ class SqlActivityRepository:
             by_user_id=activity.by_user_id,
             due_at=activity.due_at,
             done_at=activity.done_at,
+            reminded_at=activity.reminded_at,
         )
         self._session.add(row)
         await self._session.flush()
@@ -672,19 +698,102 @@ class SqlActivityRepository:
         rows = await self._session.scalars(
             query.order_by(ActivityRow.at.desc(), ActivityRow.id.desc())
         )
-        return [
-            Activity(
-                row.id,
-                row.contact_id,
-                ActivityKind(row.kind),
-                row.text,
-                at=row.at,
-                by_user_id=row.by_user_id,
-                due_at=row.due_at,
-                done_at=row.done_at,
+        return [_activity(row) for row in rows]
+
+    async def claim_due_tasks(self, now: datetime, limit: int) -> list[Activity]:
+        due = (
+            select(ActivityRow.id)
+            .where(
+                ActivityRow.kind == ActivityKind.TASK.value,
+                ActivityRow.due_at <= now,
+                ActivityRow.done_at.is_(None),
+                ActivityRow.reminded_at.is_(None),
+            )
+            .order_by(ActivityRow.due_at)
+            .limit(limit)
+        )
+        ids = list(await self._session.scalars(due))
+        if not ids:
+            return []
+        claimed = await self._session.scalars(
+            sql_update(ActivityRow)
+            .where(ActivityRow.id.in_(ids), ActivityRow.reminded_at.is_(None))
+            .values(reminded_at=now)
+            .returning(ActivityRow.id)
+        )
+        taken = set(claimed)
+        rows = await self._session.scalars(select(ActivityRow).where(ActivityRow.id.in_(taken)))
+        return [_activity(row) for row in rows]
+
+
+def _activity(row: ActivityRow) -> Activity:
+    return Activity(
+        row.id,
+        row.contact_id,
+        ActivityKind(row.kind),
+        row.text,
+        at=row.at,
+        by_user_id=row.by_user_id,
+        due_at=row.due_at,
+        done_at=row.done_at,
+        reminded_at=row.reminded_at,
+    )
+
+
+class SqlDigestRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def settings(self) -> dict[int, DigestSettings]:
+        rows = await self._session.scalars(select(DigestSettingsRow))
+        return {
+            row.user_id: DigestSettings(
+                row.user_id,
+                enabled=row.enabled,
+                send_at=time.fromisoformat(row.send_at),
+                timezone=row.timezone,
+                sections=frozenset(
+                    DigestSection(s) for s in row.sections if s in set(DigestSection)
+                ),
+                blocked_at=row.blocked_at,
             )
             for row in rows
-        ]
+        }
+
+    async def save(self, settings: DigestSettings) -> None:
+        row = DigestSettingsRow(
+            user_id=settings.user_id,
+            enabled=settings.enabled,
+            send_at=settings.send_at.strftime("%H:%M"),
+            timezone=settings.timezone,
+            sections=sorted(settings.sections),
+            blocked_at=settings.blocked_at,
+        )
+        await self._session.merge(row)
+        await self._session.flush()
+
+    async def claim(self, user_id: int, day: date, kind: str, at: datetime) -> bool:
+        dialect = self._session.get_bind().dialect.name
+        insert_row = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        result = await self._session.execute(
+            insert_row(DeliveryRow)
+            .values(user_id=user_id, day=day, kind=kind, claimed_at=at)
+            .on_conflict_do_nothing()
+        )
+        return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+    async def mark_sent(self, user_id: int, day: date, kind: str, at: datetime) -> None:
+        await self._session.execute(
+            sql_update(DeliveryRow)
+            .where(DeliveryRow.user_id == user_id, DeliveryRow.day == day, DeliveryRow.kind == kind)
+            .values(sent_at=at)
+        )
+
+    async def claimed(self, day: date, kind: str) -> set[int]:
+        rows = await self._session.scalars(
+            select(DeliveryRow.user_id).where(DeliveryRow.day == day, DeliveryRow.kind == kind)
+        )
+        return set(rows)
 
 
 class SqlOperationRepository:
@@ -1040,7 +1149,9 @@ def _contact(row: ContactRow, tags: list[str]) -> Contact:
 
 
 def _stage(row: StageRow) -> Stage:
-    return Stage(row.id, row.name, Category(row.category), row.position, row.archived_at)
+    return Stage(
+        row.id, row.name, Category(row.category), row.position, row.archived_at, row.idle_days
+    )
 
 
 def _change(row: StageChangeRow) -> StageChange:

@@ -12,6 +12,7 @@ from domain.ports import (
     ActivityRepository,
     CompanyRepository,
     ContactRepository,
+    DigestRepository,
     FieldRepository,
     HistoryRepository,
     OperationRepository,
@@ -24,6 +25,7 @@ from storage.repositories import (
     SqlActivityRepository,
     SqlCompanyRepository,
     SqlContactRepository,
+    SqlDigestRepository,
     SqlFieldRepository,
     SqlHistoryRepository,
     SqlOperationRepository,
@@ -44,6 +46,7 @@ class _Repositories:
     access_requests: AccessRequestRepository
     views: ViewRepository
     fields: FieldRepository
+    digests: DigestRepository
 
     def _bind(self, session: AsyncSession) -> None:
         self.stages = SqlStageRepository(session)
@@ -56,6 +59,7 @@ class _Repositories:
         self.access_requests = SqlAccessRequestRepository(session)
         self.views = SqlViewRepository(session)
         self.fields = SqlFieldRepository(session)
+        self.digests = SqlDigestRepository(session)
 
 
 class SqlUnitOfWork(_Repositories):

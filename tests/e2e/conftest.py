@@ -14,6 +14,7 @@ import pytest
 
 from bot.container import Services, build_services
 from bot.entrypoints import Sandbox, WebhookServer
+from bot.runtime import BotRuntime
 from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.model import Role
@@ -26,10 +27,17 @@ WEBHOOK_SECRET = "e2e-secret-token"
 class Driver:
     """Talks to the sandbox's user-side API (DESIGN §4) over HTTP."""
 
-    def __init__(self, base_url: str, http: aiohttp.ClientSession, services: Services) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        http: aiohttp.ClientSession,
+        services: Services,
+        runtime: BotRuntime,
+    ) -> None:
         self.base_url = base_url
         self.http = http
         self.services = services
+        self.runtime = runtime  # the bot being driven (polling or behind the webhook)
 
     async def post(self, path: str, **body: Any) -> Any:
         async with self.http.post(f"{self.base_url}{path}", json=body) as response:
@@ -106,6 +114,7 @@ def e2e_settings(tmp_path: Path, sqlite_template: Path) -> Settings:
         _env_file=None,
         database_url=f"sqlite+aiosqlite:///{path}",
         admin_ids=[ADMIN_ID],
+        scheduler=False,  # the digest tests run it themselves
     )
 
 
@@ -144,8 +153,10 @@ async def driver(sandbox_of_driver: Sandbox, bot_mode: str) -> AsyncIterator[Dri
             port=0,
         )
         await webhook.start()
+    runtime = webhook.runtime if webhook is not None else sandbox.runtime
+    assert runtime is not None
     async with aiohttp.ClientSession() as http:
-        yield Driver(sandbox.url, http, services)
+        yield Driver(sandbox.url, http, services, runtime)
     if webhook is not None:
         await webhook.stop()
 
