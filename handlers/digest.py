@@ -138,7 +138,9 @@ async def digest_button(
     if act == "times":
         keys = InlineKeyboardBuilder()
         for choice in TIMES:
-            keys.button(text=choice, callback_data=DigestCb(act="time", arg=choice))
+            # ":" separates callback data fields; "08h30" reads as well as "08:30"
+            time_arg = choice.replace(":", "h")
+            keys.button(text=choice, callback_data=DigestCb(act="time", arg=time_arg))
         keys.button(text=_("Another time"), callback_data=DigestCb(act="ask", arg="time"))
         keys.adjust(3)
         await show(query, _("When should it arrive?"), keys.as_markup())

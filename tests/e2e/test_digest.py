@@ -12,10 +12,10 @@ from sqlalchemy import update
 
 from bot.scheduler import SchedulerHost
 from domain.access import SYSTEM
-from domain.model import ActivityKind, Role, utcnow
+from domain.model import ActivityKind, DigestSection, Role, utcnow
 from domain.services.contacts import ContactDraft
 from storage.models import ContactRow
-from tests.e2e.conftest import LAN, MANAGER, Driver
+from tests.e2e.conftest import ADMIN_ID, LAN, MANAGER, Driver, press
 
 
 @pytest.fixture
@@ -136,3 +136,40 @@ async def test_the_scheduler_runs_in_one_process_and_a_restart_sends_nothing_twi
     assert restarted.running
     await restarted.stop()
     assert bot_messages(await driver.changes(LAN, since, wait=0)) == [message]
+
+
+async def test_an_admin_sets_how_long_a_stage_may_sit_untouched(driver: Driver) -> None:
+    await driver.services.stages.apply_template(SYSTEM, "amis")
+    await driver.user(ADMIN_ID, "Ada")
+    [overview] = await driver.ask(ADMIN_ID, "/stages")
+    [stage] = await press(driver, ADMIN_ID, overview, "SQL")
+    [choices] = await press(driver, ADMIN_ID, stage, "Idle after")
+    [stage] = await press(driver, ADMIN_ID, choices, "14 days")
+    assert "idle after 14 days" in stage["text"]
+    assert (await driver.services.contacts.stage_by_name("SQL")).idle_days == 14
+    [choices] = await press(driver, ADMIN_ID, stage, "Idle after")
+    [stage] = await press(driver, ADMIN_ID, choices, "The default")
+    assert (await driver.services.contacts.stage_by_name("SQL")).idle_days is None
+
+
+async def test_digest_settings_in_chat(driver: Driver, morning: dict[str, int]) -> None:
+    [settings] = await driver.ask(MANAGER, "/digest")
+    assert "digest of your team's funnel" in settings["text"]
+    [times] = await press(driver, MANAGER, settings, "Time")
+    [settings] = await press(driver, MANAGER, times, "07:30")
+    assert "07:30" in settings["text"]
+    [zones] = await press(driver, MANAGER, settings, "Time zone")
+    [ask] = await press(driver, MANAGER, zones, "Another time zone")
+    assert "Send the time zone" in ask["text"]
+    [refused] = await driver.ask(MANAGER, "Mars/Olympus")
+    assert "not a time zone" in refused["text"]
+    [settings] = await driver.ask(MANAGER, "Europe/Berlin")
+    assert "Europe/Berlin" in settings["text"]
+    [settings] = await press(driver, MANAGER, settings, "Funnel chart")
+    boss = await driver.services.users.by_telegram_id(MANAGER)
+    assert boss is not None
+    stored = await driver.services.digests.settings_of(boss)
+    assert (stored.send_at.isoformat(), stored.timezone) == ("07:30:00", "Europe/Berlin")
+    assert DigestSection.CHART not in stored.sections
+    [lan] = await driver.ask(LAN, "/digest")
+    assert "Funnel chart" not in str(lan["reply_markup"])  # agents get their idle leads only
