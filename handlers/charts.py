@@ -17,6 +17,7 @@ from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 # A CJK font without a bold face is drawn regular in bold titles; nothing to warn about.
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
@@ -94,13 +95,22 @@ def lines(
     """One line per (label, values, colour) over the days (or months)."""
     figure, axes = _figure()
     for label, values, colour in series:
-        axes.plot(list(days), list(values), marker="o", color=colour, label=label, linewidth=2)
+        axes.plot(
+            list(days),  # type: ignore[arg-type]  # matplotlib's stubs omit its date support
+            list(values),
+            marker="o",
+            color=colour,
+            label=label,
+            linewidth=2,
+        )
     axes.set_title(title, pad=30)
     axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(series), frameon=False)
-    axes.yaxis.get_major_locator().set_params(integer=True)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylim(bottom=0)
     axes.tick_params(axis="x", labelrotation=30)
-    axes.xaxis.set_major_formatter(DateFormatter("%m/%Y" if monthly else "%d/%m"))
+    axes.xaxis.set_major_formatter(
+        DateFormatter("%m/%Y" if monthly else "%d/%m")  # type: ignore[no-untyped-call]
+    )
     return _png(figure)
 
 
