@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.settings import Settings
+from domain.services.apikeys import ApiKeyService
 from domain.services.contacts import ContactService
+from domain.services.events import EventService
 from domain.services.exports import ExportService
 from domain.services.fields import FieldService
 from domain.services.imports import ImportService
@@ -31,6 +33,8 @@ class Services:
     views: ViewService
     exports: ExportService
     fields: FieldService
+    events: EventService
+    api_keys: ApiKeyService
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -57,4 +61,11 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
         ),
         exports=ExportService(uow, zone=settings.zone),
         fields=FieldService(uow),
+        events=EventService(
+            uow,
+            default_region=settings.default_phone_region,
+            policy=policy,
+            routing=settings.routing,
+        ),
+        api_keys=ApiKeyService(uow),
     )

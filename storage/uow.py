@@ -10,24 +10,34 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from domain.ports import (
     AccessRequestRepository,
     ActivityRepository,
+    ApiKeyRepository,
     CompanyRepository,
     ContactRepository,
+    EventRepository,
     FieldRepository,
     HistoryRepository,
+    NoticeRepository,
     OperationRepository,
+    RuleRepository,
     StageRepository,
+    TurnRepository,
     UserRepository,
     ViewRepository,
 )
 from storage.repositories import (
     SqlAccessRequestRepository,
     SqlActivityRepository,
+    SqlApiKeyRepository,
     SqlCompanyRepository,
     SqlContactRepository,
+    SqlEventRepository,
     SqlFieldRepository,
     SqlHistoryRepository,
+    SqlNoticeRepository,
     SqlOperationRepository,
+    SqlRuleRepository,
     SqlStageRepository,
+    SqlTurnRepository,
     SqlUserRepository,
     SqlViewRepository,
 )
@@ -44,6 +54,11 @@ class _Repositories:
     access_requests: AccessRequestRepository
     views: ViewRepository
     fields: FieldRepository
+    api_keys: ApiKeyRepository
+    events: EventRepository
+    rules: RuleRepository
+    turns: TurnRepository
+    notices: NoticeRepository
 
     def _bind(self, session: AsyncSession) -> None:
         self.stages = SqlStageRepository(session)
@@ -56,6 +71,11 @@ class _Repositories:
         self.access_requests = SqlAccessRequestRepository(session)
         self.views = SqlViewRepository(session)
         self.fields = SqlFieldRepository(session)
+        self.api_keys = SqlApiKeyRepository(session)
+        self.events = SqlEventRepository(session)
+        self.rules = SqlRuleRepository(session)
+        self.turns = SqlTurnRepository(session)
+        self.notices = SqlNoticeRepository(session)
 
 
 class SqlUnitOfWork(_Repositories):
