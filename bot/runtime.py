@@ -26,6 +26,7 @@ from bot.middlewares import (
     OncePerUpdate,
     RetryRequests,
 )
+from bot.notifier import LeadNotifier
 from bot.settings import Settings
 from handlers.commands import publish_commands, publish_default_commands
 from handlers.i18n import PersonLocale, build_i18n
@@ -62,6 +63,8 @@ class BotRuntime:
             views=services.views,
             exports=services.exports,
             fields=services.fields,
+            events=services.events,
+            api_keys=services.api_keys,
             zone=settings.zone,
             policy=settings.policy,
         )
@@ -75,6 +78,7 @@ class BotRuntime:
         self.dispatcher.startup.register(self.publish_commands)
         self.polling = asyncio.Event()
         self.dispatcher.startup.register(self.polling.set)
+        self.notifier = LeadNotifier(self.bot, services, self.i18n, rate=settings.notify_rate)
 
     async def publish_commands(self) -> None:
         """The command menus, per language and per role."""
@@ -126,6 +130,7 @@ class BotRuntime:
         )
 
     async def close(self) -> None:
+        await self.notifier.stop()
         await self.in_flight.drained(SHUTDOWN_GRACE_SECONDS)
         await self.bot.session.close()
 
