@@ -26,10 +26,23 @@ WEBHOOK_SECRET = "e2e-secret-token"
 class Driver:
     """Talks to the sandbox's user-side API (DESIGN §4) over HTTP."""
 
-    def __init__(self, base_url: str, http: aiohttp.ClientSession, services: Services) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        http: aiohttp.ClientSession,
+        services: Services,
+        api_url: str | None = None,
+    ) -> None:
         self.base_url = base_url
         self.http = http
         self.services = services
+        self.api_url = (api_url or base_url) + "/api/v1"  # the webhook server's, in that mode
+
+    async def event(self, key: str, **event: Any) -> tuple[int, Any]:
+        """Posts an event to the HTTP API with the API key `key`; returns status and body."""
+        headers = {"Authorization": f"Bearer {key}"}
+        async with self.http.post(f"{self.api_url}/events", json=event, headers=headers) as r:
+            return r.status, await r.json()
 
     async def post(self, path: str, **body: Any) -> Any:
         async with self.http.post(f"{self.base_url}{path}", json=body) as response:
@@ -145,7 +158,7 @@ async def driver(sandbox_of_driver: Sandbox, bot_mode: str) -> AsyncIterator[Dri
         )
         await webhook.start()
     async with aiohttp.ClientSession() as http:
-        yield Driver(sandbox.url, http, services)
+        yield Driver(sandbox.url, http, services, webhook.url if webhook else None)
     if webhook is not None:
         await webhook.stop()
 
