@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
-from pydantic.json_schema import SkipJsonSchema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 from sqlalchemy import text
 
 from bot.container import Services
@@ -61,25 +62,31 @@ class EventIn(BaseModel):
     )
 
     event: EventKind = Field(description="What happened.")
-    phone: Phone | SkipJsonSchema[None] = Field(None, description="Any format, e.g. 0912 345 678.")
-    email: Email | SkipJsonSchema[None] = None
-    external_id: Short | SkipJsonSchema[None] = Field(
-        None, description="The contact's id in the calling system."
-    )
-    name: Long | SkipJsonSchema[None] = None
-    company: Long | SkipJsonSchema[None] = None
-    source: Short | SkipJsonSchema[None] = Field(
+    phone: Phone | None = Field(None, description="Any format, e.g. 0912 345 678.")
+    email: Email | None = None
+    external_id: Short | None = Field(None, description="The contact's id in the calling system.")
+    name: Long | None = None
+    company: Long | None = None
+    source: Short | None = Field(
         None, description="Where a new contact came from; the API key's name when absent."
     )
-    value: Annotated[Decimal, Field(ge=0, lt=10**16)] | SkipJsonSchema[None] = Field(
+    value: Annotated[Decimal, Field(ge=0, lt=10**16)] | None = Field(
         None, description="An amount with at most 2 decimals, e.g. the revenue booked."
     )
     custom_fields: dict[FieldName, FieldValue] = Field(default_factory=dict, max_length=50)
-    idempotency_key: Long | SkipJsonSchema[None] = Field(
+    idempotency_key: Long | None = Field(
         None,
         description="The same key (per API key) again has no further effect and gets the first "
         "answer; also accepted as the Idempotency-Key header.",
     )
+
+
+class _OptionalMeansAbsent(GenerateJsonSchema):
+    """The request schema leaves optional fields out instead of offering null (which is taken
+    as absent all the same), so that clients and test generators send real values."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
 
 
 class StageOut(BaseModel):
@@ -351,7 +358,10 @@ def mount_api(app: web.Application, services: Services, notify: NoticeSink) -> N
 def _openapi() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     for model in (EventIn, EventOut, ContactOut, ErrorOut, HealthOut):
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        generator = _OptionalMeansAbsent if model is EventIn else GenerateJsonSchema
+        schema = model.model_json_schema(
+            ref_template="#/components/schemas/{model}", schema_generator=generator
+        )
         schemas.update(schema.pop("$defs", {}))
         schemas[str(schema["title"])] = schema
 
