@@ -22,7 +22,7 @@ from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.errors import DomainError, DuplicateContact
 from domain.imports import IDENTIFIERS, parse_map
-from domain.model import Category, CustomFieldDef, FieldKind
+from domain.model import ApiKey, Category, CustomFieldDef, FieldKind
 from domain.services.contacts import ContactDetails, ContactDraft
 from domain.services.imports import ImportOptions, parse_match, parse_mode
 from domain.services.stages import StageSummary
@@ -185,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("--create-owners", action="store_true")
     imports.add_argument("--dry-run", action="store_true", help="report what would happen")
     imports.add_argument("--errors", metavar="FILE", help="write rejected rows as CSV here")
+
+    apikeys = commands.add_parser("apikeys", help="keys of the HTTP API").add_subparsers(
+        metavar="ACTION"
+    )
+    create_key = command(apikeys, "create", _apikeys_create, "a new key, shown once")
+    create_key.add_argument("name")
+    command(apikeys, "list", _apikeys_list, "keys, revoked ones included")
+    revoke_key = command(apikeys, "revoke", _apikeys_revoke, "stop a key from working")
+    revoke_key.add_argument("name")
 
     command(commands, "operations", _operations, "recent bulk operations, to undo one")
     undo = command(commands, "undo", _undo, "undo a bulk operation")
@@ -474,6 +483,39 @@ async def _fields_delete(args: argparse.Namespace, services: Services) -> Any:
 
 def _field_json(field: CustomFieldDef) -> dict[str, Any]:
     return {"name": field.name, "kind": field.kind.value, "choices": field.choices}
+
+
+async def _apikeys_create(args: argparse.Namespace, services: Services) -> Any:
+    key, secret = await services.api_keys.create(SYSTEM, args.name)
+    text = (
+        f"Created the key {key.name!r}. Keep it now; it is not shown again:\n{secret}\n"
+        f"Use it as: Authorization: Bearer {secret}"
+    )
+    return _Output({**_key_json(key), "secret": secret}, text)
+
+
+async def _apikeys_list(args: argparse.Namespace, services: Services) -> Any:
+    keys = await services.api_keys.list(SYSTEM)
+    lines = [
+        f"  {key.name}  {key.prefix}…  created {key.created_at:%Y-%m-%d %H:%M}"
+        + (f"  revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "")
+        for key in keys
+    ]
+    return _Output([_key_json(key) for key in keys], "\n".join(lines) or "No API keys yet.")
+
+
+async def _apikeys_revoke(args: argparse.Namespace, services: Services) -> Any:
+    key = await services.api_keys.revoke(SYSTEM, args.name)
+    return _Output(_key_json(key), f"Revoked the key {key.name!r}; it no longer works.")
+
+
+def _key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": key.created_at.isoformat(),
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
 
 
 # The long-running commands import aiogram (seconds of start-up) only when they run, so that

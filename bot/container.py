@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.settings import Settings
+from domain.services.apikeys import ApiKeyService
 from domain.services.contacts import ContactService
 from domain.services.digests import DigestService
+from domain.services.events import EventService
 from domain.services.exports import ExportService
 from domain.services.fields import FieldService
 from domain.services.imports import ImportService
@@ -33,6 +35,8 @@ class Services:
     exports: ExportService
     fields: FieldService
     digests: DigestService
+    events: EventService
+    api_keys: ApiKeyService
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -60,4 +64,11 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
         exports=ExportService(uow, zone=settings.zone),
         fields=FieldService(uow),
         digests=DigestService(uow, settings.zone, default_idle_days=settings.idle_days),
+        events=EventService(
+            uow,
+            default_region=settings.default_phone_region,
+            policy=policy,
+            routing=settings.routing,
+        ),
+        api_keys=ApiKeyService(uow),
     )

@@ -40,7 +40,7 @@ class Pacer:
             self._next = max(now, self._next) + self._gap
 
 
-class Notifier:
+class ScheduledMessages:
     def __init__(self, bot: Bot, services: Services, i18n: I18n) -> None:
         self.bot = bot
         self.services = services

@@ -19,6 +19,7 @@ from aiohttp import web
 
 import handlers
 from bot.container import Services
+from bot.lead_notifier import LeadNotifier
 from bot.middlewares import (
     AccessGate,
     CurrentUser,
@@ -26,7 +27,7 @@ from bot.middlewares import (
     OncePerUpdate,
     RetryRequests,
 )
-from bot.notifier import Notifier
+from bot.notifier import ScheduledMessages
 from bot.scheduler import SchedulerHost
 from bot.settings import Settings
 from handlers.commands import publish_commands, publish_default_commands
@@ -65,6 +66,8 @@ class BotRuntime:
             exports=services.exports,
             fields=services.fields,
             digests=services.digests,
+            events=services.events,
+            api_keys=services.api_keys,
             zone=settings.zone,
             policy=settings.policy,
         )
@@ -78,9 +81,10 @@ class BotRuntime:
         self.dispatcher.startup.register(self.publish_commands)
         self.polling = asyncio.Event()
         self.dispatcher.startup.register(self.polling.set)
-        self.notifier = Notifier(self.bot, services, self.i18n)
+        self.notifier = LeadNotifier(self.bot, services, self.i18n, rate=settings.notify_rate)
+        self.scheduled = ScheduledMessages(self.bot, services, self.i18n)
         self.scheduler = (
-            SchedulerHost(self.notifier, settings.database_url) if settings.scheduler else None
+            SchedulerHost(self.scheduled, settings.database_url) if settings.scheduler else None
         )
 
     def start_scheduler(self) -> None:
@@ -141,6 +145,7 @@ class BotRuntime:
     async def close(self) -> None:
         if self.scheduler is not None:
             await self.scheduler.stop()
+        await self.notifier.stop()
         await self.in_flight.drained(SHUTDOWN_GRACE_SECONDS)
         await self.bot.session.close()
 

@@ -30,7 +30,7 @@ from storage.db import make_sessionmaker
 from storage.lease import Lease
 
 if TYPE_CHECKING:
-    from bot.notifier import Notifier
+    from bot.notifier import ScheduledMessages
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ JOBS = (
     ("task-reminders", "bot.scheduler:task_job"),
 )
 
-_notifier: Notifier | None = None
+_notifier: ScheduledMessages | None = None
 
 
 async def morning_job() -> None:
@@ -65,7 +65,7 @@ def sync_url(url: str) -> str:
 class SchedulerHost:
     """Holds the lease while it can and runs the scheduler while it holds it."""
 
-    def __init__(self, notifier: Notifier, database_url: str) -> None:
+    def __init__(self, notifier: ScheduledMessages, database_url: str) -> None:
         self._notifier = notifier
         self._url = database_url
         self._lease = Lease(

@@ -14,12 +14,16 @@ from domain.model import (
     AccessRequest,
     Activity,
     ActivityKind,
+    ApiKey,
     Company,
     Contact,
     CustomFieldDef,
     DigestSettings,
+    EventKind,
+    Notice,
     Operation,
     OperationItem,
+    ReceivedEvent,
     SavedView,
     Source,
     Stage,
@@ -92,6 +96,11 @@ class ContactRepository(Protocol):
     async def find_by_identifiers(
         self, *, phone: str | None, email: str | None, external_id: str | None
     ) -> list[Contact]: ...
+    async def lock(self, contact_id: int) -> Contact | None:
+        """The contact, freshly read and locked until the unit of work ends, so that events for
+        one contact are applied one after the other (PostgreSQL; SQLite locks every write)."""
+        ...
+
     async def add(self, contact: Contact, company_name: str | None) -> Contact: ...
     async def update(self, contact: Contact, *, expected_version: int) -> bool:
         """Write the contact if its stored version is still `expected_version`."""
@@ -245,6 +254,64 @@ class DigestRepository(Protocol):
         ...
 
 
+class ApiKeyRepository(Protocol):
+    async def add(self, key: ApiKey) -> ApiKey: ...
+    async def active_named(self, name: str) -> ApiKey | None:
+        """The key not revoked of that name (compared ignoring case and accents)."""
+        ...
+
+    async def by_prefix(self, prefix: str) -> list[ApiKey]: ...
+    async def list(self) -> list[ApiKey]: ...
+    async def update(self, key: ApiKey) -> None: ...
+
+
+class DuplicateEvent(Exception):
+    """Another event took the same idempotency key meanwhile (the unique index refused it)."""
+
+
+class EventRepository(Protocol):
+    async def add(self, event: ReceivedEvent) -> ReceivedEvent:
+        """Raises DuplicateEvent when the idempotency key is taken."""
+        ...
+
+    async def by_key(self, via: str, idempotency_key: str) -> ReceivedEvent | None: ...
+    async def count(self, contact_id: int, kind: EventKind) -> int: ...
+    async def for_contact(self, contact_id: int, *, limit: int) -> list[ReceivedEvent]:
+        """The newest first."""
+        ...
+
+
+class RuleRepository(Protocol):
+    async def chosen(self) -> dict[str, int | None]:
+        """The triggers an admin set, with their stage id (None: no stage change)."""
+        ...
+
+    async def choose(self, trigger: str, stage_id: int | None) -> None: ...
+    async def reset(self, trigger: str) -> None:
+        """Back to the default rule."""
+        ...
+
+
+class TurnRepository(Protocol):
+    """Whose turn it is to get a new lead, kept in the database so that every worker agrees."""
+
+    async def last(self, queue: str) -> int | None:
+        """The user who got the last lead of `queue`; locks the queue until the unit of work
+        ends, so that two events at once give leads to two people."""
+        ...
+
+    async def record(self, queue: str, user_id: int) -> None: ...
+
+
+class NoticeRepository(Protocol):
+    async def add(self, notice: Notice) -> Notice: ...
+    async def pending(self, limit: int) -> list[Notice]:
+        """Notices not sent yet, the oldest first."""
+        ...
+
+    async def mark_sent(self, notice_ids: list[int], at: datetime) -> None: ...
+
+
 class UnitOfWork(Protocol):
     stages: StageRepository
     contacts: ContactRepository
@@ -257,6 +324,11 @@ class UnitOfWork(Protocol):
     views: ViewRepository
     fields: FieldRepository
     digests: DigestRepository
+    api_keys: ApiKeyRepository
+    events: EventRepository
+    rules: RuleRepository
+    turns: TurnRepository
+    notices: NoticeRepository
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(

@@ -20,6 +20,7 @@ ACTIVITY = {
     "meeting": __("Meeting"),
     "task": __("Task"),
     "stage": __("Stage"),
+    "event": __("Event"),
 }
 
 # Refusals by their code, for readers of other languages than the domain's English. English

@@ -257,3 +257,91 @@ class LeaseRow(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     holder: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime]
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    name_key: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(
+            "uq_api_keys_active_name",
+            "name_key",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+
+class EventRow(Base):
+    """An event the HTTP API took, and what automation made of it."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    received_at: Mapped[datetime]
+    via: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(100))
+    value: Mapped[Decimal | None] = mapped_column(Numeric(18, 2))
+    outcome: Mapped[str] = mapped_column(String(12))
+    created_contact: Mapped[bool] = mapped_column(Boolean)
+    from_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
+    to_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("uq_events_via_idempotency_key", "via", "idempotency_key", unique=True),
+        Index("ix_events_contact_kind", "contact_id", "kind"),
+    )
+
+
+class AutomationRuleRow(Base):
+    """An admin's choice for a trigger; a trigger without a row follows the default."""
+
+    __tablename__ = "automation_rules"
+
+    trigger: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
+
+
+class AssignmentTurnRow(Base):
+    """Who got the last new lead of a queue (a team, or all agents)."""
+
+    __tablename__ = "assignment_turns"
+
+    queue: Mapped[str] = mapped_column(String(80), primary_key=True)
+    last_user_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class NoticeRow(Base):
+    """A new lead to tell someone about in Telegram; sent_at is set once it was sent."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(
+            "ix_notices_pending",
+            "id",
+            sqlite_where=text("sent_at IS NULL"),
+            postgresql_where=text("sent_at IS NULL"),
+        ),
+    )

@@ -36,15 +36,20 @@ from domain.model import (
     AccessRequest,
     Activity,
     ActivityKind,
+    ApiKey,
     Category,
     Company,
     Contact,
     CustomFieldDef,
     DigestSection,
     DigestSettings,
+    EventKind,
     FieldKind,
+    Notice,
     Operation,
     OperationItem,
+    Outcome,
+    ReceivedEvent,
     RequestStatus,
     Role,
     SavedView,
@@ -54,18 +59,23 @@ from domain.model import (
     User,
     utcnow,
 )
-from domain.ports import BulkMove, ContactFilter, SearchCriteria
+from domain.ports import BulkMove, ContactFilter, DuplicateEvent, SearchCriteria
 from domain.services.contacts import duplicate_of
 from domain.text import clean_name, fold
 from storage.models import (
     AccessRequestRow,
     ActivityRow,
+    ApiKeyRow,
+    AssignmentTurnRow,
+    AutomationRuleRow,
     CompanyRow,
     ContactRow,
     ContactTagRow,
     CustomFieldRow,
     DeliveryRow,
     DigestSettingsRow,
+    EventRow,
+    NoticeRow,
     OperationItemRow,
     OperationRow,
     SavedViewRow,
@@ -163,6 +173,11 @@ class SqlContactRepository:
         if not conditions:
             return []
         return await self._load(select(ContactRow).where(or_(*conditions)).order_by(ContactRow.id))
+
+    async def lock(self, contact_id: int) -> Contact | None:
+        query = select(ContactRow).where(ContactRow.id == contact_id).with_for_update()
+        found = await self._load(query.execution_options(populate_existing=True))
+        return found[0] if found else None
 
     async def add(self, contact: Contact, company_name: str | None) -> Contact:
         company_id = await self._company_id(company_name) if company_name else None
@@ -1082,6 +1097,216 @@ def _request(row: AccessRequestRow) -> AccessRequest:
         decided_by_id=row.decided_by_id,
         decided_at=row.decided_at,
     )
+
+
+class SqlApiKeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, key: ApiKey) -> ApiKey:
+        row = ApiKeyRow(
+            name=key.name,
+            name_key=fold(key.name),
+            prefix=key.prefix,
+            secret_hash=key.secret_hash,
+            created_at=key.created_at,
+            created_by_id=key.created_by_id,
+            revoked_at=key.revoked_at,
+        )
+        self._session.add(row)
+        await self._session.flush()
+        key.id = row.id
+        return key
+
+    async def active_named(self, name: str) -> ApiKey | None:
+        row = await self._session.scalar(
+            select(ApiKeyRow).where(
+                ApiKeyRow.name_key == fold(name), ApiKeyRow.revoked_at.is_(None)
+            )
+        )
+        return _api_key(row) if row else None
+
+    async def by_prefix(self, prefix: str) -> list[ApiKey]:
+        rows = await self._session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix))
+        return [_api_key(row) for row in rows]
+
+    async def list(self) -> list[ApiKey]:
+        rows = await self._session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id.desc()))
+        return [_api_key(row) for row in rows]
+
+    async def update(self, key: ApiKey) -> None:
+        await self._session.execute(
+            sql_update(ApiKeyRow).where(ApiKeyRow.id == key.id).values(revoked_at=key.revoked_at)
+        )
+
+
+def _api_key(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(
+        row.id,
+        row.name,
+        row.prefix,
+        row.secret_hash,
+        created_at=row.created_at,
+        created_by_id=row.created_by_id,
+        revoked_at=row.revoked_at,
+    )
+
+
+class SqlEventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, event: ReceivedEvent) -> ReceivedEvent:
+        row = EventRow(
+            kind=event.kind.value,
+            contact_id=event.contact_id,
+            received_at=event.received_at,
+            via=event.via,
+            idempotency_key=event.idempotency_key,
+            fingerprint=event.fingerprint,
+            source=event.source,
+            value=event.value,
+            outcome=event.outcome.value,
+            created_contact=event.created_contact,
+            from_stage_id=event.from_stage_id,
+            to_stage_id=event.to_stage_id,
+            detail=event.detail,
+        )
+        self._session.add(row)
+        try:
+            await self._session.flush()
+        except IntegrityError:
+            # Only the idempotency key can clash; the whole unit of work is then tried again.
+            if event.idempotency_key is None:
+                raise
+            raise DuplicateEvent(event.idempotency_key) from None
+        event.id = row.id
+        return event
+
+    async def by_key(self, via: str, idempotency_key: str) -> ReceivedEvent | None:
+        row = await self._session.scalar(
+            select(EventRow).where(EventRow.via == via, EventRow.idempotency_key == idempotency_key)
+        )
+        return _event(row) if row else None
+
+    async def count(self, contact_id: int, kind: EventKind) -> int:
+        count = await self._session.scalar(
+            select(func.count())
+            .select_from(EventRow)
+            .where(EventRow.contact_id == contact_id, EventRow.kind == kind.value)
+        )
+        return count or 0
+
+    async def for_contact(self, contact_id: int, *, limit: int) -> list[ReceivedEvent]:
+        rows = await self._session.scalars(
+            select(EventRow)
+            .where(EventRow.contact_id == contact_id)
+            .order_by(EventRow.id.desc())
+            .limit(limit)
+        )
+        return [_event(row) for row in rows]
+
+
+def _event(row: EventRow) -> ReceivedEvent:
+    return ReceivedEvent(
+        row.id,
+        EventKind(row.kind),
+        row.contact_id,
+        row.received_at,
+        row.via,
+        Outcome(row.outcome),
+        row.fingerprint,
+        idempotency_key=row.idempotency_key,
+        source=row.source,
+        value=row.value,
+        created_contact=row.created_contact,
+        from_stage_id=row.from_stage_id,
+        to_stage_id=row.to_stage_id,
+        detail=row.detail,
+    )
+
+
+class SqlRuleRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def chosen(self) -> dict[str, int | None]:
+        rows = await self._session.execute(
+            select(AutomationRuleRow.trigger, AutomationRuleRow.stage_id)
+        )
+        return dict(rows.all())
+
+    async def choose(self, trigger: str, stage_id: int | None) -> None:
+        await self.reset(trigger)
+        self._session.add(AutomationRuleRow(trigger=trigger, stage_id=stage_id))
+        await self._session.flush()
+
+    async def reset(self, trigger: str) -> None:
+        await self._session.execute(
+            delete(AutomationRuleRow).where(AutomationRuleRow.trigger == trigger)
+        )
+
+
+class SqlTurnRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def last(self, queue: str) -> int | None:
+        # The queue's row must exist to be locked; a concurrent first insert waits, then skips.
+        insert_row = _insert_ignoring_conflict(self._session, AssignmentTurnRow, ["queue"])
+        await self._session.execute(insert_row.values(queue=queue, last_user_id=None))
+        return await self._session.scalar(
+            select(AssignmentTurnRow.last_user_id)
+            .where(AssignmentTurnRow.queue == queue)
+            .with_for_update()
+        )
+
+    async def record(self, queue: str, user_id: int) -> None:
+        await self._session.execute(
+            sql_update(AssignmentTurnRow)
+            .where(AssignmentTurnRow.queue == queue)
+            .values(last_user_id=user_id)
+        )
+
+
+class SqlNoticeRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, notice: Notice) -> Notice:
+        row = NoticeRow(
+            user_id=notice.user_id,
+            contact_id=notice.contact_id,
+            created_at=notice.created_at,
+            sent_at=notice.sent_at,
+        )
+        self._session.add(row)
+        await self._session.flush()
+        notice.id = row.id
+        return notice
+
+    async def pending(self, limit: int) -> list[Notice]:
+        rows = await self._session.scalars(
+            select(NoticeRow).where(NoticeRow.sent_at.is_(None)).order_by(NoticeRow.id).limit(limit)
+        )
+        return [Notice(r.id, r.user_id, r.contact_id, r.created_at, r.sent_at) for r in rows]
+
+    async def mark_sent(self, notice_ids: list[int], at: datetime) -> None:
+        for start in range(0, len(notice_ids), ID_CHUNK):
+            await self._session.execute(
+                sql_update(NoticeRow)
+                .where(NoticeRow.id.in_(notice_ids[start : start + ID_CHUNK]))
+                .values(sent_at=at)
+            )
+
+
+def _insert_ignoring_conflict(
+    session: AsyncSession, model: type[Any], index_elements: list[str]
+) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING, which SQLite and PostgreSQL spell alike."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql_insert(model).on_conflict_do_nothing(index_elements=index_elements)
+    return sqlite_insert(model).on_conflict_do_nothing(index_elements=index_elements)
 
 
 ID_CHUNK = 5000

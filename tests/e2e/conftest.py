@@ -33,11 +33,19 @@ class Driver:
         http: aiohttp.ClientSession,
         services: Services,
         runtime: BotRuntime,
+        api_url: str | None = None,
     ) -> None:
         self.base_url = base_url
         self.http = http
         self.services = services
         self.runtime = runtime  # the bot being driven (polling or behind the webhook)
+        self.api_url = (api_url or base_url) + "/api/v1"  # the webhook server's, in that mode
+
+    async def event(self, key: str, **event: Any) -> tuple[int, Any]:
+        """Posts an event to the HTTP API with the API key `key`; returns status and body."""
+        headers = {"Authorization": f"Bearer {key}"}
+        async with self.http.post(f"{self.api_url}/events", json=event, headers=headers) as r:
+            return r.status, await r.json()
 
     async def post(self, path: str, **body: Any) -> Any:
         async with self.http.post(f"{self.base_url}{path}", json=body) as response:
@@ -156,7 +164,7 @@ async def driver(sandbox_of_driver: Sandbox, bot_mode: str) -> AsyncIterator[Dri
     runtime = webhook.runtime if webhook is not None else sandbox.runtime
     assert runtime is not None
     async with aiohttp.ClientSession() as http:
-        yield Driver(sandbox.url, http, services, runtime)
+        yield Driver(sandbox.url, http, services, runtime, webhook.url if webhook else None)
     if webhook is not None:
         await webhook.stop()
 

@@ -66,7 +66,7 @@ def bot_messages(chat: dict[str, Any]) -> list[dict[str, Any]]:
 async def test_an_agent_gets_the_idle_leads_once_however_often_the_job_runs(
     driver: Driver, morning: dict[str, int]
 ) -> None:
-    notifier = driver.runtime.notifier
+    notifier = driver.runtime.scheduled
     since = await driver.cursor(LAN)
     sent = await asyncio.gather(*(notifier.send_morning_messages() for _ in range(3)))
     assert sum(sent) == 1
@@ -83,7 +83,7 @@ async def test_an_agent_gets_the_idle_leads_once_however_often_the_job_runs(
 async def test_a_person_who_blocked_the_bot_is_paused_not_retried(
     driver: Driver, morning: dict[str, int]
 ) -> None:
-    notifier = driver.runtime.notifier
+    notifier = driver.runtime.scheduled
     await driver.post("/sandbox/users", id=LAN, first_name="Lan", blocked=True)
     assert await notifier.send_morning_messages() == 0
     lan = await driver.services.users.by_telegram_id(LAN)
@@ -107,7 +107,7 @@ async def test_a_task_that_falls_due_is_reminded_once(
         "gửi báo giá",
         due_at=utcnow() - timedelta(minutes=1),
     )
-    notifier = driver.runtime.notifier
+    notifier = driver.runtime.scheduled
     since = await driver.cursor(LAN)
     twice = await asyncio.gather(notifier.send_task_reminders(), notifier.send_task_reminders())
     assert sum(twice) == 1
@@ -122,7 +122,7 @@ async def test_the_scheduler_runs_in_one_process_and_a_restart_sends_nothing_twi
     runtime = driver.runtime
     url = driver.services.settings.database_url
     since = await driver.cursor(LAN)
-    first, second = SchedulerHost(runtime.notifier, url), SchedulerHost(runtime.notifier, url)
+    first, second = SchedulerHost(runtime.scheduled, url), SchedulerHost(runtime.scheduled, url)
     first.start()
     second.start()
     [message] = bot_messages(await driver.changes(LAN, since, wait=10))
@@ -130,7 +130,7 @@ async def test_the_scheduler_runs_in_one_process_and_a_restart_sends_nothing_twi
     assert [first.running, second.running].count(True) == 1
     await first.stop()
     await second.stop()
-    restarted = SchedulerHost(runtime.notifier, url)
+    restarted = SchedulerHost(runtime.scheduled, url)
     restarted.start()
     await asyncio.sleep(2)  # its first run happens at once
     assert restarted.running
