@@ -7,6 +7,7 @@ from aiogram import Router
 
 from handlers import (
     access,
+    automation,
     bulk,
     contacts,
     errors,
@@ -32,6 +33,7 @@ def routers() -> list[Router]:
         export.build_router(),
         imports.build_router(),
         fields.build_router(),
+        automation.build_router(),
         contacts.build_router(),
         errors.build_router(),
     ]
