@@ -27,7 +27,7 @@ from handlers.i18n import language_of
 log = logging.getLogger(__name__)
 
 PER_CHAT_SECONDS = 1.0
-IN_FLIGHT = 8  # messages being sent at once: Telegram answers in ~100 ms, the pace is 40 ms
+IN_FLIGHT = 8  # messages composed or sent at once: Telegram answers in ~100 ms, the pace is 40 ms
 STOP_GRACE_SECONDS = 5.0
 
 
@@ -102,13 +102,9 @@ class LeadNotifier:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
                 continue
-            if self._next_send > now:
-                await self._sleep(self._next_send - now)
-                continue  # more notices for that chat may have come meanwhile
             await self._slots.acquire()
             notices = self._waiting.pop(user_id)
             self._busy.add(user_id)
-            self._next_send = now + self._interval
             task = asyncio.create_task(self._deliver(user_id, notices))
             self._sending.add(task)
             task.add_done_callback(self._sent)
@@ -125,6 +121,15 @@ class LeadNotifier:
                 return user_id, None
             soonest = free_at - now if soonest is None else min(soonest, free_at - now)
         return None, soonest
+
+    async def _turn_to_send(self) -> None:
+        """Wait for this message's place in the overall pace (messages are composed in
+        parallel, but reach Telegram `1 / rate` seconds apart)."""
+        now = self._clock()
+        turn = max(now, self._next_send)
+        self._next_send = turn + self._interval
+        if turn > now:
+            await self._sleep(turn - now)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
@@ -157,6 +162,7 @@ class LeadNotifier:
         if message is None:
             return
         text, keyboard = message
+        await self._turn_to_send()
         try:
             await self._bot.send_message(person.telegram_id, text, reply_markup=keyboard)
         except (TelegramForbiddenError, TelegramBadRequest) as error:

@@ -7,6 +7,7 @@ from aiogram import Router
 
 from handlers import (
     access,
+    automation,
     bulk,
     contacts,
     digest,
@@ -34,6 +35,7 @@ def routers() -> list[Router]:
         imports.build_router(),
         fields.build_router(),
         digest.build_router(),
+        automation.build_router(),
         contacts.build_router(),
         errors.build_router(),
     ]

@@ -190,3 +190,19 @@ class DigestCb(CallbackData, prefix="dg"):
 
     act: str
     arg: str = ""
+
+
+class RuleCb(CallbackData, prefix="rule"):
+    """An admin's change to the automation rule of trigger number `t` (its place in
+    domain.automation.TRIGGERS): `stage` -1 offers the choices, 0 makes it change no stage, -2
+    restores the default, -3 goes back to the table; else the stage id."""
+
+    t: int
+    stage: int = -1
+
+
+class ApiKeyCb(CallbackData, prefix="key"):
+    """An admin's action on API key `id`: del (asks), yes (revokes), list."""
+
+    id: int
+    act: str

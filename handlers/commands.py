@@ -32,6 +32,8 @@ def commands_for(role: Role) -> list[BotCommand]:
         commands.append(BotCommand(command="stages", description=_("Stages")))
         commands.append(BotCommand(command="users", description=_("People and access")))
         commands.append(BotCommand(command="fields", description=_("Custom fields")))
+        commands.append(BotCommand(command="rules", description=_("Automation rules")))
+        commands.append(BotCommand(command="apikeys", description=_("API keys")))
     return commands
 
 

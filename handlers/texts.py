@@ -76,6 +76,8 @@ def help_text(role: Role | None) -> str:
         lines.append(_("/stages — add, rename, reorder, recategorize or delete stages"))
         lines.append(_("/users — people and their access"))
         lines.append(_("/fields — custom fields on every card (text, number, date, choice)"))
+        lines.append(_("/rules — which stage each event of the HTTP API moves a contact to"))
+        lines.append(_("/apikeys — keys of the HTTP API"))
     return "\n".join(lines)
 
 

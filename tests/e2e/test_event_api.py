@@ -95,3 +95,38 @@ async def test_a_revoked_key_is_refused(driver: Driver, team: Team, key: str) ->
     await driver.services.api_keys.revoke(SYSTEM, "website")
     status, body = await driver.event(key, event="page_viewed", phone="0987 654 321")
     assert (status, body["error"]) == (401, "unauthorized")
+
+
+async def test_an_admin_points_an_event_at_another_stage_with_buttons(
+    driver: Driver, team: Team, key: str
+) -> None:
+    [refused] = await driver.ask(LAN, "/rules")
+    assert "Only admins" in refused["text"]
+    [table] = await driver.ask(ADMIN_ID, "/rules")
+    assert "form_submitted → Lead · default" in table["text"]
+    assert "revenue_booked (again) → Loyal customer · default" in table["text"]
+    assert "New leads go in turn to the active agents of the team north." in table["text"]
+    [choices] = await press(driver, ADMIN_ID, table, "form_submitted")
+    [table] = await press(driver, ADMIN_ID, choices, "MQL")
+    assert "form_submitted → MQL" in table["text"]
+    status, body = await driver.event(key, event="form_submitted", email="new@example.vn")
+    assert (status, body["contact"]["stage"]["name"]) == (200, "MQL")
+    [choices] = await press(driver, ADMIN_ID, table, "form_submitted")
+    [table] = await press(driver, ADMIN_ID, choices, "Default")
+    assert "form_submitted → Lead · default" in table["text"]
+
+
+async def test_an_admin_creates_a_key_in_chat_and_revokes_it(driver: Driver, team: Team) -> None:
+    [created] = await driver.ask(ADMIN_ID, "/apikeys create landing")
+    assert "it is not shown again" in created["text"]
+    [secret] = [word for word in created["text"].split() if word.startswith("sk_")]
+    status, _ = await driver.event(secret, event="page_viewed", phone="0987 111 222")
+    assert status == 200
+    [listing] = await driver.ask(ADMIN_ID, "/apikeys")
+    assert "landing — " + secret[:11] + "…" in listing["text"]
+    [confirm] = await press(driver, ADMIN_ID, listing, "landing")
+    assert "Revoke the key landing?" in confirm["text"]
+    [listing] = await press(driver, ADMIN_ID, confirm, "Revoke")
+    assert "revoked" in listing["text"]
+    status, _ = await driver.event(secret, event="page_viewed", phone="0987 111 222")
+    assert status == 401
