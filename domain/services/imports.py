@@ -9,12 +9,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from itertools import islice
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from domain.access import require_role
 from domain.errors import DomainError, InvalidInput
+from domain.import_batches import CHILD_FROM, batches
 from domain.imports import IDENTIFIERS, ImportRow, RowError, error_report, parse
 from domain.model import (
     Category,
@@ -113,6 +113,7 @@ class ImportService:
         clock: Clock = utcnow,
         batch: int = BATCH,
         progress_every: int = PROGRESS_EVERY,
+        child_from: int = CHILD_FROM,
     ) -> None:
         self._uow = uow
         self._region = default_region
@@ -121,6 +122,7 @@ class ImportService:
         self._clock = clock
         self._batch = batch
         self._progress_every = progress_every
+        self._child_from = child_from  # bytes of file from which another process reads it
 
     async def run(
         self,
@@ -134,31 +136,33 @@ class ImportService:
         or so, and once more when the last row is applied."""
         require_role(actor, Role.ADMIN)
         now = self._clock()
-        parsed = parse(
-            data,
-            mapping=options.mapping,
-            default_region=self._region,
-            zone=self._zone,
-            now=now,
-            match=options.match,
-        )
+        parse_options: dict[str, Any] = {
+            "mapping": options.mapping,
+            "default_region": self._region,
+            "zone": self._zone,
+            "now": now,
+            "match": options.match,
+        }
+        parsed = parse(data, **parse_options)
         report = ImportReport(
             unknown_columns=parsed.unknown_columns, dry_run=options.dry_run, header=parsed.header
         )
-        counter = _RowCounter(parsed.errors)
-        async with self._uow() as uow:
+        in_child = len(data) >= self._child_from
+        async with (
+            self._uow() as uow,
+            batches(data, parsed, parse_options, size=self._batch, in_child=in_child) as stream,
+        ):
             run = _Run(uow, actor, options, self._policy, now, report, parsed.columns)
             await run.prepare()
-            reported = 0
-            while batch := list(islice(parsed.rows, self._batch)):
-                await run.apply(batch)
-                done = counter.read(batch)
-                if progress is not None and done - reported >= self._progress_every:
-                    reported = done
-                    await progress(ImportProgress(Phase.APPLYING, done, done))
-            done = counter.read([])
+            reported = read = 0
+            async for batch in stream:
+                await run.apply(batch.rows)
+                read = batch.read
+                if progress is not None and read - reported >= self._progress_every:
+                    reported = read
+                    await progress(ImportProgress(Phase.APPLYING, read, read))
             if progress is not None:
-                await progress(ImportProgress(Phase.FINISHING, done, done))
+                await progress(ImportProgress(Phase.FINISHING, read, read))
             report.errors = sorted([*parsed.errors, *report.errors], key=lambda e: e.row)
             if options.dry_run:
                 return report  # leaving the unit of work rolls everything back
@@ -166,27 +170,6 @@ class ImportService:
             await uow.commit()
         report.operation_id = run.operation.id if run.operation else None
         return report
-
-
-class _RowCounter:
-    """Data rows read so far: the rows the parser accepted and the rows it rejected (a row with
-    several problems has one error for each, one after the other)."""
-
-    def __init__(self, errors: list[RowError]) -> None:
-        self._errors = errors
-        self._seen_errors = 0
-        self._last_rejected: int | None = None
-        self._rejected = 0
-        self._accepted = 0
-
-    def read(self, accepted: Sequence[ImportRow]) -> int:
-        self._accepted += len(accepted)
-        for error in self._errors[self._seen_errors :]:
-            if error.row != self._last_rejected:
-                self._rejected += 1
-                self._last_rejected = error.row
-        self._seen_errors = len(self._errors)
-        return self._accepted + self._rejected
 
 
 @dataclass(slots=True)
