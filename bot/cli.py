@@ -22,7 +22,7 @@ from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.errors import DomainError, DuplicateContact
 from domain.imports import IDENTIFIERS, parse_map
-from domain.model import Category
+from domain.model import ApiKey, Category, CustomFieldDef, FieldKind
 from domain.services.contacts import ContactDetails, ContactDraft
 from domain.services.imports import ImportOptions, parse_match, parse_mode
 from domain.services.stages import StageSummary
@@ -152,9 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = command(commands, "export", _export, "write contacts to a CSV file for Excel")
     export.add_argument("file", help="the CSV file to write (UTF-8 with BOM), or - for stdout")
-    export.add_argument(
+    narrow = export.add_mutually_exclusive_group()
+    narrow.add_argument(
         "--stage", action="append", default=[], metavar="NAME", help="only this stage (repeatable)"
     )
+    narrow.add_argument("--view", metavar="NAME", help="only the contacts of this saved view")
+
+    fields = commands.add_parser("fields", help="custom fields").add_subparsers(metavar="ACTION")
+    command(fields, "list", _fields_list, "custom fields and their kinds")
+    add_field = command(fields, "add", _fields_add, "define a custom field")
+    add_field.add_argument("name")
+    add_field.add_argument("--kind", choices=[kind.value for kind in FieldKind], default="text")
+    add_field.add_argument(
+        "--choice", action="append", default=[], metavar="CHOICE", help="for --kind choice"
+    )
+    delete_field = command(
+        fields, "delete", _fields_delete, "forget a field (contacts keep their values)"
+    )
+    delete_field.add_argument("name")
 
     imports = command(commands, "import", _import, "import contacts from a CSV or XLSX file")
     imports.add_argument("file")
@@ -170,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("--create-owners", action="store_true")
     imports.add_argument("--dry-run", action="store_true", help="report what would happen")
     imports.add_argument("--errors", metavar="FILE", help="write rejected rows as CSV here")
+
+    apikeys = commands.add_parser("apikeys", help="keys of the HTTP API").add_subparsers(
+        metavar="ACTION"
+    )
+    create_key = command(apikeys, "create", _apikeys_create, "a new key, shown once")
+    create_key.add_argument("name")
+    command(apikeys, "list", _apikeys_list, "keys, revoked ones included")
+    revoke_key = command(apikeys, "revoke", _apikeys_revoke, "stop a key from working")
+    revoke_key.add_argument("name")
 
     command(commands, "operations", _operations, "recent bulk operations, to undo one")
     undo = command(commands, "undo", _undo, "undo a bulk operation")
@@ -404,7 +428,12 @@ async def _export(args: argparse.Namespace, services: Services) -> Any:
     """Excel opens UTF-8 with a byte order mark as UTF-8 (Vietnamese intact); the csv module
     ends lines with \\r\\n. A file appears only complete: it is written beside and renamed.
     With `-` the CSV goes to stdout and the summary to stderr."""
-    where = await services.exports.selection(args.stage)
+    if args.view:
+        view = await services.views.named(SYSTEM, args.view)
+        assert view.id is not None
+        _, where = await services.exports.view_selection(SYSTEM, view.id)
+    else:
+        where = await services.exports.selection(args.stage)
     if args.file == "-":
         sys.stdout.flush()
         out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8-sig", newline="")
@@ -426,6 +455,67 @@ async def _export(args: argparse.Namespace, services: Services) -> Any:
             partial.unlink(missing_ok=True)
     text = f"Exported {result.rows} contact{'' if result.rows == 1 else 's'} to {args.file}."
     return _Output({"file": args.file, "rows": result.rows}, text, to_stderr=args.file == "-")
+
+
+async def _fields_list(args: argparse.Namespace, services: Services) -> Any:
+    defined = await services.fields.list()
+    lines = [
+        f"  {field.name}  {field.kind.value}"
+        + (f": {', '.join(field.choices)}" if field.choices else "")
+        for field in defined
+    ]
+    return _Output(
+        [_field_json(field) for field in defined], "\n".join(lines) or "No custom fields yet."
+    )
+
+
+async def _fields_add(args: argparse.Namespace, services: Services) -> Any:
+    field = await services.fields.add(SYSTEM, args.name, FieldKind(args.kind), args.choice)
+    return _Output(_field_json(field), f"Added the {field.kind.value} field {field.name!r}.")
+
+
+async def _fields_delete(args: argparse.Namespace, services: Services) -> Any:
+    field = await services.fields.delete(SYSTEM, args.name)
+    return _Output(
+        _field_json(field), f"Deleted the field {field.name!r}; contacts keep their values."
+    )
+
+
+def _field_json(field: CustomFieldDef) -> dict[str, Any]:
+    return {"name": field.name, "kind": field.kind.value, "choices": field.choices}
+
+
+async def _apikeys_create(args: argparse.Namespace, services: Services) -> Any:
+    key, secret = await services.api_keys.create(SYSTEM, args.name)
+    text = (
+        f"Created the key {key.name!r}. Keep it now; it is not shown again:\n{secret}\n"
+        f"Use it as: Authorization: Bearer {secret}"
+    )
+    return _Output({**_key_json(key), "secret": secret}, text)
+
+
+async def _apikeys_list(args: argparse.Namespace, services: Services) -> Any:
+    keys = await services.api_keys.list(SYSTEM)
+    lines = [
+        f"  {key.name}  {key.prefix}…  created {key.created_at:%Y-%m-%d %H:%M}"
+        + (f"  revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "")
+        for key in keys
+    ]
+    return _Output([_key_json(key) for key in keys], "\n".join(lines) or "No API keys yet.")
+
+
+async def _apikeys_revoke(args: argparse.Namespace, services: Services) -> Any:
+    key = await services.api_keys.revoke(SYSTEM, args.name)
+    return _Output(_key_json(key), f"Revoked the key {key.name!r}; it no longer works.")
+
+
+def _key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": key.created_at.isoformat(),
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
 
 
 # The long-running commands import aiogram (seconds of start-up) only when they run, so that

@@ -7,8 +7,12 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.settings import Settings
+from domain.services.apikeys import ApiKeyService
 from domain.services.contacts import ContactService
+from domain.services.digests import DigestService
+from domain.services.events import EventService
 from domain.services.exports import ExportService
+from domain.services.fields import FieldService
 from domain.services.imports import ImportService
 from domain.services.operations import OperationService
 from domain.services.stages import StageService
@@ -29,6 +33,10 @@ class Services:
     imports: ImportService
     views: ViewService
     exports: ExportService
+    fields: FieldService
+    digests: DigestService
+    events: EventService
+    api_keys: ApiKeyService
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -48,10 +56,19 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
         stages=StageService(uow, policy),
         contacts=ContactService(uow, default_region=settings.default_phone_region, policy=policy),
         users=UserService(uow),
-        operations=OperationService(uow, policy),
+        operations=OperationService(uow, policy, zone=settings.zone),
         views=ViewService(uow, settings.zone),
         imports=ImportService(
             uow, default_region=settings.default_phone_region, zone=settings.zone, policy=policy
         ),
         exports=ExportService(uow, zone=settings.zone),
+        fields=FieldService(uow),
+        digests=DigestService(uow, settings.zone, default_idle_days=settings.idle_days),
+        events=EventService(
+            uow,
+            default_region=settings.default_phone_region,
+            policy=policy,
+            routing=settings.routing,
+        ),
+        api_keys=ApiKeyService(uow),
     )

@@ -8,8 +8,10 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from bot.api import mount_api
 from bot.container import Services
 from bot.runtime import BotRuntime, wait_for_stop_signal
+from domain.model import Notice
 from sandbox import Emulator
 from sandbox.app import MAX_REQUEST_SIZE
 from sandbox.state import User as SandboxUser
@@ -64,7 +66,8 @@ async def serve_webhook(services: Services) -> None:
 
 
 class WebhookServer:
-    """The bot behind a Telegram webhook, on an aiohttp server of its own."""
+    """The bot behind a Telegram webhook, on an aiohttp server of its own that also serves the
+    HTTP API."""
 
     def __init__(
         self,
@@ -83,17 +86,24 @@ class WebhookServer:
         self.public_url = public_url.rstrip("/") if public_url else None
         self.host = host
         self.port = port
-        self._runner = web.AppRunner(self.runtime.webhook_app(secret), shutdown_timeout=20)
+        app = self.runtime.webhook_app(secret)
+        mount_api(app, services, self.runtime.notifier.submit)
+        self._runner = web.AppRunner(app, shutdown_timeout=20)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
         if self.port == 0:  # a free port was asked for: find out which
             self.port = self._runner.addresses[0][1]
-        base = self.public_url or f"http://{self.host}:{self.port}"
-        url = base + self.runtime.settings.webhook_path
+        url = (self.public_url or self.url) + self.runtime.settings.webhook_path
         await self.runtime.publish_commands()
         await self.runtime.set_webhook(url, self.secret)
+        await self.runtime.notifier.start()
+        self.runtime.start_scheduler()
         log.info("webhook listening on %s:%s for %s", self.host, self.port, url)
 
     async def stop(self) -> None:
@@ -102,7 +112,8 @@ class WebhookServer:
 
 
 class Sandbox:
-    """The emulator, the web chat and the bot on one port, the bot polling the emulator."""
+    """The emulator, the web chat, the HTTP API and the bot on one port, the bot polling the
+    emulator."""
 
     def __init__(self, services: Services, *, host: str = "127.0.0.1", port: int = 8081) -> None:
         self.services = services
@@ -113,6 +124,7 @@ class Sandbox:
         self.emulator = Emulator(default_token=self.token)
         self.app = web.Application(client_max_size=MAX_REQUEST_SIZE)
         self.emulator.install(self.app)
+        mount_api(self.app, services, self._notify)
         # handler_cancellation: a long poll ends when the bot hangs up, so stopping is prompt.
         self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
         self._polling: asyncio.Task[None] | None = None
@@ -134,6 +146,12 @@ class Sandbox:
         settings = self.services.settings.model_copy(update={"telegram_api_base": self.url})
         self.runtime = BotRuntime(settings, replace(self.services, settings=settings), self.token)
         self._polling = await self.runtime.start_polling()
+        await self.runtime.notifier.start()
+
+    def _notify(self, notices: list[Notice]) -> None:
+        # Without the bot (stopped) the notices stay pending until a bot starts again.
+        if self.runtime is not None:
+            self.runtime.notifier.submit(notices)
 
     async def stop_bot(self) -> None:
         """Stop the bot (letting updates in flight finish); the emulator keeps serving."""

@@ -10,6 +10,7 @@ import phonenumbers
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from domain.services.events import LeadRouting
 from domain.transitions import DEFAULT_LOST_REASONS, Policy
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///stagekeeper.db"
@@ -35,6 +36,11 @@ class Settings(BaseSettings):
     webhook_path: str = "/telegram/webhook"
     default_language: str = "en"
     log_level: str = "INFO"
+    idle_days: int = Field(default=7, ge=1, le=365)
+    scheduler: bool = True  # run the digest and reminders (one process per database does)
+    leads_team: str | None = None
+    lead_owners: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    notify_rate: float = Field(default=25.0, gt=0, le=30)
 
     @field_validator("admin_ids", mode="before")
     @classmethod
@@ -49,6 +55,22 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("lead_owners", mode="before")
+    @classmethod
+    def _pairs(cls, value: object) -> object:
+        """`Website=Lan; Facebook=2003`: a source, then its owner's name or Telegram id."""
+        if not isinstance(value, str):
+            return value
+        pairs = {}
+        for part in value.split(";"):
+            if not part.strip():
+                continue
+            source, equals, owner = part.partition("=")
+            if not equals or not source.strip() or not owner.strip():
+                raise ValueError(f"{part.strip()!r} is not SOURCE=OWNER")
+            pairs[source.strip()] = owner.strip()
+        return pairs
 
     @field_validator("timezone")
     @classmethod
@@ -70,6 +92,10 @@ class Settings(BaseSettings):
     @property
     def policy(self) -> Policy:
         return Policy(forward_only=self.forward_only, lost_reasons=tuple(self.lost_reasons))
+
+    @property
+    def routing(self) -> LeadRouting:
+        return LeadRouting(team=self.leads_team or None, owners=dict(self.lead_owners))
 
     @property
     def zone(self) -> ZoneInfo:

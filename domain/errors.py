@@ -113,3 +113,33 @@ class ImportRefused(InvalidInput):
     nothing of it is applied."""
 
     code = "import_refused"
+
+
+class MissingIdentifier(ImportRefused):
+    """No column of the file is a phone, an email or an external id; `columns` are the ones a
+    mapping could make one."""
+
+    def __init__(self, message: str, columns: list[str]) -> None:
+        super().__init__(message)
+        self.columns = columns
+
+
+class InvalidEvent(InvalidInput):
+    """An event the HTTP API cannot take; `field` names the part of it at fault."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class IdempotencyKeyReused(InvalidEvent):
+    """An idempotency key already used for a different event: replaying it would lose one."""
+
+    code = "idempotency_key_reused"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "idempotency_key",
+            "this key was already used for a different event; use a new key for a new event",
+        )

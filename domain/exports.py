@@ -28,7 +28,7 @@ hide such a start. The rule, precisely:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, tzinfo
 
 from domain.model import Contact, Stage
@@ -84,9 +84,12 @@ def custom_column(key: str) -> str:
     return CUSTOM_PREFIX + key
 
 
-def custom_keys_in_order(keys: Iterable[str]) -> list[str]:
-    """Custom field columns in a stable order: by name, ignoring case."""
-    return sorted(set(keys), key=lambda key: (key.casefold(), key))
+def custom_keys_in_order(keys: Iterable[str], defined: Sequence[str] = ()) -> list[str]:
+    """Custom field columns in a stable order: every defined field in the admins' order (a
+    column even when no contact has a value yet, so that the file can be filled in and
+    imported back), then the other keys by name, ignoring case."""
+    others = sorted(set(keys) - set(defined), key=lambda key: (key.casefold(), key))
+    return [*defined, *others]
 
 
 def header(custom_keys: Iterable[str]) -> list[str]:

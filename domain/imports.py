@@ -45,15 +45,16 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import IO, Any, Final
 
 from phonenumbers import PhoneMetadata
 
-from domain.errors import ImportRefused, InvalidInput
+from domain.errors import ImportRefused, InvalidInput, MissingIdentifier
 from domain.phones import parse_phone
 from domain.services.contacts import CLOCK_SKEW, NAME_MAX, TEXT_MAX, ContactDraft
 from domain.text import clean_name, fold
+from domain.values import parse_value
 
 # The import fields of DESIGN §4 ("Import fields for --map"), plus `custom:<field>`.
 FIELDS: Final = (
@@ -85,7 +86,6 @@ FIELD_LIMIT: Final = 131_072  # a cell longer than this refuses the whole file (
 LINE_LIMIT: Final = 1_048_576  # characters in one physical line
 SAMPLE_SIZE: Final = 65_536  # bytes looked at to choose the encoding and the delimiter
 DELIMITERS: Final = ",;\t|"
-VALUE_LIMIT: Final = Decimal(10) ** 16  # storage keeps Numeric(18, 2)
 ERRORS_WITH_VALUES: Final = 10_000  # row errors beyond this keep no copy of the row's cells
 
 
@@ -417,10 +417,11 @@ def _layout(header: list[str], mapping: dict[str, str], match: Sequence[str]) ->
     present = [f for f in match if f in columns.values()]
     if not present:
         wanted = ", ".join(match)
-        raise ImportRefused(
+        raise MissingIdentifier(
             f"Missing identifier column: the file has no {wanted} column. Map one with "
             f'--map COLUMN=FIELD (e.g. --map "Mã KH=external_id"); the file\'s columns are: '
-            f"{', '.join(h for h in header if h) or 'none'}."
+            f"{', '.join(h for h in header if h) or 'none'}.",
+            unknown,
         )
     return _Layout(header, targets, columns, unknown, ignored)
 
@@ -440,48 +441,6 @@ def _refuse_duplicate_headers(header: list[str], targets: list[str | None]) -> N
 
 # ---------------------------------------------------------------------------------------------
 # Values
-
-
-_AMOUNT_JUNK = re.compile(r"[\s\u00a0\u202f'₫$€]|vnd|usd|đ", re.IGNORECASE)
-_PLAIN_AMOUNT = re.compile(r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
-_GROUPED = re.compile(r"[1-9]\d{0,2}(?:[.,]\d{3})+")
-
-
-def parse_value(raw: str) -> Decimal:
-    """An amount as people write it (see the module's notes). Raises ValueError with a reason."""
-    text = _AMOUNT_JUNK.sub("", raw)
-    if _PLAIN_AMOUNT.fullmatch(text) is None or _GROUPED.fullmatch(text) is not None:
-        text = _ungrouped(text, raw)
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise ValueError(f"{raw!r} is not an amount") from None
-    if not value.is_finite():
-        raise ValueError(f"{raw!r} is not an amount")
-    if value >= VALUE_LIMIT:
-        raise ValueError(f"{raw!r} is too large an amount")
-    if value != value.quantize(Decimal("0.01")):
-        raise ValueError(f"{raw!r} has more than 2 decimals")
-    return value
-
-
-def _ungrouped(text: str, raw: str) -> str:
-    if text.startswith("-"):
-        raise ValueError(f"{raw!r} is negative")
-    dot, comma = text.rfind("."), text.rfind(",")
-    if dot >= 0 and comma >= 0:
-        mark = "." if dot > comma else ","
-        whole, _, fraction = text.rpartition(mark)
-        if _GROUPED.fullmatch(whole) is None and not whole.isdigit():
-            raise ValueError(f"{raw!r} is not an amount")
-        if not fraction.isdigit():
-            raise ValueError(f"{raw!r} is not an amount")
-        return whole.replace(".", "").replace(",", "") + "." + fraction
-    if _GROUPED.fullmatch(text) is not None and len(set(text) & {".", ","}) == 1:
-        return text.replace(".", "").replace(",", "")
-    if text.count(",") == 1 and "." not in text:
-        return text.replace(",", ".")
-    raise ValueError(f"{raw!r} is not an amount")
 
 
 _DAY_FIRST = re.compile(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import Any
 
@@ -52,6 +52,30 @@ class ActivityKind(enum.StrEnum):
     TASK = "task"
 
 
+class EventKind(enum.StrEnum):
+    """What a web form, a landing page, an email tool or accounting reports about a contact."""
+
+    FORM_SUBMITTED = "form_submitted"
+    PAGE_VIEWED = "page_viewed"
+    CTA_CLICKED = "cta_clicked"
+    EMAIL_OPENED = "email_opened"
+    EMAIL_CLICKED = "email_clicked"
+    OPPORTUNITY_POOL = "opportunity_pool"
+    OPPORTUNITY_CREATED = "opportunity_created"
+    REVENUE_BOOKED = "revenue_booked"
+    UNSUBSCRIBED = "unsubscribed"
+    DISQUALIFIED = "disqualified"
+
+
+class Outcome(enum.StrEnum):
+    """What automation did with an event."""
+
+    MOVED = "moved"
+    UNCHANGED = "unchanged"  # the contact already was in the rule's stage
+    DECLINED = "declined"  # the rule's move breaks a transition rule; `detail` says which
+    NO_RULE = "no_rule"
+
+
 class FieldKind(enum.StrEnum):
     TEXT = "text"
     NUMBER = "number"
@@ -66,6 +90,7 @@ class Stage:
     category: Category
     position: int
     archived_at: datetime | None = None
+    idle_days: int | None = None  # a lead sitting here longer is idle; None: the default
 
     @property
     def archived(self) -> bool:
@@ -170,6 +195,7 @@ class Activity:
     by_user_id: int | None = None
     due_at: datetime | None = None
     done_at: datetime | None = None
+    reminded_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -210,16 +236,68 @@ class OperationItem:
     before_fields: dict[str, Any] | None = None  # profile fields an import changed
 
 
+@dataclass(slots=True)
+class ApiKey:
+    """A bearer key of the HTTP API. Only a SHA-256 hash of the secret is kept; `prefix`, the
+    secret's first characters, tells keys apart in lists and finds the key to compare."""
+
+    id: int | None
+    name: str
+    prefix: str
+    secret_hash: str
+    created_at: datetime = field(default_factory=utcnow)
+    created_by_id: int | None = None
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(slots=True)
+class ReceivedEvent:
+    """An event the HTTP API accepted, with what automation made of it. `via` names the API key
+    it came with; an idempotency key is unique per `via`, and `fingerprint` tells a replay of the
+    same event from another event under a reused key."""
+
+    id: int | None
+    kind: EventKind
+    contact_id: int
+    received_at: datetime
+    via: str
+    outcome: Outcome
+    fingerprint: str
+    idempotency_key: str | None = None
+    source: str | None = None
+    value: Decimal | None = None
+    created_contact: bool = False
+    from_stage_id: int | None = None
+    to_stage_id: int | None = None  # the rule's stage (also when the move was declined)
+    detail: str | None = None
+
+
+@dataclass(slots=True)
+class Notice:
+    """Someone to tell about a new lead; sent (and marked) after the event's commit."""
+
+    id: int | None
+    user_id: int
+    contact_id: int
+    created_at: datetime = field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+
 @dataclass(slots=True, frozen=True)
 class TimelineEntry:
     """A contact's timeline merges activities and stage changes, newest first."""
 
     at: datetime
-    kind: str  # an ActivityKind value or "stage"
+    kind: str  # an ActivityKind value, "stage" or "event"
     text: str
     by_user_id: int | None
     activity: Activity | None = None
     stage_change: StageChange | None = None
+    event: ReceivedEvent | None = None
 
 
 @dataclass(slots=True)
@@ -232,3 +310,28 @@ class SavedView:
     filter: dict[str, Any]
     shared: bool = False
     created_at: datetime = field(default_factory=utcnow)
+
+
+class DigestSection(enum.StrEnum):
+    """What a morning digest may hold; each person chooses."""
+
+    NEW = "new"
+    MOVES = "moves"
+    CONVERTED = "converted"
+    LOST = "lost"
+    IDLE = "idle"
+    TOP = "top"
+    CHART = "chart"
+
+
+@dataclass(slots=True)
+class DigestSettings:
+    """When and what a person receives each morning: managers and admins the digest of their
+    scope, agents the list of their idle leads."""
+
+    user_id: int
+    enabled: bool = True
+    send_at: time = time(8, 0)
+    timezone: str = "Asia/Ho_Chi_Minh"
+    sections: frozenset[DigestSection] = frozenset(DigestSection)
+    blocked_at: datetime | None = None  # the person blocked the bot; nothing is sent until /digest

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -14,10 +14,16 @@ from domain.model import (
     AccessRequest,
     Activity,
     ActivityKind,
+    ApiKey,
     Company,
     Contact,
+    CustomFieldDef,
+    DigestSettings,
+    EventKind,
+    Notice,
     Operation,
     OperationItem,
+    ReceivedEvent,
     SavedView,
     Source,
     Stage,
@@ -50,11 +56,18 @@ class ContactFilter:
     created_from: datetime | None = None
     created_before: datetime | None = None
     fields: tuple[tuple[str, str], ...] = ()  # custom field values, exactly
+    words: tuple[str, ...] = ()  # folded words, each starting a word of the name or company
+    # Idle by stage: in one of these stages, with the last activity before the stage's moment.
+    idle_by_stage: tuple[tuple[int, datetime], ...] = ()
+    without_task_after: datetime | None = None  # no open task due after this moment
+
+
+EVERYTHING = Scope(everything=True)
 
 
 @dataclass(frozen=True, slots=True)
 class BulkMove:
-    """Move the contacts of one stage (all, or those of `contact_ids`) to another stage or to
+    """Move the contacts of one stage (all, or those `matching` a filter) to another stage or to
     none, recording each move in history and, with an operation, for undo."""
 
     from_stage_id: int | None
@@ -64,7 +77,8 @@ class BulkMove:
     source: Source
     reason: str | None
     operation_id: int | None
-    contact_ids: tuple[int, ...] | None = None
+    matching: ContactFilter | None = None  # only those matching, within `scope`
+    scope: Scope = EVERYTHING
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +106,11 @@ class ContactRepository(Protocol):
     async def find_by_identifiers(
         self, *, phone: str | None, email: str | None, external_id: str | None
     ) -> list[Contact]: ...
+    async def lock(self, contact_id: int) -> Contact | None:
+        """The contact, freshly read and locked until the unit of work ends, so that events for
+        one contact are applied one after the other (PostgreSQL; SQLite locks every write)."""
+        ...
+
     async def add(self, contact: Contact, company_name: str | None) -> Contact: ...
     async def update(self, contact: Contact, *, expected_version: int) -> bool:
         """Write the contact if its stored version is still `expected_version`."""
@@ -142,6 +161,10 @@ class ContactRepository(Protocol):
         ...
 
     async def count_in_stage(self, stage_id: int) -> int: ...
+    async def count_by_stage(self, where: ContactFilter, scope: Scope) -> dict[int | None, int]:
+        """How many contacts match `where` within `scope`, per current stage id (None: none)."""
+        ...
+
     async def move_stage_contents(self, move: BulkMove) -> int:
         """Apply a BulkMove in bulk; returns how many contacts moved."""
         ...
@@ -178,6 +201,11 @@ class CompanyRepository(Protocol):
 
 class ActivityRepository(Protocol):
     async def add(self, activity: Activity) -> Activity: ...
+    async def claim_due_tasks(self, now: datetime, limit: int) -> list[Activity]:
+        """Open tasks due by `now` that nobody was reminded of yet, marked reminded now (a
+        second claim, by this or another process, does not get them)."""
+        ...
+
     async def for_contact(
         self, contact_id: int, kinds: Sequence[ActivityKind] | None = None
     ) -> list[Activity]: ...
@@ -215,10 +243,94 @@ class ViewRepository(Protocol):
     async def add(self, view: SavedView) -> SavedView: ...
     async def get(self, view_id: int) -> SavedView | None: ...
     async def visible_to(self, user_id: int | None) -> list[SavedView]:
-        """The user's own views and the shared ones, by name."""
+        """The user's own views and the shared ones, by name; None: everyone's."""
         ...
 
     async def delete(self, view_id: int) -> None: ...
+
+
+class FieldRepository(Protocol):
+    async def list(self) -> list[CustomFieldDef]:
+        """Every custom field definition, in the order they were added."""
+        ...
+
+    async def add(self, field: CustomFieldDef) -> CustomFieldDef: ...
+    async def delete(self, field_id: int) -> None: ...
+
+
+class DigestRepository(Protocol):
+    async def settings(self) -> dict[int, DigestSettings]:
+        """Everyone's stored settings, by user id (a person without a row has the defaults)."""
+        ...
+
+    async def save(self, settings: DigestSettings) -> None: ...
+    async def claim(self, user_id: int, day: date, kind: str, at: datetime) -> bool:
+        """Record that `kind` is being sent to the person for `day`; False when it was
+        claimed already, so that nothing is ever sent twice."""
+        ...
+
+    async def mark_sent(self, user_id: int, day: date, kind: str, at: datetime) -> None: ...
+    async def claimed(self, day: date, kind: str) -> set[int]:
+        """Who has `kind` for `day` claimed already."""
+        ...
+
+
+class ApiKeyRepository(Protocol):
+    async def add(self, key: ApiKey) -> ApiKey: ...
+    async def active_named(self, name: str) -> ApiKey | None:
+        """The key not revoked of that name (compared ignoring case and accents)."""
+        ...
+
+    async def by_prefix(self, prefix: str) -> list[ApiKey]: ...
+    async def list(self) -> list[ApiKey]: ...
+    async def update(self, key: ApiKey) -> None: ...
+
+
+class DuplicateEvent(Exception):
+    """Another event took the same idempotency key meanwhile (the unique index refused it)."""
+
+
+class EventRepository(Protocol):
+    async def add(self, event: ReceivedEvent) -> ReceivedEvent:
+        """Raises DuplicateEvent when the idempotency key is taken."""
+        ...
+
+    async def by_key(self, via: str, idempotency_key: str) -> ReceivedEvent | None: ...
+    async def count(self, contact_id: int, kind: EventKind) -> int: ...
+    async def for_contact(self, contact_id: int, *, limit: int) -> list[ReceivedEvent]:
+        """The newest first."""
+        ...
+
+
+class RuleRepository(Protocol):
+    async def chosen(self) -> dict[str, int | None]:
+        """The triggers an admin set, with their stage id (None: no stage change)."""
+        ...
+
+    async def choose(self, trigger: str, stage_id: int | None) -> None: ...
+    async def reset(self, trigger: str) -> None:
+        """Back to the default rule."""
+        ...
+
+
+class TurnRepository(Protocol):
+    """Whose turn it is to get a new lead, kept in the database so that every worker agrees."""
+
+    async def last(self, queue: str) -> int | None:
+        """The user who got the last lead of `queue`; locks the queue until the unit of work
+        ends, so that two events at once give leads to two people."""
+        ...
+
+    async def record(self, queue: str, user_id: int) -> None: ...
+
+
+class NoticeRepository(Protocol):
+    async def add(self, notice: Notice) -> Notice: ...
+    async def pending(self, limit: int) -> list[Notice]:
+        """Notices not sent yet, the oldest first."""
+        ...
+
+    async def mark_sent(self, notice_ids: list[int], at: datetime) -> None: ...
 
 
 class UnitOfWork(Protocol):
@@ -231,6 +343,13 @@ class UnitOfWork(Protocol):
     operations: OperationRepository
     access_requests: AccessRequestRepository
     views: ViewRepository
+    fields: FieldRepository
+    digests: DigestRepository
+    api_keys: ApiKeyRepository
+    events: EventRepository
+    rules: RuleRepository
+    turns: TurnRepository
+    notices: NoticeRepository
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(

@@ -7,10 +7,13 @@ from aiogram import Router
 
 from handlers import (
     access,
+    automation,
     bulk,
     contacts,
+    digest,
     errors,
     export,
+    fields,
     imports,
     new_contact,
     people,
@@ -30,6 +33,9 @@ def routers() -> list[Router]:
         views.build_router(),
         export.build_router(),
         imports.build_router(),
+        fields.build_router(),
+        digest.build_router(),
+        automation.build_router(),
         contacts.build_router(),
         errors.build_router(),
     ]

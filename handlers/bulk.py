@@ -1,19 +1,20 @@
-"""/move <search>: move every contact a search matches to one stage, after a confirmation that
-says how many; /undo: list recent bulk operations and undo one."""
+"""/move <search> (or a saved view's "Move all" button): move every contact a search matches to
+one stage, after a confirmation that says how many; /undo: list recent bulk operations and undo
+one."""
 
 from __future__ import annotations
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.fsm.context import FSMContext
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import DomainError
 from domain.model import Category, User
-from domain.services.operations import OperationService, UndoNeedsConfirmation
+from domain.services.operations import OperationService, Selection, UndoNeedsConfirmation
 from domain.services.stages import StageService
 from domain.transitions import Policy, is_other
 from handlers import render
@@ -34,15 +35,27 @@ async def move_command(
     if not query:
         await message.answer(_("Which contacts? For example: /move hoi cho 2025"))
         return
+    text, keys = await offer_targets(Selection(query=query), user, operations, stages, state)
+    await message.answer(text, reply_markup=keys)
+
+
+async def offer_targets(
+    selection: Selection,
+    user: User,
+    operations: OperationService,
+    stages: StageService,
+    state: FSMContext,
+) -> tuple[str, InlineKeyboardMarkup | None]:
+    """The first step of a bulk move, for a search or a view: how many contacts, and the
+    stages to choose from. The selection waits in the person's state for the choice."""
+    label = render.e(selection.query or "")
     try:
-        plan = await operations.plan_bulk_move(user, query)
+        plan = await operations.plan_bulk_move(user, selection)
     except DomainError as error:
-        await message.answer(refusal(error))
-        return
+        return refusal(error), None
     if not plan.contacts:
-        await message.answer(_("Nothing found for “{query}”.").format(query=render.e(query)))
-        return
-    await state.update_data(bulk=query)
+        return _("Nothing found for “{query}”.").format(query=label), None
+    await state.update_data(bulk={"query": selection.query, "view": selection.view_id})
     counts = ", ".join(f"{render.e(name)}: {count}" for name, count in plan.by_stage.items())
     keys = InlineKeyboardBuilder()
     for summary in await stages.summaries():
@@ -52,12 +65,12 @@ async def move_command(
             callback_data=BulkCb(stage=summary.stage.id),
         )
     keys.adjust(2)
-    await message.answer(
-        _("{count} contact(s) match “{query}” ({counts}). Move them to which stage?").format(
-            count=plan.contacts, query=render.e(query), counts=counts
-        ),
-        reply_markup=keys.as_markup(),
+    text = (
+        _("{count} contact(s) match “{query}” ({counts}). Move them to which stage?")
+        if selection.query
+        else _("{count} contact(s) are in this view ({counts}). Move them to which stage?")
     )
+    return text.format(count=plan.contacts, query=label, counts=counts), keys.as_markup()
 
 
 async def move_chosen(
@@ -69,13 +82,14 @@ async def move_chosen(
     state: FSMContext,
     policy: Policy,
 ) -> None:
-    search = (await state.get_data()).get("bulk")
-    if not search:
+    pending = (await state.get_data()).get("bulk")
+    if not isinstance(pending, dict):
         await query.answer(_("This list is out of date; ask again."), show_alert=True)
         return
+    selection = Selection(query=pending.get("query"), view_id=pending.get("view"))
     try:
         target = await stages.get(callback_data.stage)
-        plan = await operations.plan_bulk_move(user, search)
+        plan = await operations.plan_bulk_move(user, selection)
     except DomainError as error:
         await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
         return
@@ -108,7 +122,7 @@ async def move_chosen(
         query, _("Moving {count} contact(s)…").format(count=plan.contacts), None, answered=True
     )
     try:
-        operation = await operations.bulk_move(user, search, target.name, reason=reason)
+        operation = await operations.bulk_move(user, selection, target.name, reason=reason)
     except DomainError as error:
         await show(query, refusal(error), None, answered=True)
         return

@@ -149,3 +149,60 @@ class ViewCb(CallbackData, prefix="view"):
     id: int
     page: int = 0
     act: str = ""
+
+
+class TagsCb(CallbackData, prefix="tag"):
+    """Edit the tags of a contact read at version `v`: asks for them."""
+
+    id: int
+    v: int
+
+
+class FieldCb(CallbackData, prefix="fld"):
+    """Edit a custom field of a contact read at version `v`: `f` 0 lists the fields, else the
+    field's id; then `c` the chosen choice's number (-1 asks for a value, -2 clears it)."""
+
+    id: int
+    v: int
+    f: int = 0
+    c: int = -1
+
+
+class FieldAdminCb(CallbackData, prefix="fa"):
+    """An admin's action on custom field `id`: view, delete, confirm-delete."""
+
+    id: int
+    act: str
+
+
+class ImportMapCb(CallbackData, prefix="imap"):
+    """Map column number `col` of the pending import (its unmapped columns, in order) to field
+    `to`: an import field, `custom` (a custom field named like the column), `f<id>` (a defined
+    custom field) or `ignore`."""
+
+    col: int
+    to: str
+
+
+class DigestCb(CallbackData, prefix="dg"):
+    """A /digest setting: onoff, times/time (`arg` HH:MM), zones/zone (`arg` the zone), ask
+    (`arg` time or zone: typed), sec (`arg` a section to switch)."""
+
+    act: str
+    arg: str = ""
+
+
+class RuleCb(CallbackData, prefix="rule"):
+    """An admin's change to the automation rule of trigger number `t` (its place in
+    domain.automation.TRIGGERS): `stage` -1 offers the choices, 0 makes it change no stage, -2
+    restores the default, -3 goes back to the table; else the stage id."""
+
+    t: int
+    stage: int = -1
+
+
+class ApiKeyCb(CallbackData, prefix="key"):
+    """An admin's action on API key `id`: del (asks), yes (revokes), list."""
+
+    id: int
+    act: str

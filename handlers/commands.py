@@ -23,6 +23,7 @@ def commands_for(role: Role) -> list[BotCommand]:
         BotCommand(command="move", description=_("Move matching leads to a stage")),
         BotCommand(command="undo", description=_("Undo a bulk operation")),
         BotCommand(command="views", description=_("Saved lists of contacts")),
+        BotCommand(command="digest", description=_("Your morning message")),
         BotCommand(command="lang", description=_("Language")),
         BotCommand(command="help", description=_("What I can do")),
         BotCommand(command="cancel", description=_("Stop what you are doing")),
@@ -30,6 +31,9 @@ def commands_for(role: Role) -> list[BotCommand]:
     if role is Role.ADMIN:
         commands.append(BotCommand(command="stages", description=_("Stages")))
         commands.append(BotCommand(command="users", description=_("People and access")))
+        commands.append(BotCommand(command="fields", description=_("Custom fields")))
+        commands.append(BotCommand(command="rules", description=_("Automation rules")))
+        commands.append(BotCommand(command="apikeys", description=_("API keys")))
     return commands
 
 

@@ -223,10 +223,8 @@ async def show_stages(
     contacts: ContactService,
     stages: StageService,
 ) -> None:
-    try:
-        details = await contacts.get(user, callback_data.id)
-    except DomainError as error:
-        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+    details = await contact_or_alert(query, contacts, user, callback_data.id)
+    if details is None:
         return
     live = [summary.stage for summary in await stages.summaries()]
     text = _("Move <b>{name}</b> to which stage? (now: {stage})").format(
@@ -350,7 +348,7 @@ async def undo(
             reason=_("undone"),
         )
     except DomainError as error:
-        await _refused(query, error, contacts, user, callback_data.id, zone)
+        await refused_on_card(query, error, contacts, user, callback_data.id, zone)
         return
     await query.answer(_("Undone."))
     text, keyboard = await _card(contacts, user, callback_data.id, zone)
@@ -372,7 +370,7 @@ async def _move(
             user, contact_id, stage_id, reason=reason, expected_version=version
         )
     except DomainError as error:
-        await _refused(query, error, contacts, user, contact_id, zone)
+        await refused_on_card(query, error, contacts, user, contact_id, zone)
         return
     await query.answer(_("Moved.") if result.changed else _("It is already in that stage."))
     text, keyboard = await _card(contacts, user, contact_id, zone, undo=_undo_of(result))
@@ -392,7 +390,7 @@ def _undo_of(result: object) -> UndoCb | None:
     )
 
 
-async def _refused(
+async def refused_on_card(
     query: CallbackQuery,
     error: DomainError,
     contacts: ContactService,
@@ -422,10 +420,8 @@ async def ask_log(
     if callback_data.kind not in ("note", "call", "task"):
         await query.answer(_("Unknown action."), show_alert=True)
         return
-    try:
-        details = await contacts.get(user, callback_data.id)
-    except DomainError as error:
-        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+    details = await contact_or_alert(query, contacts, user, callback_data.id)
+    if details is None:
         return
     await state.set_state(Ask.log_text)
     await state.update_data(id=callback_data.id, kind=callback_data.kind)
@@ -525,7 +521,7 @@ async def reassign(
             user, callback_data.id, callback_data.owner, expected_version=callback_data.v
         )
     except DomainError as error:
-        await _refused(query, error, contacts, user, callback_data.id, zone)
+        await refused_on_card(query, error, contacts, user, callback_data.id, zone)
         return
     await query.answer(_("Reassigned."))
     text, keyboard = await _card(contacts, user, callback_data.id, zone)
@@ -573,6 +569,17 @@ async def cancel_button(
 # --- shared --------------------------------------------------------------------------------
 
 
+async def contact_or_alert(
+    query: CallbackQuery, contacts: ContactService, user: User, contact_id: int
+) -> ContactDetails | None:
+    """The contact a button names, if the person may see it; else they are told why."""
+    try:
+        return await contacts.get(user, contact_id)
+    except DomainError as error:
+        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+        return None
+
+
 async def _card(
     contacts: ContactService,
     user: User,
@@ -598,6 +605,20 @@ async def _card(
         heading=str(heading) if heading else None,
     )
     return text, render.card_keyboard(card, user, undo)
+
+
+async def show_card(
+    query: CallbackQuery,
+    contacts: ContactService,
+    user: User,
+    contact_id: int,
+    zone: ZoneInfo,
+    *,
+    answered: bool = False,
+) -> None:
+    """Turn the message the button is on into the contact's fresh card."""
+    text, keyboard = await _card(contacts, user, contact_id, zone)
+    await show(query, text, keyboard, answered=answered)
 
 
 async def send_card(

@@ -39,8 +39,6 @@ async def export_command(
     zone: ZoneInfo,
 ) -> None:
     name = " ".join((command.args or "").split())[:64]
-    # Saved views will be looked up here first: a view resolves to a ContactFilter, which goes
-    # to `exports.export` exactly as the stage filter does.
     try:
         where = await exports.selection([name] if name else [])
     except StageNotFound:
@@ -57,17 +55,19 @@ async def export_command(
     if where.stage_ids:  # the stage as it is spelled, not as it was typed
         spelled = {s.stage.id: s.stage.name for s in await stages.summaries()}
         name = spelled.get(where.stage_ids[0], name)
-    await _send(message, user, exports, where, name, zone)
+    await send_export(message, user, exports, where, name, zone)
 
 
-async def _send(
+async def send_export(
     message: Message,
     user: User,
     exports: ExportService,
     where: ContactFilter,
-    stage: str,
+    selection: str,
     zone: ZoneInfo,
 ) -> None:
+    """Send the contacts of `where` (named `selection`: a stage or a view; empty for the
+    whole scope) as a CSV document."""
     if message.bot is not None:
         await message.bot.send_chat_action(message.chat.id, ChatAction.UPLOAD_DOCUMENT)
     # On disk, not in memory: an admin's export of a large database stays out of the heap.
@@ -78,9 +78,9 @@ async def _send(
         if result.rows == 0:
             text = (
                 _("No contact you can see is in {stage}, so there is nothing to export.").format(
-                    stage=render.e(stage)
+                    stage=render.e(selection)
                 )
-                if stage
+                if selection
                 else _("There is no contact you can see yet, so nothing to export. /new adds one.")
             )
             await message.answer(text)
@@ -96,9 +96,9 @@ async def _send(
             return
         caption = (
             _("Contacts in {stage} ({count}), as CSV for Excel or Google Sheets.").format(
-                count=result.rows, stage=render.e(stage)
+                count=result.rows, stage=render.e(selection)
             )
-            if stage
+            if selection
             else _("Contacts ({count}), as CSV for Excel or Google Sheets.").format(
                 count=result.rows
             )

@@ -10,17 +10,34 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import BufferedInputFile, CallbackQuery, Message
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from domain.errors import DomainError
-from domain.model import Role, User
+from domain.errors import DomainError, MissingIdentifier
+from domain.imports import CUSTOM_PREFIX, IGNORE
+from domain.model import CustomFieldDef, Role, User
+from domain.services.fields import FieldService
 from domain.services.imports import ImportOptions, ImportReport, ImportService
 from handlers import render
-from handlers.callbacks import ImportCb, UndoOpCb
+from handlers.callbacks import ImportCb, ImportMapCb, UndoOpCb
 from handlers.replies import show
 from handlers.texts import explain, refusal
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # what the Bot API lets a bot download
+# What an unknown column may be mapped to from chat (the rest of `--map` is for the CLI).
+MAP_TARGETS = (
+    ("name", __("Name")),
+    ("phone", __("Phone")),
+    ("email", __("Email")),
+    ("external_id", __("External id")),
+    ("company", __("Company")),
+    ("source", __("Source")),
+    ("owner", __("Owner")),
+    ("stage", __("Stage")),
+    ("value", __("Value")),
+    ("tags", __("Tags")),
+    ("created_at", __("Created on")),
+)
 
 
 async def received_file(
@@ -34,18 +51,51 @@ async def received_file(
     if (document.file_size or 0) > DOWNLOAD_LIMIT:
         await message.answer(_("The file is over 20 MB; import it with stagekeeper import."))
         return
-    data = await _download(bot, document.file_id)
+    await state.update_data(
+        import_file=document.file_id, import_name=document.file_name, import_map={}
+    )
+    await _dry_run(message, user, imports, bot, state)
+
+
+async def _dry_run(
+    message: Message, user: User, imports: ImportService, bot: Bot, state: FSMContext
+) -> None:
+    """Run the pending import as a dry run (with the columns mapped so far) and show what it
+    would do, with buttons to apply it, to map the columns it does not know, or to cancel."""
+    data = await state.get_data()
+    mapping: dict[str, str] = data.get("import_map") or {}
+    name = render.e(data.get("import_name") or _("the file"))
     try:
-        report = await imports.run(user, data, ImportOptions(dry_run=True))
+        data_file = await _download(bot, data["import_file"])
+        report = await imports.run(user, data_file, ImportOptions(dry_run=True, mapping=mapping))
+    except MissingIdentifier as error:
+        await state.update_data(import_columns=error.columns)
+        keys = InlineKeyboardBuilder()
+        if error.columns:
+            keys.button(text="🔗 " + _("Map the columns"), callback_data=ImportMapCb(col=0, to=""))
+        keys.button(text="✖️ " + _("Cancel"), callback_data=ImportCb(go=0))
+        keys.adjust(1)
+        await message.answer(
+            _(
+                "{file} has no phone, email or external id column that I recognise. "
+                "Tell me which column is which:"
+            ).format(file=name)
+            if error.columns
+            else _("I cannot import {file}: {reason}").format(
+                file=name, reason=render.e(explain(error, get_i18n().current_locale))
+            ),
+            reply_markup=keys.as_markup(),
+        )
+        return
     except DomainError as error:
+        await state.update_data(import_file=None)
         await message.answer(
             _("I cannot import {file}: {reason}").format(
-                file=render.e(document.file_name or "the file"),
-                reason=render.e(explain(error, get_i18n().current_locale)),
+                file=name, reason=render.e(explain(error, get_i18n().current_locale))
             )
         )
         return
-    await state.update_data(import_file=document.file_id, import_name=document.file_name)
+    await state.update_data(import_columns=report.unknown_columns)
     missing = any("--create-" in e.reason for e in report.errors)
     keys = InlineKeyboardBuilder()
     keys.button(text="✅ " + _("Import"), callback_data=ImportCb(go=1))
@@ -53,6 +103,10 @@ async def received_file(
         keys.button(
             text="✅ " + _("Import, adding missing stages and people"),
             callback_data=ImportCb(go=1, create=1),
+        )
+    if report.unknown_columns:
+        keys.button(
+            text="🔗 " + _("Map the ignored columns"), callback_data=ImportMapCb(col=0, to="")
         )
     keys.button(text="✖️ " + _("Cancel"), callback_data=ImportCb(go=0))
     keys.adjust(1)
@@ -62,6 +116,68 @@ async def received_file(
             BufferedInputFile(report.error_csv(), filename="rejected-rows.csv"),
             caption=_("The rejected rows, with the column and the reason."),
         )
+
+
+async def map_column(
+    query: CallbackQuery,
+    callback_data: ImportMapCb,
+    user: User,
+    imports: ImportService,
+    fields: FieldService,
+    bot: Bot,
+    state: FSMContext,
+) -> None:
+    """One column at a time: ask what it is; the answer goes into the mapping; after the last
+    column, the dry run again."""
+    data = await state.get_data()
+    columns: list[str] = data.get("import_columns") or []
+    if user.role is not Role.ADMIN or not data.get("import_file"):
+        await query.answer(_("Send the file again."), show_alert=True)
+        return
+    if not 0 <= callback_data.col < len(columns):
+        await query.answer(_("This list is out of date; ask again."), show_alert=True)
+        return
+    defined = await fields.list()
+    column = columns[callback_data.col]
+    if callback_data.to:
+        target = _target(callback_data.to, column, defined)
+        if target is None:
+            await query.answer(_("This list is out of date; ask again."), show_alert=True)
+            return
+        mapping = dict(data.get("import_map") or {})
+        mapping[column] = target
+        await state.update_data(import_map=mapping)
+        if callback_data.col + 1 == len(columns):
+            await query.answer()
+            await show(query, _("Columns mapped; checking the file again…"), None, answered=True)
+            assert isinstance(query.message, Message)
+            await _dry_run(query.message, user, imports, bot, state)
+            return
+        column = columns[callback_data.col + 1]
+        callback_data = ImportMapCb(col=callback_data.col + 1, to="")
+    choices = [
+        *MAP_TARGETS,
+        *((f"f{f.id}", "🗂 " + f.name) for f in defined),
+        ("custom", "➕ " + _("New custom field")),
+        (IGNORE, "🚫 " + _("Leave it out")),
+    ]
+    keys = InlineKeyboardBuilder()
+    for code, label in choices:
+        keys.button(text=str(label), callback_data=ImportMapCb(col=callback_data.col, to=code))
+    keys.adjust(3)
+    text = _("Column {number} of {total}: “{column}”. What is in it?").format(
+        number=callback_data.col + 1, total=len(columns), column=render.e(column)
+    )
+    await show(query, text, keys.as_markup())
+
+
+def _target(code: str, column: str, defined: list[CustomFieldDef]) -> str | None:
+    if code in dict(MAP_TARGETS) or code == IGNORE:
+        return code
+    if code == "custom":
+        return CUSTOM_PREFIX + column
+    field = next((f for f in defined if f"f{f.id}" == code), None)
+    return CUSTOM_PREFIX + field.key if field else None
 
 
 async def confirmed(
@@ -84,7 +200,9 @@ async def confirmed(
     await query.answer()
     await show(query, _("Importing…"), None, answered=True)
     options = ImportOptions(
-        create_stages=bool(callback_data.create), create_owners=bool(callback_data.create)
+        mapping=data.get("import_map") or {},
+        create_stages=bool(callback_data.create),
+        create_owners=bool(callback_data.create),
     )
     try:
         report = await imports.run(user, await _download(bot, file_id), options)
@@ -139,4 +257,5 @@ def build_router() -> Router:
     router = Router(name=__name__)
     router.message.register(received_file, F.document)
     router.callback_query.register(confirmed, ImportCb.filter())
+    router.callback_query.register(map_column, ImportMapCb.filter())
     return router

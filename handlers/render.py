@@ -13,7 +13,7 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 from babel.numbers import format_decimal
 
-from domain.model import Category, Role, Stage, TimelineEntry, User
+from domain.model import Category, Outcome, ReceivedEvent, Role, Source, Stage, TimelineEntry, User
 from domain.services.contacts import CompanyCard, ContactCard, ContactDetails
 from domain.stages import Pipeline
 from domain.transitions import is_other, leaves_closed
@@ -21,15 +21,17 @@ from handlers.callbacks import (
     CancelCb,
     CardCb,
     CompanyCb,
+    FieldCb,
     LogCb,
     LostCb,
     MoveCb,
     OwnerCb,
     PageCb,
     StagesCb,
+    TagsCb,
     UndoCb,
 )
-from handlers.texts import ACTIVITY, CATEGORY
+from handlers.texts import ACTIVITY, CATEGORY, REFUSALS
 
 MESSAGE_LIMIT = 4096
 SAFE_LIMIT = 3800  # room for the markup around the pieces we cut
@@ -111,14 +113,28 @@ def card_text(
         for entry in entries:
             who = people.get(entry.by_user_id or 0)
             by = f" — {e(who.name)}" if who else ""
+            if entry.stage_change and entry.stage_change.source is Source.AUTOMATION:
+                by = " — 🤖 " + _("automation")
             kind = ACTIVITY.get(entry.kind, entry.kind)
             reason = ""
             if entry.stage_change and entry.stage_change.reason:
                 reason = f" ({e(short(entry.stage_change.reason, 60))})"
+            if entry.event:
+                reason = f": {e(short(event_outcome(entry.event, language), 120))}"
             lines.append(
                 f"  {when(entry.at, zone)} <i>{kind}</i> {e(short(entry.text))}{reason}{by}"
             )
     return fit(lines)
+
+
+def event_outcome(event: ReceivedEvent, language: str) -> str:
+    """What automation made of an event that moved nothing (a move shows as a stage change)."""
+    if event.outcome is Outcome.DECLINED:
+        why = event.detail if language == "en" and event.detail else REFUSALS["automation_declined"]
+        return _("declined — {why}").format(why=why)
+    if event.outcome is Outcome.UNCHANGED:
+        return _("already in that stage")
+    return _("no rule for this event")
 
 
 def fit(lines: list[str]) -> str:
@@ -149,7 +165,9 @@ def card_keyboard(
     }
     for kind in TIMELINE_FILTERS:
         keys.button(text=labels[kind], callback_data=CardCb(id=contact.id, kind=kind or "all"))
-    sizes = [1, 4, 5] if undo is not None else [4, 5]
+    keys.button(text="🏷 " + _("Tags"), callback_data=TagsCb(id=contact.id, v=contact.version))
+    keys.button(text="🗂 " + _("Fields"), callback_data=FieldCb(id=contact.id, v=contact.version))
+    sizes = [1, 4, 5, 2] if undo is not None else [4, 5, 2]
     extra = 0
     if contact.company_id:
         keys.button(text="🏢 " + _("Company"), callback_data=CompanyCb(id=contact.company_id))

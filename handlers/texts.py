@@ -20,6 +20,7 @@ ACTIVITY = {
     "meeting": __("Meeting"),
     "task": __("Task"),
     "stage": __("Stage"),
+    "event": __("Event"),
 }
 
 # Refusals by their code, for readers of other languages than the domain's English. English
@@ -36,6 +37,7 @@ REFUSALS = {
     "duplicate": __("That name is taken."),
     "duplicate_contact": __("A contact with that phone, email or id exists already."),
     "automation_declined": __("Automation does not move this lead."),
+    "field_value": __("That value does not fit this field."),
 }
 
 
@@ -68,10 +70,14 @@ def help_text(role: Role | None) -> str:
         _("/move <i>search</i> — move every matching lead to one stage"),
         _("/undo — undo a bulk move, import or stage deletion"),
         _("/views — saved lists of contacts"),
+        _("/digest — your morning message: when, and what it holds"),
     ]
     if role is Role.ADMIN:
         lines.append(_("/stages — add, rename, reorder, recategorize or delete stages"))
         lines.append(_("/users — people and their access"))
+        lines.append(_("/fields — custom fields on every card (text, number, date, choice)"))
+        lines.append(_("/rules — which stage each event of the HTTP API moves a contact to"))
+        lines.append(_("/apikeys — keys of the HTTP API"))
     return "\n".join(lines)
 
 

@@ -3,8 +3,11 @@ saves one (`shared` at the end shares it, for managers and admins); a view opens
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
+from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardButton, Message
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
@@ -12,10 +15,15 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import DomainError
 from domain.model import User
+from domain.services.exports import ExportService
+from domain.services.operations import OperationService, Selection
+from domain.services.stages import StageService
 from domain.services.views import ViewService
 from domain.views import KEYS, ViewFilter
 from handlers import render
+from handlers.bulk import offer_targets
 from handlers.callbacks import ViewCb
+from handlers.export import send_export
 from handlers.replies import show
 from handlers.texts import explain, refusal
 
@@ -67,8 +75,31 @@ async def _save(message: Message, text: str, user: User, views: ViewService) -> 
 
 
 async def open_view(
-    query: CallbackQuery, callback_data: ViewCb, user: User, views: ViewService
+    query: CallbackQuery,
+    callback_data: ViewCb,
+    user: User,
+    views: ViewService,
+    operations: OperationService,
+    stages: StageService,
+    exports: ExportService,
+    state: FSMContext,
+    zone: ZoneInfo,
 ) -> None:
+    if callback_data.act == "move":
+        selection = Selection(view_id=callback_data.id)
+        text, keyboard = await offer_targets(selection, user, operations, stages, state)
+        await show(query, text, keyboard)
+        return
+    if callback_data.act == "csv":
+        await query.answer()
+        assert isinstance(query.message, Message)
+        try:
+            view, where = await exports.view_selection(user, callback_data.id)
+        except DomainError as error:
+            await query.message.answer(refusal(error))
+            return
+        await send_export(query.message, user, exports, where, view.name, zone)
+        return
     try:
         if callback_data.act == "del":
             await views.delete(user, callback_data.id)
@@ -98,12 +129,15 @@ async def open_view(
             )
         )
     rows = [*keyboard.inline_keyboard, *([nav] if nav else [])]
+    actions = [("⬇ " + _("Export"), "csv"), ("🗑 " + _("Delete view"), "del")]
+    if found:
+        actions.insert(0, ("🔀 " + _("Move all"), "move"))
     rows.append(
         [
             InlineKeyboardButton(
-                text="🗑 " + _("Delete view"),
-                callback_data=ViewCb(id=callback_data.id, act="del").pack(),
+                text=label, callback_data=ViewCb(id=callback_data.id, act=act).pack()
             )
+            for label, act in actions
         ]
     )
     keyboard.inline_keyboard = rows

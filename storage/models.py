@@ -3,7 +3,7 @@ these models describe the same tables for queries."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -37,6 +38,7 @@ class StageRow(Base):
     category: Mapped[str] = mapped_column(String(8))
     position: Mapped[int] = mapped_column(Integer)
     archived_at: Mapped[datetime | None]
+    idle_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime]
 
     __table_args__ = (
@@ -170,8 +172,12 @@ class ActivityRow(Base):
     by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     due_at: Mapped[datetime | None]
     done_at: Mapped[datetime | None]
+    reminded_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_activities_contact_at", "contact_id", "at"),)
+    __table_args__ = (
+        Index("ix_activities_contact_at", "contact_id", "at"),
+        Index("ix_activities_kind_due_at", "kind", "due_at"),
+    )
 
 
 class AccessRequestRow(Base):
@@ -207,3 +213,135 @@ class SavedViewRow(Base):
     filter: Mapped[dict[str, Any]] = mapped_column(JSON)
     shared: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime]
+
+
+class CustomFieldRow(Base):
+    __tablename__ = "custom_fields"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))
+    choices: Mapped[list[str]] = mapped_column(JSON)
+
+
+class DigestSettingsRow(Base):
+    __tablename__ = "digest_settings"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    send_at: Mapped[str] = mapped_column(String(5))
+    timezone: Mapped[str] = mapped_column(String(64))
+    sections: Mapped[list[str]] = mapped_column(JSON)
+    blocked_at: Mapped[datetime | None]
+
+
+class DeliveryRow(Base):
+    """A morning message claimed for a person and a day: the primary key makes a second claim
+    fail, so nothing is sent twice."""
+
+    __tablename__ = "deliveries"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    claimed_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+class LeaseRow(Base):
+    """Which process runs the scheduler, until when."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    name_key: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(
+            "uq_api_keys_active_name",
+            "name_key",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+
+class EventRow(Base):
+    """An event the HTTP API took, and what automation made of it."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    received_at: Mapped[datetime]
+    via: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(100))
+    value: Mapped[Decimal | None] = mapped_column(Numeric(18, 2))
+    outcome: Mapped[str] = mapped_column(String(12))
+    created_contact: Mapped[bool] = mapped_column(Boolean)
+    from_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
+    to_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("uq_events_via_idempotency_key", "via", "idempotency_key", unique=True),
+        Index("ix_events_contact_kind", "contact_id", "kind"),
+    )
+
+
+class AutomationRuleRow(Base):
+    """An admin's choice for a trigger; a trigger without a row follows the default."""
+
+    __tablename__ = "automation_rules"
+
+    trigger: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
+
+
+class AssignmentTurnRow(Base):
+    """Who got the last new lead of a queue (a team, or all agents)."""
+
+    __tablename__ = "assignment_turns"
+
+    queue: Mapped[str] = mapped_column(String(80), primary_key=True)
+    last_user_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class NoticeRow(Base):
+    """A new lead to tell someone about in Telegram; sent_at is set once it was sent."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(
+            "ix_notices_pending",
+            "id",
+            sqlite_where=text("sent_at IS NULL"),
+            postgresql_where=text("sent_at IS NULL"),
+        ),
+    )

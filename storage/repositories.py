@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from operator import attrgetter
 from typing import Any
@@ -13,6 +13,7 @@ from sqlalchemy import (
     Integer,
     Select,
     and_,
+    case,
     column,
     delete,
     func,
@@ -25,6 +26,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy import update as sql_update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,11 +37,20 @@ from domain.model import (
     AccessRequest,
     Activity,
     ActivityKind,
+    ApiKey,
     Category,
     Company,
     Contact,
+    CustomFieldDef,
+    DigestSection,
+    DigestSettings,
+    EventKind,
+    FieldKind,
+    Notice,
     Operation,
     OperationItem,
+    Outcome,
+    ReceivedEvent,
     RequestStatus,
     Role,
     SavedView,
@@ -48,16 +60,24 @@ from domain.model import (
     User,
     utcnow,
 )
-from domain.ports import BulkMove, ContactFilter, ContactWrite, SearchCriteria
+from domain.ports import BulkMove, ContactFilter, ContactWrite, DuplicateEvent, SearchCriteria
 from domain.services.contacts import duplicate_of
 from domain.text import clean_name, fold
 from storage import bulk
 from storage.models import (
     AccessRequestRow,
     ActivityRow,
+    ApiKeyRow,
+    AssignmentTurnRow,
+    AutomationRuleRow,
     CompanyRow,
     ContactRow,
     ContactTagRow,
+    CustomFieldRow,
+    DeliveryRow,
+    DigestSettingsRow,
+    EventRow,
+    NoticeRow,
     OperationItemRow,
     OperationRow,
     SavedViewRow,
@@ -92,6 +112,7 @@ class SqlStageRepository:
             category=stage.category.value,
             position=stage.position,
             archived_at=stage.archived_at,
+            idle_days=stage.idle_days,
             created_at=utcnow(),
         )
         self._session.add(row)
@@ -110,6 +131,7 @@ class SqlStageRepository:
                 category=stage.category.value,
                 position=stage.position,
                 archived_at=stage.archived_at,
+                idle_days=stage.idle_days,
             )
         )
         await self._flush_name(stage.name)
@@ -153,6 +175,11 @@ class SqlContactRepository:
         if not conditions:
             return []
         return await self._load(select(ContactRow).where(or_(*conditions)).order_by(ContactRow.id))
+
+    async def lock(self, contact_id: int) -> Contact | None:
+        query = select(ContactRow).where(ContactRow.id == contact_id).with_for_update()
+        found = await self._load(query.execution_options(populate_existing=True))
+        return found[0] if found else None
 
     async def add(self, contact: Contact, company_name: str | None) -> Contact:
         company_id = await self._company_id(company_name) if company_name else None
@@ -220,7 +247,7 @@ class SqlContactRepository:
         self, where: ContactFilter, scope: Scope, *, limit: int, offset: int = 0
     ) -> list[Contact]:
         query = select(ContactRow).where(*self._matching(where, scope))
-        if where.idle_since is not None:
+        if where.idle_since is not None or where.idle_by_stage:
             query = query.order_by(ContactRow.last_activity_at)
         query = query.order_by(ContactRow.id.desc()).limit(limit).offset(offset)
         return await self._load(query)
@@ -257,9 +284,10 @@ class SqlContactRepository:
             )
         return {str(key) for key in await self._session.scalars(keys)}
 
-    @staticmethod
-    def _matching(where: ContactFilter, scope: Scope) -> list[ColumnElement[bool]]:
+    def _matching(self, where: ContactFilter, scope: Scope) -> list[ColumnElement[bool]]:
         conditions = [_scope_filter(scope)]
+        if where.words:
+            conditions.append(ContactRow.id.in_(self._word_ids(where.words)))
         if where.owner_id is not None:
             conditions.append(ContactRow.owner_id == where.owner_id)
         if where.stage_ids is not None:
@@ -288,6 +316,21 @@ class SqlContactRepository:
             conditions.append(ContactRow.company_id == where.company_id)
         if where.idle_since is not None:
             conditions.append(ContactRow.last_activity_at < where.idle_since)
+        if where.idle_by_stage:
+            moment = ContactRow.last_activity_at.type
+            cutoffs = {stage_id: literal(at, moment) for stage_id, at in where.idle_by_stage}
+            conditions.append(ContactRow.stage_id.in_(cutoffs))
+            conditions.append(
+                ContactRow.last_activity_at < case(cutoffs, value=ContactRow.stage_id)
+            )
+        if where.without_task_after is not None:
+            task_ahead = select(ActivityRow.id).where(
+                ActivityRow.contact_id == ContactRow.id,
+                ActivityRow.kind == ActivityKind.TASK.value,
+                ActivityRow.done_at.is_(None),
+                ActivityRow.due_at > where.without_task_after,
+            )
+            conditions.append(~task_ahead.exists())
         return conditions
 
     async def find_many(
@@ -417,18 +460,21 @@ class SqlContactRepository:
         )
         return count or 0
 
+    async def count_by_stage(self, where: ContactFilter, scope: Scope) -> dict[int | None, int]:
+        rows = await self._session.execute(
+            select(ContactRow.stage_id, func.count())
+            .where(*self._matching(where, scope))
+            .group_by(ContactRow.stage_id)
+        )
+        return dict(rows.all())
+
     async def move_stage_contents(self, move: BulkMove) -> int:
         """Set-based, however many contacts: the before-images for undo, the history rows, then
-        the contacts. Explicit contact ids go in chunks to stay within parameter limits."""
-        if move.contact_ids is None:
-            return await self._move_where(move, _in_stage(move.from_stage_id))
-        moved = 0
-        ids = list(move.contact_ids)
-        for start in range(0, len(ids), ID_CHUNK):
-            chunk = ids[start : start + ID_CHUNK]
-            where = and_(_in_stage(move.from_stage_id), ContactRow.id.in_(chunk))
-            moved += await self._move_where(move, where)
-        return moved
+        the contacts, each one statement with the same condition."""
+        where = _in_stage(move.from_stage_id)
+        if move.matching is not None:
+            where = and_(where, *self._matching(move.matching, move.scope))
+        return await self._move_where(move, where)
 
     async def _move_where(self, move: BulkMove, where: ColumnElement[bool]) -> int:
         if move.operation_id is not None:
@@ -493,6 +539,15 @@ class SqlContactRepository:
             .execution_options(synchronize_session=False)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def _word_ids(self, words: Sequence[str]) -> Select[Any]:
+        """The ids of the contacts `_word_match` finds, unordered, for use in a condition."""
+        if self._session.get_bind().dialect.name == "postgresql":
+            return self._word_match(words).with_only_columns(ContactRow.id).order_by(None)
+        fts_query = " ".join(f'"{word}"*' for word in words)
+        return select(CONTACT_SEARCH.c.rowid).where(
+            text("contact_search MATCH :fts").bindparams(fts=fts_query)
+        )
 
     def _word_match(self, words: Sequence[str]) -> Select[Any]:
         """Contacts whose name or company has a word starting with each query word, newest
@@ -730,6 +785,7 @@ class SqlActivityRepository:
             by_user_id=activity.by_user_id,
             due_at=activity.due_at,
             done_at=activity.done_at,
+            reminded_at=activity.reminded_at,
         )
         self._session.add(row)
         await self._session.flush()
@@ -745,19 +801,102 @@ class SqlActivityRepository:
         rows = await self._session.scalars(
             query.order_by(ActivityRow.at.desc(), ActivityRow.id.desc())
         )
-        return [
-            Activity(
-                row.id,
-                row.contact_id,
-                ActivityKind(row.kind),
-                row.text,
-                at=row.at,
-                by_user_id=row.by_user_id,
-                due_at=row.due_at,
-                done_at=row.done_at,
+        return [_activity(row) for row in rows]
+
+    async def claim_due_tasks(self, now: datetime, limit: int) -> list[Activity]:
+        due = (
+            select(ActivityRow.id)
+            .where(
+                ActivityRow.kind == ActivityKind.TASK.value,
+                ActivityRow.due_at <= now,
+                ActivityRow.done_at.is_(None),
+                ActivityRow.reminded_at.is_(None),
+            )
+            .order_by(ActivityRow.due_at)
+            .limit(limit)
+        )
+        ids = list(await self._session.scalars(due))
+        if not ids:
+            return []
+        claimed = await self._session.scalars(
+            sql_update(ActivityRow)
+            .where(ActivityRow.id.in_(ids), ActivityRow.reminded_at.is_(None))
+            .values(reminded_at=now)
+            .returning(ActivityRow.id)
+        )
+        taken = set(claimed)
+        rows = await self._session.scalars(select(ActivityRow).where(ActivityRow.id.in_(taken)))
+        return [_activity(row) for row in rows]
+
+
+def _activity(row: ActivityRow) -> Activity:
+    return Activity(
+        row.id,
+        row.contact_id,
+        ActivityKind(row.kind),
+        row.text,
+        at=row.at,
+        by_user_id=row.by_user_id,
+        due_at=row.due_at,
+        done_at=row.done_at,
+        reminded_at=row.reminded_at,
+    )
+
+
+class SqlDigestRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def settings(self) -> dict[int, DigestSettings]:
+        rows = await self._session.scalars(select(DigestSettingsRow))
+        return {
+            row.user_id: DigestSettings(
+                row.user_id,
+                enabled=row.enabled,
+                send_at=time.fromisoformat(row.send_at),
+                timezone=row.timezone,
+                sections=frozenset(
+                    DigestSection(s) for s in row.sections if s in set(DigestSection)
+                ),
+                blocked_at=row.blocked_at,
             )
             for row in rows
-        ]
+        }
+
+    async def save(self, settings: DigestSettings) -> None:
+        row = DigestSettingsRow(
+            user_id=settings.user_id,
+            enabled=settings.enabled,
+            send_at=settings.send_at.strftime("%H:%M"),
+            timezone=settings.timezone,
+            sections=sorted(settings.sections),
+            blocked_at=settings.blocked_at,
+        )
+        await self._session.merge(row)
+        await self._session.flush()
+
+    async def claim(self, user_id: int, day: date, kind: str, at: datetime) -> bool:
+        dialect = self._session.get_bind().dialect.name
+        insert_row = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        result = await self._session.execute(
+            insert_row(DeliveryRow)
+            .values(user_id=user_id, day=day, kind=kind, claimed_at=at)
+            .on_conflict_do_nothing()
+        )
+        return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+    async def mark_sent(self, user_id: int, day: date, kind: str, at: datetime) -> None:
+        await self._session.execute(
+            sql_update(DeliveryRow)
+            .where(DeliveryRow.user_id == user_id, DeliveryRow.day == day, DeliveryRow.kind == kind)
+            .values(sent_at=at)
+        )
+
+    async def claimed(self, day: date, kind: str) -> set[int]:
+        rows = await self._session.scalars(
+            select(DeliveryRow.user_id).where(DeliveryRow.day == day, DeliveryRow.kind == kind)
+        )
+        return set(rows)
 
 
 class SqlOperationRepository:
@@ -941,11 +1080,12 @@ class SqlViewRepository:
         return _view(row) if row else None
 
     async def visible_to(self, user_id: int | None) -> list[SavedView]:
-        rows = await self._session.scalars(
-            select(SavedViewRow)
-            .where(or_(SavedViewRow.shared.is_(True), SavedViewRow.owner_id == user_id))
-            .order_by(SavedViewRow.name, SavedViewRow.id)
-        )
+        query = select(SavedViewRow).order_by(SavedViewRow.name, SavedViewRow.id)
+        if user_id is not None:
+            query = query.where(
+                or_(SavedViewRow.shared.is_(True), SavedViewRow.owner_id == user_id)
+            )
+        rows = await self._session.scalars(query)
         return [_view(row) for row in rows]
 
     async def delete(self, view_id: int) -> None:
@@ -954,6 +1094,30 @@ class SqlViewRepository:
 
 def _view(row: SavedViewRow) -> SavedView:
     return SavedView(row.id, row.owner_id, row.name, dict(row.filter), row.shared, row.created_at)
+
+
+class SqlFieldRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def list(self) -> list[CustomFieldDef]:
+        rows = await self._session.scalars(select(CustomFieldRow).order_by(CustomFieldRow.id))
+        return [
+            CustomFieldDef(row.id, row.key, row.name, FieldKind(row.kind), list(row.choices))
+            for row in rows
+        ]
+
+    async def add(self, field: CustomFieldDef) -> CustomFieldDef:
+        row = CustomFieldRow(
+            key=field.key, name=field.name, kind=field.kind.value, choices=list(field.choices)
+        )
+        self._session.add(row)
+        await self._session.flush()
+        field.id = row.id
+        return field
+
+    async def delete(self, field_id: int) -> None:
+        await self._session.execute(delete(CustomFieldRow).where(CustomFieldRow.id == field_id))
 
 
 class SqlAccessRequestRepository:
@@ -1021,6 +1185,216 @@ def _request(row: AccessRequestRow) -> AccessRequest:
         decided_by_id=row.decided_by_id,
         decided_at=row.decided_at,
     )
+
+
+class SqlApiKeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, key: ApiKey) -> ApiKey:
+        row = ApiKeyRow(
+            name=key.name,
+            name_key=fold(key.name),
+            prefix=key.prefix,
+            secret_hash=key.secret_hash,
+            created_at=key.created_at,
+            created_by_id=key.created_by_id,
+            revoked_at=key.revoked_at,
+        )
+        self._session.add(row)
+        await self._session.flush()
+        key.id = row.id
+        return key
+
+    async def active_named(self, name: str) -> ApiKey | None:
+        row = await self._session.scalar(
+            select(ApiKeyRow).where(
+                ApiKeyRow.name_key == fold(name), ApiKeyRow.revoked_at.is_(None)
+            )
+        )
+        return _api_key(row) if row else None
+
+    async def by_prefix(self, prefix: str) -> list[ApiKey]:
+        rows = await self._session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix))
+        return [_api_key(row) for row in rows]
+
+    async def list(self) -> list[ApiKey]:
+        rows = await self._session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id.desc()))
+        return [_api_key(row) for row in rows]
+
+    async def update(self, key: ApiKey) -> None:
+        await self._session.execute(
+            sql_update(ApiKeyRow).where(ApiKeyRow.id == key.id).values(revoked_at=key.revoked_at)
+        )
+
+
+def _api_key(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(
+        row.id,
+        row.name,
+        row.prefix,
+        row.secret_hash,
+        created_at=row.created_at,
+        created_by_id=row.created_by_id,
+        revoked_at=row.revoked_at,
+    )
+
+
+class SqlEventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, event: ReceivedEvent) -> ReceivedEvent:
+        row = EventRow(
+            kind=event.kind.value,
+            contact_id=event.contact_id,
+            received_at=event.received_at,
+            via=event.via,
+            idempotency_key=event.idempotency_key,
+            fingerprint=event.fingerprint,
+            source=event.source,
+            value=event.value,
+            outcome=event.outcome.value,
+            created_contact=event.created_contact,
+            from_stage_id=event.from_stage_id,
+            to_stage_id=event.to_stage_id,
+            detail=event.detail,
+        )
+        self._session.add(row)
+        try:
+            await self._session.flush()
+        except IntegrityError:
+            # Only the idempotency key can clash; the whole unit of work is then tried again.
+            if event.idempotency_key is None:
+                raise
+            raise DuplicateEvent(event.idempotency_key) from None
+        event.id = row.id
+        return event
+
+    async def by_key(self, via: str, idempotency_key: str) -> ReceivedEvent | None:
+        row = await self._session.scalar(
+            select(EventRow).where(EventRow.via == via, EventRow.idempotency_key == idempotency_key)
+        )
+        return _event(row) if row else None
+
+    async def count(self, contact_id: int, kind: EventKind) -> int:
+        count = await self._session.scalar(
+            select(func.count())
+            .select_from(EventRow)
+            .where(EventRow.contact_id == contact_id, EventRow.kind == kind.value)
+        )
+        return count or 0
+
+    async def for_contact(self, contact_id: int, *, limit: int) -> list[ReceivedEvent]:
+        rows = await self._session.scalars(
+            select(EventRow)
+            .where(EventRow.contact_id == contact_id)
+            .order_by(EventRow.id.desc())
+            .limit(limit)
+        )
+        return [_event(row) for row in rows]
+
+
+def _event(row: EventRow) -> ReceivedEvent:
+    return ReceivedEvent(
+        row.id,
+        EventKind(row.kind),
+        row.contact_id,
+        row.received_at,
+        row.via,
+        Outcome(row.outcome),
+        row.fingerprint,
+        idempotency_key=row.idempotency_key,
+        source=row.source,
+        value=row.value,
+        created_contact=row.created_contact,
+        from_stage_id=row.from_stage_id,
+        to_stage_id=row.to_stage_id,
+        detail=row.detail,
+    )
+
+
+class SqlRuleRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def chosen(self) -> dict[str, int | None]:
+        rows = await self._session.execute(
+            select(AutomationRuleRow.trigger, AutomationRuleRow.stage_id)
+        )
+        return dict(rows.all())
+
+    async def choose(self, trigger: str, stage_id: int | None) -> None:
+        await self.reset(trigger)
+        self._session.add(AutomationRuleRow(trigger=trigger, stage_id=stage_id))
+        await self._session.flush()
+
+    async def reset(self, trigger: str) -> None:
+        await self._session.execute(
+            delete(AutomationRuleRow).where(AutomationRuleRow.trigger == trigger)
+        )
+
+
+class SqlTurnRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def last(self, queue: str) -> int | None:
+        # The queue's row must exist to be locked; a concurrent first insert waits, then skips.
+        insert_row = _insert_ignoring_conflict(self._session, AssignmentTurnRow, ["queue"])
+        await self._session.execute(insert_row.values(queue=queue, last_user_id=None))
+        return await self._session.scalar(
+            select(AssignmentTurnRow.last_user_id)
+            .where(AssignmentTurnRow.queue == queue)
+            .with_for_update()
+        )
+
+    async def record(self, queue: str, user_id: int) -> None:
+        await self._session.execute(
+            sql_update(AssignmentTurnRow)
+            .where(AssignmentTurnRow.queue == queue)
+            .values(last_user_id=user_id)
+        )
+
+
+class SqlNoticeRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, notice: Notice) -> Notice:
+        row = NoticeRow(
+            user_id=notice.user_id,
+            contact_id=notice.contact_id,
+            created_at=notice.created_at,
+            sent_at=notice.sent_at,
+        )
+        self._session.add(row)
+        await self._session.flush()
+        notice.id = row.id
+        return notice
+
+    async def pending(self, limit: int) -> list[Notice]:
+        rows = await self._session.scalars(
+            select(NoticeRow).where(NoticeRow.sent_at.is_(None)).order_by(NoticeRow.id).limit(limit)
+        )
+        return [Notice(r.id, r.user_id, r.contact_id, r.created_at, r.sent_at) for r in rows]
+
+    async def mark_sent(self, notice_ids: list[int], at: datetime) -> None:
+        for start in range(0, len(notice_ids), ID_CHUNK):
+            await self._session.execute(
+                sql_update(NoticeRow)
+                .where(NoticeRow.id.in_(notice_ids[start : start + ID_CHUNK]))
+                .values(sent_at=at)
+            )
+
+
+def _insert_ignoring_conflict(
+    session: AsyncSession, model: type[Any], index_elements: list[str]
+) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING, which SQLite and PostgreSQL spell alike."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql_insert(model).on_conflict_do_nothing(index_elements=index_elements)
+    return sqlite_insert(model).on_conflict_do_nothing(index_elements=index_elements)
 
 
 ID_CHUNK = 5000
@@ -1147,7 +1521,9 @@ def _contact_from(values: Sequence[Any], tags: list[str]) -> Contact:
 
 
 def _stage(row: StageRow) -> Stage:
-    return Stage(row.id, row.name, Category(row.category), row.position, row.archived_at)
+    return Stage(
+        row.id, row.name, Category(row.category), row.position, row.archived_at, row.idle_days
+    )
 
 
 def _change(row: StageChangeRow) -> StageChange:

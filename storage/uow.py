@@ -10,22 +10,36 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from domain.ports import (
     AccessRequestRepository,
     ActivityRepository,
+    ApiKeyRepository,
     CompanyRepository,
     ContactRepository,
+    DigestRepository,
+    EventRepository,
+    FieldRepository,
     HistoryRepository,
+    NoticeRepository,
     OperationRepository,
+    RuleRepository,
     StageRepository,
+    TurnRepository,
     UserRepository,
     ViewRepository,
 )
 from storage.repositories import (
     SqlAccessRequestRepository,
     SqlActivityRepository,
+    SqlApiKeyRepository,
     SqlCompanyRepository,
     SqlContactRepository,
+    SqlDigestRepository,
+    SqlEventRepository,
+    SqlFieldRepository,
     SqlHistoryRepository,
+    SqlNoticeRepository,
     SqlOperationRepository,
+    SqlRuleRepository,
     SqlStageRepository,
+    SqlTurnRepository,
     SqlUserRepository,
     SqlViewRepository,
 )
@@ -41,6 +55,13 @@ class _Repositories:
     operations: OperationRepository
     access_requests: AccessRequestRepository
     views: ViewRepository
+    fields: FieldRepository
+    digests: DigestRepository
+    api_keys: ApiKeyRepository
+    events: EventRepository
+    rules: RuleRepository
+    turns: TurnRepository
+    notices: NoticeRepository
 
     def _bind(self, session: AsyncSession) -> None:
         self.stages = SqlStageRepository(session)
@@ -52,6 +73,13 @@ class _Repositories:
         self.operations = SqlOperationRepository(session)
         self.access_requests = SqlAccessRequestRepository(session)
         self.views = SqlViewRepository(session)
+        self.fields = SqlFieldRepository(session)
+        self.digests = SqlDigestRepository(session)
+        self.api_keys = SqlApiKeyRepository(session)
+        self.events = SqlEventRepository(session)
+        self.rules = SqlRuleRepository(session)
+        self.turns = SqlTurnRepository(session)
+        self.notices = SqlNoticeRepository(session)
 
 
 class SqlUnitOfWork(_Repositories):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
+from domain import fields
 from domain.access import Scope
 from domain.errors import (
     AccessDenied,
@@ -24,6 +25,8 @@ from domain.model import (
     Category,
     Company,
     Contact,
+    CustomFieldDef,
+    Outcome,
     Role,
     Source,
     Stage,
@@ -40,8 +43,12 @@ from domain.transitions import Policy, plan_move
 
 NAME_MAX = 200
 TEXT_MAX = 4000
+TAG_MAX = 40
+TAGS_MAX = 20
 # A backdated change may not lie in the future; allow for clocks that disagree a little.
 CLOCK_SKEW = timedelta(minutes=5)
+# A contact's timeline shows its latest events only: a busy web page can report thousands.
+TIMELINE_EVENTS = 50
 
 
 @dataclass(slots=True)
@@ -117,9 +124,12 @@ class ContactService:
         """Create a contact; a phone, email or external id that exists raises DuplicateContact
         naming the contact that has it, and nothing is created."""
         now = self._clock()
-        contact = self._normalized(draft, now)
+        contact = new_contact(draft, region=self._region, now=now)
         async with self._uow() as uow:
             await self._refuse_duplicates(uow, contact)
+            contact.custom_fields = fields.canonical_values(
+                await uow.fields.list(), contact.custom_fields
+            )
             contact.owner_id = await self._owner_id(uow, actor, draft.owner)
             stage = await self._stage_named(uow, draft.stage) if draft.stage else None
             move = plan_move(
@@ -367,6 +377,61 @@ class ContactService:
             await uow.commit()
         return contact
 
+    async def set_tags(
+        self, actor: User, contact_id: int, tags: Sequence[str], *, expected_version: int
+    ) -> Contact:
+        """Replace a contact's tags (an empty list clears them)."""
+        cleaned = _clean_tags(list(tags))
+        if any(len(tag) > TAG_MAX for tag in cleaned) or len(cleaned) > TAGS_MAX:
+            raise InvalidInput(f"Up to {TAGS_MAX} tags of at most {TAG_MAX} characters each.")
+
+        def change(contact: Contact, _: list[CustomFieldDef]) -> None:
+            contact.tags = cleaned
+
+        return await self._edit(actor, contact_id, expected_version, change)
+
+    async def set_field(
+        self, actor: User, contact_id: int, name: str, raw: str, *, expected_version: int
+    ) -> Contact:
+        """Set (or with an empty value clear) a defined custom field, in its canonical spelling;
+        a value the field's kind refuses raises InvalidFieldValue and changes nothing."""
+
+        def change(contact: Contact, defined: list[CustomFieldDef]) -> None:
+            field = fields.find(defined, name)
+            if field is None:
+                raise NotFound(f"There is no field called {name!r}.")
+            value = fields.canonical(field, raw)
+            if value:
+                contact.custom_fields[field.key] = value
+            else:
+                contact.custom_fields.pop(field.key, None)
+
+        return await self._edit(actor, contact_id, expected_version, change)
+
+    async def _edit(
+        self,
+        actor: User,
+        contact_id: int,
+        expected_version: int,
+        change: Callable[[Contact, list[CustomFieldDef]], None],
+    ) -> Contact:
+        """Apply `change` to a contact the actor may touch, if nobody changed it since they saw
+        version `expected_version`; an edit that changes nothing writes nothing."""
+        async with self._uow() as uow:
+            contact = await self._visible(uow, actor, contact_id)
+            if contact.version != expected_version:
+                raise StaleVersion(await _name_of(uow, contact.updated_by_id))
+            before = (list(contact.tags), dict(contact.custom_fields))
+            change(contact, await uow.fields.list())
+            if (contact.tags, contact.custom_fields) == before:
+                return contact
+            contact.version += 1
+            contact.updated_by_id = actor.id
+            if not await uow.contacts.update(contact, expected_version=expected_version):
+                raise StaleVersion(None)
+            await uow.commit()
+        return contact
+
     async def owners_for(self, actor: User) -> list[User]:
         """Whom the actor may give contacts to: the team for a manager, everyone for an admin."""
         async with self._uow() as uow:
@@ -422,34 +487,6 @@ class ContactService:
             await self._visible(uow, actor, contact_id)
             return await _timeline(uow, contact_id, kinds)
 
-    def _normalized(self, draft: ContactDraft, now: datetime) -> Contact:
-        name = clean_name(draft.name) if draft.name else None
-        if name and len(name) > NAME_MAX:
-            raise InvalidInput(f"A name has at most {NAME_MAX} characters.")
-        phone = normalize_phone(draft.phone, self._region) if draft.phone else None
-        email = normalize_email(draft.email) if draft.email else None
-        external_id = draft.external_id.strip() if draft.external_id else None
-        if not (name or phone or email or external_id or (draft.company or "").strip()):
-            raise InvalidInput(
-                "A contact needs a name, a phone, an email, an external id or a company."
-            )
-        created_at = draft.created_at or now
-        if created_at > now + CLOCK_SKEW:
-            raise InvalidInput("A contact cannot be created in the future.")
-        return Contact(
-            id=None,
-            name=name,
-            phone=phone,
-            email=email,
-            external_id=external_id or None,
-            source=clean_name(draft.source) if draft.source else None,
-            value=_parse_value(draft.value),
-            tags=_clean_tags(draft.tags),
-            custom_fields=_clean_fields(draft.custom_fields),
-            created_at=created_at,
-            last_activity_at=created_at,
-        )
-
     @staticmethod
     async def _refuse_duplicates(uow: UnitOfWork, contact: Contact) -> None:
         existing = await uow.contacts.find_by_identifiers(
@@ -464,7 +501,7 @@ class ContactService:
             return actor.id
         if actor.role is Role.AGENT:
             raise AccessDenied("Only a manager or an admin can give a contact to someone else.")
-        owner = await _user_by_ref(uow, ref)
+        owner = await user_by_ref(uow, ref)
         if actor.role is Role.MANAGER and not Scope.of(actor).covers(owner):
             raise AccessDenied("A manager can give contacts only to people of their team.")
         return owner.id
@@ -499,6 +536,36 @@ class ContactService:
         return at
 
 
+def new_contact(draft: ContactDraft, *, region: str, now: datetime) -> Contact:
+    """A contact from a draft, normalized and checked; not stored yet."""
+    name = clean_name(draft.name) if draft.name else None
+    if name and len(name) > NAME_MAX:
+        raise InvalidInput(f"A name has at most {NAME_MAX} characters.")
+    phone = normalize_phone(draft.phone, region) if draft.phone else None
+    email = normalize_email(draft.email) if draft.email else None
+    external_id = draft.external_id.strip() if draft.external_id else None
+    if not (name or phone or email or external_id or (draft.company or "").strip()):
+        raise InvalidInput(
+            "A contact needs a name, a phone, an email, an external id or a company."
+        )
+    created_at = draft.created_at or now
+    if created_at > now + CLOCK_SKEW:
+        raise InvalidInput("A contact cannot be created in the future.")
+    return Contact(
+        id=None,
+        name=name,
+        phone=phone,
+        email=email,
+        external_id=external_id or None,
+        source=clean_name(draft.source) if draft.source else None,
+        value=_parse_value(draft.value),
+        tags=_clean_tags(draft.tags),
+        custom_fields=_clean_fields(draft.custom_fields),
+        created_at=created_at,
+        last_activity_at=created_at,
+    )
+
+
 def duplicate_of(contact: Contact, others: Sequence[Contact]) -> DuplicateContact | None:
     """The refusal for a contact whose phone, email or external id one of `others` has."""
     for other in others:
@@ -528,7 +595,14 @@ async def _timeline(
                     stage_change=change,
                 )
             )
-    activity_kinds = [ActivityKind(k) for k in wanted - {"stage"}] if wanted else None
+    if wanted is None or "event" in wanted:
+        # An event that moved the contact is on the timeline as its stage change already.
+        for event in await uow.events.for_contact(contact_id, limit=TIMELINE_EVENTS):
+            if event.outcome is not Outcome.MOVED:
+                entries.append(
+                    TimelineEntry(event.received_at, "event", event.kind, None, event=event)
+                )
+    activity_kinds = [ActivityKind(k) for k in wanted - {"stage", "event"}] if wanted else None
     if activity_kinds is None or activity_kinds:
         for activity in await uow.activities.for_contact(contact_id, activity_kinds):
             entries.append(
@@ -572,7 +646,8 @@ async def with_names(uow: UnitOfWork, contacts: list[Contact]) -> list[ContactDe
     ]
 
 
-async def _user_by_ref(uow: UnitOfWork, ref: str) -> User:
+async def user_by_ref(uow: UnitOfWork, ref: str) -> User:
+    """A person by Telegram id or by name (ignoring case and accents)."""
     text = ref.strip()
     if text.lstrip("-").isdigit():
         user = await uow.users.by_telegram_id(int(text))
@@ -594,7 +669,7 @@ async def _name_of(uow: UnitOfWork, user_id: int | None) -> str | None:
 
 
 def _newest_first(entry: TimelineEntry) -> tuple[float, int]:
-    row = entry.activity or entry.stage_change
+    row = entry.activity or entry.stage_change or entry.event
     return (-entry.at.timestamp(), -(row.id or 0) if row else 0)
 
 

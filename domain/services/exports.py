@@ -10,8 +10,9 @@ from typing import Protocol
 
 from domain import exports
 from domain.access import Scope
-from domain.model import Stage, User
+from domain.model import SavedView, Stage, User, utcnow
 from domain.ports import ContactFilter, UnitOfWorkFactory
+from domain.services.views import view_selection
 from domain.stages import Pipeline
 
 BATCH_SIZE = 2000
@@ -54,7 +55,7 @@ class ExportService:
         """The filter of an export narrowed to stages named (ignoring case and accents); an
         unknown name raises StageNotFound. No names: every contact of the scope.
 
-        A saved view will resolve to a ContactFilter here too, and be passed to `export`."""
+        A saved view resolves to a ContactFilter with `view_selection`."""
         if not stages:
             return ContactFilter()
         async with self._uow() as uow:
@@ -62,6 +63,11 @@ class ExportService:
             found = [pipeline.find(name) for name in stages]
         ids = tuple(dict.fromkeys(stage.id for stage in found if stage.id is not None))
         return ContactFilter(stage_ids=ids)
+
+    async def view_selection(self, actor: User, view_id: int) -> tuple[SavedView, ContactFilter]:
+        """The contacts of a saved view the actor may use, as of now."""
+        async with self._uow() as uow:
+            return await view_selection(uow, actor, view_id, self._zone, utcnow())
 
     async def export(
         self, actor: User, out: TextSink, where: ContactFilter | None = None
@@ -71,7 +77,10 @@ class ExportService:
         where = where or ContactFilter()
         scope = Scope.of(actor)
         async with self._uow() as uow:
-            keys = exports.custom_keys_in_order(await uow.contacts.custom_field_keys(where, scope))
+            keys = exports.custom_keys_in_order(
+                await uow.contacts.custom_field_keys(where, scope),
+                defined=[field.key for field in await uow.fields.list()],
+            )
             stages: dict[int, Stage] = {
                 s.id: s for s in await uow.stages.list(include_archived=True) if s.id is not None
             }

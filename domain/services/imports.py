@@ -12,13 +12,16 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from domain import fields
 from domain.access import require_role
 from domain.errors import DomainError, InvalidInput
+from domain.fields import InvalidFieldValue
 from domain.import_batches import CHILD_FROM, batches
-from domain.imports import IDENTIFIERS, ImportRow, RowError, error_report, parse
+from domain.imports import CUSTOM_PREFIX, IDENTIFIERS, ImportRow, RowError, error_report, parse
 from domain.model import (
     Category,
     Contact,
+    CustomFieldDef,
     Operation,
     OperationItem,
     Role,
@@ -227,6 +230,8 @@ class _Run:
         self.companies: dict[str, int] = {}  # ids by the name as written
         self.changed: dict[int, int] = {}  # contact id -> the row that changed it
         self.operation: Operation | None = None
+        self.fields: list[CustomFieldDef] = []
+        self.columns = columns
 
     async def prepare(self) -> None:
         live = await self.uow.stages.list()
@@ -234,6 +239,7 @@ class _Run:
         self.all_stages = {
             s.id: s for s in await self.uow.stages.list(include_archived=True) if s.id
         }
+        self.fields = await self.uow.fields.list()
         for user in await self.uow.users.list():
             self.owners.setdefault(fold(user.name), user)
             if user.telegram_id is not None:
@@ -409,6 +415,8 @@ class _Run:
         batch: _Batch,
     ) -> None:
         contact = self._match(row, index)
+        if row.custom_fields and self.fields:
+            row.custom_fields = self._canonical_fields(row.custom_fields)
         stage = await self._stage(row.stage)
         owner = await self._owner(row.owner)
         if contact is None:
@@ -426,6 +434,22 @@ class _Run:
                 None, f"matches contact #{contact.id}, which row {earlier} already changed"
             )
         await self._update(row, contact, stage, owner, latest, batch)
+
+    def _canonical_fields(self, values: dict[str, str]) -> dict[str, str]:
+        """Defined fields in their one spelling (`vang` → `Vàng`, `1.500.000` → `1500000`);
+        a value a field refuses rejects the row, naming the column."""
+        try:
+            return fields.canonical_values(self.fields, values)
+        except InvalidFieldValue as refused:
+            column = next(
+                (
+                    header
+                    for header, target in self.columns.items()
+                    if fold(target) == fold(CUSTOM_PREFIX + refused.field.key)
+                ),
+                None,
+            )
+            raise RowRefused(column, refused.message) from None
 
     def _create(
         self, row: ImportRow, stage: Stage | None, owner: User | None, batch: _Batch

@@ -5,17 +5,19 @@ the caller is told which and the rest is reverted only on confirmation."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from domain.access import Scope
 from domain.errors import DomainError, InvalidInput, NotFound
 from domain.model import Operation, Role, Source, User, utcnow
-from domain.ports import BulkMove, Clock, SearchCriteria, UnitOfWork, UnitOfWorkFactory
+from domain.ports import BulkMove, Clock, ContactFilter, UnitOfWork, UnitOfWorkFactory
+from domain.services.views import view_selection
 from domain.stages import Pipeline
-from domain.text import fold
+from domain.text import words
 from domain.transitions import Policy, plan_move
 
-BULK_LIMIT = 2_000_000
 RECENT = 10
+UTC_ZONE = ZoneInfo("UTC")
 
 
 class UndoNeedsConfirmation(DomainError):
@@ -39,6 +41,15 @@ class UndoResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Selection:
+    """The contacts a bulk move takes: those a search finds by name or company words, or
+    those of a saved view."""
+
+    query: str | None = None
+    view_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BulkPlan:
     """What a bulk move would do, for the confirmation that states its effect."""
 
@@ -49,11 +60,17 @@ class BulkPlan:
 
 class OperationService:
     def __init__(
-        self, uow: UnitOfWorkFactory, policy: Policy | None = None, clock: Clock = utcnow
+        self,
+        uow: UnitOfWorkFactory,
+        policy: Policy | None = None,
+        clock: Clock = utcnow,
+        *,
+        zone: ZoneInfo = UTC_ZONE,
     ) -> None:
         self._uow = uow
         self._policy = policy or Policy()
         self._clock = clock
+        self._zone = zone
 
     async def recent(self, actor: User, limit: int = RECENT) -> list[Operation]:
         """Admins see everyone's operations, others their own."""
@@ -106,34 +123,37 @@ class OperationService:
         stage.position = len(Pipeline(await stages.list()).in_category(stage.category)) + 1
         await stages.update(stage)
 
-    async def plan_bulk_move(self, actor: User, query: str) -> BulkPlan:
-        """How many contacts a search matches, by their current stage."""
+    async def plan_bulk_move(self, actor: User, selection: Selection) -> BulkPlan:
+        """How many contacts a selection holds, by their current stage."""
         async with self._uow() as uow:
-            found = await self._matching(uow, actor, query)
+            where, _ = await self._selected(uow, actor, selection)
+            counts = await uow.contacts.count_by_stage(where, Scope.of(actor))
             stages = {s.id: s.name for s in await uow.stages.list(include_archived=True)}
         by_stage: dict[str, int] = {}
-        for stage_id, ids in found.items():
+        for stage_id, count in counts.items():
             name = stages.get(stage_id, "—") if stage_id else "—"
-            by_stage[name] = by_stage.get(name, 0) + len(ids)
-        return BulkPlan(None, sum(len(ids) for ids in found.values()), by_stage)
+            by_stage[name] = by_stage.get(name, 0) + count
+        return BulkPlan(None, sum(counts.values()), by_stage)
 
     async def bulk_move(
-        self, actor: User, query: str, stage_name: str, *, reason: str | None = None
+        self, actor: User, selection: Selection, stage_name: str, *, reason: str | None = None
     ) -> Operation:
-        """Move every contact a search matches (in the actor's scope) to a stage, in one
-        transaction, each move in history with source `bulk`; undoable. The rules apply to each
-        starting stage; if any refuses, nothing moves."""
+        """Move every contact of a selection (in the actor's scope) to a stage, in one
+        transaction, each move in history with source `bulk`; undoable. Set-based: one
+        statement per starting stage, however many contacts. The rules apply to each starting
+        stage; if any refuses, nothing moves."""
         now = self._clock()
+        scope = Scope.of(actor)
         async with self._uow() as uow:
             pipeline = Pipeline(await uow.stages.list())
             target = pipeline.find(stage_name)
             all_stages = {s.id: s for s in await uow.stages.list(include_archived=True)}
-            found = await self._matching(uow, actor, query)
-            total = sum(len(ids) for ids in found.values())
-            if not total:
+            where, label = await self._selected(uow, actor, selection)
+            counts = await uow.contacts.count_by_stage(where, scope)
+            if not counts:
                 raise InvalidInput("No contact matches; nothing to move.")
             moves = []
-            for stage_id, ids in found.items():
+            for stage_id in counts:
                 current = all_stages.get(stage_id) if stage_id else None
                 move = plan_move(
                     current,
@@ -144,19 +164,12 @@ class OperationService:
                     policy=self._policy,
                 )
                 if move is not None:
-                    moves.append((stage_id, ids, move.reason))
+                    moves.append((stage_id, move.reason))
             operation = await uow.operations.add(
-                Operation(
-                    None,
-                    "bulk",
-                    actor.id,
-                    f"Moved {total} contact(s) matching {query!r} to {target.name}",
-                    created_at=now,
-                    contacts=total,
-                )
+                Operation(None, "bulk", actor.id, "", created_at=now)
             )
-            for stage_id, ids, move_reason in moves:
-                await uow.contacts.move_stage_contents(
+            for stage_id, move_reason in moves:
+                operation.contacts += await uow.contacts.move_stage_contents(
                     BulkMove(
                         from_stage_id=stage_id,
                         to_stage_id=target.id,
@@ -165,29 +178,31 @@ class OperationService:
                         source=Source.BULK,
                         reason=move_reason,
                         operation_id=operation.id,
-                        contact_ids=tuple(ids),
+                        matching=where,
+                        scope=scope,
                     )
                 )
+            operation.description = (
+                f"Moved {operation.contacts} contact(s) of {label} to {target.name}"
+            )
+            await uow.operations.update(operation)
             await uow.commit()
         return operation
 
-    @staticmethod
-    async def _matching(uow: UnitOfWork, actor: User, query: str) -> dict[int | None, list[int]]:
-        """Contact ids a search matches in the actor's scope, grouped by current stage."""
-        text = query.strip()
-        if not text:
+    async def _selected(
+        self, uow: UnitOfWork, actor: User, selection: Selection
+    ) -> tuple[ContactFilter, str]:
+        """The filter of a selection, and how to name it in the operation's description."""
+        if selection.view_id is not None:
+            view, where = await view_selection(
+                uow, actor, selection.view_id, self._zone, self._clock()
+            )
+            return where, f"view {view.name!r}"
+        query = (selection.query or "").strip()
+        found = tuple(words(query))[:8]
+        if not found:
             raise InvalidInput("Say which contacts: a search such as a name, a company or a tag.")
-        found = await uow.contacts.search(
-            SearchCriteria(words=tuple(fold(text).split())[:8]),
-            Scope.of(actor),
-            limit=BULK_LIMIT,
-            offset=0,
-        )
-        grouped: dict[int | None, list[int]] = {}
-        for contact in found:
-            assert contact.id is not None
-            grouped.setdefault(contact.stage_id, []).append(contact.id)
-        return grouped
+        return ContactFilter(words=found), repr(query)
 
 
 def _may_undo(actor: User, operation: Operation) -> bool:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from domain.access import SYSTEM
-from tests.e2e.conftest import ADMIN_ID, LAN, Driver, Team, press, stage_of
+from domain.model import FieldKind
+from tests.e2e.conftest import ADMIN_ID, LAN, Driver, Team, button, press, stage_of
 
 FILE = (
     "phone,name,stage,source\n"
@@ -47,3 +48,30 @@ async def test_agents_cannot_import(driver: Driver, team: Team) -> None:
     [reply] = [m for m in (await driver.changes(LAN, since))["messages"] if m["from"] == "bot"]
     assert "Only admins" in reply["text"]
     assert await driver.services.contacts.find(SYSTEM, "0988777666") == []
+
+
+async def test_columns_the_bot_does_not_know_are_mapped_with_buttons(
+    driver: Driver, team: Team
+) -> None:
+    await driver.services.fields.add(SYSTEM, "Hạng", FieldKind.CHOICE, ["Vàng", "Bạc"])
+    file = "ĐT liên lạc;Họ tên;Hạng KH;Ghi chú riêng\n0988 777 666;Hoàng Yến;vang;gọi sau 5h\n"
+    since = await driver.cursor(ADMIN_ID)
+    await driver.upload(ADMIN_ID, "khach.csv", file.encode())
+    [asked] = [m for m in (await driver.changes(ADMIN_ID, since))["messages"] if m["from"] == "bot"]
+    assert "no phone, email or external id column" in asked["text"]
+    [column] = await press(driver, ADMIN_ID, asked, "Map the columns")
+    assert "Column 1 of 3: “ĐT liên lạc”" in column["text"]
+    [column] = await press(driver, ADMIN_ID, column, "Phone")
+    assert "Column 2 of 3: “Hạng KH”" in column["text"]
+    [column] = await press(driver, ADMIN_ID, column, "🗂 Hạng")
+    since = await driver.cursor(ADMIN_ID)
+    await driver.click(ADMIN_ID, column["message_id"], button(column, "New custom field"))
+    chat = await driver.changes(ADMIN_ID, since)
+    summary = [m for m in chat["messages"] if m["from"] == "bot"][-1]
+    assert "1 to create, 0 to update" in summary["text"]
+    assert "Ignored columns" not in summary["text"]
+    [done] = await press(driver, ADMIN_ID, summary, "Import")
+    assert "1 created" in done["text"]
+    [created] = await driver.services.contacts.find(SYSTEM, "0988777666")
+    assert created.contact.name == "Hoàng Yến"
+    assert created.contact.custom_fields == {"Hạng": "Vàng", "Ghi chú riêng": "gọi sau 5h"}

@@ -9,7 +9,7 @@ from domain.access import SYSTEM
 from domain.errors import InvalidInput
 from domain.model import Role, Source
 from domain.services.contacts import ContactDraft
-from domain.services.operations import UndoNeedsConfirmation
+from domain.services.operations import Selection, UndoNeedsConfirmation
 
 
 async def amis_with(services: Services, stage: str, count: int) -> list[int]:
@@ -61,7 +61,7 @@ async def test_contacts_changed_since_are_kept_and_the_rest_reverted_only_on_con
     services: Services,
 ) -> None:
     ids = await amis_with(services, "Lead", 4)
-    operation = await services.operations.bulk_move(SYSTEM, "hoi cho", "SQL")
+    operation = await services.operations.bulk_move(SYSTEM, Selection("hoi cho"), "SQL")
     assert operation.id is not None
     touched = ids[0]
     mql = await services.contacts.stage_by_name("MQL")
@@ -85,13 +85,13 @@ async def test_a_bulk_move_is_one_operation_with_a_history_row_per_contact(
 ) -> None:
     ids = await amis_with(services, "Lead", 3)
     await services.contacts.add(SYSTEM, ContactDraft(name="Someone else", stage="Lead"))
-    plan = await services.operations.plan_bulk_move(SYSTEM, "hoi cho")
+    plan = await services.operations.plan_bulk_move(SYSTEM, Selection("hoi cho"))
     assert (plan.contacts, plan.by_stage) == (3, {"Lead": 3})
     with pytest.raises(Exception, match="reason"):
-        await services.operations.bulk_move(SYSTEM, "hoi cho", "Disqualified")
+        await services.operations.bulk_move(SYSTEM, Selection("hoi cho"), "Disqualified")
     assert [(await services.contacts.get(SYSTEM, i)).stage.name for i in ids] == ["Lead"] * 3  # type: ignore[union-attr]
     operation = await services.operations.bulk_move(
-        SYSTEM, "hoi cho", "Disqualified", reason="No budget"
+        SYSTEM, Selection("hoi cho"), "Disqualified", reason="No budget"
     )
     for contact_id in ids:
         last = (await services.contacts.history(SYSTEM, contact_id))[-1]
@@ -108,7 +108,7 @@ async def test_agents_see_and_undo_only_their_own_operations(services: Services)
     other = await services.users.add(SYSTEM, "Bình", Role.AGENT, telegram_id=6)
     for owner in (agent, other):
         await services.contacts.add(owner, ContactDraft(name=f"Khách {owner.name}", stage="Lead"))
-    mine = await services.operations.bulk_move(agent, "khach", "MQL")
+    mine = await services.operations.bulk_move(agent, Selection("khach"), "MQL")
     assert mine.contacts == 1  # only Lan's own contact
     assert [op.id for op in await services.operations.recent(agent)] == [mine.id]
     assert await services.operations.recent(other) == []

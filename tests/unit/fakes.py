@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -18,15 +19,20 @@ from domain.model import (
     AccessRequest,
     Activity,
     ActivityKind,
+    ApiKey,
     Company,
     Contact,
+    CustomFieldDef,
+    EventKind,
+    Notice,
     Operation,
+    ReceivedEvent,
     RequestStatus,
     Stage,
     StageChange,
     User,
 )
-from domain.ports import BulkMove, ContactFilter, SearchCriteria
+from domain.ports import BulkMove, ContactFilter, DuplicateEvent, SearchCriteria
 from domain.text import fold, words
 
 
@@ -40,6 +46,12 @@ class State:
     activities: list[Activity] = field(default_factory=list)
     operations: dict[int, Operation] = field(default_factory=dict)
     access_requests: dict[int, AccessRequest] = field(default_factory=dict)
+    fields: dict[int, CustomFieldDef] = field(default_factory=dict)
+    api_keys: dict[int, ApiKey] = field(default_factory=dict)
+    events: dict[int, ReceivedEvent] = field(default_factory=dict)
+    rules: dict[str, int | None] = field(default_factory=dict)
+    turns: dict[str, int] = field(default_factory=dict)
+    notices: dict[int, Notice] = field(default_factory=dict)
     next_id: int = 1
 
     def new_id(self) -> int:
@@ -110,6 +122,22 @@ class FakeContacts(_Repo):
             or (email and c.email == email)
             or (external_id and c.external_id == external_id)
         ]
+
+    async def lock(self, contact_id: int) -> Contact | None:
+        return await self.get(contact_id)
+
+    async def company_ids(self, names: Collection[str], *, create: bool) -> dict[str, int]:
+        ids = {}
+        for name in names:
+            company = next(
+                (c for c in self.s.companies.values() if fold(c.name) == fold(name)), None
+            )
+            if company is None and create:
+                company = Company(self.s.new_id(), name)
+                self.s.companies[company.id or 0] = company
+            if company is not None:
+                ids[name] = company.id or 0
+        return ids
 
     async def add(self, contact: Contact, company_name: str | None) -> Contact:
         if company_name:
@@ -192,6 +220,10 @@ class FakeContacts(_Repo):
             last = contact.last_activity_at
             if not scope.covers(owner):
                 continue
+            company = self.s.companies.get(contact.company_id) if contact.company_id else None
+            haystack = words(" ".join(p for p in (contact.name, company and company.name) if p))
+            if not all(any(word.startswith(q) for word in haystack) for q in where.words):
+                continue
             if (
                 (where.owner_id is not None and contact.owner_id != where.owner_id)
                 or (where.stage_ids is not None and contact.stage_id not in where.stage_ids)
@@ -205,9 +237,16 @@ class FakeContacts(_Repo):
     async def count_in_stage(self, stage_id: int) -> int:
         return sum(1 for c in self.s.contacts.values() if c.stage_id == stage_id)
 
+    async def count_by_stage(self, where: ContactFilter, scope: Scope) -> dict[int | None, int]:
+        counts: dict[int | None, int] = {}
+        for contact in self._matching(where, scope):
+            counts[contact.stage_id] = counts.get(contact.stage_id, 0) + 1
+        return counts
+
     async def move_stage_contents(self, move: BulkMove) -> int:
         moved = 0
-        for contact in self.s.contacts.values():
+        matching = self._matching(move.matching or ContactFilter(), move.scope)
+        for contact in matching:
             if contact.stage_id == move.from_stage_id:
                 assert contact.id is not None
                 self.s.history.append(
@@ -341,6 +380,110 @@ class FakeAccessRequests(_Repo):
         self.s.access_requests[request.id] = copy.copy(request)
 
 
+class FakeFields(_Repo):
+    async def list(self) -> list[CustomFieldDef]:
+        return [copy.copy(f) for _, f in sorted(self.s.fields.items())]
+
+    async def add(self, field: CustomFieldDef) -> CustomFieldDef:
+        field.id = self.s.new_id()
+        self.s.fields[field.id] = copy.copy(field)
+        return field
+
+    async def delete(self, field_id: int) -> None:
+        self.s.fields.pop(field_id, None)
+
+
+class FakeApiKeys(_Repo):
+    async def add(self, key: ApiKey) -> ApiKey:
+        key.id = self.s.new_id()
+        self.s.api_keys[key.id] = copy.copy(key)
+        return key
+
+    async def active_named(self, name: str) -> ApiKey | None:
+        return next(
+            (
+                copy.copy(k)
+                for k in self.s.api_keys.values()
+                if k.active and fold(k.name) == fold(name)
+            ),
+            None,
+        )
+
+    async def by_prefix(self, prefix: str) -> list[ApiKey]:
+        return [copy.copy(k) for k in self.s.api_keys.values() if k.prefix == prefix]
+
+    async def list(self) -> list[ApiKey]:
+        return [copy.copy(k) for k in sorted(self.s.api_keys.values(), key=lambda k: -(k.id or 0))]
+
+    async def update(self, key: ApiKey) -> None:
+        assert key.id is not None
+        self.s.api_keys[key.id] = copy.copy(key)
+
+
+class FakeEvents(_Repo):
+    async def add(self, event: ReceivedEvent) -> ReceivedEvent:
+        if event.idempotency_key is not None and await self.by_key(
+            event.via, event.idempotency_key
+        ):
+            raise DuplicateEvent(event.idempotency_key)
+        event.id = self.s.new_id()
+        self.s.events[event.id] = copy.copy(event)
+        return event
+
+    async def by_key(self, via: str, idempotency_key: str) -> ReceivedEvent | None:
+        return next(
+            (
+                copy.copy(e)
+                for e in self.s.events.values()
+                if e.via == via and e.idempotency_key == idempotency_key
+            ),
+            None,
+        )
+
+    async def count(self, contact_id: int, kind: EventKind) -> int:
+        return sum(
+            1 for e in self.s.events.values() if e.contact_id == contact_id and e.kind == kind
+        )
+
+    async def for_contact(self, contact_id: int, *, limit: int) -> list[ReceivedEvent]:
+        mine = [e for e in self.s.events.values() if e.contact_id == contact_id]
+        return [copy.copy(e) for e in sorted(mine, key=lambda e: -(e.id or 0))[:limit]]
+
+
+class FakeRules(_Repo):
+    async def chosen(self) -> dict[str, int | None]:
+        return dict(self.s.rules)
+
+    async def choose(self, trigger: str, stage_id: int | None) -> None:
+        self.s.rules[trigger] = stage_id
+
+    async def reset(self, trigger: str) -> None:
+        self.s.rules.pop(trigger, None)
+
+
+class FakeTurns(_Repo):
+    async def last(self, queue: str) -> int | None:
+        return self.s.turns.get(queue)
+
+    async def record(self, queue: str, user_id: int) -> None:
+        self.s.turns[queue] = user_id
+
+
+class FakeNotices(_Repo):
+    async def add(self, notice: Notice) -> Notice:
+        notice.id = self.s.new_id()
+        self.s.notices[notice.id] = copy.copy(notice)
+        return notice
+
+    async def pending(self, limit: int) -> list[Notice]:
+        waiting = [n for _, n in sorted(self.s.notices.items()) if n.sent_at is None]
+        return [copy.copy(n) for n in waiting[:limit]]
+
+    async def mark_sent(self, notice_ids: list[int], at: datetime) -> None:
+        for notice_id in notice_ids:
+            self.s.notices[notice_id].sent_at = at
+
+
 class FakeUnitOfWork:
     def __init__(self, database: FakeDatabase) -> None:
         self._database = database
@@ -356,6 +499,12 @@ class FakeUnitOfWork:
         self.activities = FakeActivities(state)
         self.operations = FakeOperations(state)
         self.access_requests = FakeAccessRequests(state)
+        self.fields = FakeFields(state)
+        self.api_keys = FakeApiKeys(state)
+        self.events = FakeEvents(state)
+        self.rules = FakeRules(state)
+        self.turns = FakeTurns(state)
+        self.notices = FakeNotices(state)
         return self
 
     async def __aexit__(

@@ -1,0 +1,108 @@
+"""Messages the bot sends on its own: the morning digest and idle-lead list, and task
+reminders. Paced under Telegram's limit of about 30 messages a second (429 answers are retried
+after their `retry_after` by the session's middleware); a person who blocked the bot has their
+messages stopped instead of failing the run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
+from aiogram.types import BufferedInputFile
+from aiogram.utils.i18n import I18n
+
+from bot.container import Services
+from domain.services.digests import Due
+from handlers import digest as render
+
+log = logging.getLogger(__name__)
+
+MESSAGES_PER_SECOND = 25
+
+
+class Pacer:
+    """At most `rate` calls a second, across every caller of this pacer."""
+
+    def __init__(self, rate: float = MESSAGES_PER_SECOND) -> None:
+        self._gap = 1 / rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if self._next > now:
+                await asyncio.sleep(self._next - now)
+            self._next = max(now, self._next) + self._gap
+
+
+class ScheduledMessages:
+    def __init__(self, bot: Bot, services: Services, i18n: I18n) -> None:
+        self.bot = bot
+        self.services = services
+        self.i18n = i18n
+        self.pacer = Pacer()
+
+    async def send_morning_messages(self) -> int:
+        """Everything due now that nobody claimed; returns how many were sent."""
+        sent = 0
+        for due in await self.services.digests.due():
+            if not await self.services.digests.claim(due):
+                continue  # another run took it
+            try:
+                message = await self.compose(due)
+                delivered = message is not None and await self._deliver(
+                    due.user.telegram_id, due.user_id, message
+                )
+            except Exception:
+                log.exception("the %s for user %s failed", due.kind, due.user_id)
+                continue
+            if delivered:
+                await self.services.digests.sent(due)
+                sent += 1
+        return sent
+
+    async def compose(self, due: Due) -> render.Composed | None:
+        with self.i18n.context(), self.i18n.use_locale(self._language(due.user.language)):
+            return await render.compose(due, self.services.digests)
+
+    async def send_task_reminders(self) -> int:
+        sent = 0
+        for reminder in await self.services.digests.due_tasks():
+            owner = reminder.owner
+            with self.i18n.context(), self.i18n.use_locale(self._language(owner.language)):
+                message = render.task_reminder(reminder, self.services.settings.zone)
+            assert owner.id is not None
+            if await self._deliver(owner.telegram_id, owner.id, message):
+                sent += 1
+        return sent
+
+    async def _deliver(self, chat_id: int | None, user_id: int, message: render.Composed) -> bool:
+        if chat_id is None:
+            return False
+        try:
+            await self._send(
+                lambda: self.bot.send_message(chat_id, message.text, reply_markup=message.keyboard)
+            )
+            if message.chart is not None:
+                photo = BufferedInputFile(message.chart, filename="funnel.png")
+                await self._send(lambda: self.bot.send_photo(chat_id, photo))
+        except TelegramForbiddenError:
+            log.info("user %s blocked the bot; their morning messages stop", user_id)
+            await self.services.digests.blocked(user_id)
+            return False
+        except TelegramBadRequest as error:  # e.g. the chat is gone
+            log.warning("could not message user %s: %s", user_id, error.message)
+            return False
+        return True
+
+    async def _send(self, call: Callable[[], Awaitable[object]]) -> None:
+        await self.pacer.wait()
+        await call()
+
+    def _language(self, language: str | None) -> str:
+        return language if language in self.i18n.available_locales else self.i18n.default_locale
