@@ -3,7 +3,7 @@ work does, once per use case."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from types import TracebackType
@@ -81,6 +81,16 @@ class BulkMove:
     scope: Scope = EVERYTHING
 
 
+@dataclass(frozen=True, slots=True)
+class ContactWrite:
+    """A contact to write back as it now is, provided its stored version is still
+    `expected_version`; its tags are written only when `tags_changed`."""
+
+    contact: Contact
+    expected_version: int
+    tags_changed: bool
+
+
 class StageRepository(Protocol):
     async def list(self, *, include_archived: bool = False) -> list[Stage]: ...
     async def get(self, stage_id: int) -> Stage | None: ...
@@ -130,16 +140,24 @@ class ContactRepository(Protocol):
     async def find_many(
         self, *, phones: list[str], emails: list[str], external_ids: list[str]
     ) -> list[Contact]:
-        """Contacts having any of these identifiers (for matching a batch of imported rows)."""
+        """Contacts having any of these identifiers, tags included (for matching a batch of
+        imported rows)."""
         ...
 
-    async def add_many(self, contacts: list[tuple[Contact, str | None]]) -> None:
-        """Insert new contacts (each with its company name) in bulk, setting their ids. Their
-        identifiers must be free: a clash refuses the whole transaction."""
+    async def add_many(self, contacts: list[Contact]) -> None:
+        """Insert new contacts in bulk (their company ids already set), setting their ids. Each
+        has a phone, an email or an external id, and these must be free: a clash refuses the
+        whole transaction."""
         ...
 
-    async def company_id(self, name: str) -> int:
-        """The company of that name (ignoring case and accents), created if new."""
+    async def update_many(self, writes: list[ContactWrite]) -> list[int]:
+        """Write changed contacts in bulk; returns the ids of those not written because someone
+        changed them meanwhile (their stored version is no longer the one expected)."""
+        ...
+
+    async def company_ids(self, names: Collection[str], *, create: bool) -> dict[str, int]:
+        """The ids of the companies of these names (ignoring case and accents), by the names as
+        given; with `create`, the missing ones are created, else left out."""
         ...
 
     async def count_in_stage(self, stage_id: int) -> int: ...
@@ -157,6 +175,9 @@ class HistoryRepository(Protocol):
     async def add_many(self, changes: list[StageChange]) -> None: ...
     async def for_contact(self, contact_id: int) -> list[StageChange]: ...
     async def latest(self, contact_id: int) -> StageChange | None: ...
+    async def latest_times(self, contact_ids: Collection[int]) -> dict[int, datetime]:
+        """When each of these contacts last changed stage (contacts never moved are absent)."""
+        ...
 
 
 class UserRepository(Protocol):

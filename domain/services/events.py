@@ -354,7 +354,8 @@ class EventService:
         )
         contact.name = contact.name or event.name
         if contact.company_id is None and event.company:
-            contact.company_id = await uow.contacts.company_id(event.company)
+            companies = await uow.contacts.company_ids([event.company], create=True)
+            contact.company_id = companies[event.company]
         contact.source = contact.source or event.source
         contact.value = contact.value if contact.value is not None else event.value
         for key, value in (await _custom_fields(uow, event)).items():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -126,12 +126,18 @@ class FakeContacts(_Repo):
     async def lock(self, contact_id: int) -> Contact | None:
         return await self.get(contact_id)
 
-    async def company_id(self, name: str) -> int:
-        company = next((c for c in self.s.companies.values() if fold(c.name) == fold(name)), None)
-        if company is None:
-            company = Company(self.s.new_id(), name)
-            self.s.companies[company.id or 0] = company
-        return company.id or 0
+    async def company_ids(self, names: Collection[str], *, create: bool) -> dict[str, int]:
+        ids = {}
+        for name in names:
+            company = next(
+                (c for c in self.s.companies.values() if fold(c.name) == fold(name)), None
+            )
+            if company is None and create:
+                company = Company(self.s.new_id(), name)
+                self.s.companies[company.id or 0] = company
+            if company is not None:
+                ids[name] = company.id or 0
+        return ids
 
     async def add(self, contact: Contact, company_name: str | None) -> Contact:
         if company_name:
