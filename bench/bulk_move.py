@@ -3,28 +3,16 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import tempfile
 import time
 
-from sqlalchemy import update
-
-from bench.search import fill
-from bot.container import build_services
-from bot.settings import Settings
+from bench.search import all_in_one_stage, bulk_arguments
 from domain.access import SYSTEM
 from domain.services.operations import Selection
-from storage.models import ContactRow
 
 
 async def run(url: str, count: int) -> None:
-    await fill(url, count, seed=4)
-    services = build_services(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
-    await services.stages.apply_template(SYSTEM, "amis")
-    lead = await services.contacts.stage_by_name("Lead")
-    async with services.engine.begin() as connection:
-        await connection.execute(update(ContactRow).values(stage_id=lead.id))
+    services = await all_in_one_stage(url, count, seed=4, stage="Lead")
     view = await services.views.save(SYSTEM, "All leads", "stage=Lead", shared=True)
     for label, selection, target in (
         ("the view 'stage=Lead'", Selection(view_id=view.id), "MQL"),
@@ -42,12 +30,7 @@ async def run(url: str, count: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--contacts", type=int, default=100_000)
-    parser.add_argument("--database-url")
-    args = parser.parse_args()
-    url = args.database_url or f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db"
-    asyncio.run(run(url, args.contacts))
+    asyncio.run(run(*bulk_arguments(__doc__)))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ import tempfile
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
-from bot.container import build_services
+from bot.container import Services, build_services
 from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.model import Role
@@ -144,6 +144,28 @@ async def fill(url: str, count: int, seed: int) -> int:
     await services.close()
     assert agent.id is not None
     return agent.id
+
+
+async def all_in_one_stage(url: str, count: int, seed: int, stage: str) -> Services:
+    """A database of `count` synthetic contacts, all in `stage` of the AMIS stages, for the
+    bulk benchmarks; returns its services (the caller closes them)."""
+    await fill(url, count, seed)
+    services = build_services(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    await services.stages.apply_template(SYSTEM, "amis")
+    target = await services.contacts.stage_by_name(stage)
+    async with services.engine.begin() as connection:
+        await connection.execute(update(ContactRow).values(stage_id=target.id))
+    return services
+
+
+def bulk_arguments(doc: str | None) -> tuple[str, int]:
+    """`--contacts N` and `--database-url` (default: a new SQLite file): the URL and N."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--database-url")
+    args = parser.parse_args()
+    url = args.database_url or f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db"
+    return url, args.contacts
 
 
 async def measure(url: str, agent_id: int, repeats: int) -> None:

@@ -3,27 +3,15 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import tempfile
 import time
 
-from sqlalchemy import update
-
-from bench.search import fill
-from bot.container import build_services
-from bot.settings import Settings
+from bench.search import all_in_one_stage, bulk_arguments
 from domain.access import SYSTEM
-from storage.models import ContactRow
 
 
 async def run(url: str, count: int) -> None:
-    await fill(url, count, seed=3)
-    services = build_services(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
-    await services.stages.apply_template(SYSTEM, "amis")
-    mql = await services.contacts.stage_by_name("MQL")
-    async with services.engine.begin() as connection:
-        await connection.execute(update(ContactRow).values(stage_id=mql.id))
+    services = await all_in_one_stage(url, count, seed=3, stage="MQL")
     started = time.perf_counter()
     result = await services.stages.delete(SYSTEM, "MQL", reassign_to="SQL")
     deleted = time.perf_counter() - started
@@ -39,12 +27,7 @@ async def run(url: str, count: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--contacts", type=int, default=100_000)
-    parser.add_argument("--database-url")
-    args = parser.parse_args()
-    url = args.database_url or f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db"
-    asyncio.run(run(url, args.contacts))
+    asyncio.run(run(*bulk_arguments(__doc__)))
 
 
 if __name__ == "__main__":
