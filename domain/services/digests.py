@@ -174,13 +174,14 @@ class DigestService:
         whoever logged it when the contact has no owner)."""
         async with self._uow() as uow:
             tasks = await uow.activities.claim_due_tasks(self._clock(), limit)
+            found = [(task, await uow.contacts.get(task.contact_id)) for task in tasks]
+            pairs = [(task, contact) for task, contact in found if contact is not None]
+            owners = await uow.users.get_many(
+                {owner_id for task, c in pairs if (owner_id := c.owner_id or task.by_user_id)}
+            )
             reminders = []
-            for task in tasks:
-                contact = await uow.contacts.get(task.contact_id)
-                if contact is None:
-                    continue
-                owner_id = contact.owner_id or task.by_user_id
-                owner = await uow.users.get(owner_id) if owner_id else None
+            for task, contact in pairs:
+                owner = owners.get(contact.owner_id or task.by_user_id or 0)
                 if owner is not None and owner.active and owner.telegram_id:
                     reminders.append(TaskReminder(task, contact, owner))
             await uow.commit()
