@@ -24,6 +24,7 @@ from sqlalchemy import (
     select,
     table,
     text,
+    union,
 )
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -377,14 +378,17 @@ class SqlContactRepository:
             ids.update({key: company_id for company_id, key in added})
         return {name: ids[key] for name, key in keys.items() if key in ids}
 
-    async def add_many(self, contacts: list[Contact]) -> None:
+    async def add_many(self, contacts: list[Contact], *, operation_id: int) -> None:
         search = await self._search_texts(contacts)
-        rows = [(*_contact_fields(c), text) for c, text in zip(contacts, search, strict=True)]
+        rows = [
+            (*_contact_fields(c), text, operation_id)
+            for c, text in zip(contacts, search, strict=True)
+        ]
         try:
             inserted = await bulk.insert(
                 self._session,
                 ContactRow,
-                CONTACT_COLUMNS,
+                (*CONTACT_COLUMNS, "created_by_operation_id"),
                 rows,
                 returning=("id", *IDENTIFIER_COLUMNS),
             )
@@ -481,7 +485,6 @@ class SqlContactRepository:
             before = select(
                 literal(move.operation_id),
                 ContactRow.id,
-                literal(False),
                 ContactRow.stage_id,
                 ContactRow.stage_entered_at,
                 ContactRow.last_activity_at,
@@ -492,7 +495,6 @@ class SqlContactRepository:
                     [
                         "operation_id",
                         "contact_id",
-                        "created",
                         "before_stage_id",
                         "before_stage_entered_at",
                         "before_last_activity_at",
@@ -939,7 +941,6 @@ class SqlOperationRepository:
                 (
                     item.operation_id,
                     item.contact_id,
-                    item.created,
                     item.before_stage_id,
                     item.before_stage_entered_at,
                     item.before_last_activity_at,
@@ -951,18 +952,20 @@ class SqlOperationRepository:
         )
 
     async def changed_since(self, operation_id: int) -> list[int]:
-        query = (
-            select(OperationItemRow.contact_id)
-            .outerjoin(ContactRow, ContactRow.id == OperationItemRow.contact_id)
+        item = OperationItemRow
+        changed_items = (
+            select(item.contact_id)
+            .outerjoin(ContactRow, ContactRow.id == item.contact_id)
             .where(
-                OperationItemRow.operation_id == operation_id,
-                or_(
-                    ContactRow.id.is_(None),
-                    ContactRow.version != OperationItemRow.after_version,
-                ),
+                item.operation_id == operation_id,
+                or_(ContactRow.id.is_(None), ContactRow.version != item.after_version),
             )
-            .order_by(OperationItemRow.contact_id)
         )
+        changed_created = select(ContactRow.id).where(
+            ContactRow.created_by_operation_id == operation_id,
+            ContactRow.version != CREATED_VERSION,
+        )
+        query = union(changed_items, changed_created).order_by("contact_id")
         return list(await self._session.scalars(query))
 
     async def revert(self, operation_id: int, *, by_user_id: int | None) -> int:
@@ -979,15 +982,18 @@ class SqlOperationRepository:
             )
         )
         await self._restore_profiles(operation_id)
+        # Their history rows and tags go with them (ON DELETE CASCADE).
         created = await self._session.execute(
-            delete(ContactRow).where(ContactRow.id.in_(unchanged.where(item.created.is_(True))))
+            delete(ContactRow).where(
+                ContactRow.created_by_operation_id == operation_id,
+                ContactRow.version == CREATED_VERSION,
+            )
         )
         restored = await self._session.execute(
             sql_update(ContactRow)
             .where(
                 ContactRow.id == item.contact_id,
                 item.operation_id == operation_id,
-                item.created.is_(False),
                 ContactRow.version == item.after_version,
             )
             .values(
@@ -1029,6 +1035,8 @@ class SqlOperationRepository:
 
 
 PROFILE_COLUMNS = ("name", "phone", "email", "external_id", "source", "owner_id", "company_id")
+# A contact is first written at version 1 (domain.model.Contact); every later write raises it.
+CREATED_VERSION = 1
 
 
 def _operation_values(operation: Operation) -> dict[str, Any]:
@@ -1452,7 +1460,6 @@ HISTORY_COLUMNS = (
 ITEM_COLUMNS = (
     "operation_id",
     "contact_id",
-    "created",
     "before_stage_id",
     "before_stage_entered_at",
     "before_last_activity_at",

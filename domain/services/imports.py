@@ -330,11 +330,12 @@ class _Run:
                             )
                         )
                 changes = [c for c in changes if c.item.contact_id not in stale]
-        if batch.new:
-            await self.uow.contacts.add_many([n.contact for n in batch.new])
         operation_id = self._operation_id()
+        if batch.new:
+            await self.uow.contacts.add_many(
+                [n.contact for n in batch.new], operation_id=operation_id
+            )
         history = []
-        items = []
         for new in batch.new:
             contact = new.contact
             assert contact.id is not None
@@ -352,13 +353,8 @@ class _Run:
                         operation_id,
                     )
                 )
-            items.append(
-                OperationItem(operation_id, contact.id, True, None, None, None, contact.version)
-            )
-        for change in changes:
-            if change.move is not None:
-                history.append(change.move)
-            items.append(change.item)
+        history += [change.move for change in changes if change.move is not None]
+        items = [change.item for change in changes]
         await self.uow.history.add_many(history)
         await self.uow.operations.add_items(items)
         self.report.created += len(batch.new)
@@ -529,7 +525,6 @@ class _Run:
         item = OperationItem(
             self._operation_id(),
             contact.id,
-            False,
             contact.stage_id,
             contact.stage_entered_at,
             contact.last_activity_at,
