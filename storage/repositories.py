@@ -152,9 +152,15 @@ class SqlStageRepository:
             raise DuplicateStageName(name) from None
 
 
+class _StaleContacts(Exception):
+    """Some contacts of a bulk write changed since they were read."""
+
+
 class SqlContactRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        self._company_key: dict[int, str] = {}
+        self._tag_id_by_key: dict[str, int] = {}
 
     async def get(self, contact_id: int) -> Contact | None:
         row = await self._session.get(ContactRow, contact_id, populate_existing=True)
@@ -186,7 +192,8 @@ class SqlContactRepository:
         company_id = await self._company_id(company_name) if company_name else None
         contact.company_id = company_id
         row = ContactRow(
-            **_contact_values(contact), search_text=_search_text(contact, company_name)
+            **_contact_values(contact),
+            search_text=_search_text(contact.name, fold(company_name) if company_name else None),
         )
         try:
             async with self._session.begin_nested():
@@ -209,7 +216,7 @@ class SqlContactRepository:
             .where(ContactRow.id == contact.id, ContactRow.version == expected_version)
             .values(
                 **_contact_values(contact),
-                search_text=_search_text(contact, company.name if company else None),
+                search_text=_search_text(contact.name, company.name_key if company else None),
             )
             .execution_options(synchronize_session=False)
         )
@@ -347,6 +354,8 @@ class SqlContactRepository:
                 self._session, ContactRow, ("id", *CONTACT_FIELDS), identifier, values
             )
             found.update((row[0], row) for row in rows)
+        contacts = [_contact_from(row, []) for row in found.values()]
+        await self._company_keys({c.company_id for c in contacts if c.company_id is not None})
         links = await bulk.select_in(
             self._session, ContactTagRow, ("contact_id", "tag_id"), "contact_id", list(found)
         )
@@ -355,13 +364,12 @@ class SqlContactRepository:
                 self._session, TagRow, ("id", "name"), "id", list({tag_id for _, tag_id in links})
             )
         )
-        tags: dict[int, list[str]] = {}
+        by_id = {c.id: c for c in contacts}
         for contact_id, tag_id in links:
-            tags.setdefault(contact_id, []).append(names[tag_id])
-        return [
-            _contact_from(row, sorted(tags.get(contact_id, [])))
-            for contact_id, row in found.items()
-        ]
+            by_id[contact_id].tags.append(names[tag_id])
+        for contact in contacts:
+            contact.tags.sort()
+        return contacts
 
     async def company_ids(self, names: Collection[str], *, create: bool) -> dict[str, int]:
         keys = {name: fold(name) for name in names}
@@ -376,74 +384,125 @@ class SqlContactRepository:
                 returning=("id", "name_key"),
             )
             ids.update({key: company_id for company_id, key in added})
+        self._company_key.update({company_id: key for key, company_id in ids.items()})
         return {name: ids[key] for name, key in keys.items() if key in ids}
 
     async def add_many(self, contacts: list[Contact], *, operation_id: int) -> None:
-        search = await self._search_texts(contacts)
-        rows = [
-            (*_contact_fields(c), text, operation_id)
-            for c, text in zip(contacts, search, strict=True)
-        ]
+        await self._company_keys({c.company_id for c in contacts if c.company_id is not None})
+        for contact, contact_id in zip(contacts, await self._new_ids(len(contacts)), strict=True):
+            contact.id = contact_id
+        rows = [(c.id, *_contact_fields(c), self._search_text(c), operation_id) for c in contacts]
         try:
-            inserted = await bulk.insert(
+            await bulk.insert(
                 self._session,
                 ContactRow,
-                (*CONTACT_COLUMNS, "created_by_operation_id"),
+                ("id", *CONTACT_COLUMNS, "created_by_operation_id"),
                 rows,
-                returning=("id", *IDENTIFIER_COLUMNS),
             )
         except IntegrityError:
             raise ImportRefused(
                 "Another contact took one of the file's phones, emails or external ids during "
                 "the import; import the file again."
             ) from None
-        # Rows come back in no promised order: each new contact is found by an identifier.
-        ids = {_identity(identifiers): contact_id for contact_id, *identifiers in inserted}
-        for contact in contacts:
-            contact.id = ids[_identity(_identifiers(contact))]
         await self._add_tags(contacts)
 
+    async def _new_ids(self, count: int) -> list[int]:
+        """Ids for contacts about to be inserted in bulk. Inserting them with their ids spares
+        reading back a row per contact (RETURNING): the SQLite driver's thread takes Python's
+        lock for each row read, and waits for it while this thread is busy."""
+        if self._session.get_bind().dialect.name == "postgresql":
+            sequence = select(
+                func.nextval(func.pg_get_serial_sequence("contacts", "id"))
+            ).select_from(func.generate_series(1, count))
+            return list(await self._session.scalars(sequence))
+        # SQLite: the transaction holds the database's write lock from its start
+        # (BEGIN IMMEDIATE), so nobody else takes the ids after the largest.
+        largest = await self._session.scalar(select(func.max(ContactRow.id)))
+        first = (largest or 0) + 1
+        return list(range(first, first + count))
+
     async def update_many(self, writes: list[ContactWrite]) -> list[int]:
-        contacts = [w.contact for w in writes]
-        search = await self._search_texts(contacts)
-        rows = [
-            (w.contact.id, w.expected_version, *_contact_fields(w.contact), text)
-            for w, text in zip(writes, search, strict=True)
-        ]
-        written = set(await bulk.update(self._session, ContactRow, CONTACT_COLUMNS, rows))
-        retagged = [w.contact for w in writes if w.tags_changed and w.contact.id in written]
+        await self._company_keys(
+            {w.contact.company_id for w in writes if w.contact.company_id is not None}
+        )
+        fresh = writes
+        while not await self._write_all_or_none(fresh):
+            versions = dict(
+                await bulk.select_in(
+                    self._session,
+                    ContactRow,
+                    ("id", "version"),
+                    "id",
+                    [w.contact.id for w in fresh],
+                )
+            )
+            unchanged = [w for w in fresh if versions.get(w.contact.id) == w.expected_version]
+            if len(unchanged) == len(fresh):
+                raise RuntimeError("a bulk update wrote fewer contacts than it was given")
+            fresh = unchanged
+        retagged = [w.contact for w in fresh if w.tags_changed]
         for start in range(0, len(retagged), ID_CHUNK):
             chunk = [c.id for c in retagged[start : start + ID_CHUNK]]
             await self._session.execute(
                 delete(ContactTagRow).where(ContactTagRow.contact_id.in_(chunk))
             )
         await self._add_tags(retagged)
-        return [c.id for c in contacts if c.id is not None and c.id not in written]
-
-    async def _search_texts(self, contacts: Sequence[Contact]) -> list[str]:
-        companies = await SqlCompanyRepository(self._session).names(
-            {c.company_id for c in contacts if c.company_id is not None}
-        )
+        written = {w.contact.id for w in fresh}
         return [
-            _search_text(c, companies.get(c.company_id) if c.company_id else None) for c in contacts
+            w.contact.id for w in writes if w.contact.id is not None and w.contact.id not in written
         ]
+
+    async def _write_all_or_none(self, writes: list[ContactWrite]) -> bool:
+        """Writes the contacts if none changed since they were read, else none of them."""
+        rows = [
+            (
+                w.contact.id,
+                w.expected_version,
+                *_contact_fields(w.contact),
+                self._search_text(w.contact),
+            )
+            for w in writes
+        ]
+        try:
+            async with self._session.begin_nested():
+                if await bulk.update(self._session, ContactRow, CONTACT_COLUMNS, rows) < len(rows):
+                    raise _StaleContacts
+        except _StaleContacts:
+            return False
+        return True
+
+    def _search_text(self, contact: Contact) -> str:
+        key = self._company_key.get(contact.company_id) if contact.company_id else None
+        return _search_text(contact.name, key)
+
+    async def _company_keys(self, company_ids: set[int]) -> None:
+        """Remembers the keys of these companies (for search texts). Companies are never renamed
+        or removed, so a unit of work reads each once."""
+        missing = [i for i in company_ids if i not in self._company_key]
+        if missing:
+            self._company_key.update(
+                await bulk.select_in(self._session, CompanyRow, ("id", "name_key"), "id", missing)
+            )
 
     async def _add_tags(self, contacts: Sequence[Contact]) -> None:
         names = {tag: fold(tag) for contact in contacts for tag in contact.tags}
         if not names:
             return
-        ids = await self._ids_by_key(TagRow, set(names.values()))
-        missing = {key: tag for tag, key in names.items() if key not in ids}
-        if missing:
-            added = await bulk.insert(
-                self._session,
-                TagRow,
-                ("name", "name_key"),
-                [(clean_name(tag), key) for key, tag in missing.items()],
-                returning=("id", "name_key"),
-            )
-            ids.update({key: tag_id for tag_id, key in added})
-        links = {(c.id, ids[names[tag]]) for c in contacts for tag in c.tags}
+        unknown = {key for key in names.values() if key not in self._tag_id_by_key}
+        if unknown:  # tags are never renamed or removed: a unit of work looks each up once
+            ids = await self._ids_by_key(TagRow, unknown)
+            missing = {key: tag for tag, key in names.items() if key in unknown - set(ids)}
+            if missing:
+                added = await bulk.insert(
+                    self._session,
+                    TagRow,
+                    ("name", "name_key"),
+                    [(clean_name(tag), key) for key, tag in missing.items()],
+                    returning=("id", "name_key"),
+                )
+                ids.update({key: tag_id for tag_id, key in added})
+            self._tag_id_by_key.update(ids)
+        links = {(c.id, self._tag_id_by_key[names[tag]]) for c in contacts for tag in c.tags}
         await bulk.insert(self._session, ContactTagRow, ("contact_id", "tag_id"), list(links))
 
     async def _ids_by_key(
@@ -604,7 +663,7 @@ class SqlContactRepository:
         if row is None:
             return
         company = await self._session.get(CompanyRow, row.company_id) if row.company_id else None
-        text_value = fold(" ".join(p for p in (row.name, company.name if company else None) if p))
+        text_value = _search_text(row.name, company.name_key if company else None)
         await self._session.execute(
             sql_update(ContactRow).where(ContactRow.id == contact_id).values(search_text=text_value)
         )
@@ -1423,8 +1482,9 @@ def _scope_filter(scope: Scope) -> ColumnElement[bool]:
     return or_(*conditions)
 
 
-def _search_text(contact: Contact, company_name: str | None) -> str:
-    return fold(" ".join(part for part in (contact.name, company_name) if part))
+def _search_text(name: str | None, company_key: str | None) -> str:
+    """What search looks in: the folded name and the company's key (its folded name)."""
+    return " ".join(part for part in (fold(name or ""), company_key) if part)
 
 
 # A contact's columns, in the order bulk writes give them.
@@ -1446,7 +1506,6 @@ CONTACT_FIELDS = (
     "updated_by_id",
 )
 CONTACT_COLUMNS = (*CONTACT_FIELDS, "search_text")
-IDENTIFIER_COLUMNS = ("phone", "email", "external_id")
 HISTORY_COLUMNS = (
     "contact_id",
     "from_stage_id",
@@ -1467,19 +1526,10 @@ ITEM_COLUMNS = (
     "after_version",
 )
 _contact_fields = attrgetter(*CONTACT_FIELDS)
-_identifiers = attrgetter(*IDENTIFIER_COLUMNS)
 
 
 def _contact_values(contact: Contact) -> dict[str, Any]:
     return dict(zip(CONTACT_FIELDS, _contact_fields(contact), strict=True))
-
-
-def _identity(identifiers: Sequence[str | None]) -> tuple[int, str]:
-    """Which of its identifiers a contact added in bulk is found by, and its value."""
-    for position, value in enumerate(identifiers):
-        if value is not None:
-            return position, value
-    raise ValueError("a contact added in bulk needs a phone, an email or an external id")
 
 
 def _contact(row: ContactRow, tags: list[str]) -> Contact:
