@@ -345,14 +345,17 @@ class SqlContactRepository:
         self, *, phones: list[str], emails: list[str], external_ids: list[str]
     ) -> list[Contact]:
         found: dict[int, tuple[Any, ...]] = {}
+        columns = ("id", *CONTACT_FIELDS)
         for identifier, values in (
             ("phone", phones),
             ("email", emails),
             ("external_id", external_ids),
         ):
-            rows = await bulk.select_in(
-                self._session, ContactRow, ("id", *CONTACT_FIELDS), identifier, values
-            )
+            # A contact found by its phone is not read again for its email.
+            position = columns.index(identifier)
+            known = {row[position] for row in found.values()}
+            wanted = [value for value in values if value not in known]
+            rows = await bulk.select_in(self._session, ContactRow, columns, identifier, wanted)
             found.update((row[0], row) for row in rows)
         contacts = [_contact_from(row, []) for row in found.values()]
         await self._company_keys({c.company_id for c in contacts if c.company_id is not None})

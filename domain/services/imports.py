@@ -36,7 +36,7 @@ from domain.model import (
 from domain.ports import Clock, ContactWrite, UnitOfWork, UnitOfWorkFactory
 from domain.stages import stage_name
 from domain.text import fold
-from domain.transitions import Policy, plan_move
+from domain.transitions import Move, Policy, plan_move
 
 BATCH = 5000  # rows matched and written together
 PROGRESS_EVERY = 50_000  # rows between two progress reports
@@ -245,7 +245,7 @@ class _Run:
         self.policy = policy
         self.now = now
         self.report = report
-        self.headers = {name: header for header, name in reversed(columns.items())}
+        self.headers = {name: header for header, name in reversed(columns.items())}  # first
         self.stages: dict[str, Stage] = {}  # by folded name
         self.all_stages: dict[int, Stage] = {}
         self.owners: dict[str, User] = {}  # by folded name and by Telegram id
@@ -253,13 +253,13 @@ class _Run:
         self.stages_as_written: dict[str, Stage] = {}
         self.owners_as_written: dict[str, User] = {}
         self.folded: dict[str, str] = {}
+        self.first_moves: dict[tuple[int | None, str | None], Move | None] = {}
         self.companies: dict[str, int] = {}  # ids by the name as written
         self.changed: dict[int, int] = {}  # contact id -> the row that changed it
         self.operation: Operation | None = None
         self.writing: asyncio.Task[None] | None = None  # the batch being written
         self.applied = 0  # data rows read up to the last batch written
         self.fields: list[CustomFieldDef] = []
-        self.columns = columns
 
     async def prepare(self) -> None:
         live = await self.uow.stages.list()
@@ -488,7 +488,7 @@ class _Run:
             column = next(
                 (
                     header
-                    for header, target in self.columns.items()
+                    for target, header in self.headers.items()
                     if fold(target) == fold(CUSTOM_PREFIX + refused.field.key)
                 ),
                 None,
@@ -499,14 +499,7 @@ class _Run:
         self, row: ImportRow, stage: Stage | None, owner: User | None, batch: _Batch
     ) -> None:
         created_at = row.created_at or self.now
-        move = plan_move(
-            None,
-            stage,
-            role=self.actor.role,
-            source=Source.IMPORT,
-            reason=row.lost_reason,
-            policy=self.policy,
-        )
+        move = self._first_move(stage, row.lost_reason)
         entered = row.stage_changed_at or created_at
         contact = Contact(
             None,
@@ -630,6 +623,21 @@ class _Run:
             move.reason,
             self._operation_id(),
         )
+
+    def _first_move(self, stage: Stage | None, reason: str | None) -> Move | None:
+        """A new contact's move into its first stage: the same for every row naming that stage
+        and reason, so decided once for each (a refusal is decided again, and raised)."""
+        key = (stage.id if stage else None, reason)
+        if key not in self.first_moves:
+            self.first_moves[key] = plan_move(
+                None,
+                stage,
+                role=self.actor.role,
+                source=Source.IMPORT,
+                reason=reason,
+                policy=self.policy,
+            )
+        return self.first_moves[key]
 
     def _fold(self, text: str) -> str:
         folded = self.folded.get(text)
