@@ -83,12 +83,13 @@ class BulkMove:
 
 @dataclass(frozen=True, slots=True)
 class ContactWrite:
-    """A contact to write back as it now is, provided its stored version is still
-    `expected_version`; its tags are written only when `tags_changed`."""
+    """A contact to write back, provided its stored version is still `expected_version`:
+    the fields named in `changed` (Contact's attribute names, `tags` included), and its
+    version and who updated it."""
 
     contact: Contact
     expected_version: int
-    tags_changed: bool
+    changed: frozenset[str]
 
 
 class StageRepository(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
+from functools import lru_cache
 from operator import attrgetter
 from typing import Any
 
@@ -443,7 +444,7 @@ class SqlContactRepository:
             if len(unchanged) == len(fresh):
                 raise RuntimeError("a bulk update wrote fewer contacts than it was given")
             fresh = unchanged
-        retagged = [w.contact for w in fresh if w.tags_changed]
+        retagged = [w.contact for w in fresh if "tags" in w.changed]
         for start in range(0, len(retagged), ID_CHUNK):
             chunk = [c.id for c in retagged[start : start + ID_CHUNK]]
             await self._session.execute(
@@ -456,19 +457,24 @@ class SqlContactRepository:
         ]
 
     async def _write_all_or_none(self, writes: list[ContactWrite]) -> bool:
-        """Writes the contacts if none changed since they were read, else none of them."""
-        rows = [
-            (
-                w.contact.id,
-                w.expected_version,
-                *_contact_fields(w.contact),
-                self._search_text(w.contact),
-            )
-            for w in writes
-        ]
+        """Writes the contacts if none changed since they were read, else none of them. Only
+        the columns that change are written, one statement for each set of them: SQLite
+        rewrites the index entries (and the search index's) of every column it is told to
+        set, changed or not."""
+        by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for w in writes:
+            columns = _changed_columns(w.changed)
+            values = [
+                self._search_text(w.contact) if name == "search_text" else getattr(w.contact, name)
+                for name in columns
+            ]
+            by_columns.setdefault(columns, []).append((w.contact.id, w.expected_version, *values))
         try:
             async with self._session.begin_nested():
-                if await bulk.update(self._session, ContactRow, CONTACT_COLUMNS, rows) < len(rows):
+                written = 0
+                for columns, rows in by_columns.items():
+                    written += await bulk.update(self._session, ContactRow, columns, rows)
+                if written < len(writes):
                     raise _StaleContacts
         except _StaleContacts:
             return False
@@ -1529,6 +1535,17 @@ ITEM_COLUMNS = (
     "after_version",
 )
 _contact_fields = attrgetter(*CONTACT_FIELDS)
+
+
+@lru_cache(maxsize=256)
+def _changed_columns(changed: frozenset[str]) -> tuple[str, ...]:
+    """The columns a bulk update writes for these changed fields: theirs, the version and who
+    updated the contact, and the search text (last) when the name or the company changed."""
+    columns = [
+        name for name in CONTACT_FIELDS if name in changed or name in ("version", "updated_by_id")
+    ]
+    searched = bool(changed & {"name", "company_id"})
+    return (*columns, "search_text") if searched else tuple(columns)
 
 
 def _contact_values(contact: Contact) -> dict[str, Any]:

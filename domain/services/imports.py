@@ -44,6 +44,7 @@ FOLDED_MAX = 65_536  # tags folded and remembered, per import
 YIELD_EVERY = 64  # rows decided between two chances for the database thread to go on
 # The scalar fields an import may change, and how a contact's value is kept in a before-image.
 PROFILE = ("name", "phone", "email", "external_id", "source", "value", "owner_id", "company_id")
+MOVED = ("stage_id", "stage_entered_at", "last_activity_at")  # the fields a stage change sets
 
 
 class Mode(enum.StrEnum):
@@ -549,11 +550,10 @@ class _Run:
         ):
             if value is not None and getattr(contact, name) != value:
                 updates[name] = value
-        tags_changed = row.tags is not None and sorted(map(self._fold, row.tags)) != sorted(
+        if row.tags is not None and sorted(map(self._fold, row.tags)) != sorted(
             map(self._fold, contact.tags)
-        )
-        if tags_changed:
-            updates["tags"] = list(row.tags or [])
+        ):
+            updates["tags"] = row.tags
         merged = {**contact.custom_fields, **row.custom_fields}
         if merged != contact.custom_fields:
             updates["custom_fields"] = merged
@@ -563,14 +563,15 @@ class _Run:
         if not updates and move is None:
             self.report.unchanged += 1
             return
+        version = contact.version
         item = OperationItem(
             self._operation_id(),
             contact.id,
             contact.stage_id,
             contact.stage_entered_at,
             contact.last_activity_at,
-            contact.version + 1,
-            _profile(contact),
+            version + 1,
+            _profile(contact) if updates else None,  # a move alone changes no field to put back
         )
         for name, value in updates.items():
             setattr(contact, name, value)
@@ -580,14 +581,12 @@ class _Run:
             contact.stage_id = move.to_stage_id
             contact.stage_entered_at = move.at
             contact.last_activity_at = max(move.at, contact.last_activity_at or move.at)
-        contact.version += 1
+            updates.update(dict.fromkeys(MOVED))
+        contact.version = version + 1
         contact.updated_by_id = self.actor.id
         self.changed[contact.id] = row.row
-        batch.changes.append(
-            _Change(
-                row.row, ContactWrite(contact, item.after_version - 1, tags_changed), item, move
-            )
-        )
+        write = ContactWrite(contact, version, frozenset(updates))
+        batch.changes.append(_Change(row.row, write, item, move))
 
     async def _move(
         self, row: ImportRow, contact: Contact, stage: Stage, latest: dict[int, datetime | None]

@@ -194,7 +194,7 @@ async def test_a_bulk_write_leaves_out_only_the_contacts_changed_since_they_were
             contact.name += " mới"
             contact.tags = ["new"]
             contact.version = seen + 1
-            writes.append(ContactWrite(contact, seen, tags_changed=True))
+            writes.append(ContactWrite(contact, seen, frozenset({"name", "tags"})))
         assert await uow.contacts.update_many(writes) == [ids[1]]
         await uow.commit()
     names = [(await services.contacts.get(SYSTEM, i)).contact for i in ids]
