@@ -165,7 +165,9 @@ class ImportService:
             decided: _Batch | None = None
             try:
                 # Writing a batch overlaps with deciding the next: the database works in its
-                # own thread (SQLite) or server while this one works out what the rows do.
+                # own thread (SQLite) or server while this one works out what the rows do. The
+                # next batch is looked up before the one before is written; a row matching a
+                # contact that batch changes is refused all the same (`_Run.changed`).
                 async for batch in stream:
                     found = await run.look_up(batch.rows)
                     if decided is not None:
