@@ -24,7 +24,7 @@ from domain.errors import DomainError, DuplicateContact
 from domain.imports import IDENTIFIERS, parse_map
 from domain.model import ApiKey, Category, CustomFieldDef, FieldKind
 from domain.services.contacts import ContactDetails, ContactDraft
-from domain.services.imports import ImportOptions, parse_match, parse_mode
+from domain.services.imports import ImportOptions, ImportProgress, Phase, parse_match, parse_mode
 from domain.services.stages import StageSummary
 from domain.stages import TEMPLATES, parse_category
 from storage import migrate
@@ -361,7 +361,10 @@ async def _import(args: argparse.Namespace, services: Services) -> Any:
         create_owners=args.create_owners,
         dry_run=args.dry_run,
     )
-    report = await services.imports.run(SYSTEM, data, options)
+    progress = None if args.json or not sys.stderr.isatty() else _ImportProgressLine(options)
+    report = await services.imports.run(SYSTEM, data, options, progress)
+    if progress is not None:
+        progress.clear()
     if args.errors and report.errors:
         await asyncio.to_thread(Path(args.errors).write_bytes, report.error_csv())
     verb = "Would" if report.dry_run else "Did"
@@ -391,6 +394,24 @@ async def _import(args: argparse.Namespace, services: Services) -> Any:
         "errors": [{"row": e.row, "column": e.column, "reason": e.reason} for e in report.errors],
     }
     return _Output(data_out, "\n".join(lines))
+
+
+class _ImportProgressLine:
+    """How far an import has come, on one line of the terminal rewritten in place."""
+
+    def __init__(self, options: ImportOptions) -> None:
+        self._ending = "rolling back (dry run)" if options.dry_run else "committing"
+
+    async def __call__(self, step: ImportProgress) -> None:
+        if step.phase is Phase.FINISHING:
+            text = f"Importing: {step.read:,} rows read and applied; {self._ending}…"
+        else:
+            text = f"Importing: {step.read:,} rows read, {step.applied:,} applied…"
+        print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def clear() -> None:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 async def _operations(args: argparse.Namespace, services: Services) -> Any:

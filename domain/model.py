@@ -224,11 +224,11 @@ class Operation:
 
 @dataclass(slots=True, frozen=True)
 class OperationItem:
-    """One contact as a bulk operation found it, and its version right after the operation."""
+    """One contact as a bulk operation found it, and its version right after the operation.
+    (Contacts an import creates need none: they are marked with the operation.)"""
 
     operation_id: int
     contact_id: int
-    created: bool
     before_stage_id: int | None
     before_stage_entered_at: datetime | None
     before_last_activity_at: datetime | None

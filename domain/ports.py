@@ -83,12 +83,13 @@ class BulkMove:
 
 @dataclass(frozen=True, slots=True)
 class ContactWrite:
-    """A contact to write back as it now is, provided its stored version is still
-    `expected_version`; its tags are written only when `tags_changed`."""
+    """A contact to write back, provided its stored version is still `expected_version`:
+    the fields named in `changed` (Contact's attribute names, `tags` included), and its
+    version and who updated it."""
 
     contact: Contact
     expected_version: int
-    tags_changed: bool
+    changed: frozenset[str]
 
 
 class StageRepository(Protocol):
@@ -144,10 +145,10 @@ class ContactRepository(Protocol):
         imported rows)."""
         ...
 
-    async def add_many(self, contacts: list[Contact]) -> None:
-        """Insert new contacts in bulk (their company ids already set), setting their ids. Each
-        has a phone, an email or an external id, and these must be free: a clash refuses the
-        whole transaction."""
+    async def add_many(self, contacts: list[Contact], *, operation_id: int) -> None:
+        """Insert new contacts in bulk (their company ids already set), setting their ids, as
+        created by the operation: undoing it removes them. Each has a phone, an email or an
+        external id, and these must be free: a clash refuses the whole transaction."""
         ...
 
     async def update_many(self, writes: list[ContactWrite]) -> list[int]:
@@ -226,8 +227,9 @@ class OperationRepository(Protocol):
 
     async def revert(self, operation_id: int, *, by_user_id: int | None) -> int:
         """Put every contact the operation changed, and nobody changed since, back as it was:
-        contacts it created are removed, the others get their stage back, and the history rows
-        it wrote are removed. Returns how many contacts were reverted."""
+        contacts it created are removed (with their history), the others get their stage and
+        fields back, and the history rows it wrote are removed. Returns how many contacts were
+        reverted."""
         ...
 
 

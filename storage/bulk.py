@@ -58,9 +58,9 @@ async def update(
     model: type[Base],
     columns: Sequence[str],
     rows: Sequence[Sequence[Any]],
-) -> list[int]:
+) -> int:
     """Set the columns of rows found by id whose version is still the one given: each row is
-    (id, version expected, the columns' new values...). Returns the ids written."""
+    (id, version expected, the columns' new values...). Returns how many rows were written."""
     table = _table(model)
     dialect = session.get_bind().dialect
     names = ("id", "expected_version", *columns)
@@ -68,18 +68,21 @@ async def update(
     # A VALUES list outside an INSERT gives PostgreSQL no column to take its types from.
     casts = tuple(t.compile(dialect=dialect) for t in types) if dialect.name == "postgresql" else ()
     assignments = ", ".join(f"{name} = new.{name}" for name in columns)
+    # Both SQLite and PostgreSQL name the columns of a VALUES list column1, column2...
+    renamed = ", ".join(f"column{n} AS {name}" for n, name in enumerate(names, start=1))
     connection = await session.connection()
-    written: list[int] = []
+    written = 0
     for chunk in _chunks(rows, len(names)):
         values = _placeholders(dialect.paramstyle, len(chunk), len(names), casts)
+        # UPDATE first: the SQLite driver counts the rows written only of a statement that
+        # starts with INSERT, UPDATE, DELETE or REPLACE (not WITH).
         sql = (
-            f"WITH new({', '.join(names)}) AS (VALUES {values}) "
-            f"UPDATE {table.name} SET {assignments} FROM new "
-            f"WHERE {table.name}.id = new.id AND {table.name}.version = new.expected_version "
-            f"RETURNING {table.name}.id"
+            f"UPDATE {table.name} SET {assignments} "
+            f"FROM (SELECT {renamed} FROM (VALUES {values}) AS listed) AS new "
+            f"WHERE {table.name}.id = new.id AND {table.name}.version = new.expected_version"
         )
         result = await connection.exec_driver_sql(sql, _parameters(chunk, types, dialect))
-        written += [row[0] for row in result.all()]
+        written += result.rowcount
     return written
 
 

@@ -94,6 +94,8 @@ class ContactRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     search_text: Mapped[str] = mapped_column(Text)
+    # The import that created the contact: undoing it removes the contact unless changed since.
+    created_by_operation_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class TagRow(Base):
@@ -128,8 +130,9 @@ class OperationRow(Base):
 
 
 class OperationItemRow(Base):
-    """A contact as it was before a bulk operation changed it (`created`: the operation made
-    it), and its version right after, to tell whether anyone changed it since."""
+    """A contact as it was before a bulk operation changed it, and its version right after, to
+    tell whether anyone changed it since. (Contacts an import creates are marked instead:
+    ContactRow.created_by_operation_id.)"""
 
     __tablename__ = "operation_items"
 
@@ -137,7 +140,6 @@ class OperationItemRow(Base):
         ForeignKey("operations.id", ondelete="CASCADE"), primary_key=True
     )
     contact_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    created: Mapped[bool] = mapped_column(Boolean)
     before_stage_id: Mapped[int | None] = mapped_column(Integer)
     before_stage_entered_at: Mapped[datetime | None]
     before_last_activity_at: Mapped[datetime | None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
+from functools import lru_cache
 from operator import attrgetter
 from typing import Any
 
@@ -24,6 +25,7 @@ from sqlalchemy import (
     select,
     table,
     text,
+    union,
 )
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -151,9 +153,15 @@ class SqlStageRepository:
             raise DuplicateStageName(name) from None
 
 
+class _StaleContacts(Exception):
+    """Some contacts of a bulk write changed since they were read."""
+
+
 class SqlContactRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        self._company_key: dict[int, str] = {}
+        self._tag_id_by_key: dict[str, int] = {}
 
     async def get(self, contact_id: int) -> Contact | None:
         row = await self._session.get(ContactRow, contact_id, populate_existing=True)
@@ -185,7 +193,8 @@ class SqlContactRepository:
         company_id = await self._company_id(company_name) if company_name else None
         contact.company_id = company_id
         row = ContactRow(
-            **_contact_values(contact), search_text=_search_text(contact, company_name)
+            **_contact_values(contact),
+            search_text=_search_text(contact.name, fold(company_name) if company_name else None),
         )
         try:
             async with self._session.begin_nested():
@@ -208,7 +217,7 @@ class SqlContactRepository:
             .where(ContactRow.id == contact.id, ContactRow.version == expected_version)
             .values(
                 **_contact_values(contact),
-                search_text=_search_text(contact, company.name if company else None),
+                search_text=_search_text(contact.name, company.name_key if company else None),
             )
             .execution_options(synchronize_session=False)
         )
@@ -337,15 +346,20 @@ class SqlContactRepository:
         self, *, phones: list[str], emails: list[str], external_ids: list[str]
     ) -> list[Contact]:
         found: dict[int, tuple[Any, ...]] = {}
+        columns = ("id", *CONTACT_FIELDS)
         for identifier, values in (
             ("phone", phones),
             ("email", emails),
             ("external_id", external_ids),
         ):
-            rows = await bulk.select_in(
-                self._session, ContactRow, ("id", *CONTACT_FIELDS), identifier, values
-            )
+            # A contact found by its phone is not read again for its email.
+            position = columns.index(identifier)
+            known = {row[position] for row in found.values()}
+            wanted = [value for value in values if value not in known]
+            rows = await bulk.select_in(self._session, ContactRow, columns, identifier, wanted)
             found.update((row[0], row) for row in rows)
+        contacts = [_contact_from(row, []) for row in found.values()]
+        await self._company_keys({c.company_id for c in contacts if c.company_id is not None})
         links = await bulk.select_in(
             self._session, ContactTagRow, ("contact_id", "tag_id"), "contact_id", list(found)
         )
@@ -354,13 +368,12 @@ class SqlContactRepository:
                 self._session, TagRow, ("id", "name"), "id", list({tag_id for _, tag_id in links})
             )
         )
-        tags: dict[int, list[str]] = {}
+        by_id = {c.id: c for c in contacts}
         for contact_id, tag_id in links:
-            tags.setdefault(contact_id, []).append(names[tag_id])
-        return [
-            _contact_from(row, sorted(tags.get(contact_id, [])))
-            for contact_id, row in found.items()
-        ]
+            by_id[contact_id].tags.append(names[tag_id])
+        for contact in contacts:
+            contact.tags.sort()
+        return contacts
 
     async def company_ids(self, names: Collection[str], *, create: bool) -> dict[str, int]:
         keys = {name: fold(name) for name in names}
@@ -375,71 +388,130 @@ class SqlContactRepository:
                 returning=("id", "name_key"),
             )
             ids.update({key: company_id for company_id, key in added})
+        self._company_key.update({company_id: key for key, company_id in ids.items()})
         return {name: ids[key] for name, key in keys.items() if key in ids}
 
-    async def add_many(self, contacts: list[Contact]) -> None:
-        search = await self._search_texts(contacts)
-        rows = [(*_contact_fields(c), text) for c, text in zip(contacts, search, strict=True)]
+    async def add_many(self, contacts: list[Contact], *, operation_id: int) -> None:
+        await self._company_keys({c.company_id for c in contacts if c.company_id is not None})
+        for contact, contact_id in zip(contacts, await self._new_ids(len(contacts)), strict=True):
+            contact.id = contact_id
+        rows = [(c.id, *_contact_fields(c), self._search_text(c), operation_id) for c in contacts]
         try:
-            inserted = await bulk.insert(
+            await bulk.insert(
                 self._session,
                 ContactRow,
-                CONTACT_COLUMNS,
+                ("id", *CONTACT_COLUMNS, "created_by_operation_id"),
                 rows,
-                returning=("id", *IDENTIFIER_COLUMNS),
             )
         except IntegrityError:
             raise ImportRefused(
                 "Another contact took one of the file's phones, emails or external ids during "
                 "the import; import the file again."
             ) from None
-        # Rows come back in no promised order: each new contact is found by an identifier.
-        ids = {_identity(identifiers): contact_id for contact_id, *identifiers in inserted}
-        for contact in contacts:
-            contact.id = ids[_identity(_identifiers(contact))]
         await self._add_tags(contacts)
 
+    async def _new_ids(self, count: int) -> list[int]:
+        """Ids for contacts about to be inserted in bulk. Inserting them with their ids spares
+        reading back a row per contact (RETURNING): the SQLite driver's thread takes Python's
+        lock for each row read, and waits for it while this thread is busy."""
+        if self._session.get_bind().dialect.name == "postgresql":
+            sequence = select(
+                func.nextval(func.pg_get_serial_sequence("contacts", "id"))
+            ).select_from(func.generate_series(1, count))
+            return list(await self._session.scalars(sequence))
+        # SQLite: the transaction holds the database's write lock from its start
+        # (BEGIN IMMEDIATE), so nobody else takes the ids after the largest.
+        largest = await self._session.scalar(select(func.max(ContactRow.id)))
+        first = (largest or 0) + 1
+        return list(range(first, first + count))
+
     async def update_many(self, writes: list[ContactWrite]) -> list[int]:
-        contacts = [w.contact for w in writes]
-        search = await self._search_texts(contacts)
-        rows = [
-            (w.contact.id, w.expected_version, *_contact_fields(w.contact), text)
-            for w, text in zip(writes, search, strict=True)
-        ]
-        written = set(await bulk.update(self._session, ContactRow, CONTACT_COLUMNS, rows))
-        retagged = [w.contact for w in writes if w.tags_changed and w.contact.id in written]
+        await self._company_keys(
+            {w.contact.company_id for w in writes if w.contact.company_id is not None}
+        )
+        fresh = writes
+        while not await self._write_all_or_none(fresh):
+            versions = dict(
+                await bulk.select_in(
+                    self._session,
+                    ContactRow,
+                    ("id", "version"),
+                    "id",
+                    [w.contact.id for w in fresh],
+                )
+            )
+            unchanged = [w for w in fresh if versions.get(w.contact.id) == w.expected_version]
+            if len(unchanged) == len(fresh):
+                raise RuntimeError("a bulk update wrote fewer contacts than it was given")
+            fresh = unchanged
+        retagged = [w.contact for w in fresh if "tags" in w.changed]
         for start in range(0, len(retagged), ID_CHUNK):
             chunk = [c.id for c in retagged[start : start + ID_CHUNK]]
             await self._session.execute(
                 delete(ContactTagRow).where(ContactTagRow.contact_id.in_(chunk))
             )
         await self._add_tags(retagged)
-        return [c.id for c in contacts if c.id is not None and c.id not in written]
-
-    async def _search_texts(self, contacts: Sequence[Contact]) -> list[str]:
-        companies = await SqlCompanyRepository(self._session).names(
-            {c.company_id for c in contacts if c.company_id is not None}
-        )
+        written = {w.contact.id for w in fresh}
         return [
-            _search_text(c, companies.get(c.company_id) if c.company_id else None) for c in contacts
+            w.contact.id for w in writes if w.contact.id is not None and w.contact.id not in written
         ]
+
+    async def _write_all_or_none(self, writes: list[ContactWrite]) -> bool:
+        """Writes the contacts if none changed since they were read, else none of them. Only
+        the columns that change are written, one statement for each set of them: SQLite
+        rewrites the index entries (and the search index's) of every column it is told to
+        set, changed or not."""
+        by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for w in writes:
+            columns = _changed_columns(w.changed)
+            values = [
+                self._search_text(w.contact) if name == "search_text" else getattr(w.contact, name)
+                for name in columns
+            ]
+            by_columns.setdefault(columns, []).append((w.contact.id, w.expected_version, *values))
+        try:
+            async with self._session.begin_nested():
+                written = 0
+                for columns, rows in by_columns.items():
+                    written += await bulk.update(self._session, ContactRow, columns, rows)
+                if written < len(writes):
+                    raise _StaleContacts
+        except _StaleContacts:
+            return False
+        return True
+
+    def _search_text(self, contact: Contact) -> str:
+        key = self._company_key.get(contact.company_id) if contact.company_id else None
+        return _search_text(contact.name, key)
+
+    async def _company_keys(self, company_ids: set[int]) -> None:
+        """Remembers the keys of these companies (for search texts). Companies are never renamed
+        or removed, so a unit of work reads each once."""
+        missing = [i for i in company_ids if i not in self._company_key]
+        if missing:
+            self._company_key.update(
+                await bulk.select_in(self._session, CompanyRow, ("id", "name_key"), "id", missing)
+            )
 
     async def _add_tags(self, contacts: Sequence[Contact]) -> None:
         names = {tag: fold(tag) for contact in contacts for tag in contact.tags}
         if not names:
             return
-        ids = await self._ids_by_key(TagRow, set(names.values()))
-        missing = {key: tag for tag, key in names.items() if key not in ids}
-        if missing:
-            added = await bulk.insert(
-                self._session,
-                TagRow,
-                ("name", "name_key"),
-                [(clean_name(tag), key) for key, tag in missing.items()],
-                returning=("id", "name_key"),
-            )
-            ids.update({key: tag_id for tag_id, key in added})
-        links = {(c.id, ids[names[tag]]) for c in contacts for tag in c.tags}
+        unknown = {key for key in names.values() if key not in self._tag_id_by_key}
+        if unknown:  # tags are never renamed or removed: a unit of work looks each up once
+            ids = await self._ids_by_key(TagRow, unknown)
+            missing = {key: tag for tag, key in names.items() if key in unknown - set(ids)}
+            if missing:
+                added = await bulk.insert(
+                    self._session,
+                    TagRow,
+                    ("name", "name_key"),
+                    [(clean_name(tag), key) for key, tag in missing.items()],
+                    returning=("id", "name_key"),
+                )
+                ids.update({key: tag_id for tag_id, key in added})
+            self._tag_id_by_key.update(ids)
+        links = {(c.id, self._tag_id_by_key[names[tag]]) for c in contacts for tag in c.tags}
         await bulk.insert(self._session, ContactTagRow, ("contact_id", "tag_id"), list(links))
 
     async def _ids_by_key(
@@ -481,7 +553,6 @@ class SqlContactRepository:
             before = select(
                 literal(move.operation_id),
                 ContactRow.id,
-                literal(False),
                 ContactRow.stage_id,
                 ContactRow.stage_entered_at,
                 ContactRow.last_activity_at,
@@ -492,7 +563,6 @@ class SqlContactRepository:
                     [
                         "operation_id",
                         "contact_id",
-                        "created",
                         "before_stage_id",
                         "before_stage_entered_at",
                         "before_last_activity_at",
@@ -602,7 +672,7 @@ class SqlContactRepository:
         if row is None:
             return
         company = await self._session.get(CompanyRow, row.company_id) if row.company_id else None
-        text_value = fold(" ".join(p for p in (row.name, company.name if company else None) if p))
+        text_value = _search_text(row.name, company.name_key if company else None)
         await self._session.execute(
             sql_update(ContactRow).where(ContactRow.id == contact_id).values(search_text=text_value)
         )
@@ -939,7 +1009,6 @@ class SqlOperationRepository:
                 (
                     item.operation_id,
                     item.contact_id,
-                    item.created,
                     item.before_stage_id,
                     item.before_stage_entered_at,
                     item.before_last_activity_at,
@@ -951,18 +1020,20 @@ class SqlOperationRepository:
         )
 
     async def changed_since(self, operation_id: int) -> list[int]:
-        query = (
-            select(OperationItemRow.contact_id)
-            .outerjoin(ContactRow, ContactRow.id == OperationItemRow.contact_id)
+        item = OperationItemRow
+        changed_items = (
+            select(item.contact_id)
+            .outerjoin(ContactRow, ContactRow.id == item.contact_id)
             .where(
-                OperationItemRow.operation_id == operation_id,
-                or_(
-                    ContactRow.id.is_(None),
-                    ContactRow.version != OperationItemRow.after_version,
-                ),
+                item.operation_id == operation_id,
+                or_(ContactRow.id.is_(None), ContactRow.version != item.after_version),
             )
-            .order_by(OperationItemRow.contact_id)
         )
+        changed_created = select(ContactRow.id).where(
+            ContactRow.created_by_operation_id == operation_id,
+            ContactRow.version != CREATED_VERSION,
+        )
+        query = union(changed_items, changed_created).order_by("contact_id")
         return list(await self._session.scalars(query))
 
     async def revert(self, operation_id: int, *, by_user_id: int | None) -> int:
@@ -979,15 +1050,18 @@ class SqlOperationRepository:
             )
         )
         await self._restore_profiles(operation_id)
+        # Their history rows and tags go with them (ON DELETE CASCADE).
         created = await self._session.execute(
-            delete(ContactRow).where(ContactRow.id.in_(unchanged.where(item.created.is_(True))))
+            delete(ContactRow).where(
+                ContactRow.created_by_operation_id == operation_id,
+                ContactRow.version == CREATED_VERSION,
+            )
         )
         restored = await self._session.execute(
             sql_update(ContactRow)
             .where(
                 ContactRow.id == item.contact_id,
                 item.operation_id == operation_id,
-                item.created.is_(False),
                 ContactRow.version == item.after_version,
             )
             .values(
@@ -1029,6 +1103,8 @@ class SqlOperationRepository:
 
 
 PROFILE_COLUMNS = ("name", "phone", "email", "external_id", "source", "owner_id", "company_id")
+# A contact is first written at version 1 (domain.model.Contact); every later write raises it.
+CREATED_VERSION = 1
 
 
 def _operation_values(operation: Operation) -> dict[str, Any]:
@@ -1415,8 +1491,9 @@ def _scope_filter(scope: Scope) -> ColumnElement[bool]:
     return or_(*conditions)
 
 
-def _search_text(contact: Contact, company_name: str | None) -> str:
-    return fold(" ".join(part for part in (contact.name, company_name) if part))
+def _search_text(name: str | None, company_key: str | None) -> str:
+    """What search looks in: the folded name and the company's key (its folded name)."""
+    return " ".join(part for part in (fold(name or ""), company_key) if part)
 
 
 # A contact's columns, in the order bulk writes give them.
@@ -1438,7 +1515,6 @@ CONTACT_FIELDS = (
     "updated_by_id",
 )
 CONTACT_COLUMNS = (*CONTACT_FIELDS, "search_text")
-IDENTIFIER_COLUMNS = ("phone", "email", "external_id")
 HISTORY_COLUMNS = (
     "contact_id",
     "from_stage_id",
@@ -1452,7 +1528,6 @@ HISTORY_COLUMNS = (
 ITEM_COLUMNS = (
     "operation_id",
     "contact_id",
-    "created",
     "before_stage_id",
     "before_stage_entered_at",
     "before_last_activity_at",
@@ -1460,19 +1535,21 @@ ITEM_COLUMNS = (
     "after_version",
 )
 _contact_fields = attrgetter(*CONTACT_FIELDS)
-_identifiers = attrgetter(*IDENTIFIER_COLUMNS)
+
+
+@lru_cache(maxsize=256)
+def _changed_columns(changed: frozenset[str]) -> tuple[str, ...]:
+    """The columns a bulk update writes for these changed fields: theirs, the version and who
+    updated the contact, and the search text (last) when the name or the company changed."""
+    columns = [
+        name for name in CONTACT_FIELDS if name in changed or name in ("version", "updated_by_id")
+    ]
+    searched = bool(changed & {"name", "company_id"})
+    return (*columns, "search_text") if searched else tuple(columns)
 
 
 def _contact_values(contact: Contact) -> dict[str, Any]:
     return dict(zip(CONTACT_FIELDS, _contact_fields(contact), strict=True))
-
-
-def _identity(identifiers: Sequence[str | None]) -> tuple[int, str]:
-    """Which of its identifiers a contact added in bulk is found by, and its value."""
-    for position, value in enumerate(identifiers):
-        if value is not None:
-            return position, value
-    raise ValueError("a contact added in bulk needs a phone, an email or an external id")
 
 
 def _contact(row: ContactRow, tags: list[str]) -> Contact:

@@ -4,6 +4,8 @@ A dry run does all of it and rolls back, so its counts are exactly what the impo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,13 +36,15 @@ from domain.model import (
 from domain.ports import Clock, ContactWrite, UnitOfWork, UnitOfWorkFactory
 from domain.stages import stage_name
 from domain.text import fold
-from domain.transitions import Policy, plan_move
+from domain.transitions import Move, Policy, plan_move
 
 BATCH = 5000  # rows matched and written together
 PROGRESS_EVERY = 50_000  # rows between two progress reports
 FOLDED_MAX = 65_536  # tags folded and remembered, per import
+YIELD_EVERY = 64  # rows decided between two chances for the database thread to go on
 # The scalar fields an import may change, and how a contact's value is kept in a before-image.
 PROFILE = ("name", "phone", "email", "external_id", "source", "value", "owner_id", "company_id")
+MOVED = ("stage_id", "stage_entered_at", "last_activity_at")  # the fields a stage change sets
 
 
 class Mode(enum.StrEnum):
@@ -158,14 +162,30 @@ class ImportService:
             run = _Run(uow, actor, options, self._policy, now, report, parsed.columns)
             await run.prepare()
             reported = read = 0
-            async for batch in stream:
-                await run.apply(batch.rows)
-                read = batch.read
-                if progress is not None and read - reported >= self._progress_every:
-                    reported = read
-                    await progress(ImportProgress(Phase.APPLYING, read, read))
+            decided: _Batch | None = None
+            try:
+                # Writing a batch overlaps with deciding the next: the database works in its
+                # own thread (SQLite) or server while this one works out what the rows do. The
+                # next batch is looked up before the one before is written; a row matching a
+                # contact that batch changes is refused all the same (`_Run.changed`).
+                async for batch in stream:
+                    found = await run.look_up(batch.rows)
+                    if decided is not None:
+                        await run.write(decided)
+                    decided = await run.decide(batch.rows, found, read=batch.read)
+                    await run.written()
+                    read = batch.read
+                    if progress is not None and run.applied - reported >= self._progress_every:
+                        reported = run.applied
+                        await progress(ImportProgress(Phase.APPLYING, read, run.applied))
+                if decided is not None:
+                    await run.write(decided)
+                    await run.written()
+            except BaseException:
+                await run.abandon()
+                raise
             if progress is not None:
-                await progress(ImportProgress(Phase.FINISHING, read, read))
+                await progress(ImportProgress(Phase.FINISHING, read, run.applied))
             report.errors = sorted([*parsed.errors, *report.errors], key=lambda e: e.row)
             if options.dry_run:
                 return report  # leaving the unit of work rolls everything back
@@ -176,23 +196,32 @@ class ImportService:
 
 
 @dataclass(slots=True)
+class _Found:
+    """What the database holds for a batch of rows."""
+
+    index: dict[tuple[str, str], Contact]  # contacts by each of their identifiers
+    latest: dict[int, datetime | None]  # when contacts likely to move last changed stage
+
+
+@dataclass(slots=True)
 class _Batch:
     """What a batch of rows writes, decided row by row and then written set-based."""
 
+    read: int  # data rows read from the file up to this batch's last
     new: list[_NewContact] = field(default_factory=list)
     changes: list[_Change] = field(default_factory=list)
     # Contacts that name a company not created yet, by its name as written.
     new_companies: list[tuple[Contact, str]] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _NewContact:
     row: int
     contact: Contact
     reason: str | None  # the lost reason of its first stage, when lost
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Change:
     row: int
     write: ContactWrite
@@ -219,7 +248,7 @@ class _Run:
         self.policy = policy
         self.now = now
         self.report = report
-        self.headers = {name: header for header, name in reversed(columns.items())}
+        self.headers = {name: header for header, name in reversed(columns.items())}  # first
         self.stages: dict[str, Stage] = {}  # by folded name
         self.all_stages: dict[int, Stage] = {}
         self.owners: dict[str, User] = {}  # by folded name and by Telegram id
@@ -227,11 +256,13 @@ class _Run:
         self.stages_as_written: dict[str, Stage] = {}
         self.owners_as_written: dict[str, User] = {}
         self.folded: dict[str, str] = {}
+        self.first_moves: dict[tuple[int | None, str | None], Move | None] = {}
         self.companies: dict[str, int] = {}  # ids by the name as written
         self.changed: dict[int, int] = {}  # contact id -> the row that changed it
         self.operation: Operation | None = None
+        self.writing: asyncio.Task[None] | None = None  # the batch being written
+        self.applied = 0  # data rows read up to the last batch written
         self.fields: list[CustomFieldDef] = []
-        self.columns = columns
 
     async def prepare(self) -> None:
         live = await self.uow.stages.list()
@@ -248,9 +279,9 @@ class _Run:
             Operation(None, "import", self.actor.id, "Import", created_at=self.now)
         )
 
-    async def apply(self, rows: Sequence[ImportRow]) -> None:
-        if not rows:
-            return
+    async def look_up(self, rows: Sequence[ImportRow]) -> _Found:
+        """The contacts the rows may match, their companies and when those likely to move last
+        changed stage, read while nothing is being written."""
         # Every identifier is looked up, matched on or not: one that belongs to another contact
         # than the row's must refuse the row rather than break a unique index.
         existing = await self.uow.contacts.find_many(
@@ -260,16 +291,45 @@ class _Run:
         )
         index = {(f, getattr(c, f)): c for c in existing for f in IDENTIFIERS if getattr(c, f)}
         await self._known_companies(rows)
-        latest = await self._latest_stage_changes(rows, index)
-        batch = _Batch()
-        for row in rows:
+        return _Found(index, await self._latest_stage_changes(rows, index))
+
+    async def decide(self, rows: Sequence[ImportRow], found: _Found, *, read: int) -> _Batch:
+        """What each row does, in memory; while the batch before is being written, any use of
+        the database (a new stage or owner) waits for that to end."""
+        batch = _Batch(read=read)
+        for count, row in enumerate(rows, start=1):
             try:
-                await self._row(row, index, latest, batch)
+                await self._row(row, found, batch)
             except RowRefused as refused:
                 self.report.errors.append(RowError(row.row, refused.column, refused.reason))
             except DomainError as error:
                 self.report.errors.append(RowError(row.row, None, error.message))
-        await self._write(batch)
+            if count % YIELD_EVERY == 0:
+                # Lets the database thread take Python's lock to go on with the batch before.
+                await asyncio.sleep(0)
+        return batch
+
+    async def write(self, batch: _Batch) -> None:
+        """Starts writing the batch, in the background once the companies it names exist."""
+        await self.written()
+        if batch.new_companies:
+            names = {name for _, name in batch.new_companies}
+            self.companies.update(await self.uow.contacts.company_ids(names, create=True))
+            for contact, name in batch.new_companies:
+                contact.company_id = self.companies[name]
+        self.writing = asyncio.create_task(self._write(batch))
+
+    async def written(self) -> None:
+        """Waits for the batch being written, if any."""
+        writing, self.writing = self.writing, None
+        if writing is not None:
+            await writing
+
+    async def abandon(self) -> None:
+        """After a failure, waits for the batch being written: the unit of work must not end
+        under it, and its own failure, if any, is not the one to report."""
+        with contextlib.suppress(Exception):
+            await self.written()
 
     async def _known_companies(self, rows: Sequence[ImportRow]) -> None:
         unknown = {r.company for r in rows if r.company and r.company not in self.companies}
@@ -305,17 +365,13 @@ class _Run:
     async def _latest(self, contact_id: int, latest: dict[int, datetime | None]) -> datetime | None:
         if contact_id in latest:
             return latest[contact_id]
+        await self.written()
         change = await self.uow.history.latest(contact_id)
         return change.at if change else None
 
     async def _write(self, batch: _Batch) -> None:
         """The batch's changes, then its new contacts (so an identifier an update frees is free),
         their history rows and what undo needs, in a few set-based statements."""
-        if batch.new_companies:
-            names = {name for _, name in batch.new_companies}
-            self.companies.update(await self.uow.contacts.company_ids(names, create=True))
-            for contact, name in batch.new_companies:
-                contact.company_id = self.companies[name]
         changes = batch.changes
         if changes:
             stale = set(await self.uow.contacts.update_many([c.write for c in changes]))
@@ -330,11 +386,12 @@ class _Run:
                             )
                         )
                 changes = [c for c in changes if c.item.contact_id not in stale]
-        if batch.new:
-            await self.uow.contacts.add_many([n.contact for n in batch.new])
         operation_id = self._operation_id()
+        if batch.new:
+            await self.uow.contacts.add_many(
+                [n.contact for n in batch.new], operation_id=operation_id
+            )
         history = []
-        items = []
         for new in batch.new:
             contact = new.contact
             assert contact.id is not None
@@ -352,17 +409,13 @@ class _Run:
                         operation_id,
                     )
                 )
-            items.append(
-                OperationItem(operation_id, contact.id, True, None, None, None, contact.version)
-            )
-        for change in changes:
-            if change.move is not None:
-                history.append(change.move)
-            items.append(change.item)
+        history += [change.move for change in changes if change.move is not None]
+        items = [change.item for change in changes]
         await self.uow.history.add_many(history)
         await self.uow.operations.add_items(items)
         self.report.created += len(batch.new)
         self.report.updated += len(changes)
+        self.applied = batch.read
 
     async def finish(self) -> None:
         assert self.operation is not None
@@ -407,14 +460,8 @@ class _Run:
             )
         return contact
 
-    async def _row(
-        self,
-        row: ImportRow,
-        index: dict[tuple[str, str], Contact],
-        latest: dict[int, datetime | None],
-        batch: _Batch,
-    ) -> None:
-        contact = self._match(row, index)
+    async def _row(self, row: ImportRow, found: _Found, batch: _Batch) -> None:
+        contact = self._match(row, found.index)
         if row.custom_fields and self.fields:
             row.custom_fields = self._canonical_fields(row.custom_fields)
         stage = await self._stage(row.stage)
@@ -433,7 +480,7 @@ class _Run:
             raise RowRefused(
                 None, f"matches contact #{contact.id}, which row {earlier} already changed"
             )
-        await self._update(row, contact, stage, owner, latest, batch)
+        await self._update(row, contact, stage, owner, found.latest, batch)
 
     def _canonical_fields(self, values: dict[str, str]) -> dict[str, str]:
         """Defined fields in their one spelling (`vang` → `Vàng`, `1.500.000` → `1500000`);
@@ -444,7 +491,7 @@ class _Run:
             column = next(
                 (
                     header
-                    for header, target in self.columns.items()
+                    for target, header in self.headers.items()
                     if fold(target) == fold(CUSTOM_PREFIX + refused.field.key)
                 ),
                 None,
@@ -455,14 +502,7 @@ class _Run:
         self, row: ImportRow, stage: Stage | None, owner: User | None, batch: _Batch
     ) -> None:
         created_at = row.created_at or self.now
-        move = plan_move(
-            None,
-            stage,
-            role=self.actor.role,
-            source=Source.IMPORT,
-            reason=row.lost_reason,
-            policy=self.policy,
-        )
+        move = self._first_move(stage, row.lost_reason)
         entered = row.stage_changed_at or created_at
         contact = Contact(
             None,
@@ -474,8 +514,8 @@ class _Run:
             owner_id=owner.id if owner else None,
             stage_id=stage.id if move and stage else None,
             value=row.value,
-            tags=list(row.tags or []),
-            custom_fields=dict(row.custom_fields),
+            tags=row.tags or [],  # the row's own: rows are used once
+            custom_fields=row.custom_fields,
             created_at=created_at,
             stage_entered_at=entered if move else None,
             last_activity_at=max(created_at, entered) if move else created_at,
@@ -512,11 +552,10 @@ class _Run:
         ):
             if value is not None and getattr(contact, name) != value:
                 updates[name] = value
-        tags_changed = row.tags is not None and sorted(map(self._fold, row.tags)) != sorted(
+        if row.tags is not None and sorted(map(self._fold, row.tags)) != sorted(
             map(self._fold, contact.tags)
-        )
-        if tags_changed:
-            updates["tags"] = list(row.tags or [])
+        ):
+            updates["tags"] = row.tags
         merged = {**contact.custom_fields, **row.custom_fields}
         if merged != contact.custom_fields:
             updates["custom_fields"] = merged
@@ -526,15 +565,15 @@ class _Run:
         if not updates and move is None:
             self.report.unchanged += 1
             return
+        version = contact.version
         item = OperationItem(
             self._operation_id(),
             contact.id,
-            False,
             contact.stage_id,
             contact.stage_entered_at,
             contact.last_activity_at,
-            contact.version + 1,
-            _profile(contact),
+            version + 1,
+            _profile(contact) if updates else None,  # a move alone changes no field to put back
         )
         for name, value in updates.items():
             setattr(contact, name, value)
@@ -544,14 +583,12 @@ class _Run:
             contact.stage_id = move.to_stage_id
             contact.stage_entered_at = move.at
             contact.last_activity_at = max(move.at, contact.last_activity_at or move.at)
-        contact.version += 1
+            updates.update(dict.fromkeys(MOVED))
+        contact.version = version + 1
         contact.updated_by_id = self.actor.id
         self.changed[contact.id] = row.row
-        batch.changes.append(
-            _Change(
-                row.row, ContactWrite(contact, item.after_version - 1, tags_changed), item, move
-            )
-        )
+        write = ContactWrite(contact, version, frozenset(updates))
+        batch.changes.append(_Change(row.row, write, item, move))
 
     async def _move(
         self, row: ImportRow, contact: Contact, stage: Stage, latest: dict[int, datetime | None]
@@ -588,6 +625,21 @@ class _Run:
             self._operation_id(),
         )
 
+    def _first_move(self, stage: Stage | None, reason: str | None) -> Move | None:
+        """A new contact's move into its first stage: the same for every row naming that stage
+        and reason, so decided once for each (a refusal is decided again, and raised)."""
+        key = (stage.id if stage else None, reason)
+        if key not in self.first_moves:
+            self.first_moves[key] = plan_move(
+                None,
+                stage,
+                role=self.actor.role,
+                source=Source.IMPORT,
+                reason=reason,
+                policy=self.policy,
+            )
+        return self.first_moves[key]
+
     def _fold(self, text: str) -> str:
         folded = self.folded.get(text)
         if folded is None:
@@ -615,6 +667,7 @@ class _Run:
                 "stage", f"there is no stage called {name!r} (--create-stages adds it)"
             )
         position = len([s for s in self.stages.values() if s.category is Category.OPEN]) + 1
+        await self.written()
         stage = await self.uow.stages.add(Stage(None, stage_name(name), Category.OPEN, position))
         self.stages[fold(name)] = self.stages_as_written[name] = stage
         assert stage.id is not None
@@ -632,6 +685,7 @@ class _Run:
         if owner is None:
             if not self.options.create_owners:
                 raise RowRefused("owner", f"nobody is called {name!r} (--create-owners adds them)")
+            await self.written()
             owner = await self.uow.users.add(User(None, name.strip()[:100], Role.AGENT))
             self.owners[fold(name)] = owner
             self.report.owners_created.append(owner.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -250,3 +251,19 @@ def test_operations_lists_a_stage_deletion_and_undo_reverts_it(amis: Cli) -> Non
     assert an["stage"]["name"] == "MQL"
     assert "already" in amis.refused("undo", str(operation["id"]))
     assert "no operation" in amis.refused("undo", "999")
+
+
+def test_an_import_on_a_terminal_shows_its_progress_on_one_line_unless_json(
+    amis: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_text("name,phone\nAn,0912345678\nBình,0912345679\n", encoding="utf-8")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, out, err = amis("import", str(path), "--dry-run")
+    assert code == 0
+    assert "Importing: 2 rows read and applied; rolling back (dry run)…" in err
+    assert "Would create 2" in out
+    code, out, err = amis("import", str(path), "--json")
+    assert code == 0
+    assert "Importing" not in err
+    assert json.loads(out)["created"] == 2

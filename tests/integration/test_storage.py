@@ -13,6 +13,7 @@ from bot.container import Services
 from domain.access import SYSTEM
 from domain.errors import DuplicateContact, DuplicateStageName
 from domain.model import Category, Contact, Role, Source, User
+from domain.ports import ContactWrite
 from domain.services.contacts import ContactDraft
 from storage import migrate
 from storage.db import make_engine, make_sessionmaker
@@ -174,6 +175,35 @@ async def test_a_write_based_on_a_stale_version_is_not_applied(services: Service
         stale = Contact(contact.id, "Loser", version=2)
         assert not await uow.contacts.update(stale, expected_version=1)
     assert (await services.contacts.get(SYSTEM, contact.id)).contact.name == "Winner"
+
+
+async def test_a_bulk_write_leaves_out_only_the_contacts_changed_since_they_were_read(
+    services: Services,
+) -> None:
+    ids = []
+    for name in ("An", "Bình", "Chi"):
+        added = await services.contacts.add(SYSTEM, ContactDraft(name=name, tags=["old"]))
+        assert added.id is not None
+        ids.append(added.id)
+    sessions = make_sessionmaker(services.engine)
+    async with SqlUnitOfWork(sessions) as uow:
+        contacts = [await uow.contacts.get(i) for i in ids]
+        writes = []
+        for contact, seen in zip(contacts, (1, 0, 1), strict=True):  # Bình changed meanwhile
+            assert contact is not None
+            contact.name += " mới"
+            contact.tags = ["new"]
+            contact.version = seen + 1
+            writes.append(ContactWrite(contact, seen, frozenset({"name", "tags"})))
+        assert await uow.contacts.update_many(writes) == [ids[1]]
+        await uow.commit()
+    names = [(await services.contacts.get(SYSTEM, i)).contact for i in ids]
+    assert [(c.name, c.tags) for c in names] == [
+        ("An mới", ["new"]),
+        ("Bình", ["old"]),
+        ("Chi mới", ["new"]),
+    ]
+    assert [c.contact.id for c in await services.contacts.find(SYSTEM, "moi")] == [ids[2], ids[0]]
 
 
 async def test_deleting_a_stage_moves_all_its_contacts_in_bulk_with_history(

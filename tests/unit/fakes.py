@@ -26,13 +26,14 @@ from domain.model import (
     EventKind,
     Notice,
     Operation,
+    OperationItem,
     ReceivedEvent,
     RequestStatus,
     Stage,
     StageChange,
     User,
 )
-from domain.ports import BulkMove, ContactFilter, DuplicateEvent, SearchCriteria
+from domain.ports import BulkMove, ContactFilter, ContactWrite, DuplicateEvent, SearchCriteria
 from domain.text import fold, words
 
 
@@ -138,6 +139,29 @@ class FakeContacts(_Repo):
             if company is not None:
                 ids[name] = company.id or 0
         return ids
+
+    async def find_many(
+        self, *, phones: list[str], emails: list[str], external_ids: list[str]
+    ) -> list[Contact]:
+        wanted = {("phone", p) for p in phones} | {("email", e) for e in emails}
+        wanted |= {("external_id", x) for x in external_ids}
+        return [
+            copy.deepcopy(c)
+            for c in self.s.contacts.values()
+            if {("phone", c.phone), ("email", c.email), ("external_id", c.external_id)} & wanted
+        ]
+
+    async def add_many(self, contacts: list[Contact], *, operation_id: int) -> None:
+        for contact in contacts:
+            contact.id = self.s.new_id()
+            self.s.contacts[contact.id] = copy.deepcopy(contact)
+
+    async def update_many(self, writes: list[ContactWrite]) -> list[int]:
+        stale = []
+        for write in writes:
+            if not await self.update(write.contact, expected_version=write.expected_version):
+                stale.append(write.contact.id or 0)
+        return stale
 
     async def add(self, contact: Contact, company_name: str | None) -> Contact:
         if company_name:
@@ -282,6 +306,17 @@ class FakeHistory(_Repo):
         rows = await self.for_contact(contact_id)
         return rows[-1] if rows else None
 
+    async def add_many(self, changes: list[StageChange]) -> None:
+        for change in changes:
+            await self.add(change)
+
+    async def latest_times(self, contact_ids: Collection[int]) -> dict[int, datetime]:
+        times: dict[int, datetime] = {}
+        for change in self.s.history:
+            if change.contact_id in contact_ids:
+                times[change.contact_id] = max(change.at, times.get(change.contact_id, change.at))
+        return times
+
 
 class FakeUsers(_Repo):
     async def get(self, user_id: int) -> User | None:
@@ -344,6 +379,13 @@ class FakeOperations(_Repo):
         operation.id = self.s.new_id()
         self.s.operations[operation.id] = copy.copy(operation)
         return operation
+
+    async def update(self, operation: Operation) -> None:
+        assert operation.id is not None
+        self.s.operations[operation.id] = copy.copy(operation)
+
+    async def add_items(self, items: list[OperationItem]) -> None:
+        pass  # undo is tested against real storage
 
     async def recent(self, limit: int) -> list[Operation]:
         return sorted(self.s.operations.values(), key=lambda o: o.created_at, reverse=True)[:limit]
