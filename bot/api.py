@@ -20,6 +20,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 from sqlalchemy import text
 
+from bot.batching import Batcher
 from bot.container import Services
 from domain.access import SYSTEM
 from domain.errors import DomainError, InvalidEvent, NotFound
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 MAX_BODY = 64 * 1024
+BATCH_MAX = 100  # events (or keys) in one unit of work
 # Contact ids are 32-bit integers in PostgreSQL; a larger one names nothing.
 ID_MAX = 2**31 - 1
 
@@ -198,6 +200,12 @@ class Api:
     def __init__(self, services: Services, notify: NoticeSink) -> None:
         self.services = services
         self.notify = notify
+        self.record: Batcher[tuple[str, EventDraft], EventResult | DomainError] = Batcher(
+            services.events.record_many, limit=BATCH_MAX
+        )
+        self.authenticate: Batcher[str, ApiKey | None] = Batcher(
+            services.api_keys.authenticate_many, limit=BATCH_MAX
+        )
 
     async def post_event(self, request: web.Request) -> web.Response:
         key = await self._authenticated(request)
@@ -214,14 +222,13 @@ class Api:
             custom_fields=dict(payload.custom_fields),
             idempotency_key=payload.idempotency_key,
         )
-        try:
-            result = await self.services.events.record(key.name, draft)
-        except InvalidEvent as error:
-            raise ApiError(422, error.code, error.reason, error.field) from None
-        except NotFound as error:
-            raise ApiError(404, error.code, error.message) from None
-        except DomainError as error:  # a conflict that outlasted the retries
-            raise ApiError(409, error.code, error.message) from None
+        result = await self.record((key.name, draft))
+        if isinstance(result, InvalidEvent):
+            raise ApiError(422, result.code, result.reason, result.field)
+        if isinstance(result, NotFound):
+            raise ApiError(404, result.code, result.message)
+        if isinstance(result, DomainError):  # a conflict that outlasted the retries
+            raise ApiError(409, result.code, result.message)
         self.notify(result.notices)
         return _json(EventOut.of(result))
 
@@ -252,7 +259,7 @@ class Api:
         scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
         key = None
         if scheme.lower() == "bearer" and secret.strip():
-            key = await self.services.api_keys.authenticate(secret.strip())
+            key = await self.authenticate(secret.strip())
         if key is None:
             raise ApiError(401, "unauthorized", "Give a valid API key as Authorization: Bearer.")
         return key

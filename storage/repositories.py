@@ -167,11 +167,6 @@ class SqlContactRepository:
             return []
         return await self._load(select(ContactRow).where(or_(*conditions)).order_by(ContactRow.id))
 
-    async def lock(self, contact_id: int) -> Contact | None:
-        query = select(ContactRow).where(ContactRow.id == contact_id).with_for_update()
-        found = await self._load(query.execution_options(populate_existing=True))
-        return found[0] if found else None
-
     async def add(self, contact: Contact, company_name: str | None) -> Contact:
         company_id = await self._company_id(company_name) if company_name else None
         contact.company_id = company_id
@@ -186,7 +181,8 @@ class SqlContactRepository:
             await self._raise_duplicate(contact)
             raise
         contact.id = row.id
-        await self.set_tags(row.id, contact.tags)
+        if contact.tags:  # a new contact has no tag links to replace
+            await self.set_tags(row.id, contact.tags)
         return contact
 
     async def update(self, contact: Contact, *, expected_version: int) -> bool:
@@ -310,8 +306,30 @@ class SqlContactRepository:
         return conditions
 
     async def find_many(
-        self, *, phones: list[str], emails: list[str], external_ids: list[str]
+        self,
+        *,
+        phones: list[str],
+        emails: list[str],
+        external_ids: list[str],
+        lock: bool = False,
     ) -> list[Contact]:
+        if lock:
+            # One statement, locking in id order, so that two workers never wait for each
+            # other in a ring (a batch of events has a few hundred identifiers at most).
+            query = (
+                select(ContactRow)
+                .where(
+                    or_(
+                        ContactRow.phone.in_(phones),
+                        ContactRow.email.in_(emails),
+                        ContactRow.external_id.in_(external_ids),
+                    )
+                )
+                .order_by(ContactRow.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            return await self._load(query)
         found: dict[int, Contact] = {}
         for identifier, values in (
             (ContactRow.phone, phones),
@@ -545,38 +563,13 @@ class SqlHistoryRepository:
         self._session = session
 
     async def add(self, change: StageChange) -> None:
-        self._session.add(
-            StageChangeRow(
-                contact_id=change.contact_id,
-                from_stage_id=change.from_stage_id,
-                to_stage_id=change.to_stage_id,
-                at=change.at,
-                by_user_id=change.by_user_id,
-                source=change.source.value,
-                reason=change.reason,
-                operation_id=change.operation_id,
-            )
-        )
-        await self._session.flush()
+        await self._session.execute(insert(StageChangeRow).values(_change_values(change)))
 
     async def add_many(self, changes: list[StageChange]) -> None:
         if not changes:
             return
         await self._session.execute(
-            insert(StageChangeRow),
-            [
-                {
-                    "contact_id": change.contact_id,
-                    "from_stage_id": change.from_stage_id,
-                    "to_stage_id": change.to_stage_id,
-                    "at": change.at,
-                    "by_user_id": change.by_user_id,
-                    "source": change.source.value,
-                    "reason": change.reason,
-                    "operation_id": change.operation_id,
-                }
-                for change in changes
-            ],
+            insert(StageChangeRow), [_change_values(change) for change in changes]
         )
 
     async def for_contact(self, contact_id: int) -> list[StageChange]:
@@ -1020,8 +1013,8 @@ class SqlApiKeyRepository:
         )
         return _api_key(row) if row else None
 
-    async def by_prefix(self, prefix: str) -> list[ApiKey]:
-        rows = await self._session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix))
+    async def by_prefixes(self, prefixes: set[str]) -> list[ApiKey]:
+        rows = await self._session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix.in_(prefixes)))
         return [_api_key(row) for row in rows]
 
     async def list(self) -> list[ApiKey]:
@@ -1050,46 +1043,62 @@ class SqlEventRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def add(self, event: ReceivedEvent) -> ReceivedEvent:
-        row = EventRow(
-            kind=event.kind.value,
-            contact_id=event.contact_id,
-            received_at=event.received_at,
-            via=event.via,
-            idempotency_key=event.idempotency_key,
-            fingerprint=event.fingerprint,
-            source=event.source,
-            value=event.value,
-            outcome=event.outcome.value,
-            created_contact=event.created_contact,
-            from_stage_id=event.from_stage_id,
-            to_stage_id=event.to_stage_id,
-            detail=event.detail,
-        )
-        self._session.add(row)
+    async def add_many(self, events: list[ReceivedEvent]) -> None:
+        if not events:
+            return
+        rows = [
+            {
+                "kind": event.kind.value,
+                "contact_id": event.contact_id,
+                "received_at": event.received_at,
+                "via": event.via,
+                "idempotency_key": event.idempotency_key,
+                "fingerprint": event.fingerprint,
+                "source": event.source,
+                "value": event.value,
+                "outcome": event.outcome.value,
+                "created_contact": event.created_contact,
+                "from_stage_id": event.from_stage_id,
+                "to_stage_id": event.to_stage_id,
+                "detail": event.detail,
+            }
+            for event in events
+        ]
         try:
-            await self._session.flush()
+            result = await self._session.execute(
+                insert(EventRow).returning(EventRow.id, sort_by_parameter_order=True), rows
+            )
         except IntegrityError:
-            # Only the idempotency key can clash; the whole unit of work is then tried again.
-            if event.idempotency_key is None:
-                raise
-            raise DuplicateEvent(event.idempotency_key) from None
-        event.id = row.id
-        return event
+            # Only an idempotency key can clash; the whole unit of work is then tried again.
+            raise DuplicateEvent("an idempotency key was taken meanwhile") from None
+        for event, event_id in zip(events, result.scalars().all(), strict=True):
+            event.id = event_id
 
-    async def by_key(self, via: str, idempotency_key: str) -> ReceivedEvent | None:
-        row = await self._session.scalar(
-            select(EventRow).where(EventRow.via == via, EventRow.idempotency_key == idempotency_key)
+    async def by_keys(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], ReceivedEvent]:
+        if not keys:
+            return {}
+        rows = await self._session.scalars(
+            select(EventRow).where(
+                EventRow.via.in_({via for via, _ in keys}),
+                EventRow.idempotency_key.in_({key for _, key in keys}),
+            )
         )
-        return _event(row) if row else None
+        found = (_event(row) for row in rows)
+        return {
+            (event.via, event.idempotency_key): event
+            for event in found
+            if event.idempotency_key is not None and (event.via, event.idempotency_key) in keys
+        }
 
-    async def count(self, contact_id: int, kind: EventKind) -> int:
-        count = await self._session.scalar(
-            select(func.count())
-            .select_from(EventRow)
-            .where(EventRow.contact_id == contact_id, EventRow.kind == kind.value)
+    async def counts(self, contact_ids: set[int], kind: EventKind) -> dict[int, int]:
+        if not contact_ids:
+            return {}
+        rows = await self._session.execute(
+            select(EventRow.contact_id, func.count())
+            .where(EventRow.contact_id.in_(contact_ids), EventRow.kind == kind.value)
+            .group_by(EventRow.contact_id)
         )
-        return count or 0
+        return dict(rows.all())
 
     async def for_contact(self, contact_id: int, *, limit: int) -> list[ReceivedEvent]:
         rows = await self._session.scalars(
@@ -1146,14 +1155,20 @@ class SqlTurnRepository:
         self._session = session
 
     async def last(self, queue: str) -> int | None:
-        # The queue's row must exist to be locked; a concurrent first insert waits, then skips.
-        insert_row = _insert_ignoring_conflict(self._session, AssignmentTurnRow, ["queue"])
-        await self._session.execute(insert_row.values(queue=queue, last_user_id=None))
-        return await self._session.scalar(
+        locked = (
             select(AssignmentTurnRow.last_user_id)
             .where(AssignmentTurnRow.queue == queue)
             .with_for_update()
         )
+        found = (await self._session.execute(locked)).first()
+        if found is not None:
+            last: int | None = found[0]
+            return last
+        # A queue's first lead: the row must exist to be locked. A concurrent first insert
+        # waits for the other one's commit, then does nothing, and both lock the same row.
+        insert_row = _insert_ignoring_conflict(self._session, AssignmentTurnRow, ["queue"])
+        await self._session.execute(insert_row.values(queue=queue, last_user_id=None))
+        return await self._session.scalar(locked)
 
     async def record(self, queue: str, user_id: int) -> None:
         await self._session.execute(
@@ -1167,17 +1182,23 @@ class SqlNoticeRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def add(self, notice: Notice) -> Notice:
-        row = NoticeRow(
-            user_id=notice.user_id,
-            contact_id=notice.contact_id,
-            created_at=notice.created_at,
-            sent_at=notice.sent_at,
+    async def add_many(self, notices: list[Notice]) -> None:
+        if not notices:
+            return
+        rows = [
+            {
+                "user_id": notice.user_id,
+                "contact_id": notice.contact_id,
+                "created_at": notice.created_at,
+                "sent_at": notice.sent_at,
+            }
+            for notice in notices
+        ]
+        result = await self._session.execute(
+            insert(NoticeRow).returning(NoticeRow.id, sort_by_parameter_order=True), rows
         )
-        self._session.add(row)
-        await self._session.flush()
-        notice.id = row.id
-        return notice
+        for notice, notice_id in zip(notices, result.scalars().all(), strict=True):
+            notice.id = notice_id
 
     async def pending(self, limit: int) -> list[Notice]:
         rows = await self._session.scalars(
@@ -1269,6 +1290,19 @@ def _contact(row: ContactRow, tags: list[str]) -> Contact:
 
 def _stage(row: StageRow) -> Stage:
     return Stage(row.id, row.name, Category(row.category), row.position, row.archived_at)
+
+
+def _change_values(change: StageChange) -> dict[str, Any]:
+    return {
+        "contact_id": change.contact_id,
+        "from_stage_id": change.from_stage_id,
+        "to_stage_id": change.to_stage_id,
+        "at": change.at,
+        "by_user_id": change.by_user_id,
+        "source": change.source.value,
+        "reason": change.reason,
+        "operation_id": change.operation_id,
+    }
 
 
 def _change(row: StageChangeRow) -> StageChange:
