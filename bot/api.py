@@ -22,10 +22,10 @@ from sqlalchemy import text
 
 from bot.batching import Batcher
 from bot.container import Services
+from bot.schemas import ContactOut
 from domain.access import SYSTEM
 from domain.errors import DomainError, InvalidEvent, NotFound
 from domain.model import ApiKey, EventKind, Notice, Outcome
-from domain.services.contacts import ContactDetails
 from domain.services.events import EventDraft, EventResult
 
 log = logging.getLogger(__name__)
@@ -89,58 +89,6 @@ class _OptionalMeansAbsent(GenerateJsonSchema):
 
     def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
         return self.generate_inner(schema["schema"])
-
-
-class StageOut(BaseModel):
-    id: int | None
-    name: str
-    category: Literal["open", "won", "lost"]
-
-
-class ContactOut(BaseModel):
-    model_config = ConfigDict(title="Contact")
-
-    id: int
-    name: str | None
-    phone: str | None
-    email: str | None
-    external_id: str | None
-    company: str | None
-    source: str | None
-    owner: str | None
-    stage: StageOut | None
-    value: str | None
-    tags: list[str]
-    custom_fields: dict[str, str]
-    created_at: str
-    stage_entered_at: str | None
-    version: int
-
-    @classmethod
-    def of(cls, details: ContactDetails) -> ContactOut:
-        contact, stage = details.contact, details.stage
-        assert contact.id is not None
-        return cls(
-            id=contact.id,
-            name=contact.name,
-            phone=contact.phone,
-            email=contact.email,
-            external_id=contact.external_id,
-            company=details.company,
-            source=contact.source,
-            owner=details.owner.name if details.owner else None,
-            stage=StageOut(id=stage.id, name=stage.name, category=stage.category.value)
-            if stage
-            else None,
-            value=str(contact.value) if contact.value is not None else None,
-            tags=contact.tags,
-            custom_fields=contact.custom_fields,
-            created_at=contact.created_at.isoformat(),
-            stage_entered_at=contact.stage_entered_at.isoformat()
-            if contact.stage_entered_at
-            else None,
-            version=contact.version,
-        )
 
 
 class EventOut(BaseModel):

@@ -173,6 +173,7 @@ class EventService:
         IdempotencyKeyReused) writes nothing and the others go on. Events of other workers
         that change the same contacts or keys meanwhile make the attempt fail as a whole; the
         next attempt sees what they committed."""
+        # What stays EventConflict is an event whose every attempt lost to other workers.
         outcomes: list[EventResult | DomainError] = [EventConflict()] * len(items)
         valid: list[tuple[int, str, _Event]] = []
         for index, (via, draft) in enumerate(items):
@@ -396,7 +397,10 @@ class _Batch:
             to_stage_id=rule.stage.id if rule.stage else None,
             detail=decision.detail,
         )
-        applied = _Applied(stored, contact, replace(contact), owner, notices)
+        snapshot = replace(
+            contact, tags=list(contact.tags), custom_fields=dict(contact.custom_fields)
+        )
+        applied = _Applied(stored, contact, snapshot, owner, notices)
         self.applied.append(applied)
         if key is not None:
             self.taken[key] = applied

@@ -250,3 +250,18 @@ def test_operations_lists_a_stage_deletion_and_undo_reverts_it(amis: Cli) -> Non
     assert an["stage"]["name"] == "MQL"
     assert "already" in amis.refused("undo", str(operation["id"]))
     assert "no operation" in amis.refused("undo", "999")
+
+
+def test_an_api_key_is_shown_once_listed_by_prefix_and_revoked(cli: Cli) -> None:
+    assert cli("init")[0] == 0
+    created = cli.json("apikeys", "create", "website")
+    secret = created["secret"]
+    assert secret.startswith(created["prefix"])
+    code, listing, _ = cli("apikeys", "list")
+    assert code == 0
+    assert "website" in listing
+    assert created["prefix"] in listing
+    assert secret not in listing
+    assert "exists; revoke it first" in cli.refused("apikeys", "create", "Website")
+    assert cli.json("apikeys", "revoke", "website")["revoked_at"] is not None
+    assert "no key called 'website'" in cli.refused("apikeys", "revoke", "website")
