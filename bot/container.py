@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.settings import Settings
 from domain.services.apikeys import ApiKeyService
 from domain.services.contacts import ContactService
+from domain.services.digests import DigestService
 from domain.services.events import EventService
 from domain.services.exports import ExportService
 from domain.services.fields import FieldService
@@ -33,6 +34,7 @@ class Services:
     views: ViewService
     exports: ExportService
     fields: FieldService
+    digests: DigestService
     events: EventService
     api_keys: ApiKeyService
 
@@ -61,6 +63,7 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
         ),
         exports=ExportService(uow, zone=settings.zone),
         fields=FieldService(uow),
+        digests=DigestService(uow, settings.zone, default_idle_days=settings.idle_days),
         events=EventService(
             uow,
             default_region=settings.default_phone_region,

@@ -104,6 +104,7 @@ class WebhookServer:
         await self.runtime.publish_commands()
         await self.runtime.set_webhook(url, self.secret)
         await self.runtime.notifier.start()
+        self.runtime.start_scheduler()
         log.info("webhook listening on %s:%s for %s", self.host, self.port, url)
 
     async def stop(self) -> None:

@@ -1,191 +1,108 @@
-"""Telling people about new leads in Telegram, once the events that made them are committed.
-
-Paced to Telegram's limits: at most `rate` messages a second in all and one a second per chat;
-leads that pile up for one person meanwhile go out together as one message, so that 200 leads a
-second still reach everyone within seconds. A notice stays pending in the database until its
-message is sent, so that a restart sends what was left."""
+"""Messages the bot sends on its own: the morning digest and idle-lead list, and task
+reminders. Paced under Telegram's limit of about 30 messages a second (429 answers are retried
+after their `retry_after` by the session's middleware); a person who blocked the bot has their
+messages stopped instead of failing the run."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
-from aiogram.types import InlineKeyboardMarkup
+from aiogram.types import BufferedInputFile
 from aiogram.utils.i18n import I18n
 
 from bot.container import Services
-from domain.errors import DomainError
-from domain.model import Notice, User, utcnow
-from handlers import leads
-from handlers.i18n import language_of
+from domain.services.digests import Due
+from handlers import digest as render
 
 log = logging.getLogger(__name__)
 
-PER_CHAT_SECONDS = 1.0
-IN_FLIGHT = 8  # messages composed or sent at once: Telegram answers in ~100 ms, the pace is 40 ms
-STOP_GRACE_SECONDS = 5.0
+MESSAGES_PER_SECOND = 25
 
 
-class LeadNotifier:
-    def __init__(
-        self,
-        bot: Bot,
-        services: Services,
-        i18n: I18n,
-        *,
-        rate: float,
-        per_chat: float = PER_CHAT_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self._bot = bot
-        self._services = services
-        self._i18n = i18n
-        self._interval = 1.0 / rate
-        self._per_chat = per_chat
-        self._clock = clock
-        self._sleep = sleep
-        self._waiting: dict[int, list[Notice]] = {}  # by user id, the longest waiting first
-        self._known: set[int] = set()  # notice ids waiting or being sent
-        self._busy: set[int] = set()  # users a message is being sent to
-        self._chat_free_at: dict[int, float] = {}
-        self._next_send = 0.0
-        self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(IN_FLIGHT)
-        self._sending: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.Task[None] | None = None
+class Pacer:
+    """At most `rate` calls a second, across every caller of this pacer."""
 
-    def submit(self, notices: list[Notice]) -> None:
-        """Queue notices of committed events (never blocks the caller)."""
-        for notice in notices:
-            if notice.id is None or notice.id in self._known:
-                continue
-            self._known.add(notice.id)
-            self._waiting.setdefault(notice.user_id, []).append(notice)
-        if notices:
-            self._wake.set()
+    def __init__(self, rate: float = MESSAGES_PER_SECOND) -> None:
+        self._gap = 1 / rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
 
-    async def start(self) -> None:
-        """Send what an earlier run left pending, and whatever is submitted from now on."""
-        self.submit(await self._services.events.pending_notices())
-        self._loop = asyncio.create_task(self._run(), name="lead-notifier")
+    async def wait(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if self._next > now:
+                await asyncio.sleep(self._next - now)
+            self._next = max(now, self._next) + self._gap
 
-    async def stop(self) -> None:
-        """Stop sending; messages being sent get a moment to finish. Unsent notices stay
-        pending in the database."""
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-            self._loop = None
-        if self._sending:
-            _, late = await asyncio.wait(self._sending, timeout=STOP_GRACE_SECONDS)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
 
-    @property
-    def idle(self) -> bool:
-        return not self._waiting and not self._sending
+class ScheduledMessages:
+    def __init__(self, bot: Bot, services: Services, i18n: I18n) -> None:
+        self.bot = bot
+        self.services = services
+        self.i18n = i18n
+        self.pacer = Pacer()
 
-    async def _run(self) -> None:
-        while True:
-            now = self._clock()
-            user_id, wait = self._next_chat(now)
-            if user_id is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
-                continue
-            await self._slots.acquire()
-            notices = self._waiting.pop(user_id)
-            self._busy.add(user_id)
-            task = asyncio.create_task(self._deliver(user_id, notices))
-            self._sending.add(task)
-            task.add_done_callback(self._sent)
-
-    def _next_chat(self, now: float) -> tuple[int | None, float | None]:
-        """The chat to write to now, else how long until one may be written to (None: nothing
-        waits)."""
-        soonest: float | None = None
-        for user_id in self._waiting:
-            if user_id in self._busy:
-                continue
-            free_at = self._chat_free_at.get(user_id, 0.0)
-            if free_at <= now:
-                return user_id, None
-            soonest = free_at - now if soonest is None else min(soonest, free_at - now)
-        return None, soonest
-
-    async def _turn_to_send(self) -> None:
-        """Wait for this message's place in the overall pace (messages are composed in
-        parallel, but reach Telegram `1 / rate` seconds apart)."""
-        now = self._clock()
-        turn = max(now, self._next_send)
-        self._next_send = turn + self._interval
-        if turn > now:
-            await self._sleep(turn - now)
-
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        self._slots.release()
-        self._wake.set()
-
-    async def _deliver(self, user_id: int, notices: list[Notice]) -> None:
-        ids = [notice.id for notice in notices if notice.id is not None]
-        try:
-            await self._send(user_id, notices)
-            await self._services.events.notices_sent(ids)
-        except Exception:
-            # Left pending in the database: the next start sends them.
-            log.exception("could not tell user #%s about %d new lead(s)", user_id, len(ids))
-        finally:
-            self._known.difference_update(ids)
-            self._busy.discard(user_id)
-            self._chat_free_at[user_id] = self._clock() + self._per_chat
-
-    async def _send(self, user_id: int, notices: list[Notice]) -> None:
-        try:
-            person = await self._services.users.get(user_id)
-        except DomainError:
-            return
-        if person.telegram_id is None or not person.active:
-            return  # nobody to tell: the lead waits in their /my
-        language = language_of(person, None, self._i18n.default_locale)
-        with self._i18n.context(), self._i18n.use_locale(language):
-            message = await self._message(person, notices, language)
-        if message is None:
-            return
-        text, keyboard = message
-        await self._turn_to_send()
-        try:
-            await self._bot.send_message(person.telegram_id, text, reply_markup=keyboard)
-        except (TelegramForbiddenError, TelegramBadRequest) as error:
-            # They blocked the bot or never started it: sending again would not help.
-            log.warning("cannot tell %s about new leads: %s", person.name, error.message)
-
-    async def _message(
-        self, person: User, notices: list[Notice], language: str
-    ) -> tuple[str, InlineKeyboardMarkup] | None:
-        contacts = self._services.contacts
-        if len(notices) == 1:
+    async def send_morning_messages(self) -> int:
+        """Everything due now that nobody claimed; returns how many were sent."""
+        sent = 0
+        for due in await self.services.digests.due():
+            if not await self.services.digests.claim(due):
+                continue  # another run took it
             try:
-                card = await contacts.card(person, notices[0].contact_id)
-            except DomainError:  # deleted, or given to someone else meanwhile
-                return None
-            stages = [summary.stage for summary in await self._services.stages.summaries()]
-            people = await contacts.people_named_in(card)
-            zone = self._services.settings.zone
-            return leads.new_lead(
-                card, people, stages, person, zone=zone, now=utcnow(), language=language
+                message = await self.compose(due)
+                delivered = message is not None and await self._deliver(
+                    due.user.telegram_id, due.user_id, message
+                )
+            except Exception:
+                log.exception("the %s for user %s failed", due.kind, due.user_id)
+                continue
+            if delivered:
+                await self.services.digests.sent(due)
+                sent += 1
+        return sent
+
+    async def compose(self, due: Due) -> render.Composed | None:
+        with self.i18n.context(), self.i18n.use_locale(self._language(due.user.language)):
+            return await render.compose(due, self.services.digests)
+
+    async def send_task_reminders(self) -> int:
+        sent = 0
+        for reminder in await self.services.digests.due_tasks():
+            owner = reminder.owner
+            with self.i18n.context(), self.i18n.use_locale(self._language(owner.language)):
+                message = render.task_reminder(reminder, self.services.settings.zone)
+            assert owner.id is not None
+            if await self._deliver(owner.telegram_id, owner.id, message):
+                sent += 1
+        return sent
+
+    async def _deliver(self, chat_id: int | None, user_id: int, message: render.Composed) -> bool:
+        if chat_id is None:
+            return False
+        try:
+            await self._send(
+                lambda: self.bot.send_message(chat_id, message.text, reply_markup=message.keyboard)
             )
-        found = []
-        for notice in notices:
-            with contextlib.suppress(DomainError):
-                found.append(await contacts.get(person, notice.contact_id))
-        return leads.new_leads(found) if found else None
+            if message.chart is not None:
+                photo = BufferedInputFile(message.chart, filename="funnel.png")
+                await self._send(lambda: self.bot.send_photo(chat_id, photo))
+        except TelegramForbiddenError:
+            log.info("user %s blocked the bot; their morning messages stop", user_id)
+            await self.services.digests.blocked(user_id)
+            return False
+        except TelegramBadRequest as error:  # e.g. the chat is gone
+            log.warning("could not message user %s: %s", user_id, error.message)
+            return False
+        return True
+
+    async def _send(self, call: Callable[[], Awaitable[object]]) -> None:
+        await self.pacer.wait()
+        await call()
+
+    def _language(self, language: str | None) -> str:
+        return language if language in self.i18n.available_locales else self.i18n.default_locale

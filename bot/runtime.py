@@ -19,6 +19,7 @@ from aiohttp import web
 
 import handlers
 from bot.container import Services
+from bot.lead_notifier import LeadNotifier
 from bot.middlewares import (
     AccessGate,
     CurrentUser,
@@ -26,7 +27,8 @@ from bot.middlewares import (
     OncePerUpdate,
     RetryRequests,
 )
-from bot.notifier import LeadNotifier
+from bot.notifier import ScheduledMessages
+from bot.scheduler import SchedulerHost
 from bot.settings import Settings
 from handlers.commands import publish_commands, publish_default_commands
 from handlers.i18n import PersonLocale, build_i18n
@@ -63,6 +65,7 @@ class BotRuntime:
             views=services.views,
             exports=services.exports,
             fields=services.fields,
+            digests=services.digests,
             events=services.events,
             api_keys=services.api_keys,
             zone=settings.zone,
@@ -79,6 +82,15 @@ class BotRuntime:
         self.polling = asyncio.Event()
         self.dispatcher.startup.register(self.polling.set)
         self.notifier = LeadNotifier(self.bot, services, self.i18n, rate=settings.notify_rate)
+        self.scheduled = ScheduledMessages(self.bot, services, self.i18n)
+        self.scheduler = (
+            SchedulerHost(self.scheduled, settings.database_url) if settings.scheduler else None
+        )
+
+    def start_scheduler(self) -> None:
+        """Join the processes that may run the scheduler (the one holding the lease does)."""
+        if self.scheduler is not None and self.scheduler.stopped:
+            self.scheduler.start()
 
     async def publish_commands(self) -> None:
         """The command menus, per language and per role."""
@@ -88,6 +100,7 @@ class BotRuntime:
     async def poll(self, *, handle_signals: bool = True) -> None:
         """Long polling until stopped; then waits for the updates being handled."""
         await self.bot.delete_webhook()
+        self.start_scheduler()
         try:
             await self.dispatcher.start_polling(
                 self.bot,
@@ -130,6 +143,8 @@ class BotRuntime:
         )
 
     async def close(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         await self.notifier.stop()
         await self.in_flight.drained(SHUTDOWN_GRACE_SECONDS)
         await self.bot.session.close()

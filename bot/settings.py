@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     webhook_path: str = "/telegram/webhook"
     default_language: str = "en"
     log_level: str = "INFO"
+    idle_days: int = Field(default=7, ge=1, le=365)
+    scheduler: bool = True  # run the digest and reminders (one process per database does)
     leads_team: str | None = None
     lead_owners: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     notify_rate: float = Field(default=25.0, gt=0, le=30)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import Any
 
@@ -90,6 +90,7 @@ class Stage:
     category: Category
     position: int
     archived_at: datetime | None = None
+    idle_days: int | None = None  # a lead sitting here longer is idle; None: the default
 
     @property
     def archived(self) -> bool:
@@ -194,6 +195,7 @@ class Activity:
     by_user_id: int | None = None
     due_at: datetime | None = None
     done_at: datetime | None = None
+    reminded_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -308,3 +310,28 @@ class SavedView:
     filter: dict[str, Any]
     shared: bool = False
     created_at: datetime = field(default_factory=utcnow)
+
+
+class DigestSection(enum.StrEnum):
+    """What a morning digest may hold; each person chooses."""
+
+    NEW = "new"
+    MOVES = "moves"
+    CONVERTED = "converted"
+    LOST = "lost"
+    IDLE = "idle"
+    TOP = "top"
+    CHART = "chart"
+
+
+@dataclass(slots=True)
+class DigestSettings:
+    """When and what a person receives each morning: managers and admins the digest of their
+    scope, agents the list of their idle leads."""
+
+    user_id: int
+    enabled: bool = True
+    send_at: time = time(8, 0)
+    timezone: str = "Asia/Ho_Chi_Minh"
+    sections: frozenset[DigestSection] = frozenset(DigestSection)
+    blocked_at: datetime | None = None  # the person blocked the bot; nothing is sent until /digest

@@ -3,9 +3,9 @@ work does, once per use case."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -18,6 +18,7 @@ from domain.model import (
     Company,
     Contact,
     CustomFieldDef,
+    DigestSettings,
     EventKind,
     Notice,
     Operation,
@@ -56,6 +57,9 @@ class ContactFilter:
     created_before: datetime | None = None
     fields: tuple[tuple[str, str], ...] = ()  # custom field values, exactly
     words: tuple[str, ...] = ()  # folded words, each starting a word of the name or company
+    # Idle by stage: in one of these stages, with the last activity before the stage's moment.
+    idle_by_stage: tuple[tuple[int, datetime], ...] = ()
+    without_task_after: datetime | None = None  # no open task due after this moment
 
 
 EVERYTHING = Scope(everything=True)
@@ -75,6 +79,16 @@ class BulkMove:
     operation_id: int | None
     matching: ContactFilter | None = None  # only those matching, within `scope`
     scope: Scope = EVERYTHING
+
+
+@dataclass(frozen=True, slots=True)
+class ContactWrite:
+    """A contact to write back as it now is, provided its stored version is still
+    `expected_version`; its tags are written only when `tags_changed`."""
+
+    contact: Contact
+    expected_version: int
+    tags_changed: bool
 
 
 class StageRepository(Protocol):
@@ -126,19 +140,26 @@ class ContactRepository(Protocol):
         external_ids: list[str],
         lock: bool = False,
     ) -> list[Contact]:
-        """Contacts having any of these identifiers (for matching a batch of imported rows or
-        events). With `lock`, they stay locked until the unit of work ends, so that concurrent
-        events for one contact apply one after the other (PostgreSQL; on SQLite every writing
-        unit of work holds the database's one write lock anyway)."""
+        """Contacts having any of these identifiers, tags included (for matching a batch of
+        imported rows or events). With `lock`, they stay locked until the unit of work ends, so
+        that concurrent events for one contact apply one after the other (PostgreSQL; on SQLite
+        every writing unit of work holds the database's one write lock anyway)."""
         ...
 
-    async def add_many(self, contacts: list[tuple[Contact, str | None]]) -> None:
-        """Insert new contacts (each with its company name) in bulk, setting their ids. Their
-        identifiers must be free: a clash refuses the whole transaction."""
+    async def add_many(self, contacts: list[Contact]) -> None:
+        """Insert new contacts in bulk (their company ids already set), setting their ids. Each
+        has a phone, an email or an external id, and these must be free: a clash (another
+        transaction took one meanwhile) raises Conflict, and the whole transaction is refused."""
         ...
 
-    async def company_id(self, name: str) -> int:
-        """The company of that name (ignoring case and accents), created if new."""
+    async def update_many(self, writes: list[ContactWrite]) -> list[int]:
+        """Write changed contacts in bulk; returns the ids of those not written because someone
+        changed them meanwhile (their stored version is no longer the one expected)."""
+        ...
+
+    async def company_ids(self, names: Collection[str], *, create: bool) -> dict[str, int]:
+        """The ids of the companies of these names (ignoring case and accents), by the names as
+        given; with `create`, the missing ones are created, else left out."""
         ...
 
     async def count_in_stage(self, stage_id: int) -> int: ...
@@ -156,6 +177,9 @@ class HistoryRepository(Protocol):
     async def add_many(self, changes: list[StageChange]) -> None: ...
     async def for_contact(self, contact_id: int) -> list[StageChange]: ...
     async def latest(self, contact_id: int) -> StageChange | None: ...
+    async def latest_times(self, contact_ids: Collection[int]) -> dict[int, datetime]:
+        """When each of these contacts last changed stage (contacts never moved are absent)."""
+        ...
 
 
 class UserRepository(Protocol):
@@ -179,6 +203,11 @@ class CompanyRepository(Protocol):
 
 class ActivityRepository(Protocol):
     async def add(self, activity: Activity) -> Activity: ...
+    async def claim_due_tasks(self, now: datetime, limit: int) -> list[Activity]:
+        """Open tasks due by `now` that nobody was reminded of yet, marked reminded now (a
+        second claim, by this or another process, does not get them)."""
+        ...
+
     async def for_contact(
         self, contact_id: int, kinds: Sequence[ActivityKind] | None = None
     ) -> list[Activity]: ...
@@ -229,6 +258,23 @@ class FieldRepository(Protocol):
 
     async def add(self, field: CustomFieldDef) -> CustomFieldDef: ...
     async def delete(self, field_id: int) -> None: ...
+
+
+class DigestRepository(Protocol):
+    async def settings(self) -> dict[int, DigestSettings]:
+        """Everyone's stored settings, by user id (a person without a row has the defaults)."""
+        ...
+
+    async def save(self, settings: DigestSettings) -> None: ...
+    async def claim(self, user_id: int, day: date, kind: str, at: datetime) -> bool:
+        """Record that `kind` is being sent to the person for `day`; False when it was
+        claimed already, so that nothing is ever sent twice."""
+        ...
+
+    async def mark_sent(self, user_id: int, day: date, kind: str, at: datetime) -> None: ...
+    async def claimed(self, day: date, kind: str) -> set[int]:
+        """Who has `kind` for `day` claimed already."""
+        ...
 
 
 class ApiKeyRepository(Protocol):
@@ -315,6 +361,7 @@ class UnitOfWork(Protocol):
     access_requests: AccessRequestRepository
     views: ViewRepository
     fields: FieldRepository
+    digests: DigestRepository
     api_keys: ApiKeyRepository
     events: EventRepository
     rules: RuleRepository

@@ -184,6 +184,14 @@ class ImportMapCb(CallbackData, prefix="imap"):
     to: str
 
 
+class DigestCb(CallbackData, prefix="dg"):
+    """A /digest setting: onoff, times/time (`arg` HH:MM), zones/zone (`arg` the zone), ask
+    (`arg` time or zone: typed), sec (`arg` a section to switch)."""
+
+    act: str
+    arg: str = ""
+
+
 class RuleCb(CallbackData, prefix="rule"):
     """An admin's change to the automation rule of trigger number `t` (its place in
     domain.automation.TRIGGERS): `stage` -1 offers the choices, 0 makes it change no stage, -2

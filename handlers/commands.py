@@ -23,6 +23,7 @@ def commands_for(role: Role) -> list[BotCommand]:
         BotCommand(command="move", description=_("Move matching leads to a stage")),
         BotCommand(command="undo", description=_("Undo a bulk operation")),
         BotCommand(command="views", description=_("Saved lists of contacts")),
+        BotCommand(command="digest", description=_("Your morning message")),
         BotCommand(command="lang", description=_("Language")),
         BotCommand(command="help", description=_("What I can do")),
         BotCommand(command="cancel", description=_("Stop what you are doing")),

@@ -223,10 +223,8 @@ async def show_stages(
     contacts: ContactService,
     stages: StageService,
 ) -> None:
-    try:
-        details = await contacts.get(user, callback_data.id)
-    except DomainError as error:
-        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+    details = await contact_or_alert(query, contacts, user, callback_data.id)
+    if details is None:
         return
     live = [summary.stage for summary in await stages.summaries()]
     text = _("Move <b>{name}</b> to which stage? (now: {stage})").format(
@@ -422,10 +420,8 @@ async def ask_log(
     if callback_data.kind not in ("note", "call", "task"):
         await query.answer(_("Unknown action."), show_alert=True)
         return
-    try:
-        details = await contacts.get(user, callback_data.id)
-    except DomainError as error:
-        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+    details = await contact_or_alert(query, contacts, user, callback_data.id)
+    if details is None:
         return
     await state.set_state(Ask.log_text)
     await state.update_data(id=callback_data.id, kind=callback_data.kind)
@@ -571,6 +567,17 @@ async def cancel_button(
 
 
 # --- shared --------------------------------------------------------------------------------
+
+
+async def contact_or_alert(
+    query: CallbackQuery, contacts: ContactService, user: User, contact_id: int
+) -> ContactDetails | None:
+    """The contact a button names, if the person may see it; else they are told why."""
+    try:
+        return await contacts.get(user, contact_id)
+    except DomainError as error:
+        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+        return None
 
 
 async def _card(

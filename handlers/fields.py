@@ -23,7 +23,7 @@ from domain.services.contacts import ContactService
 from domain.services.fields import FieldService
 from handlers import render
 from handlers.callbacks import CardCb, FieldAdminCb, FieldCb, TagsCb
-from handlers.contacts import refused_on_card, send_card, show_card
+from handlers.contacts import contact_or_alert, refused_on_card, send_card, show_card
 from handlers.replies import show
 from handlers.texts import explain, refusal
 
@@ -149,10 +149,8 @@ async def ask_tags(
     contacts: ContactService,
     state: FSMContext,
 ) -> None:
-    try:
-        details = await contacts.get(user, callback_data.id)
-    except DomainError as error:
-        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+    details = await contact_or_alert(query, contacts, user, callback_data.id)
+    if details is None:
         return
     await state.set_state(EditInput.tags)
     await state.update_data(id=callback_data.id, v=callback_data.v)
@@ -198,10 +196,8 @@ async def edit_field(
     state: FSMContext,
     zone: ZoneInfo,
 ) -> None:
-    try:
-        details = await contacts.get(user, callback_data.id)
-    except DomainError as error:
-        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+    details = await contact_or_alert(query, contacts, user, callback_data.id)
+    if details is None:
         return
     contact = details.contact
     defined = await fields.list()

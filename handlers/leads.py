@@ -1,4 +1,4 @@
-"""Messages that tell people about new leads from the HTTP API (sent by bot.notifier, not in
+"""Messages that tell people about new leads from the HTTP API (sent by bot.lead_notifier, not in
 answer to an update): one lead as its card with the stage buttons at once, several that waited
 for the same person as one list."""
 

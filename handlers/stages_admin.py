@@ -21,6 +21,8 @@ from handlers.callbacks import CancelCb, StageAdminCb
 from handlers.replies import show
 from handlers.texts import CATEGORY, explain, refusal
 
+IDLE_CHOICES = (3, 7, 14, 30, 60, 90)
+
 
 class StageInput(StatesGroup):
     new_name = State()
@@ -129,6 +131,27 @@ async def _act(
             _stage_keyboard(await _summary(stages, data.id)),
             answered=True,
         )
+    elif data.act == "idle" and stage.category is Category.OPEN:
+        keys = InlineKeyboardBuilder()
+        for days in IDLE_CHOICES:
+            keys.button(
+                text=_("{days} days").format(days=days),
+                callback_data=StageAdminCb(id=data.id, act="idleset", arg=str(days)),
+            )
+        keys.button(
+            text=_("The default"), callback_data=StageAdminCb(id=data.id, act="idleset", arg="0")
+        )
+        keys.button(text="↩ " + _("Back"), callback_data=StageAdminCb(id=data.id, act="view"))
+        keys.adjust(3)
+        text = _(
+            "After how many days untouched is a lead in <b>{stage}</b> idle? Its agent hears "
+            "of it in the morning."
+        ).format(stage=render.e(stage.name))
+        await show(query, text, keys.as_markup())
+    elif data.act == "idleset" and data.arg.isdigit():
+        await stages.set_idle_days(user, stage.name, int(data.arg) or None)
+        summary = await _summary(stages, data.id)
+        await show(query, _stage_text(summary), _stage_keyboard(summary))
     elif data.act == "rename":
         await state.set_state(StageInput.rename)
         await state.update_data(stage=data.id)
@@ -225,12 +248,17 @@ async def _summary(stages: StageService, stage_id: int) -> StageSummary:
 
 def _stage_text(summary: StageSummary) -> str:
     stage = summary.stage
-    return _("<b>{stage}</b> — {category}, number {position}; {count} contact(s).").format(
+    text = _("<b>{stage}</b> — {category}, number {position}; {count} contact(s).").format(
         stage=render.e(stage.name),
         category=CATEGORY[stage.category],
         position=stage.position,
         count=summary.contacts,
     )
+    if stage.category is Category.OPEN and stage.idle_days:
+        text += "\n" + _("A lead here is idle after {days} days untouched.").format(
+            days=stage.idle_days
+        )
+    return text
 
 
 def _stage_keyboard(summary: StageSummary) -> InlineKeyboardMarkup:
@@ -246,6 +274,10 @@ def _stage_keyboard(summary: StageSummary) -> InlineKeyboardMarkup:
                 text=_("Make {category}").format(category=CATEGORY[category]),
                 callback_data=StageAdminCb(id=stage.id, act="cat", arg=category.value),
             )
+    if stage.category is Category.OPEN:
+        keys.button(
+            text="⏳ " + _("Idle after…"), callback_data=StageAdminCb(id=stage.id, act="idle")
+        )
     keys.button(text="🗑 " + _("Delete"), callback_data=StageAdminCb(id=stage.id, act="delete"))
     keys.button(text="↩ " + _("Back"), callback_data=StageAdminCb(act="list"))
     keys.adjust(3, 2, 2)

@@ -70,6 +70,7 @@ def help_text(role: Role | None) -> str:
         _("/move <i>search</i> — move every matching lead to one stage"),
         _("/undo — undo a bulk move, import or stage deletion"),
         _("/views — saved lists of contacts"),
+        _("/digest — your morning message: when, and what it holds"),
     ]
     if role is Role.ADMIN:
         lines.append(_("/stages — add, rename, reorder, recategorize or delete stages"))

@@ -3,7 +3,7 @@ these models describe the same tables for queries."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -37,6 +38,7 @@ class StageRow(Base):
     category: Mapped[str] = mapped_column(String(8))
     position: Mapped[int] = mapped_column(Integer)
     archived_at: Mapped[datetime | None]
+    idle_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime]
 
     __table_args__ = (
@@ -170,8 +172,12 @@ class ActivityRow(Base):
     by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     due_at: Mapped[datetime | None]
     done_at: Mapped[datetime | None]
+    reminded_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_activities_contact_at", "contact_id", "at"),)
+    __table_args__ = (
+        Index("ix_activities_contact_at", "contact_id", "at"),
+        Index("ix_activities_kind_due_at", "kind", "due_at"),
+    )
 
 
 class AccessRequestRow(Base):
@@ -217,6 +223,40 @@ class CustomFieldRow(Base):
     name: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(8))
     choices: Mapped[list[str]] = mapped_column(JSON)
+
+
+class DigestSettingsRow(Base):
+    __tablename__ = "digest_settings"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    send_at: Mapped[str] = mapped_column(String(5))
+    timezone: Mapped[str] = mapped_column(String(64))
+    sections: Mapped[list[str]] = mapped_column(JSON)
+    blocked_at: Mapped[datetime | None]
+
+
+class DeliveryRow(Base):
+    """A morning message claimed for a person and a day: the primary key makes a second claim
+    fail, so nothing is sent twice."""
+
+    __tablename__ = "deliveries"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    claimed_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+class LeaseRow(Base):
+    """Which process runs the scheduler, until when."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
 
 
 class ApiKeyRow(Base):

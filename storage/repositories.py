@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Collection, Sequence
+from datetime import date, datetime, time
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -12,6 +13,7 @@ from sqlalchemy import (
     Integer,
     Select,
     and_,
+    case,
     column,
     delete,
     func,
@@ -30,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.access import Scope
-from domain.errors import DuplicateContact, DuplicateStageName
+from domain.errors import DuplicateStageName
 from domain.model import (
     AccessRequest,
     Activity,
@@ -40,6 +42,8 @@ from domain.model import (
     Company,
     Contact,
     CustomFieldDef,
+    DigestSection,
+    DigestSettings,
     EventKind,
     FieldKind,
     Notice,
@@ -56,9 +60,17 @@ from domain.model import (
     User,
     utcnow,
 )
-from domain.ports import BulkMove, ContactFilter, DuplicateEvent, SearchCriteria
+from domain.ports import (
+    BulkMove,
+    Conflict,
+    ContactFilter,
+    ContactWrite,
+    DuplicateEvent,
+    SearchCriteria,
+)
 from domain.services.contacts import duplicate_of
 from domain.text import clean_name, fold
+from storage import bulk
 from storage.models import (
     AccessRequestRow,
     ActivityRow,
@@ -69,6 +81,8 @@ from storage.models import (
     ContactRow,
     ContactTagRow,
     CustomFieldRow,
+    DeliveryRow,
+    DigestSettingsRow,
     EventRow,
     NoticeRow,
     OperationItemRow,
@@ -105,6 +119,7 @@ class SqlStageRepository:
             category=stage.category.value,
             position=stage.position,
             archived_at=stage.archived_at,
+            idle_days=stage.idle_days,
             created_at=utcnow(),
         )
         self._session.add(row)
@@ -123,6 +138,7 @@ class SqlStageRepository:
                 category=stage.category.value,
                 position=stage.position,
                 archived_at=stage.archived_at,
+                idle_days=stage.idle_days,
             )
         )
         await self._flush_name(stage.name)
@@ -234,7 +250,7 @@ class SqlContactRepository:
         self, where: ContactFilter, scope: Scope, *, limit: int, offset: int = 0
     ) -> list[Contact]:
         query = select(ContactRow).where(*self._matching(where, scope))
-        if where.idle_since is not None:
+        if where.idle_since is not None or where.idle_by_stage:
             query = query.order_by(ContactRow.last_activity_at)
         query = query.order_by(ContactRow.id.desc()).limit(limit).offset(offset)
         return await self._load(query)
@@ -303,6 +319,21 @@ class SqlContactRepository:
             conditions.append(ContactRow.company_id == where.company_id)
         if where.idle_since is not None:
             conditions.append(ContactRow.last_activity_at < where.idle_since)
+        if where.idle_by_stage:
+            moment = ContactRow.last_activity_at.type
+            cutoffs = {stage_id: literal(at, moment) for stage_id, at in where.idle_by_stage}
+            conditions.append(ContactRow.stage_id.in_(cutoffs))
+            conditions.append(
+                ContactRow.last_activity_at < case(cutoffs, value=ContactRow.stage_id)
+            )
+        if where.without_task_after is not None:
+            task_ahead = select(ActivityRow.id).where(
+                ActivityRow.contact_id == ContactRow.id,
+                ActivityRow.kind == ActivityKind.TASK.value,
+                ActivityRow.done_at.is_(None),
+                ActivityRow.due_at > where.without_task_after,
+            )
+            conditions.append(~task_ahead.exists())
         return conditions
 
     async def find_many(
@@ -330,49 +361,120 @@ class SqlContactRepository:
                 .execution_options(populate_existing=True)
             )
             return await self._load(query)
-        found: dict[int, Contact] = {}
+        found: dict[int, tuple[Any, ...]] = {}
         for identifier, values in (
-            (ContactRow.phone, phones),
-            (ContactRow.email, emails),
-            (ContactRow.external_id, external_ids),
+            ("phone", phones),
+            ("email", emails),
+            ("external_id", external_ids),
         ):
-            for start in range(0, len(values), ID_CHUNK):
-                chunk = values[start : start + ID_CHUNK]
-                query = select(ContactRow).where(identifier.in_(chunk))
-                for contact in await self._load(query):
-                    assert contact.id is not None
-                    found[contact.id] = contact
-        return list(found.values())
+            rows = await bulk.select_in(
+                self._session, ContactRow, ("id", *CONTACT_FIELDS), identifier, values
+            )
+            found.update((row[0], row) for row in rows)
+        links = await bulk.select_in(
+            self._session, ContactTagRow, ("contact_id", "tag_id"), "contact_id", list(found)
+        )
+        names = dict(
+            await bulk.select_in(
+                self._session, TagRow, ("id", "name"), "id", list({tag_id for _, tag_id in links})
+            )
+        )
+        tags: dict[int, list[str]] = {}
+        for contact_id, tag_id in links:
+            tags.setdefault(contact_id, []).append(names[tag_id])
+        return [
+            _contact_from(row, sorted(tags.get(contact_id, [])))
+            for contact_id, row in found.items()
+        ]
 
-    async def company_id(self, name: str) -> int:
-        return await self._company_id(name)
+    async def company_ids(self, names: Collection[str], *, create: bool) -> dict[str, int]:
+        keys = {name: fold(name) for name in names}
+        ids = await self._ids_by_key(CompanyRow, set(keys.values()))
+        missing = {key: name for name, key in keys.items() if key not in ids}
+        if create and missing:
+            added = await bulk.insert(
+                self._session,
+                CompanyRow,
+                ("name", "name_key"),
+                [(name, key) for key, name in missing.items()],
+                returning=("id", "name_key"),
+            )
+            ids.update({key: company_id for company_id, key in added})
+        return {name: ids[key] for name, key in keys.items() if key in ids}
 
-    async def add_many(self, contacts: list[tuple[Contact, str | None]]) -> None:
-        companies = {fold(name): name for _, name in contacts if name}
-        company_ids = {key: await self._company_id(name) for key, name in companies.items()}
-        rows = []
-        for contact, company in contacts:
-            contact.company_id = company_ids[fold(company)] if company else None
-            rows.append({**_contact_values(contact), "search_text": _search_text(contact, company)})
+    async def add_many(self, contacts: list[Contact]) -> None:
+        search = await self._search_texts(contacts)
+        rows = [(*_contact_fields(c), text) for c, text in zip(contacts, search, strict=True)]
         try:
-            async with self._session.begin_nested():
-                result = await self._session.execute(
-                    insert(ContactRow).returning(ContactRow.id, sort_by_parameter_order=True), rows
-                )
+            inserted = await bulk.insert(
+                self._session,
+                ContactRow,
+                CONTACT_COLUMNS,
+                rows,
+                returning=("id", *IDENTIFIER_COLUMNS),
+            )
         except IntegrityError:
-            raise DuplicateContact(0, "identifier", "in this batch") from None
-        for (contact, _), contact_id in zip(contacts, result.scalars().all(), strict=True):
-            contact.id = contact_id
-        tag_ids: dict[str, int] = {}
-        links = []
-        for contact, _ in contacts:
-            for tag in contact.tags:
-                key = fold(tag)
-                if key not in tag_ids:
-                    tag_ids[key] = await self._tag_id(tag)
-                links.append({"contact_id": contact.id, "tag_id": tag_ids[key]})
-        if links:
-            await self._session.execute(insert(ContactTagRow), links)
+            raise Conflict("another contact took one of these identifiers meanwhile") from None
+        # Rows come back in no promised order: each new contact is found by an identifier.
+        ids = {_identity(identifiers): contact_id for contact_id, *identifiers in inserted}
+        for contact in contacts:
+            contact.id = ids[_identity(_identifiers(contact))]
+        await self._add_tags(contacts)
+
+    async def update_many(self, writes: list[ContactWrite]) -> list[int]:
+        contacts = [w.contact for w in writes]
+        search = await self._search_texts(contacts)
+        rows = [
+            (w.contact.id, w.expected_version, *_contact_fields(w.contact), text)
+            for w, text in zip(writes, search, strict=True)
+        ]
+        written = set(await bulk.update(self._session, ContactRow, CONTACT_COLUMNS, rows))
+        retagged = [w.contact for w in writes if w.tags_changed and w.contact.id in written]
+        for start in range(0, len(retagged), ID_CHUNK):
+            chunk = [c.id for c in retagged[start : start + ID_CHUNK]]
+            await self._session.execute(
+                delete(ContactTagRow).where(ContactTagRow.contact_id.in_(chunk))
+            )
+        await self._add_tags(retagged)
+        return [c.id for c in contacts if c.id is not None and c.id not in written]
+
+    async def _search_texts(self, contacts: Sequence[Contact]) -> list[str]:
+        companies = await SqlCompanyRepository(self._session).names(
+            {c.company_id for c in contacts if c.company_id is not None}
+        )
+        return [
+            _search_text(c, companies.get(c.company_id) if c.company_id else None) for c in contacts
+        ]
+
+    async def _add_tags(self, contacts: Sequence[Contact]) -> None:
+        names = {tag: fold(tag) for contact in contacts for tag in contact.tags}
+        if not names:
+            return
+        ids = await self._ids_by_key(TagRow, set(names.values()))
+        missing = {key: tag for tag, key in names.items() if key not in ids}
+        if missing:
+            added = await bulk.insert(
+                self._session,
+                TagRow,
+                ("name", "name_key"),
+                [(clean_name(tag), key) for key, tag in missing.items()],
+                returning=("id", "name_key"),
+            )
+            ids.update({key: tag_id for tag_id, key in added})
+        links = {(c.id, ids[names[tag]]) for c in contacts for tag in c.tags}
+        await bulk.insert(self._session, ContactTagRow, ("contact_id", "tag_id"), list(links))
+
+    async def _ids_by_key(
+        self, model: type[CompanyRow] | type[TagRow], keys: set[str]
+    ) -> dict[str, int]:
+        ids: dict[str, int] = {}
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), ID_CHUNK):
+            query = select(model.name_key, model.id).where(
+                model.name_key.in_(ordered[start : start + ID_CHUNK])
+            )
+            ids.update((await self._session.execute(query)).all())
+        return ids
 
     async def count_in_stage(self, stage_id: int) -> int:
         count = await self._session.scalar(
@@ -566,11 +668,36 @@ class SqlHistoryRepository:
         await self._session.execute(insert(StageChangeRow).values(_change_values(change)))
 
     async def add_many(self, changes: list[StageChange]) -> None:
-        if not changes:
-            return
-        await self._session.execute(
-            insert(StageChangeRow), [_change_values(change) for change in changes]
+        await bulk.insert(
+            self._session,
+            StageChangeRow,
+            HISTORY_COLUMNS,
+            [
+                (
+                    change.contact_id,
+                    change.from_stage_id,
+                    change.to_stage_id,
+                    change.at,
+                    change.by_user_id,
+                    change.source.value,
+                    change.reason,
+                    change.operation_id,
+                )
+                for change in changes
+            ],
         )
+
+    async def latest_times(self, contact_ids: Collection[int]) -> dict[int, datetime]:
+        ids = sorted(contact_ids)
+        times: dict[int, datetime] = {}
+        for start in range(0, len(ids), ID_CHUNK):
+            query = (
+                select(StageChangeRow.contact_id, func.max(StageChangeRow.at))
+                .where(StageChangeRow.contact_id.in_(ids[start : start + ID_CHUNK]))
+                .group_by(StageChangeRow.contact_id)
+            )
+            times.update((await self._session.execute(query)).all())
+        return times
 
     async def for_contact(self, contact_id: int) -> list[StageChange]:
         rows = await self._session.scalars(
@@ -668,6 +795,7 @@ class SqlActivityRepository:
             by_user_id=activity.by_user_id,
             due_at=activity.due_at,
             done_at=activity.done_at,
+            reminded_at=activity.reminded_at,
         )
         self._session.add(row)
         await self._session.flush()
@@ -683,19 +811,102 @@ class SqlActivityRepository:
         rows = await self._session.scalars(
             query.order_by(ActivityRow.at.desc(), ActivityRow.id.desc())
         )
-        return [
-            Activity(
-                row.id,
-                row.contact_id,
-                ActivityKind(row.kind),
-                row.text,
-                at=row.at,
-                by_user_id=row.by_user_id,
-                due_at=row.due_at,
-                done_at=row.done_at,
+        return [_activity(row) for row in rows]
+
+    async def claim_due_tasks(self, now: datetime, limit: int) -> list[Activity]:
+        due = (
+            select(ActivityRow.id)
+            .where(
+                ActivityRow.kind == ActivityKind.TASK.value,
+                ActivityRow.due_at <= now,
+                ActivityRow.done_at.is_(None),
+                ActivityRow.reminded_at.is_(None),
+            )
+            .order_by(ActivityRow.due_at)
+            .limit(limit)
+        )
+        ids = list(await self._session.scalars(due))
+        if not ids:
+            return []
+        claimed = await self._session.scalars(
+            sql_update(ActivityRow)
+            .where(ActivityRow.id.in_(ids), ActivityRow.reminded_at.is_(None))
+            .values(reminded_at=now)
+            .returning(ActivityRow.id)
+        )
+        taken = set(claimed)
+        rows = await self._session.scalars(select(ActivityRow).where(ActivityRow.id.in_(taken)))
+        return [_activity(row) for row in rows]
+
+
+def _activity(row: ActivityRow) -> Activity:
+    return Activity(
+        row.id,
+        row.contact_id,
+        ActivityKind(row.kind),
+        row.text,
+        at=row.at,
+        by_user_id=row.by_user_id,
+        due_at=row.due_at,
+        done_at=row.done_at,
+        reminded_at=row.reminded_at,
+    )
+
+
+class SqlDigestRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def settings(self) -> dict[int, DigestSettings]:
+        rows = await self._session.scalars(select(DigestSettingsRow))
+        return {
+            row.user_id: DigestSettings(
+                row.user_id,
+                enabled=row.enabled,
+                send_at=time.fromisoformat(row.send_at),
+                timezone=row.timezone,
+                sections=frozenset(
+                    DigestSection(s) for s in row.sections if s in set(DigestSection)
+                ),
+                blocked_at=row.blocked_at,
             )
             for row in rows
-        ]
+        }
+
+    async def save(self, settings: DigestSettings) -> None:
+        row = DigestSettingsRow(
+            user_id=settings.user_id,
+            enabled=settings.enabled,
+            send_at=settings.send_at.strftime("%H:%M"),
+            timezone=settings.timezone,
+            sections=sorted(settings.sections),
+            blocked_at=settings.blocked_at,
+        )
+        await self._session.merge(row)
+        await self._session.flush()
+
+    async def claim(self, user_id: int, day: date, kind: str, at: datetime) -> bool:
+        dialect = self._session.get_bind().dialect.name
+        insert_row = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        result = await self._session.execute(
+            insert_row(DeliveryRow)
+            .values(user_id=user_id, day=day, kind=kind, claimed_at=at)
+            .on_conflict_do_nothing()
+        )
+        return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+    async def mark_sent(self, user_id: int, day: date, kind: str, at: datetime) -> None:
+        await self._session.execute(
+            sql_update(DeliveryRow)
+            .where(DeliveryRow.user_id == user_id, DeliveryRow.day == day, DeliveryRow.kind == kind)
+            .values(sent_at=at)
+        )
+
+    async def claimed(self, day: date, kind: str) -> set[int]:
+        rows = await self._session.scalars(
+            select(DeliveryRow.user_id).where(DeliveryRow.day == day, DeliveryRow.kind == kind)
+        )
+        return set(rows)
 
 
 class SqlOperationRepository:
@@ -730,21 +941,21 @@ class SqlOperationRepository:
         )
 
     async def add_items(self, items: list[OperationItem]) -> None:
-        if not items:
-            return
-        await self._session.execute(
-            insert(OperationItemRow),
+        await bulk.insert(
+            self._session,
+            OperationItemRow,
+            ITEM_COLUMNS,
             [
-                {
-                    "operation_id": item.operation_id,
-                    "contact_id": item.contact_id,
-                    "created": item.created,
-                    "before_stage_id": item.before_stage_id,
-                    "before_stage_entered_at": item.before_stage_entered_at,
-                    "before_last_activity_at": item.before_last_activity_at,
-                    "before_fields": item.before_fields,
-                    "after_version": item.after_version,
-                }
+                (
+                    item.operation_id,
+                    item.contact_id,
+                    item.created,
+                    item.before_stage_id,
+                    item.before_stage_entered_at,
+                    item.before_last_activity_at,
+                    item.before_fields,
+                    item.after_version,
+                )
                 for item in items
             ],
         )
@@ -1044,35 +1255,38 @@ class SqlEventRepository:
         self._session = session
 
     async def add_many(self, events: list[ReceivedEvent]) -> None:
-        if not events:
-            return
         rows = [
-            {
-                "kind": event.kind.value,
-                "contact_id": event.contact_id,
-                "received_at": event.received_at,
-                "via": event.via,
-                "idempotency_key": event.idempotency_key,
-                "fingerprint": event.fingerprint,
-                "source": event.source,
-                "value": event.value,
-                "outcome": event.outcome.value,
-                "created_contact": event.created_contact,
-                "from_stage_id": event.from_stage_id,
-                "to_stage_id": event.to_stage_id,
-                "detail": event.detail,
-            }
+            (
+                event.kind.value,
+                event.contact_id,
+                event.received_at,
+                event.via,
+                event.idempotency_key,
+                event.fingerprint,
+                event.source,
+                event.value,
+                event.outcome.value,
+                event.created_contact,
+                event.from_stage_id,
+                event.to_stage_id,
+                event.detail,
+            )
             for event in events
         ]
         try:
-            result = await self._session.execute(
-                insert(EventRow).returning(EventRow.id, sort_by_parameter_order=True), rows
+            inserted = await bulk.insert(
+                self._session, EventRow, EVENT_COLUMNS, rows, returning=("id", *EVENT_IDENTITY)
             )
         except IntegrityError:
             # Only an idempotency key can clash; the whole unit of work is then tried again.
             raise DuplicateEvent("an idempotency key was taken meanwhile") from None
-        for event, event_id in zip(events, result.scalars().all(), strict=True):
-            event.id = event_id
+        # Rows come back in no promised order: each event is found by what it stored. Events
+        # alike in all of that are alike in everything stored, so either id serves either.
+        ids: dict[tuple[Any, ...], list[int]] = {}
+        for event_id, *identity in inserted:
+            ids.setdefault(tuple(identity), []).append(event_id)
+        for event in events:
+            event.id = ids[_identity_of(event)].pop()
 
     async def by_keys(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], ReceivedEvent]:
         if not keys:
@@ -1108,6 +1322,48 @@ class SqlEventRepository:
             .limit(limit)
         )
         return [_event(row) for row in rows]
+
+
+EVENT_COLUMNS = (
+    "kind",
+    "contact_id",
+    "received_at",
+    "via",
+    "idempotency_key",
+    "fingerprint",
+    "source",
+    "value",
+    "outcome",
+    "created_contact",
+    "from_stage_id",
+    "to_stage_id",
+    "detail",
+)
+# Columns that tell the events of one batch apart (the rest follows from them), read back as
+# plain values by every driver.
+EVENT_IDENTITY = (
+    "contact_id",
+    "kind",
+    "via",
+    "idempotency_key",
+    "fingerprint",
+    "outcome",
+    "from_stage_id",
+    "to_stage_id",
+)
+
+
+def _identity_of(event: ReceivedEvent) -> tuple[Any, ...]:
+    return (
+        event.contact_id,
+        event.kind.value,
+        event.via,
+        event.idempotency_key,
+        event.fingerprint,
+        event.outcome.value,
+        event.from_stage_id,
+        event.to_stage_id,
+    )
 
 
 def _event(row: EventRow) -> ReceivedEvent:
@@ -1183,22 +1439,17 @@ class SqlNoticeRepository:
         self._session = session
 
     async def add_many(self, notices: list[Notice]) -> None:
-        if not notices:
-            return
-        rows = [
-            {
-                "user_id": notice.user_id,
-                "contact_id": notice.contact_id,
-                "created_at": notice.created_at,
-                "sent_at": notice.sent_at,
-            }
-            for notice in notices
-        ]
-        result = await self._session.execute(
-            insert(NoticeRow).returning(NoticeRow.id, sort_by_parameter_order=True), rows
+        rows = [(n.user_id, n.contact_id, n.created_at, n.sent_at) for n in notices]
+        inserted = await bulk.insert(
+            self._session,
+            NoticeRow,
+            ("user_id", "contact_id", "created_at", "sent_at"),
+            rows,
+            returning=("id", "user_id", "contact_id"),
         )
-        for notice, notice_id in zip(notices, result.scalars().all(), strict=True):
-            notice.id = notice_id
+        ids = {(user_id, contact_id): notice_id for notice_id, user_id, contact_id in inserted}
+        for notice in notices:  # one notice per person and new contact
+            notice.id = ids[(notice.user_id, notice.contact_id)]
 
     async def pending(self, limit: int) -> list[Notice]:
         rows = await self._session.scalars(
@@ -1246,50 +1497,111 @@ def _search_text(contact: Contact, company_name: str | None) -> str:
     return fold(" ".join(part for part in (contact.name, company_name) if part))
 
 
+# A contact's columns, in the order bulk writes give them.
+CONTACT_FIELDS = (
+    "name",
+    "phone",
+    "email",
+    "external_id",
+    "company_id",
+    "source",
+    "owner_id",
+    "stage_id",
+    "value",
+    "custom_fields",
+    "created_at",
+    "stage_entered_at",
+    "last_activity_at",
+    "version",
+    "updated_by_id",
+)
+CONTACT_COLUMNS = (*CONTACT_FIELDS, "search_text")
+IDENTIFIER_COLUMNS = ("phone", "email", "external_id")
+HISTORY_COLUMNS = (
+    "contact_id",
+    "from_stage_id",
+    "to_stage_id",
+    "at",
+    "by_user_id",
+    "source",
+    "reason",
+    "operation_id",
+)
+ITEM_COLUMNS = (
+    "operation_id",
+    "contact_id",
+    "created",
+    "before_stage_id",
+    "before_stage_entered_at",
+    "before_last_activity_at",
+    "before_fields",
+    "after_version",
+)
+_contact_fields = attrgetter(*CONTACT_FIELDS)
+_identifiers = attrgetter(*IDENTIFIER_COLUMNS)
+
+
 def _contact_values(contact: Contact) -> dict[str, Any]:
-    return {
-        "name": contact.name,
-        "phone": contact.phone,
-        "email": contact.email,
-        "external_id": contact.external_id,
-        "company_id": contact.company_id,
-        "source": contact.source,
-        "owner_id": contact.owner_id,
-        "stage_id": contact.stage_id,
-        "value": contact.value,
-        "custom_fields": contact.custom_fields,
-        "created_at": contact.created_at,
-        "stage_entered_at": contact.stage_entered_at,
-        "last_activity_at": contact.last_activity_at,
-        "version": contact.version,
-        "updated_by_id": contact.updated_by_id,
-    }
+    return dict(zip(CONTACT_FIELDS, _contact_fields(contact), strict=True))
+
+
+def _identity(identifiers: Sequence[str | None]) -> tuple[int, str]:
+    """Which of its identifiers a contact added in bulk is found by, and its value."""
+    for position, value in enumerate(identifiers):
+        if value is not None:
+            return position, value
+    raise ValueError("a contact added in bulk needs a phone, an email or an external id")
 
 
 def _contact(row: ContactRow, tags: list[str]) -> Contact:
+    return _contact_from((row.id, *_contact_fields(row)), tags)
+
+
+def _contact_from(values: Sequence[Any], tags: list[str]) -> Contact:
+    """A contact from its id and its CONTACT_FIELDS, in order."""
+    (
+        contact_id,
+        name,
+        phone,
+        email,
+        external_id,
+        company_id,
+        source,
+        owner_id,
+        stage_id,
+        value,
+        custom_fields,
+        created_at,
+        stage_entered_at,
+        last_activity_at,
+        version,
+        updated_by_id,
+    ) = values
     return Contact(
-        id=row.id,
-        name=row.name,
-        phone=row.phone,
-        email=row.email,
-        external_id=row.external_id,
-        company_id=row.company_id,
-        source=row.source,
-        owner_id=row.owner_id,
-        stage_id=row.stage_id,
-        value=row.value,
+        id=contact_id,
+        name=name,
+        phone=phone,
+        email=email,
+        external_id=external_id,
+        company_id=company_id,
+        source=source,
+        owner_id=owner_id,
+        stage_id=stage_id,
+        value=value,
         tags=tags,
-        custom_fields=dict(row.custom_fields or {}),
-        created_at=row.created_at,
-        stage_entered_at=row.stage_entered_at,
-        last_activity_at=row.last_activity_at,
-        version=row.version,
-        updated_by_id=row.updated_by_id,
+        custom_fields=dict(custom_fields or {}),
+        created_at=created_at,
+        stage_entered_at=stage_entered_at,
+        last_activity_at=last_activity_at,
+        version=version,
+        updated_by_id=updated_by_id,
     )
 
 
 def _stage(row: StageRow) -> Stage:
-    return Stage(row.id, row.name, Category(row.category), row.position, row.archived_at)
+    return Stage(
+        row.id, row.name, Category(row.category), row.position, row.archived_at, row.idle_days
+    )
 
 
 def _change_values(change: StageChange) -> dict[str, Any]:

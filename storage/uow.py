@@ -15,6 +15,7 @@ from domain.ports import (
     CompanyRepository,
     Conflict,
     ContactRepository,
+    DigestRepository,
     EventRepository,
     FieldRepository,
     HistoryRepository,
@@ -32,6 +33,7 @@ from storage.repositories import (
     SqlApiKeyRepository,
     SqlCompanyRepository,
     SqlContactRepository,
+    SqlDigestRepository,
     SqlEventRepository,
     SqlFieldRepository,
     SqlHistoryRepository,
@@ -56,6 +58,7 @@ class _Repositories:
     access_requests: AccessRequestRepository
     views: ViewRepository
     fields: FieldRepository
+    digests: DigestRepository
     api_keys: ApiKeyRepository
     events: EventRepository
     rules: RuleRepository
@@ -73,6 +76,7 @@ class _Repositories:
         self.access_requests = SqlAccessRequestRepository(session)
         self.views = SqlViewRepository(session)
         self.fields = SqlFieldRepository(session)
+        self.digests = SqlDigestRepository(session)
         self.api_keys = SqlApiKeyRepository(session)
         self.events = SqlEventRepository(session)
         self.rules = SqlRuleRepository(session)

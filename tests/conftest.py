@@ -23,9 +23,13 @@ POSTGRES_URL = os.environ.get("STAGEKEEPER_TEST_POSTGRES_URL")
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-def _migrate(url: str) -> None:
+def _migrate(url: str, *, afresh: bool = False) -> None:
     async def run() -> None:
         engine = make_engine(url)
+        if afresh:  # a schema left by another branch's migrations would mislead this run
+            async with engine.begin() as connection:
+                await connection.execute(text("DROP SCHEMA public CASCADE"))
+                await connection.execute(text("CREATE SCHEMA public"))
         await migrate.upgrade(engine)
         await engine.dispose()
 
@@ -49,7 +53,7 @@ def postgres_url() -> str:
         if os.environ.get("CI") == "true":
             pytest.fail("CI must test PostgreSQL: STAGEKEEPER_TEST_POSTGRES_URL is not set")
         pytest.skip('no PostgreSQL: run `eval "$(bash .ci/services.sh)"` to test it too')
-    _migrate(POSTGRES_URL)
+    _migrate(POSTGRES_URL, afresh=True)
     return POSTGRES_URL
 
 

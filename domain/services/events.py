@@ -43,7 +43,7 @@ from domain.model import (
     utcnow,
 )
 from domain.phones import normalize_email, normalize_phone
-from domain.ports import Clock, Conflict, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, Conflict, ContactWrite, UnitOfWork, UnitOfWorkFactory
 from domain.services.contacts import (
     ContactDetails,
     ContactDraft,
@@ -409,10 +409,14 @@ class _Batch:
     async def write(self) -> None:
         """Everything the applied events changed, in bulk."""
         if self.new:
-            await self.uow.contacts.add_many(self.new)
-        for contact, version in self.changed.values():
-            if not await self.uow.contacts.update(contact, expected_version=version):
-                raise StaleVersion(None)
+            names = {company for _, company in self.new if company}
+            companies = await self.uow.contacts.company_ids(names, create=True)
+            for contact, company in self.new:
+                contact.company_id = companies[company] if company else None
+            await self.uow.contacts.add_many([contact for contact, _ in self.new])
+        writes = [ContactWrite(c, version, False) for c, version in self.changed.values()]
+        if writes and await self.uow.contacts.update_many(writes):
+            raise StaleVersion(None)
         await self.uow.history.add_many(
             [replace(change, contact_id=_id(contact)) for contact, change in self.changes]
         )
@@ -545,7 +549,8 @@ class _Batch:
         )
         contact.name = contact.name or event.name
         if contact.company_id is None and event.company:
-            contact.company_id = await self.uow.contacts.company_id(event.company)
+            companies = await self.uow.contacts.company_ids([event.company], create=True)
+            contact.company_id = companies[event.company]
         contact.source = contact.source or event.source
         contact.value = contact.value if contact.value is not None else event.value
         for key, value in custom.items():

@@ -5,7 +5,7 @@ A dry run does all of it and rolls back, so its counts are exactly what the impo
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo
 
 from domain import fields
 from domain.access import require_role
-from domain.errors import DomainError, InvalidInput
+from domain.errors import DomainError, ImportRefused, InvalidInput
 from domain.fields import InvalidFieldValue
+from domain.import_batches import CHILD_FROM, batches
 from domain.imports import CUSTOM_PREFIX, IDENTIFIERS, ImportRow, RowError, error_report, parse
 from domain.model import (
     Category,
@@ -30,12 +31,14 @@ from domain.model import (
     User,
     utcnow,
 )
-from domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, Conflict, ContactWrite, UnitOfWork, UnitOfWorkFactory
 from domain.stages import stage_name
 from domain.text import fold
 from domain.transitions import Policy, plan_move
 
-BATCH = 1000
+BATCH = 5000  # rows matched and written together
+PROGRESS_EVERY = 50_000  # rows between two progress reports
+FOLDED_MAX = 65_536  # tags folded and remembered, per import
 # The scalar fields an import may change, and how a contact's value is kept in a before-image.
 PROFILE = ("name", "phone", "email", "external_id", "source", "value", "owner_id", "company_id")
 
@@ -77,11 +80,22 @@ class ImportReport:
         return error_report(self.errors, self.header)
 
 
+class Phase(enum.StrEnum):
+    APPLYING = "applying"  # rows are read, matched and written, batch after batch
+    FINISHING = "finishing"  # every row is applied; committing (or, for a dry run, rolling back)
+
+
 @dataclass(frozen=True, slots=True)
-class _NewContact:
-    contact: Contact
-    company: str | None
-    reason: str | None  # the lost reason of its first stage, when lost
+class ImportProgress:
+    """How far an import has come: data rows read from the file (rejected ones included) and,
+    of those, the rows applied so far (created, updated, found unchanged or rejected)."""
+
+    phase: Phase
+    read: int
+    applied: int
+
+
+Progress = Callable[[ImportProgress], Awaitable[None]]
 
 
 class RowRefused(Exception):
@@ -100,38 +114,58 @@ class ImportService:
         zone: ZoneInfo,
         policy: Policy | None = None,
         clock: Clock = utcnow,
+        batch: int = BATCH,
+        progress_every: int = PROGRESS_EVERY,
+        child_from: int = CHILD_FROM,
     ) -> None:
         self._uow = uow
         self._region = default_region
         self._zone = zone
         self._policy = policy or Policy()
         self._clock = clock
+        self._batch = batch
+        self._progress_every = progress_every
+        self._child_from = child_from  # bytes of file from which another process reads it
 
-    async def run(self, actor: User, data: bytes, options: ImportOptions) -> ImportReport:
-        """Import a file (admins). A broken file raises ImportRefused and changes nothing."""
+    async def run(
+        self,
+        actor: User,
+        data: bytes,
+        options: ImportOptions,
+        progress: Progress | None = None,
+    ) -> ImportReport:
+        """Import a file (admins). A broken file raises ImportRefused and changes nothing.
+        `progress`, when given, hears how far the import has come every `progress_every` rows
+        or so, and once more when the last row is applied."""
         require_role(actor, Role.ADMIN)
         now = self._clock()
-        parsed = parse(
-            data,
-            mapping=options.mapping,
-            default_region=self._region,
-            zone=self._zone,
-            now=now,
-            match=options.match,
-        )
+        parse_options: dict[str, Any] = {
+            "mapping": options.mapping,
+            "default_region": self._region,
+            "zone": self._zone,
+            "now": now,
+            "match": options.match,
+        }
+        parsed = parse(data, **parse_options)
         report = ImportReport(
             unknown_columns=parsed.unknown_columns, dry_run=options.dry_run, header=parsed.header
         )
-        async with self._uow() as uow:
+        in_child = len(data) >= self._child_from
+        async with (
+            self._uow() as uow,
+            batches(data, parsed, parse_options, size=self._batch, in_child=in_child) as stream,
+        ):
             run = _Run(uow, actor, options, self._policy, now, report, parsed.columns)
             await run.prepare()
-            batch: list[ImportRow] = []
-            for row in parsed.rows:
-                batch.append(row)
-                if len(batch) == BATCH:
-                    await run.apply(batch)
-                    batch = []
-            await run.apply(batch)
+            reported = read = 0
+            async for batch in stream:
+                await run.apply(batch.rows)
+                read = batch.read
+                if progress is not None and read - reported >= self._progress_every:
+                    reported = read
+                    await progress(ImportProgress(Phase.APPLYING, read, read))
+            if progress is not None:
+                await progress(ImportProgress(Phase.FINISHING, read, read))
             report.errors = sorted([*parsed.errors, *report.errors], key=lambda e: e.row)
             if options.dry_run:
                 return report  # leaving the unit of work rolls everything back
@@ -139,6 +173,31 @@ class ImportService:
             await uow.commit()
         report.operation_id = run.operation.id if run.operation else None
         return report
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What a batch of rows writes, decided row by row and then written set-based."""
+
+    new: list[_NewContact] = field(default_factory=list)
+    changes: list[_Change] = field(default_factory=list)
+    # Contacts that name a company not created yet, by its name as written.
+    new_companies: list[tuple[Contact, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _NewContact:
+    row: int
+    contact: Contact
+    reason: str | None  # the lost reason of its first stage, when lost
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    row: int
+    write: ContactWrite
+    item: OperationItem  # the contact as it was, for undo
+    move: StageChange | None
 
 
 class _Run:
@@ -160,12 +219,17 @@ class _Run:
         self.policy = policy
         self.now = now
         self.report = report
-        self.stages: dict[str, Stage] = {}
+        self.headers = {name: header for header, name in reversed(columns.items())}
+        self.stages: dict[str, Stage] = {}  # by folded name
         self.all_stages: dict[int, Stage] = {}
-        self.owners: dict[str, User] = {}
+        self.owners: dict[str, User] = {}  # by folded name and by Telegram id
+        # A million rows name a few stages, owners and tags: each spelling is folded once.
+        self.stages_as_written: dict[str, Stage] = {}
+        self.owners_as_written: dict[str, User] = {}
+        self.folded: dict[str, str] = {}
+        self.companies: dict[str, int] = {}  # ids by the name as written
+        self.changed: dict[int, int] = {}  # contact id -> the row that changed it
         self.operation: Operation | None = None
-        self.items: list[OperationItem] = []
-        self.pending: list[_NewContact] = []
         self.fields: list[CustomFieldDef] = []
         self.columns = columns
 
@@ -187,39 +251,102 @@ class _Run:
     async def apply(self, rows: Sequence[ImportRow]) -> None:
         if not rows:
             return
+        # Every identifier is looked up, matched on or not: one that belongs to another contact
+        # than the row's must refuse the row rather than break a unique index.
         existing = await self.uow.contacts.find_many(
-            phones=[r.phone for r in rows if r.phone and "phone" in self.options.match],
-            emails=[r.email for r in rows if r.email and "email" in self.options.match],
-            external_ids=[
-                r.external_id for r in rows if r.external_id and "external_id" in self.options.match
-            ],
+            phones=[r.phone for r in rows if r.phone],
+            emails=[r.email for r in rows if r.email],
+            external_ids=[r.external_id for r in rows if r.external_id],
         )
         index = {(f, getattr(c, f)): c for c in existing for f in IDENTIFIERS if getattr(c, f)}
+        await self._known_companies(rows)
+        latest = await self._latest_stage_changes(rows, index)
+        batch = _Batch()
         for row in rows:
             try:
-                await self._row(row, index)
+                await self._row(row, index, latest, batch)
             except RowRefused as refused:
                 self.report.errors.append(RowError(row.row, refused.column, refused.reason))
             except DomainError as error:
                 self.report.errors.append(RowError(row.row, None, error.message))
-        await self._add_pending()
+        await self._write(batch)
 
-    async def _add_pending(self) -> None:
-        """The batch's new contacts in a few set-based statements, with their first history
-        row and what undo needs to remove them."""
-        if not self.pending:
-            return
-        new = self.pending
-        self.pending = []
-        await self.uow.contacts.add_many([(n.contact, n.company) for n in new])
+    async def _known_companies(self, rows: Sequence[ImportRow]) -> None:
+        unknown = {r.company for r in rows if r.company and r.company not in self.companies}
+        if unknown:
+            self.companies.update(await self.uow.contacts.company_ids(unknown, create=False))
+
+    async def _latest_stage_changes(
+        self, rows: Sequence[ImportRow], index: dict[tuple[str, str], Contact]
+    ) -> dict[int, datetime | None]:
+        """When the contacts that rows are likely to move last changed stage, in one query: a
+        move may not be dated before it. Rows are not applied yet, so an earlier row of the
+        batch may still change what a later one matches; `_latest` looks up any it missed."""
+        likely: set[int] = set()
+        if self.options.mode is Mode.ADD or not index:
+            return {}
+        for row in rows:
+            if row.stage is None:
+                continue
+            try:
+                contact = self._match(row, index)
+            except RowRefused:
+                continue
+            if contact is None or contact.id is None:
+                continue
+            stage = self._known_stage(row.stage)
+            if stage is None or stage.id != contact.stage_id:
+                likely.add(contact.id)
+        if not likely:
+            return {}
+        found_times = await self.uow.history.latest_times(likely)
+        return {contact_id: found_times.get(contact_id) for contact_id in likely}
+
+    async def _latest(self, contact_id: int, latest: dict[int, datetime | None]) -> datetime | None:
+        if contact_id in latest:
+            return latest[contact_id]
+        change = await self.uow.history.latest(contact_id)
+        return change.at if change else None
+
+    async def _write(self, batch: _Batch) -> None:
+        """The batch's changes, then its new contacts (so an identifier an update frees is free),
+        their history rows and what undo needs, in a few set-based statements."""
+        if batch.new_companies:
+            names = {name for _, name in batch.new_companies}
+            self.companies.update(await self.uow.contacts.company_ids(names, create=True))
+            for contact, name in batch.new_companies:
+                contact.company_id = self.companies[name]
+        changes = batch.changes
+        if changes:
+            stale = set(await self.uow.contacts.update_many([c.write for c in changes]))
+            if stale:
+                for change in changes:
+                    if change.item.contact_id in stale:
+                        self.report.errors.append(
+                            RowError(
+                                change.row,
+                                None,
+                                "the contact changed during the import; import it again",
+                            )
+                        )
+                changes = [c for c in changes if c.item.contact_id not in stale]
+        if batch.new:
+            try:
+                await self.uow.contacts.add_many([n.contact for n in batch.new])
+            except Conflict:
+                raise ImportRefused(
+                    "Another contact took one of the file's phones, emails or external ids "
+                    "during the import; import the file again."
+                ) from None
         operation_id = self._operation_id()
-        changes = []
-        for n in new:
-            contact = n.contact
+        history = []
+        items = []
+        for new in batch.new:
+            contact = new.contact
             assert contact.id is not None
             if contact.stage_id is not None:
                 assert contact.stage_entered_at is not None
-                changes.append(
+                history.append(
                     StageChange(
                         contact.id,
                         None,
@@ -227,14 +354,21 @@ class _Run:
                         contact.stage_entered_at,
                         self.actor.id,
                         Source.IMPORT,
-                        n.reason,
+                        new.reason,
                         operation_id,
                     )
                 )
-            self.items.append(
+            items.append(
                 OperationItem(operation_id, contact.id, True, None, None, None, contact.version)
             )
-        await self.uow.history.add_many(changes)
+        for change in changes:
+            if change.move is not None:
+                history.append(change.move)
+            items.append(change.item)
+        await self.uow.history.add_many(history)
+        await self.uow.operations.add_items(items)
+        self.report.created += len(batch.new)
+        self.report.updated += len(changes)
 
     async def finish(self) -> None:
         assert self.operation is not None
@@ -242,31 +376,70 @@ class _Run:
         self.operation.contacts = report.created + report.updated
         self.operation.description = f"Import: {report.created} created, {report.updated} updated"
         await self.uow.operations.update(self.operation)
-        await self.uow.operations.add_items(self.items)
 
-    async def _row(self, row: ImportRow, index: dict[tuple[str, Any], Contact]) -> None:
-        matches = {
-            index[(f, value)].id: f
-            for f, value in row.identifiers().items()
-            if f in self.options.match and (f, value) in index
-        }
-        if len(matches) > 1:
-            found = ", ".join(f"#{cid} by {f.replace('_', ' ')}" for cid, f in matches.items())
+    def _match(self, row: ImportRow, index: dict[tuple[str, str], Contact]) -> Contact | None:
+        """The contact the row matches on the identifiers the import matches by, if any.
+        Refuses a row that matches two contacts, and a row whose identifier the import does not
+        match by belongs to another contact: writing it would make two contacts share it."""
+        if not index:
+            return None
+        matched: dict[int, tuple[str, str]] = {}
+        taken: tuple[str, str, Contact] | None = None
+        for name, value in (
+            ("phone", row.phone),
+            ("email", row.email),
+            ("external_id", row.external_id),
+        ):
+            if value is None:
+                continue
+            contact = index.get((name, value))
+            if contact is None or contact.id is None:
+                continue
+            if name in self.options.match:
+                matched.setdefault(contact.id, (name, value))
+            elif taken is None:
+                taken = (name, value, contact)
+        if len(matched) > 1:
+            found = ", ".join(f"#{cid} by {_label(key[0])}" for cid, key in matched.items())
             raise RowRefused(None, f"matches two contacts ({found}); fix the file or merge them")
+        contact = index[next(iter(matched.values()))] if matched else None
+        if taken is not None and taken[2] is not contact:
+            name, value, other = taken
+            matched_by = ", ".join(_label(f) for f in self.options.match)
+            raise RowRefused(
+                self.headers.get(name),
+                f"the {_label(name)} {value} is contact #{other.id}'s, and the import matches "
+                f"by {matched_by} only",
+            )
+        return contact
+
+    async def _row(
+        self,
+        row: ImportRow,
+        index: dict[tuple[str, str], Contact],
+        latest: dict[int, datetime | None],
+        batch: _Batch,
+    ) -> None:
+        contact = self._match(row, index)
         if row.custom_fields and self.fields:
             row.custom_fields = self._canonical_fields(row.custom_fields)
         stage = await self._stage(row.stage)
         owner = await self._owner(row.owner)
-        if not matches:
+        if contact is None:
             if self.options.mode is Mode.UPDATE:
                 raise RowRefused(None, "no contact matches it (update only)")
-            await self._create(row, stage, owner)
+            self._create(row, stage, owner, batch)
             return
-        contact = next(c for c in index.values() if c.id in matches)
         if self.options.mode is Mode.ADD:
             self.report.unchanged += 1
             return
-        await self._update(row, contact, stage, owner)
+        assert contact.id is not None
+        earlier = self.changed.get(contact.id)
+        if earlier is not None:
+            raise RowRefused(
+                None, f"matches contact #{contact.id}, which row {earlier} already changed"
+            )
+        await self._update(row, contact, stage, owner, latest, batch)
 
     def _canonical_fields(self, values: dict[str, str]) -> dict[str, str]:
         """Defined fields in their one spelling (`vang` → `Vàng`, `1.500.000` → `1500000`);
@@ -284,7 +457,9 @@ class _Run:
             )
             raise RowRefused(column, refused.message) from None
 
-    async def _create(self, row: ImportRow, stage: Stage | None, owner: User | None) -> None:
+    def _create(
+        self, row: ImportRow, stage: Stage | None, owner: User | None, batch: _Batch
+    ) -> None:
         created_at = row.created_at or self.now
         move = plan_move(
             None,
@@ -312,16 +487,26 @@ class _Run:
             last_activity_at=max(created_at, entered) if move else created_at,
             updated_by_id=self.actor.id,
         )
-        if not (contact.name or contact.phone or contact.email or contact.external_id):
-            raise RowRefused(None, "a contact needs a name, a phone, an email or an external id")
-        self.pending.append(_NewContact(contact, row.company, move.reason if move else None))
-        self.report.created += 1
+        if row.company is not None:
+            contact.company_id = self.companies.get(row.company)
+            if contact.company_id is None:
+                batch.new_companies.append((contact, row.company))
+        batch.new.append(_NewContact(row.row, contact, move.reason if move else None))
 
     async def _update(
-        self, row: ImportRow, contact: Contact, stage: Stage | None, owner: User | None
+        self,
+        row: ImportRow,
+        contact: Contact,
+        stage: Stage | None,
+        owner: User | None,
+        latest: dict[int, datetime | None],
+        batch: _Batch,
     ) -> None:
-        before = _profile(contact)
-        changed = False
+        assert contact.id is not None
+        move = None
+        if stage is not None and stage.id != contact.stage_id:
+            move = await self._move(row, contact, stage, latest)
+        updates: dict[str, Any] = {}
         for name, value in (
             ("name", row.name),
             ("phone", row.phone),
@@ -332,84 +517,103 @@ class _Run:
             ("owner_id", owner.id if owner else None),
         ):
             if value is not None and getattr(contact, name) != value:
-                setattr(contact, name, value)
-                changed = True
-        if row.tags is not None and sorted(map(fold, row.tags)) != sorted(map(fold, contact.tags)):
-            contact.tags = list(row.tags)
-            changed = True
+                updates[name] = value
+        tags_changed = row.tags is not None and sorted(map(self._fold, row.tags)) != sorted(
+            map(self._fold, contact.tags)
+        )
+        if tags_changed:
+            updates["tags"] = list(row.tags or [])
         merged = {**contact.custom_fields, **row.custom_fields}
         if merged != contact.custom_fields:
-            contact.custom_fields = merged
-            changed = True
-        if row.company is not None:
-            company = await self.uow.companies.by_name(row.company)
-            if company is None or company.id != contact.company_id:
-                contact.company_id = await self.uow.contacts.company_id(row.company)
-                changed = True
-        stage_before = (contact.stage_id, contact.stage_entered_at, contact.last_activity_at)
-        change = None
-        if stage is not None and stage.id != contact.stage_id:
-            current = self.all_stages.get(contact.stage_id) if contact.stage_id else None
-            move = plan_move(
-                current,
-                stage,
-                role=self.actor.role,
-                source=Source.IMPORT,
-                reason=row.lost_reason,
-                policy=self.policy,
-            )
-            if move is not None:
-                assert contact.id is not None
-                when = row.stage_changed_at or self.now
-                latest = await self.uow.history.latest(contact.id)
-                if latest is not None and when < latest.at:
-                    raise RowRefused(
-                        "stage_changed_at",
-                        f"is before the contact's latest stage change ({latest.at:%Y-%m-%d})",
-                    )
-                change = StageChange(
-                    contact.id,
-                    contact.stage_id,
-                    stage.id,
-                    when,
-                    self.actor.id,
-                    Source.IMPORT,
-                    move.reason,
-                    self._operation_id(),
-                )
-                contact.stage_id = stage.id
-                contact.stage_entered_at = when
-                contact.last_activity_at = max(when, contact.last_activity_at or when)
-                changed = True
-        if not changed:
+            updates["custom_fields"] = merged
+        company_id = self.companies.get(row.company) if row.company is not None else None
+        if row.company is not None and (company_id is None or company_id != contact.company_id):
+            updates["company_id"] = company_id
+        if not updates and move is None:
             self.report.unchanged += 1
             return
-        version = contact.version
+        item = OperationItem(
+            self._operation_id(),
+            contact.id,
+            False,
+            contact.stage_id,
+            contact.stage_entered_at,
+            contact.last_activity_at,
+            contact.version + 1,
+            _profile(contact),
+        )
+        for name, value in updates.items():
+            setattr(contact, name, value)
+        if row.company is not None and company_id is None:
+            batch.new_companies.append((contact, row.company))
+        if move is not None:
+            contact.stage_id = move.to_stage_id
+            contact.stage_entered_at = move.at
+            contact.last_activity_at = max(move.at, contact.last_activity_at or move.at)
         contact.version += 1
         contact.updated_by_id = self.actor.id
-        if not await self.uow.contacts.update(contact, expected_version=version):
-            raise RowRefused(None, "the contact changed during the import; import it again")
-        if change is not None:
-            await self.uow.history.add(change)
-        assert contact.id is not None
-        self.items.append(
-            OperationItem(
-                self._operation_id(),
-                contact.id,
-                False,
-                stage_before[0],
-                stage_before[1],
-                stage_before[2],
-                contact.version,
-                before,
+        self.changed[contact.id] = row.row
+        batch.changes.append(
+            _Change(
+                row.row, ContactWrite(contact, item.after_version - 1, tags_changed), item, move
             )
         )
-        self.report.updated += 1
+
+    async def _move(
+        self, row: ImportRow, contact: Contact, stage: Stage, latest: dict[int, datetime | None]
+    ) -> StageChange | None:
+        """The history row of moving the contact to the row's stage, or None when the rules
+        make it no move at all; refuses a move dated before the contact's latest one."""
+        assert contact.id is not None
+        current = self.all_stages.get(contact.stage_id) if contact.stage_id else None
+        move = plan_move(
+            current,
+            stage,
+            role=self.actor.role,
+            source=Source.IMPORT,
+            reason=row.lost_reason,
+            policy=self.policy,
+        )
+        if move is None:
+            return None
+        when = row.stage_changed_at or self.now
+        last = await self._latest(contact.id, latest)
+        if last is not None and when < last:
+            raise RowRefused(
+                "stage_changed_at",
+                f"is before the contact's latest stage change ({last:%Y-%m-%d})",
+            )
+        return StageChange(
+            contact.id,
+            contact.stage_id,
+            stage.id,
+            when,
+            self.actor.id,
+            Source.IMPORT,
+            move.reason,
+            self._operation_id(),
+        )
+
+    def _fold(self, text: str) -> str:
+        folded = self.folded.get(text)
+        if folded is None:
+            if len(self.folded) >= FOLDED_MAX:
+                self.folded.clear()
+            folded = self.folded[text] = fold(text)
+        return folded
+
+    def _known_stage(self, name: str) -> Stage | None:
+        stage = self.stages_as_written.get(name)
+        if stage is None:
+            stage = self.stages.get(fold(name))
+            if stage is not None:
+                self.stages_as_written[name] = stage
+        return stage
 
     async def _stage(self, name: str | None) -> Stage | None:
         if name is None:
             return None
-        stage = self.stages.get(fold(name))
+        stage = self._known_stage(name)
         if stage is not None:
             return stage
         if not self.options.create_stages:
@@ -418,7 +622,7 @@ class _Run:
             )
         position = len([s for s in self.stages.values() if s.category is Category.OPEN]) + 1
         stage = await self.uow.stages.add(Stage(None, stage_name(name), Category.OPEN, position))
-        self.stages[fold(name)] = stage
+        self.stages[fold(name)] = self.stages_as_written[name] = stage
         assert stage.id is not None
         self.all_stages[stage.id] = stage
         self.report.stages_created.append(stage.name)
@@ -427,20 +631,27 @@ class _Run:
     async def _owner(self, name: str | None) -> User | None:
         if name is None:
             return None
-        owner = self.owners.get(fold(name)) or self.owners.get(name.strip())
+        owner = self.owners_as_written.get(name)
         if owner is not None:
             return owner
-        if not self.options.create_owners:
-            raise RowRefused("owner", f"nobody is called {name!r} (--create-owners adds them)")
-        owner = await self.uow.users.add(User(None, name.strip()[:100], Role.AGENT))
-        self.owners[fold(name)] = owner
-        self.report.owners_created.append(owner.name)
+        owner = self.owners.get(fold(name)) or self.owners.get(name.strip())
+        if owner is None:
+            if not self.options.create_owners:
+                raise RowRefused("owner", f"nobody is called {name!r} (--create-owners adds them)")
+            owner = await self.uow.users.add(User(None, name.strip()[:100], Role.AGENT))
+            self.owners[fold(name)] = owner
+            self.report.owners_created.append(owner.name)
+        self.owners_as_written[name] = owner
         return owner
 
     def _operation_id(self) -> int:
         assert self.operation is not None
         assert self.operation.id is not None
         return self.operation.id
+
+
+def _label(identifier: str) -> str:
+    return identifier.replace("_", " ")
 
 
 def _profile(contact: Contact) -> dict[str, Any]:

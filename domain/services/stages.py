@@ -86,6 +86,19 @@ class StageService:
             await uow.commit()
         return stage
 
+    async def set_idle_days(self, actor: User, name: str, days: int | None) -> Stage:
+        """How long a lead may sit in this stage untouched before it counts as idle (in the
+        morning reminders); None: the organisation's default."""
+        require_role(actor, Role.ADMIN)
+        if days is not None and not 1 <= days <= 365:
+            raise InvalidInput("Give a number of days from 1 to 365.")
+        async with self._uow() as uow:
+            stage = Pipeline(await uow.stages.list()).find(name)
+            stage.idle_days = days
+            await uow.stages.update(stage)
+            await uow.commit()
+        return stage
+
     async def move(self, actor: User, name: str, position: int) -> Stage:
         require_role(actor, Role.ADMIN)
         async with self._uow() as uow:

@@ -14,6 +14,7 @@ import pytest
 
 from bot.container import Services, build_services
 from bot.entrypoints import Sandbox, WebhookServer
+from bot.runtime import BotRuntime
 from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.model import Role
@@ -31,11 +32,13 @@ class Driver:
         base_url: str,
         http: aiohttp.ClientSession,
         services: Services,
+        runtime: BotRuntime,
         api_url: str | None = None,
     ) -> None:
         self.base_url = base_url
         self.http = http
         self.services = services
+        self.runtime = runtime  # the bot being driven (polling or behind the webhook)
         self.api_url = (api_url or base_url) + "/api/v1"  # the webhook server's, in that mode
 
     async def event(self, key: str, **event: Any) -> tuple[int, Any]:
@@ -119,6 +122,7 @@ def e2e_settings(tmp_path: Path, sqlite_template: Path) -> Settings:
         _env_file=None,
         database_url=f"sqlite+aiosqlite:///{path}",
         admin_ids=[ADMIN_ID],
+        scheduler=False,  # the digest tests run it themselves
     )
 
 
@@ -157,8 +161,10 @@ async def driver(sandbox_of_driver: Sandbox, bot_mode: str) -> AsyncIterator[Dri
             port=0,
         )
         await webhook.start()
+    runtime = webhook.runtime if webhook is not None else sandbox.runtime
+    assert runtime is not None
     async with aiohttp.ClientSession() as http:
-        yield Driver(sandbox.url, http, services, webhook.url if webhook else None)
+        yield Driver(sandbox.url, http, services, runtime, webhook.url if webhook else None)
     if webhook is not None:
         await webhook.stop()
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bot.container import Services, build_services
-from bot.notifier import LeadNotifier
+from bot.lead_notifier import LeadNotifier
 from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.model import Notice, Role

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -32,7 +32,7 @@ from domain.model import (
     StageChange,
     User,
 )
-from domain.ports import BulkMove, ContactFilter, DuplicateEvent, SearchCriteria
+from domain.ports import BulkMove, ContactFilter, ContactWrite, DuplicateEvent, SearchCriteria
 from domain.text import fold, words
 
 
@@ -123,12 +123,18 @@ class FakeContacts(_Repo):
             or (external_id and c.external_id == external_id)
         ]
 
-    async def company_id(self, name: str) -> int:
-        company = next((c for c in self.s.companies.values() if fold(c.name) == fold(name)), None)
-        if company is None:
-            company = Company(self.s.new_id(), name)
-            self.s.companies[company.id or 0] = company
-        return company.id or 0
+    async def company_ids(self, names: Collection[str], *, create: bool) -> dict[str, int]:
+        ids = {}
+        for name in names:
+            company = next(
+                (c for c in self.s.companies.values() if fold(c.name) == fold(name)), None
+            )
+            if company is None and create:
+                company = Company(self.s.new_id(), name)
+                self.s.companies[company.id or 0] = company
+            if company is not None:
+                ids[name] = company.id or 0
+        return ids
 
     async def add(self, contact: Contact, company_name: str | None) -> Contact:
         if company_name:
@@ -241,9 +247,16 @@ class FakeContacts(_Repo):
             or (c.external_id and c.external_id in external_ids)
         ]
 
-    async def add_many(self, contacts: list[tuple[Contact, str | None]]) -> None:
-        for contact, company in contacts:
-            await self.add(contact, company)
+    async def add_many(self, contacts: list[Contact]) -> None:
+        for contact in contacts:
+            await self.add(contact, None)
+
+    async def update_many(self, writes: list[ContactWrite]) -> list[int]:
+        stale = []
+        for write in writes:
+            if not await self.update(write.contact, expected_version=write.expected_version):
+                stale.append(write.contact.id or 0)
+        return stale
 
     async def count_in_stage(self, stage_id: int) -> int:
         return sum(1 for c in self.s.contacts.values() if c.stage_id == stage_id)

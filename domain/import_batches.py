@@ -1,0 +1,151 @@
+"""An import file's rows, in batches, read on another core when the file is large.
+
+Reading a row (decoding, recognising and normalizing its cells: domain.imports) costs about as
+much as matching and writing it, so a large file is read by a child Python process that hands
+its rows over one batch at a time, while this process matches and writes the batch before. The
+child reads at most a pipe's worth ahead. A small file is read here: starting an interpreter
+would cost more than it saves.
+
+The child is `python -m domain.import_batches`, talking over its standard input and output in
+length-prefixed pickles, rather than a multiprocessing child, which would first import this
+program's `__main__` again (and `python -m bot` would run its command once more)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import pickle
+import struct
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from itertools import islice
+from operator import attrgetter
+from typing import IO, Any, Final
+
+from domain.errors import ImportRefused
+from domain.imports import ImportRow, ParsedFile, RowError, parse
+
+CHILD_FROM: Final = 8 * 1024 * 1024  # bytes of file from which a child process reads it
+
+# A row crosses over as a plain tuple of its fields: far quicker to pickle than the dataclass.
+_ROW_FIELDS: Final = tuple(f.name for f in dataclasses.fields(ImportRow))
+_row_values = attrgetter(*_ROW_FIELDS)
+_LENGTH: Final = struct.Struct("!Q")
+_SEND_STEP: Final = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    rows: list[ImportRow]
+    read: int  # data rows read from the file so far, the rejected ones included
+
+
+@asynccontextmanager
+async def batches(
+    data: bytes, parsed: ParsedFile, parse_options: dict[str, Any], *, size: int, in_child: bool
+) -> AsyncIterator[AsyncIterator[Batch]]:
+    """The rows of `parsed` (what `parse(data, **parse_options)` returned), `size` at a time;
+    with `in_child`, read again by a child process. The last batch has no rows: it counts the
+    rows rejected after the last accepted one. Once it is taken, `parsed.errors` holds every
+    row the reading rejected. Raises ImportRefused for a file broken further down."""
+    if not in_child:
+        yield _read_here(parsed, size)
+        return
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        __name__,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    try:
+        child.stdin.write(_frame((parse_options, size, len(data))))
+        view = memoryview(data)
+        for start in range(0, len(data), _SEND_STEP):  # a step at a time: no copy of the file
+            child.stdin.write(view[start : start + _SEND_STEP])
+            await child.stdin.drain()
+        child.stdin.close()
+        yield _receive(child.stdout, parsed.errors)
+    finally:
+        if child.returncode is None:
+            child.kill()
+        await child.wait()
+
+
+async def _read_here(parsed: ParsedFile, size: int) -> AsyncIterator[Batch]:
+    counter = _RowCounter(parsed.errors)
+    while rows := list(islice(parsed.rows, size)):
+        yield Batch(rows, counter.read(rows))
+    yield Batch([], counter.read([]))
+
+
+async def _receive(stream: asyncio.StreamReader, errors: list[RowError]) -> AsyncIterator[Batch]:
+    while True:
+        try:
+            (length,) = _LENGTH.unpack(await stream.readexactly(_LENGTH.size))
+            kind, payload = pickle.loads(await stream.readexactly(length))
+        except asyncio.IncompleteReadError:
+            raise RuntimeError("the process reading the import stopped") from None
+        if kind == "rows":
+            rows, read = payload
+            yield Batch([ImportRow(*values) for values in rows], read)
+        elif kind == "refused":
+            raise ImportRefused(payload)
+        else:
+            errors.extend(payload)
+            return
+
+
+def _frame(message: Any) -> bytes:
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(body)) + body
+
+
+def _read_in_child(request: IO[bytes], reply: IO[bytes]) -> None:
+    (length,) = _LENGTH.unpack(request.read(_LENGTH.size))
+    parse_options, size, data_length = pickle.loads(request.read(length))
+    data = request.read(data_length)
+    try:
+        parsed = parse(data, **parse_options)
+        counter = _RowCounter(parsed.errors)
+        while rows := list(islice(parsed.rows, size)):
+            rows_read = counter.read(rows)
+            reply.write(_frame(("rows", ([_row_values(row) for row in rows], rows_read))))
+        reply.write(_frame(("rows", ([], counter.read([])))))
+        reply.write(_frame(("errors", parsed.errors)))
+    except ImportRefused as refused:
+        reply.write(_frame(("refused", refused.message)))
+    reply.flush()
+
+
+class _RowCounter:
+    """Data rows read so far: the rows the parser accepted and those it rejected (a row with
+    several problems has one error for each, one after the other)."""
+
+    def __init__(self, errors: list[RowError]) -> None:
+        self._errors = errors
+        self._errors_seen = 0
+        self._last_rejected: int | None = None
+        self._rejected = 0
+        self._accepted = 0
+
+    def read(self, accepted: Sequence[ImportRow]) -> int:
+        self._accepted += len(accepted)
+        for error in self._errors[self._errors_seen :]:
+            if error.row != self._last_rejected:
+                self._rejected += 1
+                self._last_rejected = error.row
+        self._errors_seen = len(self._errors)
+        return self._accepted + self._rejected
+
+
+if __name__ == "__main__":
+    reply = sys.stdout.buffer
+    sys.stdout = sys.stderr  # standard output carries the rows, and nothing else
+    _read_in_child(sys.stdin.buffer, reply)

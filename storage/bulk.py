@@ -1,0 +1,189 @@
+"""Set-based reads and writes for imports of a million rows, below SQLAlchemy's per-row work.
+
+SQLAlchemy runs every parameter and every value read through its Python bookkeeping and type
+processing, several times the work SQLite itself does per row; and an executemany is one
+statement per row, after each of which SQLite's FTS5 search index (kept by triggers) flushes its
+pending terms. Here each statement carries as many rows as the parameter limit allows, and each
+column's values are converted by that column type's own processors, once per distinct value, so
+that what is stored and read back is exactly what the ORM would store and read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
+from itertools import chain
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import Base
+
+# SQLite's default SQLITE_MAX_VARIABLE_NUMBER; asyncpg allows 32,767.
+MAX_PARAMETERS = 32_766
+
+Converter = Callable[[Any], Any]
+
+
+async def insert(
+    session: AsyncSession,
+    model: type[Base],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    returning: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """INSERT the rows (one value per column, in order); the `returning` columns of the inserted
+    rows, in no particular order."""
+    table = _table(model)
+    dialect = session.get_bind().dialect
+    types = [table.c[name].type for name in columns]
+    head = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
+    tail = f" RETURNING {', '.join(returning)}" if returning else ""
+    connection = await session.connection()
+    out: list[tuple[Any, ...]] = []
+    for chunk in _chunks(rows, len(columns)):
+        values = _placeholders(dialect.paramstyle, len(chunk), len(columns))
+        result = await connection.exec_driver_sql(
+            head + values + tail, _parameters(chunk, types, dialect)
+        )
+        if returning:
+            out += result.all()
+    return out
+
+
+async def update(
+    session: AsyncSession,
+    model: type[Base],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+) -> list[int]:
+    """Set the columns of rows found by id whose version is still the one given: each row is
+    (id, version expected, the columns' new values...). Returns the ids written."""
+    table = _table(model)
+    dialect = session.get_bind().dialect
+    names = ("id", "expected_version", *columns)
+    types = [table.c.id.type, table.c.version.type, *(table.c[name].type for name in columns)]
+    # A VALUES list outside an INSERT gives PostgreSQL no column to take its types from.
+    casts = tuple(t.compile(dialect=dialect) for t in types) if dialect.name == "postgresql" else ()
+    assignments = ", ".join(f"{name} = new.{name}" for name in columns)
+    connection = await session.connection()
+    written: list[int] = []
+    for chunk in _chunks(rows, len(names)):
+        values = _placeholders(dialect.paramstyle, len(chunk), len(names), casts)
+        sql = (
+            f"WITH new({', '.join(names)}) AS (VALUES {values}) "
+            f"UPDATE {table.name} SET {assignments} FROM new "
+            f"WHERE {table.name}.id = new.id AND {table.name}.version = new.expected_version "
+            f"RETURNING {table.name}.id"
+        )
+        result = await connection.exec_driver_sql(sql, _parameters(chunk, types, dialect))
+        written += [row[0] for row in result.all()]
+    return written
+
+
+async def select_in(
+    session: AsyncSession,
+    model: type[Base],
+    columns: Sequence[str],
+    key: str,
+    values: Sequence[Any],
+) -> list[tuple[Any, ...]]:
+    """The columns of the rows whose `key` is one of `values`."""
+    table = _table(model)
+    dialect = session.get_bind().dialect
+    head = f"SELECT {', '.join(columns)} FROM {table.name} WHERE {key} IN "
+    bind = table.c[key].type.dialect_impl(dialect).bind_processor(dialect)
+    keys = [bind(value) for value in values] if bind else list(values)
+    connection = await session.connection()
+    converters: list[Converter | None] | None = None
+    out: list[tuple[Any, ...]] = []
+    for start in range(0, len(keys), MAX_PARAMETERS):
+        chunk = keys[start : start + MAX_PARAMETERS]
+        marks = _placeholders(dialect.paramstyle, 1, len(chunk))
+        result = await connection.exec_driver_sql(head + marks, tuple(chunk))
+        if converters is None:
+            converters = [
+                _memoized(convert) if convert else None
+                for convert in (
+                    table.c[name].type.dialect_impl(dialect).result_processor(dialect, described[1])
+                    for name, described in zip(columns, result.cursor.description, strict=True)
+                )
+            ]
+        out += _converted(result.all(), converters)
+    return out
+
+
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def _chunks(rows: Sequence[Sequence[Any]], width: int) -> Iterator[Sequence[Sequence[Any]]]:
+    size = MAX_PARAMETERS // width
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+@lru_cache(maxsize=64)
+def _placeholders(paramstyle: str, count: int, width: int, casts: tuple[str, ...] = ()) -> str:
+    """`(?, ?), (?, ?)` for `count` rows of `width` values in the driver's parameter style,
+    each cast to its type when `casts` are given."""
+    total = count * width
+    if paramstyle == "qmark":
+        marks = ["?"] * total
+    elif paramstyle == "numeric_dollar":
+        marks = [f"${n}" for n in range(1, total + 1)]
+    elif paramstyle in ("format", "pyformat"):
+        marks = ["%s"] * total
+    else:
+        raise NotImplementedError(f"parameter style {paramstyle}")
+    if casts:
+        marks = [f"CAST({mark} AS {casts[i % width]})" for i, mark in enumerate(marks)]
+    return ", ".join(
+        "(" + ", ".join(marks[start : start + width]) + ")" for start in range(0, total, width)
+    )
+
+
+def _parameters(
+    chunk: Sequence[Sequence[Any]], types: Sequence[Any], dialect: Dialect
+) -> tuple[Any, ...]:
+    """The rows' values, flat, each converted as its column type converts it."""
+    flat = list(chain.from_iterable(chunk))
+    width = len(types)
+    for index, column_type in enumerate(types):
+        convert = column_type.dialect_impl(dialect).bind_processor(dialect)
+        if convert is not None:
+            flat[index::width] = map(_memoized(convert), flat[index::width])
+    return tuple(flat)
+
+
+def _converted(
+    rows: Sequence[Sequence[Any]], converters: Sequence[Converter | None]
+) -> list[tuple[Any, ...]]:
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    for index, convert in enumerate(converters):
+        if convert is not None and columns:
+            columns[index] = list(map(convert, columns[index]))
+    return list(zip(*columns, strict=True))
+
+
+def _memoized(convert: Converter) -> Converter:
+    """`convert`, once per distinct value: an import's timestamps, amounts and custom fields
+    repeat (the time of the import itself, on most rows), and converting costs microseconds.
+    Equal values convert alike; converted dicts are shared, so readers copy before changing."""
+    memo: dict[Any, Any] = {}
+
+    def converted(value: Any) -> Any:
+        try:
+            key = tuple(value.items()) if isinstance(value, dict) else value
+            return memo[key]
+        except KeyError:
+            memo[key] = result = convert(value)
+            return result
+        except TypeError:  # unhashable
+            return convert(value)
+
+    return converted

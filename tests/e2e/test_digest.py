@@ -1,0 +1,175 @@
+"""Morning messages and reminders (ISSUE 6, parts 7–9) through the sandbox: exactly once, even
+when the job runs twice or the scheduler restarts; blocked people are paused, not retried."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from bot.scheduler import SchedulerHost
+from domain.access import SYSTEM
+from domain.model import ActivityKind, DigestSection, Role, utcnow
+from domain.services.contacts import ContactDraft
+from storage.models import ContactRow
+from tests.e2e.conftest import ADMIN_ID, LAN, MANAGER, Driver, press
+
+
+@pytest.fixture
+async def morning(driver: Driver) -> dict[str, int]:
+    """Lan's leads: one idle for ten days, one fresh, one idle but with a task due tomorrow, one
+    idle in a stage allowing 30 days. Everyone's morning is due (their time is midnight)."""
+    services = driver.services
+    await services.stages.apply_template(SYSTEM, "amis")
+    await services.stages.set_idle_days(SYSTEM, "MQL", 30)
+    lan = await services.users.add(SYSTEM, "Lan", Role.AGENT, team="north", telegram_id=LAN)
+    boss = await services.users.add(SYSTEM, "Minh", Role.MANAGER, team="north", telegram_id=MANAGER)
+    ten_days_ago = utcnow() - timedelta(days=10)
+    ids = {}
+    for name, stage, created in (
+        ("Idle Ivy", "Lead", ten_days_ago),
+        ("Fresh Fred", "Lead", None),
+        ("Planned Paula", "Lead", ten_days_ago),
+        ("Patient Pete", "MQL", ten_days_ago),
+    ):
+        contact = await services.contacts.add(
+            lan, ContactDraft(name=name, stage=stage, created_at=created)
+        )
+        assert contact.id is not None
+        ids[name] = contact.id
+    tomorrow = utcnow() + timedelta(days=1)
+    await services.contacts.log_activity(
+        lan, ids["Planned Paula"], ActivityKind.TASK, "call back", due_at=tomorrow
+    )
+    async with services.engine.begin() as connection:  # the task was planned ten days ago
+        await connection.execute(
+            update(ContactRow)
+            .where(ContactRow.id == ids["Planned Paula"])
+            .values(last_activity_at=ten_days_ago)
+        )
+    for user in (lan, boss):
+        await services.digests.update(user, send_at="00:00")
+    await services.digests.update(boss, enabled=False)  # the manager digest has its own test
+    for telegram_id, name in ((LAN, "Lan"), (MANAGER, "Minh")):
+        await driver.user(telegram_id, name)
+        await driver.ask(telegram_id, "/help")  # a bot can only write to who wrote to it
+    return ids
+
+
+def bot_messages(chat: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in chat["messages"] if m["from"] == "bot"]
+
+
+async def test_an_agent_gets_the_idle_leads_once_however_often_the_job_runs(
+    driver: Driver, morning: dict[str, int]
+) -> None:
+    notifier = driver.runtime.scheduled
+    since = await driver.cursor(LAN)
+    sent = await asyncio.gather(*(notifier.send_morning_messages() for _ in range(3)))
+    assert sum(sent) == 1
+    assert await notifier.send_morning_messages() == 0
+    [message] = bot_messages(await driver.changes(LAN, since))
+    assert "leads of yours are waiting" in message["text"]
+    keys = str(message["reply_markup"])
+    assert "Idle Ivy" in keys
+    assert "Fresh Fred" not in keys  # touched today
+    assert "Planned Paula" not in keys  # a task is due ahead
+    assert "Patient Pete" not in keys  # MQL allows 30 days
+
+
+async def test_a_person_who_blocked_the_bot_is_paused_not_retried(
+    driver: Driver, morning: dict[str, int]
+) -> None:
+    notifier = driver.runtime.scheduled
+    await driver.post("/sandbox/users", id=LAN, first_name="Lan", blocked=True)
+    assert await notifier.send_morning_messages() == 0
+    lan = await driver.services.users.by_telegram_id(LAN)
+    assert lan is not None
+    settings = await driver.services.digests.settings_of(lan)
+    assert settings.blocked_at is not None
+    [reply] = await driver.ask(LAN, "/digest")  # writing again unblocks the bot
+    assert "paused" in reply["text"]
+
+
+async def test_a_task_that_falls_due_is_reminded_once(
+    driver: Driver, morning: dict[str, int]
+) -> None:
+    services = driver.services
+    lan = await services.users.by_telegram_id(LAN)
+    assert lan is not None
+    await services.contacts.log_activity(
+        lan,
+        morning["Fresh Fred"],
+        ActivityKind.TASK,
+        "gửi báo giá",
+        due_at=utcnow() - timedelta(minutes=1),
+    )
+    notifier = driver.runtime.scheduled
+    since = await driver.cursor(LAN)
+    twice = await asyncio.gather(notifier.send_task_reminders(), notifier.send_task_reminders())
+    assert sum(twice) == 1
+    [reminder] = bot_messages(await driver.changes(LAN, since))
+    assert "gửi báo giá" in reminder["text"]
+    assert "Fresh Fred" in reminder["text"]
+
+
+async def test_the_scheduler_runs_in_one_process_and_a_restart_sends_nothing_twice(
+    driver: Driver, morning: dict[str, int]
+) -> None:
+    runtime = driver.runtime
+    url = driver.services.settings.database_url
+    since = await driver.cursor(LAN)
+    first, second = SchedulerHost(runtime.scheduled, url), SchedulerHost(runtime.scheduled, url)
+    first.start()
+    second.start()
+    [message] = bot_messages(await driver.changes(LAN, since, wait=10))
+    assert "waiting for you" in message["text"]
+    assert [first.running, second.running].count(True) == 1
+    await first.stop()
+    await second.stop()
+    restarted = SchedulerHost(runtime.scheduled, url)
+    restarted.start()
+    await asyncio.sleep(2)  # its first run happens at once
+    assert restarted.running
+    await restarted.stop()
+    assert bot_messages(await driver.changes(LAN, since, wait=0)) == [message]
+
+
+async def test_an_admin_sets_how_long_a_stage_may_sit_untouched(driver: Driver) -> None:
+    await driver.services.stages.apply_template(SYSTEM, "amis")
+    await driver.user(ADMIN_ID, "Ada")
+    [overview] = await driver.ask(ADMIN_ID, "/stages")
+    [stage] = await press(driver, ADMIN_ID, overview, "SQL")
+    [choices] = await press(driver, ADMIN_ID, stage, "Idle after")
+    [stage] = await press(driver, ADMIN_ID, choices, "14 days")
+    assert "idle after 14 days" in stage["text"]
+    assert (await driver.services.contacts.stage_by_name("SQL")).idle_days == 14
+    [choices] = await press(driver, ADMIN_ID, stage, "Idle after")
+    [stage] = await press(driver, ADMIN_ID, choices, "The default")
+    assert (await driver.services.contacts.stage_by_name("SQL")).idle_days is None
+
+
+async def test_digest_settings_in_chat(driver: Driver, morning: dict[str, int]) -> None:
+    [settings] = await driver.ask(MANAGER, "/digest")
+    assert "digest of your team's funnel" in settings["text"]
+    [times] = await press(driver, MANAGER, settings, "Time")
+    [settings] = await press(driver, MANAGER, times, "07:30")
+    assert "07:30" in settings["text"]
+    [zones] = await press(driver, MANAGER, settings, "Time zone")
+    [ask] = await press(driver, MANAGER, zones, "Another time zone")
+    assert "Send the time zone" in ask["text"]
+    [refused] = await driver.ask(MANAGER, "Mars/Olympus")
+    assert "not a time zone" in refused["text"]
+    [settings] = await driver.ask(MANAGER, "Europe/Berlin")
+    assert "Europe/Berlin" in settings["text"]
+    [settings] = await press(driver, MANAGER, settings, "Funnel chart")
+    boss = await driver.services.users.by_telegram_id(MANAGER)
+    assert boss is not None
+    stored = await driver.services.digests.settings_of(boss)
+    assert (stored.send_at.isoformat(), stored.timezone) == ("07:30:00", "Europe/Berlin")
+    assert DigestSection.CHART not in stored.sections
+    [lan] = await driver.ask(LAN, "/digest")
+    assert "Funnel chart" not in str(lan["reply_markup"])  # agents get their idle leads only
