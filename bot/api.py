@@ -20,17 +20,19 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 from sqlalchemy import text
 
+from bot.batching import Batcher
 from bot.container import Services
+from bot.schemas import ContactOut
 from domain.access import SYSTEM
 from domain.errors import DomainError, InvalidEvent, NotFound
 from domain.model import ApiKey, EventKind, Notice, Outcome
-from domain.services.contacts import ContactDetails
 from domain.services.events import EventDraft, EventResult
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 MAX_BODY = 64 * 1024
+BATCH_MAX = 100  # events (or keys) in one unit of work
 # Contact ids are 32-bit integers in PostgreSQL; a larger one names nothing.
 ID_MAX = 2**31 - 1
 
@@ -87,58 +89,6 @@ class _OptionalMeansAbsent(GenerateJsonSchema):
 
     def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
         return self.generate_inner(schema["schema"])
-
-
-class StageOut(BaseModel):
-    id: int | None
-    name: str
-    category: Literal["open", "won", "lost"]
-
-
-class ContactOut(BaseModel):
-    model_config = ConfigDict(title="Contact")
-
-    id: int
-    name: str | None
-    phone: str | None
-    email: str | None
-    external_id: str | None
-    company: str | None
-    source: str | None
-    owner: str | None
-    stage: StageOut | None
-    value: str | None
-    tags: list[str]
-    custom_fields: dict[str, str]
-    created_at: str
-    stage_entered_at: str | None
-    version: int
-
-    @classmethod
-    def of(cls, details: ContactDetails) -> ContactOut:
-        contact, stage = details.contact, details.stage
-        assert contact.id is not None
-        return cls(
-            id=contact.id,
-            name=contact.name,
-            phone=contact.phone,
-            email=contact.email,
-            external_id=contact.external_id,
-            company=details.company,
-            source=contact.source,
-            owner=details.owner.name if details.owner else None,
-            stage=StageOut(id=stage.id, name=stage.name, category=stage.category.value)
-            if stage
-            else None,
-            value=str(contact.value) if contact.value is not None else None,
-            tags=contact.tags,
-            custom_fields=contact.custom_fields,
-            created_at=contact.created_at.isoformat(),
-            stage_entered_at=contact.stage_entered_at.isoformat()
-            if contact.stage_entered_at
-            else None,
-            version=contact.version,
-        )
 
 
 class EventOut(BaseModel):
@@ -198,6 +148,12 @@ class Api:
     def __init__(self, services: Services, notify: NoticeSink) -> None:
         self.services = services
         self.notify = notify
+        self.record: Batcher[tuple[str, EventDraft], EventResult | DomainError] = Batcher(
+            services.events.record_many, limit=BATCH_MAX
+        )
+        self.authenticate: Batcher[str, ApiKey | None] = Batcher(
+            services.api_keys.authenticate_many, limit=BATCH_MAX
+        )
 
     async def post_event(self, request: web.Request) -> web.Response:
         key = await self._authenticated(request)
@@ -214,14 +170,13 @@ class Api:
             custom_fields=dict(payload.custom_fields),
             idempotency_key=payload.idempotency_key,
         )
-        try:
-            result = await self.services.events.record(key.name, draft)
-        except InvalidEvent as error:
-            raise ApiError(422, error.code, error.reason, error.field) from None
-        except NotFound as error:
-            raise ApiError(404, error.code, error.message) from None
-        except DomainError as error:  # a conflict that outlasted the retries
-            raise ApiError(409, error.code, error.message) from None
+        result = await self.record((key.name, draft))
+        if isinstance(result, InvalidEvent):
+            raise ApiError(422, result.code, result.reason, result.field)
+        if isinstance(result, NotFound):
+            raise ApiError(404, result.code, result.message)
+        if isinstance(result, DomainError):  # a conflict that outlasted the retries
+            raise ApiError(409, result.code, result.message)
         self.notify(result.notices)
         return _json(EventOut.of(result))
 
@@ -252,7 +207,7 @@ class Api:
         scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
         key = None
         if scheme.lower() == "bearer" and secret.strip():
-            key = await self.services.api_keys.authenticate(secret.strip())
+            key = await self.authenticate(secret.strip())
         if key is None:
             raise ApiError(401, "unauthorized", "Give a valid API key as Authorization: Bearer.")
         return key

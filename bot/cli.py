@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bot.container import Services, build_services
+from bot.schemas import ContactOut
 from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.errors import DomainError, DuplicateContact
@@ -638,30 +639,7 @@ def _stage_lines(summaries: list[StageSummary]) -> list[str]:
 
 
 def _contact_json(details: ContactDetails) -> dict[str, Any]:
-    contact = details.contact
-    stage = details.stage
-    return {
-        "id": contact.id,
-        "name": contact.name,
-        "phone": contact.phone,
-        "email": contact.email,
-        "external_id": contact.external_id,
-        "company": details.company,
-        "source": contact.source,
-        "owner": details.owner.name if details.owner else None,
-        "stage": (
-            {"id": stage.id, "name": stage.name, "category": stage.category.value}
-            if stage
-            else None
-        ),
-        "value": str(contact.value) if contact.value is not None else None,
-        "tags": contact.tags,
-        "created_at": contact.created_at.isoformat(),
-        "stage_entered_at": contact.stage_entered_at.isoformat()
-        if contact.stage_entered_at
-        else None,
-        "version": contact.version,
-    }
+    return ContactOut.of(details).model_dump()
 
 
 def _contact_line(details: ContactDetails, *, with_id: bool = False) -> str:

@@ -11,6 +11,7 @@ from aiohttp import web
 from bot.api import mount_api
 from bot.container import Services
 from bot.runtime import BotRuntime, wait_for_stop_signal
+from domain.access import SYSTEM
 from domain.model import Notice
 from sandbox import Emulator
 from sandbox.app import MAX_REQUEST_SIZE
@@ -186,6 +187,10 @@ async def serve_sandbox(services: Services, *, host: str, port: int, demo: bool)
     print(f"Stagekeeper sandbox: open {sandbox.url} in a browser (Ctrl+C stops it).")
     if demo:
         print(summary.describe())
+        _, key = await services.api_keys.create(SYSTEM, "demo")
+        example = '{"event": "form_submitted", "phone": "0912 000 111", "name": "Lê Hoa"}'
+        print(f"HTTP API key (demo): {key}")
+        print(f"  curl {sandbox.url}/api/v1/events -H 'Authorization: Bearer {key}' -d '{example}'")
     else:
         admins = services.settings.admin_ids or [SANDBOX_ADMIN_ID]
         print(f"Chat as Telegram id {admins[0]} to be the admin.")

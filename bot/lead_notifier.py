@@ -1,6 +1,7 @@
 """Telling people about new leads in Telegram, once the events that made them are committed.
 
-Paced to Telegram's limits: at most `rate` messages a second in all and one a second per chat;
+Paced to Telegram's limits: at most NOTIFY_RATE messages a second in all (one pacer with the
+scheduled messages) and one a second per chat;
 leads that pile up for one person meanwhile go out together as one message, so that 200 leads a
 second still reach everyone within seconds. A notice stays pending in the database until its
 message is sent, so that a restart sends what was left."""
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
@@ -19,6 +20,7 @@ from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.i18n import I18n
 
 from bot.container import Services
+from bot.notifier import Pacer
 from domain.errors import DomainError
 from domain.model import Notice, User, utcnow
 from handlers import leads
@@ -38,23 +40,20 @@ class LeadNotifier:
         services: Services,
         i18n: I18n,
         *,
-        rate: float,
+        pacer: Pacer,
         per_chat: float = PER_CHAT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._bot = bot
         self._services = services
         self._i18n = i18n
-        self._interval = 1.0 / rate
+        self._pacer = pacer
         self._per_chat = per_chat
         self._clock = clock
-        self._sleep = sleep
         self._waiting: dict[int, list[Notice]] = {}  # by user id, the longest waiting first
         self._known: set[int] = set()  # notice ids waiting or being sent
         self._busy: set[int] = set()  # users a message is being sent to
         self._chat_free_at: dict[int, float] = {}
-        self._next_send = 0.0
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._sending: set[asyncio.Task[None]] = set()
@@ -122,15 +121,6 @@ class LeadNotifier:
             soonest = free_at - now if soonest is None else min(soonest, free_at - now)
         return None, soonest
 
-    async def _turn_to_send(self) -> None:
-        """Wait for this message's place in the overall pace (messages are composed in
-        parallel, but reach Telegram `1 / rate` seconds apart)."""
-        now = self._clock()
-        turn = max(now, self._next_send)
-        self._next_send = turn + self._interval
-        if turn > now:
-            await self._sleep(turn - now)
-
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
         self._slots.release()
@@ -162,7 +152,7 @@ class LeadNotifier:
         if message is None:
             return
         text, keyboard = message
-        await self._turn_to_send()
+        await self._pacer.wait()
         try:
             await self._bot.send_message(person.telegram_id, text, reply_markup=keyboard)
         except (TelegramForbiddenError, TelegramBadRequest) as error:
@@ -178,14 +168,14 @@ class LeadNotifier:
                 card = await contacts.card(person, notices[0].contact_id)
             except DomainError:  # deleted, or given to someone else meanwhile
                 return None
-            stages = [summary.stage for summary in await self._services.stages.summaries()]
+            stages = await self._services.stages.ordered()
             people = await contacts.people_named_in(card)
             zone = self._services.settings.zone
             return leads.new_lead(
                 card, people, stages, person, zone=zone, now=utcnow(), language=language
             )
-        found = []
-        for notice in notices:
+        shown = []
+        for notice in notices[: leads.LIST_LIMIT]:  # only those the message shows are read
             with contextlib.suppress(DomainError):
-                found.append(await contacts.get(person, notice.contact_id))
-        return leads.new_leads(found) if found else None
+                shown.append(await contacts.get(person, notice.contact_id))
+        return leads.new_leads(len(notices), shown) if shown else None

@@ -41,11 +41,13 @@ class Pacer:
 
 
 class ScheduledMessages:
-    def __init__(self, bot: Bot, services: Services, i18n: I18n) -> None:
+    def __init__(
+        self, bot: Bot, services: Services, i18n: I18n, pacer: Pacer | None = None
+    ) -> None:
         self.bot = bot
         self.services = services
         self.i18n = i18n
-        self.pacer = Pacer()
+        self.pacer = pacer or Pacer()  # the runtime shares one with the new-lead notices
 
     async def send_morning_messages(self) -> int:
         """Everything due now that nobody claimed; returns how many were sent."""

@@ -27,7 +27,7 @@ from bot.middlewares import (
     OncePerUpdate,
     RetryRequests,
 )
-from bot.notifier import ScheduledMessages
+from bot.notifier import Pacer, ScheduledMessages
 from bot.scheduler import SchedulerHost
 from bot.settings import Settings
 from handlers.commands import publish_commands, publish_default_commands
@@ -81,8 +81,10 @@ class BotRuntime:
         self.dispatcher.startup.register(self.publish_commands)
         self.polling = asyncio.Event()
         self.dispatcher.startup.register(self.polling.set)
-        self.notifier = LeadNotifier(self.bot, services, self.i18n, rate=settings.notify_rate)
-        self.scheduled = ScheduledMessages(self.bot, services, self.i18n)
+        # One pace for every message the bot sends on its own: Telegram's limit is per bot.
+        pacer = Pacer(settings.notify_rate)
+        self.notifier = LeadNotifier(self.bot, services, self.i18n, pacer=pacer)
+        self.scheduled = ScheduledMessages(self.bot, services, self.i18n, pacer)
         self.scheduler = (
             SchedulerHost(self.scheduled, settings.database_url) if settings.scheduler else None
         )

@@ -143,3 +143,12 @@ class IdempotencyKeyReused(InvalidEvent):
             "idempotency_key",
             "this key was already used for a different event; use a new key for a new event",
         )
+
+
+class EventConflict(DomainError):
+    """Concurrent events (other workers') kept changing the same contacts or keys."""
+
+    code = "conflict"
+
+    def __init__(self) -> None:
+        super().__init__("Other events changed this contact meanwhile; send the event again.")

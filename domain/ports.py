@@ -107,11 +107,6 @@ class ContactRepository(Protocol):
     async def find_by_identifiers(
         self, *, phone: str | None, email: str | None, external_id: str | None
     ) -> list[Contact]: ...
-    async def lock(self, contact_id: int) -> Contact | None:
-        """The contact, freshly read and locked until the unit of work ends, so that events for
-        one contact are applied one after the other (PostgreSQL; SQLite locks every write)."""
-        ...
-
     async def add(self, contact: Contact, company_name: str | None) -> Contact: ...
     async def update(self, contact: Contact, *, expected_version: int) -> bool:
         """Write the contact if its stored version is still `expected_version`."""
@@ -139,16 +134,24 @@ class ContactRepository(Protocol):
         ...
 
     async def find_many(
-        self, *, phones: list[str], emails: list[str], external_ids: list[str]
+        self,
+        *,
+        phones: list[str],
+        emails: list[str],
+        external_ids: list[str],
+        lock: bool = False,
     ) -> list[Contact]:
         """Contacts having any of these identifiers, tags included (for matching a batch of
-        imported rows)."""
+        imported rows or events). With `lock`, they stay locked until the unit of work ends, so
+        that concurrent events for one contact apply one after the other (PostgreSQL; on SQLite
+        every writing unit of work holds the database's one write lock anyway)."""
         ...
 
-    async def add_many(self, contacts: list[Contact], *, operation_id: int) -> None:
-        """Insert new contacts in bulk (their company ids already set), setting their ids, as
-        created by the operation: undoing it removes them. Each has a phone, an email or an
-        external id, and these must be free: a clash refuses the whole transaction."""
+    async def add_many(self, contacts: list[Contact], *, operation_id: int | None = None) -> None:
+        """Insert new contacts in bulk (their company ids already set), setting their ids; if
+        created by an operation, undoing it removes them. Each has a phone, an email or an
+        external id, and these must be free: a clash (another transaction took one meanwhile)
+        raises Conflict, and the whole transaction is refused."""
         ...
 
     async def update_many(self, writes: list[ContactWrite]) -> list[int]:
@@ -283,22 +286,34 @@ class ApiKeyRepository(Protocol):
         """The key not revoked of that name (compared ignoring case and accents)."""
         ...
 
-    async def by_prefix(self, prefix: str) -> list[ApiKey]: ...
+    async def by_prefixes(self, prefixes: set[str]) -> list[ApiKey]: ...
     async def list(self) -> list[ApiKey]: ...
     async def update(self, key: ApiKey) -> None: ...
 
 
-class DuplicateEvent(Exception):
+class Conflict(Exception):
+    """The unit of work collided with a concurrent one (a deadlock, a key another one took
+    meanwhile) and was rolled back; trying it again sees what the other one committed."""
+
+
+class DuplicateEvent(Conflict):
     """Another event took the same idempotency key meanwhile (the unique index refused it)."""
 
 
 class EventRepository(Protocol):
-    async def add(self, event: ReceivedEvent) -> ReceivedEvent:
-        """Raises DuplicateEvent when the idempotency key is taken."""
+    async def add_many(self, events: list[ReceivedEvent]) -> None:
+        """Store events in bulk, setting their ids. Raises DuplicateEvent when an idempotency
+        key is taken."""
         ...
 
-    async def by_key(self, via: str, idempotency_key: str) -> ReceivedEvent | None: ...
-    async def count(self, contact_id: int, kind: EventKind) -> int: ...
+    async def by_keys(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], ReceivedEvent]:
+        """Events stored under these (via, idempotency key) pairs."""
+        ...
+
+    async def counts(self, contact_ids: set[int], kind: EventKind) -> dict[int, int]:
+        """How many events of `kind` each contact has (contacts without any left out)."""
+        ...
+
     async def for_contact(self, contact_id: int, *, limit: int) -> list[ReceivedEvent]:
         """The newest first."""
         ...
@@ -327,7 +342,10 @@ class TurnRepository(Protocol):
 
 
 class NoticeRepository(Protocol):
-    async def add(self, notice: Notice) -> Notice: ...
+    async def add_many(self, notices: list[Notice]) -> None:
+        """Store notices, setting their ids."""
+        ...
+
     async def pending(self, limit: int) -> list[Notice]:
         """Notices not sent yet, the oldest first."""
         ...

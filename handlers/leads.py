@@ -37,9 +37,10 @@ def new_lead(
     return f"{head}\n\n{text}", render.stage_keyboard(card.details, stages, viewer)
 
 
-def new_leads(found: Sequence[ContactDetails]) -> tuple[str, InlineKeyboardMarkup]:
-    lines = ["🆕 " + _("{count} new leads for you:").format(count=len(found))]
-    if len(found) > LIST_LIMIT:
-        lines.append(_("The first {shown} are below; /my lists them all.").format(shown=LIST_LIMIT))
-    keyboard = render.list_keyboard(found[:LIST_LIMIT], list_name="new", page=0, more=False)
+def new_leads(count: int, shown: Sequence[ContactDetails]) -> tuple[str, InlineKeyboardMarkup]:
+    """`count` leads that waited for the same person, the first of them as buttons."""
+    lines = ["🆕 " + _("{count} new leads for you:").format(count=count)]
+    if count > len(shown):
+        lines.append(_("The first {shown} are below; /my lists them all.").format(shown=len(shown)))
+    keyboard = render.list_keyboard(shown, list_name="new", page=0, more=False)
     return "\n".join(lines), keyboard

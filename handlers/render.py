@@ -113,7 +113,9 @@ def card_text(
         for entry in entries:
             who = people.get(entry.by_user_id or 0)
             by = f" — {e(who.name)}" if who else ""
-            if entry.stage_change and entry.stage_change.source is Source.AUTOMATION:
+            if entry.event or (
+                entry.stage_change and entry.stage_change.source is Source.AUTOMATION
+            ):
                 by = " — 🤖 " + _("automation")
             kind = ACTIVITY.get(entry.kind, entry.kind)
             reason = ""

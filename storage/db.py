@@ -48,6 +48,12 @@ def is_sqlite(url: str) -> bool:
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # Keys stored as written (not \u-escaped), so that SQLite's JSON paths find "Ngành".
     kwargs.setdefault("json_serializer", partial(json.dumps, ensure_ascii=False))
+    if is_sqlite(url) and ":memory:" not in url:
+        # Every unit of work takes SQLite's one write lock (BEGIN IMMEDIATE), so a second
+        # connection could only wait in SQLite's busy handler, which sleeps up to 100 ms between
+        # tries: under load, one connection with the others waiting in line is much faster.
+        kwargs.setdefault("pool_size", 1)
+        kwargs.setdefault("max_overflow", 0)
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         _tune_sqlite(engine)

@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.access import Scope
-from domain.errors import DuplicateStageName, ImportRefused
+from domain.errors import DuplicateStageName
 from domain.model import (
     AccessRequest,
     Activity,
@@ -62,7 +62,14 @@ from domain.model import (
     User,
     utcnow,
 )
-from domain.ports import BulkMove, ContactFilter, ContactWrite, DuplicateEvent, SearchCriteria
+from domain.ports import (
+    BulkMove,
+    Conflict,
+    ContactFilter,
+    ContactWrite,
+    DuplicateEvent,
+    SearchCriteria,
+)
 from domain.services.contacts import duplicate_of
 from domain.text import clean_name, fold
 from storage import bulk
@@ -184,11 +191,6 @@ class SqlContactRepository:
             return []
         return await self._load(select(ContactRow).where(or_(*conditions)).order_by(ContactRow.id))
 
-    async def lock(self, contact_id: int) -> Contact | None:
-        query = select(ContactRow).where(ContactRow.id == contact_id).with_for_update()
-        found = await self._load(query.execution_options(populate_existing=True))
-        return found[0] if found else None
-
     async def add(self, contact: Contact, company_name: str | None) -> Contact:
         company_id = await self._company_id(company_name) if company_name else None
         contact.company_id = company_id
@@ -204,7 +206,8 @@ class SqlContactRepository:
             await self._raise_duplicate(contact)
             raise
         contact.id = row.id
-        await self.set_tags(row.id, contact.tags)
+        if contact.tags:  # a new contact has no tag links to replace
+            await self.set_tags(row.id, contact.tags)
         return contact
 
     async def update(self, contact: Contact, *, expected_version: int) -> bool:
@@ -343,8 +346,30 @@ class SqlContactRepository:
         return conditions
 
     async def find_many(
-        self, *, phones: list[str], emails: list[str], external_ids: list[str]
+        self,
+        *,
+        phones: list[str],
+        emails: list[str],
+        external_ids: list[str],
+        lock: bool = False,
     ) -> list[Contact]:
+        if lock:
+            # One statement, locking in id order, so that two workers never wait for each
+            # other in a ring (a batch of events has a few hundred identifiers at most).
+            query = (
+                select(ContactRow)
+                .where(
+                    or_(
+                        ContactRow.phone.in_(phones),
+                        ContactRow.email.in_(emails),
+                        ContactRow.external_id.in_(external_ids),
+                    )
+                )
+                .order_by(ContactRow.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            return await self._load(query)
         found: dict[int, tuple[Any, ...]] = {}
         columns = ("id", *CONTACT_FIELDS)
         for identifier, values in (
@@ -391,7 +416,7 @@ class SqlContactRepository:
         self._company_key.update({company_id: key for key, company_id in ids.items()})
         return {name: ids[key] for name, key in keys.items() if key in ids}
 
-    async def add_many(self, contacts: list[Contact], *, operation_id: int) -> None:
+    async def add_many(self, contacts: list[Contact], *, operation_id: int | None = None) -> None:
         await self._company_keys({c.company_id for c in contacts if c.company_id is not None})
         for contact, contact_id in zip(contacts, await self._new_ids(len(contacts)), strict=True):
             contact.id = contact_id
@@ -404,10 +429,7 @@ class SqlContactRepository:
                 rows,
             )
         except IntegrityError:
-            raise ImportRefused(
-                "Another contact took one of the file's phones, emails or external ids during "
-                "the import; import the file again."
-            ) from None
+            raise Conflict("another contact took one of these identifiers meanwhile") from None
         await self._add_tags(contacts)
 
     async def _new_ids(self, count: int) -> list[int]:
@@ -713,19 +735,7 @@ class SqlHistoryRepository:
         self._session = session
 
     async def add(self, change: StageChange) -> None:
-        self._session.add(
-            StageChangeRow(
-                contact_id=change.contact_id,
-                from_stage_id=change.from_stage_id,
-                to_stage_id=change.to_stage_id,
-                at=change.at,
-                by_user_id=change.by_user_id,
-                source=change.source.value,
-                reason=change.reason,
-                operation_id=change.operation_id,
-            )
-        )
-        await self._session.flush()
+        await self._session.execute(insert(StageChangeRow).values(_change_values(change)))
 
     async def add_many(self, changes: list[StageChange]) -> None:
         await bulk.insert(
@@ -1290,8 +1300,8 @@ class SqlApiKeyRepository:
         )
         return _api_key(row) if row else None
 
-    async def by_prefix(self, prefix: str) -> list[ApiKey]:
-        rows = await self._session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix))
+    async def by_prefixes(self, prefixes: set[str]) -> list[ApiKey]:
+        rows = await self._session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix.in_(prefixes)))
         return [_api_key(row) for row in rows]
 
     async def list(self) -> list[ApiKey]:
@@ -1320,46 +1330,65 @@ class SqlEventRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def add(self, event: ReceivedEvent) -> ReceivedEvent:
-        row = EventRow(
-            kind=event.kind.value,
-            contact_id=event.contact_id,
-            received_at=event.received_at,
-            via=event.via,
-            idempotency_key=event.idempotency_key,
-            fingerprint=event.fingerprint,
-            source=event.source,
-            value=event.value,
-            outcome=event.outcome.value,
-            created_contact=event.created_contact,
-            from_stage_id=event.from_stage_id,
-            to_stage_id=event.to_stage_id,
-            detail=event.detail,
-        )
-        self._session.add(row)
+    async def add_many(self, events: list[ReceivedEvent]) -> None:
+        rows = [
+            (
+                event.kind.value,
+                event.contact_id,
+                event.received_at,
+                event.via,
+                event.idempotency_key,
+                event.fingerprint,
+                event.source,
+                event.value,
+                event.outcome.value,
+                event.created_contact,
+                event.from_stage_id,
+                event.to_stage_id,
+                event.detail,
+            )
+            for event in events
+        ]
         try:
-            await self._session.flush()
+            inserted = await bulk.insert(
+                self._session, EventRow, EVENT_COLUMNS, rows, returning=("id", *EVENT_IDENTITY)
+            )
         except IntegrityError:
-            # Only the idempotency key can clash; the whole unit of work is then tried again.
-            if event.idempotency_key is None:
-                raise
-            raise DuplicateEvent(event.idempotency_key) from None
-        event.id = row.id
-        return event
+            # Only an idempotency key can clash; the whole unit of work is then tried again.
+            raise DuplicateEvent("an idempotency key was taken meanwhile") from None
+        # Rows come back in no promised order: each event is found by what it stored. Events
+        # alike in all of that are alike in everything stored, so either id serves either.
+        ids: dict[tuple[Any, ...], list[int]] = {}
+        for event_id, *identity in inserted:
+            ids.setdefault(tuple(identity), []).append(event_id)
+        for event in events:
+            event.id = ids[_identity_of(event)].pop()
 
-    async def by_key(self, via: str, idempotency_key: str) -> ReceivedEvent | None:
-        row = await self._session.scalar(
-            select(EventRow).where(EventRow.via == via, EventRow.idempotency_key == idempotency_key)
+    async def by_keys(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], ReceivedEvent]:
+        if not keys:
+            return {}
+        rows = await self._session.scalars(
+            select(EventRow).where(
+                EventRow.via.in_({via for via, _ in keys}),
+                EventRow.idempotency_key.in_({key for _, key in keys}),
+            )
         )
-        return _event(row) if row else None
+        found = (_event(row) for row in rows)
+        return {
+            (event.via, event.idempotency_key): event
+            for event in found
+            if event.idempotency_key is not None and (event.via, event.idempotency_key) in keys
+        }
 
-    async def count(self, contact_id: int, kind: EventKind) -> int:
-        count = await self._session.scalar(
-            select(func.count())
-            .select_from(EventRow)
-            .where(EventRow.contact_id == contact_id, EventRow.kind == kind.value)
+    async def counts(self, contact_ids: set[int], kind: EventKind) -> dict[int, int]:
+        if not contact_ids:
+            return {}
+        rows = await self._session.execute(
+            select(EventRow.contact_id, func.count())
+            .where(EventRow.contact_id.in_(contact_ids), EventRow.kind == kind.value)
+            .group_by(EventRow.contact_id)
         )
-        return count or 0
+        return dict(rows.all())
 
     async def for_contact(self, contact_id: int, *, limit: int) -> list[ReceivedEvent]:
         rows = await self._session.scalars(
@@ -1369,6 +1398,48 @@ class SqlEventRepository:
             .limit(limit)
         )
         return [_event(row) for row in rows]
+
+
+EVENT_COLUMNS = (
+    "kind",
+    "contact_id",
+    "received_at",
+    "via",
+    "idempotency_key",
+    "fingerprint",
+    "source",
+    "value",
+    "outcome",
+    "created_contact",
+    "from_stage_id",
+    "to_stage_id",
+    "detail",
+)
+# Columns that tell the events of one batch apart (the rest follows from them), read back as
+# plain values by every driver.
+EVENT_IDENTITY = (
+    "contact_id",
+    "kind",
+    "via",
+    "idempotency_key",
+    "fingerprint",
+    "outcome",
+    "from_stage_id",
+    "to_stage_id",
+)
+
+
+def _identity_of(event: ReceivedEvent) -> tuple[Any, ...]:
+    return (
+        event.contact_id,
+        event.kind.value,
+        event.via,
+        event.idempotency_key,
+        event.fingerprint,
+        event.outcome.value,
+        event.from_stage_id,
+        event.to_stage_id,
+    )
 
 
 def _event(row: EventRow) -> ReceivedEvent:
@@ -1416,14 +1487,20 @@ class SqlTurnRepository:
         self._session = session
 
     async def last(self, queue: str) -> int | None:
-        # The queue's row must exist to be locked; a concurrent first insert waits, then skips.
-        insert_row = _insert_ignoring_conflict(self._session, AssignmentTurnRow, ["queue"])
-        await self._session.execute(insert_row.values(queue=queue, last_user_id=None))
-        return await self._session.scalar(
+        locked = (
             select(AssignmentTurnRow.last_user_id)
             .where(AssignmentTurnRow.queue == queue)
             .with_for_update()
         )
+        found = (await self._session.execute(locked)).first()
+        if found is not None:
+            last: int | None = found[0]
+            return last
+        # A queue's first lead: the row must exist to be locked. A concurrent first insert
+        # waits for the other one's commit, then does nothing, and both lock the same row.
+        insert_row = _insert_ignoring_conflict(self._session, AssignmentTurnRow, ["queue"])
+        await self._session.execute(insert_row.values(queue=queue, last_user_id=None))
+        return await self._session.scalar(locked)
 
     async def record(self, queue: str, user_id: int) -> None:
         await self._session.execute(
@@ -1437,17 +1514,18 @@ class SqlNoticeRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def add(self, notice: Notice) -> Notice:
-        row = NoticeRow(
-            user_id=notice.user_id,
-            contact_id=notice.contact_id,
-            created_at=notice.created_at,
-            sent_at=notice.sent_at,
+    async def add_many(self, notices: list[Notice]) -> None:
+        rows = [(n.user_id, n.contact_id, n.created_at, n.sent_at) for n in notices]
+        inserted = await bulk.insert(
+            self._session,
+            NoticeRow,
+            ("user_id", "contact_id", "created_at", "sent_at"),
+            rows,
+            returning=("id", "user_id", "contact_id"),
         )
-        self._session.add(row)
-        await self._session.flush()
-        notice.id = row.id
-        return notice
+        ids = {(user_id, contact_id): notice_id for notice_id, user_id, contact_id in inserted}
+        for notice in notices:  # one notice per person and new contact
+            notice.id = ids[(notice.user_id, notice.contact_id)]
 
     async def pending(self, limit: int) -> list[Notice]:
         rows = await self._session.scalars(
@@ -1601,6 +1679,19 @@ def _stage(row: StageRow) -> Stage:
     return Stage(
         row.id, row.name, Category(row.category), row.position, row.archived_at, row.idle_days
     )
+
+
+def _change_values(change: StageChange) -> dict[str, Any]:
+    return {
+        "contact_id": change.contact_id,
+        "from_stage_id": change.from_stage_id,
+        "to_stage_id": change.to_stage_id,
+        "at": change.at,
+        "by_user_id": change.by_user_id,
+        "source": change.source.value,
+        "reason": change.reason,
+        "operation_id": change.operation_id,
+    }
 
 
 def _change(row: StageChangeRow) -> StageChange:

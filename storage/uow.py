@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.ports import (
@@ -12,6 +13,7 @@ from domain.ports import (
     ActivityRepository,
     ApiKeyRepository,
     CompanyRepository,
+    Conflict,
     ContactRepository,
     DigestRepository,
     EventRepository,
@@ -82,6 +84,15 @@ class _Repositories:
         self.notices = SqlNoticeRepository(session)
 
 
+# PostgreSQL's codes for a transaction that lost to a concurrent one: a deadlock, and a
+# serialization failure.
+COLLISIONS = {"40P01", "40001"}
+
+
+def _collided(error: DBAPIError) -> bool:
+    return getattr(error.orig, "sqlstate", None) in COLLISIONS
+
+
 class SqlUnitOfWork(_Repositories):
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -100,6 +111,8 @@ class SqlUnitOfWork(_Repositories):
         # Whatever was not committed is rolled back: a refused operation changes nothing.
         await self._session.rollback()
         await self._session.close()
+        if isinstance(exc, DBAPIError) and _collided(exc):
+            raise Conflict(str(exc.orig)) from exc
 
     async def commit(self) -> None:
         await self._session.commit()

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from domain import fields
 from domain.access import require_role
-from domain.errors import DomainError, InvalidInput
+from domain.errors import DomainError, ImportRefused, InvalidInput
 from domain.fields import InvalidFieldValue
 from domain.import_batches import CHILD_FROM, batches
 from domain.imports import CUSTOM_PREFIX, IDENTIFIERS, ImportRow, RowError, error_report, parse
@@ -33,7 +33,7 @@ from domain.model import (
     User,
     utcnow,
 )
-from domain.ports import Clock, ContactWrite, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, Conflict, ContactWrite, UnitOfWork, UnitOfWorkFactory
 from domain.stages import stage_name
 from domain.text import fold
 from domain.transitions import Move, Policy, plan_move
@@ -388,9 +388,15 @@ class _Run:
                 changes = [c for c in changes if c.item.contact_id not in stale]
         operation_id = self._operation_id()
         if batch.new:
-            await self.uow.contacts.add_many(
-                [n.contact for n in batch.new], operation_id=operation_id
-            )
+            try:
+                await self.uow.contacts.add_many(
+                    [n.contact for n in batch.new], operation_id=operation_id
+                )
+            except Conflict:
+                raise ImportRefused(
+                    "Another contact took one of the file's phones, emails or external ids "
+                    "during the import; import the file again."
+                ) from None
         history = []
         for new in batch.new:
             contact = new.contact

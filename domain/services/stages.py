@@ -40,6 +40,11 @@ class StageService:
             counts = await uow.stages.contact_counts()
         return [StageSummary(s, counts.get(s.id, 0)) for s in pipeline.ordered()]
 
+    async def ordered(self) -> list[Stage]:
+        """The live stages in display order, without counting their contacts (cheap)."""
+        async with self._uow() as uow:
+            return Pipeline(await uow.stages.list()).ordered()
+
     async def contacts_without_stage(self) -> int:
         async with self._uow() as uow:
             return (await uow.stages.contact_counts()).get(None, 0)

@@ -4,6 +4,8 @@ buttons that work; automation's moves and refusals are on the card."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bot.settings import Settings
@@ -130,3 +132,24 @@ async def test_an_admin_creates_a_key_in_chat_and_revokes_it(driver: Driver, tea
     assert "revoked" in listing["text"]
     status, _ = await driver.event(secret, event="page_viewed", phone="0987 111 222")
     assert status == 401
+
+
+async def test_flood_control_delays_the_notice_and_loses_nothing(
+    driver: Driver, team: Team, key: str
+) -> None:
+    await driver.ask(LAN, "/start")
+    await driver.fault("sendMessage", 429, count=1, retry_after=1)
+    since = await driver.cursor(LAN)
+    status, _ = await driver.event(key, event="form_submitted", phone="0987 333 444")
+    assert status == 200
+    chat = await driver.changes(LAN, since, wait=8.0)
+    [told] = [m for m in chat["messages"] if m["from"] == "bot"]
+    assert "A new lead for you." in told["text"]
+    calls = await driver.requests("sendMessage")
+    assert calls[-2].get("fault") == 429
+    assert calls[-1]["time"] - calls[-2]["time"] >= 1.0
+    for _ in range(50):  # marked sent right after Telegram took it
+        if not await driver.services.events.pending_notices():
+            break
+        await asyncio.sleep(0.05)
+    assert await driver.services.events.pending_notices() == []

@@ -267,3 +267,18 @@ def test_an_import_on_a_terminal_shows_its_progress_on_one_line_unless_json(
     assert code == 0
     assert "Importing" not in err
     assert json.loads(out)["created"] == 2
+
+
+def test_an_api_key_is_shown_once_listed_by_prefix_and_revoked(cli: Cli) -> None:
+    assert cli("init")[0] == 0
+    created = cli.json("apikeys", "create", "website")
+    secret = created["secret"]
+    assert secret.startswith(created["prefix"])
+    code, listing, _ = cli("apikeys", "list")
+    assert code == 0
+    assert "website" in listing
+    assert created["prefix"] in listing
+    assert secret not in listing
+    assert "exists; revoke it first" in cli.refused("apikeys", "create", "Website")
+    assert cli.json("apikeys", "revoke", "website")["revoked_at"] is not None
+    assert "no key called 'website'" in cli.refused("apikeys", "revoke", "website")

@@ -155,3 +155,31 @@ async def test_api_keys_are_stored_hashed_and_revoked(services: Services) -> Non
     assert await services.api_keys.authenticate(secret) is None
     _, again = await services.api_keys.create(SYSTEM, "website")
     assert await services.api_keys.authenticate(again) is not None
+
+
+async def test_two_workers_writing_overlapping_batches_lose_nothing(amis: Services) -> None:
+    await agents(amis, "Lan", "Tuấn")
+    other = build_services(amis.settings.model_copy(update={"leads_team": "north"}))
+    mine = events_for_team(amis, "north")
+    phones = [f"+8491234{n:04}" for n in range(12)]
+
+    def batch(first: int) -> list[tuple[str, EventDraft]]:
+        return [
+            (
+                "web",
+                EventDraft(
+                    "revenue_booked", phone=phones[(first + n) % 12], idempotency_key=f"{first}-{n}"
+                ),
+            )
+            for n in range(12)
+        ]
+
+    try:
+        rounds = await asyncio.gather(
+            *((mine if n % 2 else other.events).record_many(batch(n)) for n in range(6))
+        )
+    finally:
+        await other.close()
+    assert all(not isinstance(outcome, Exception) for outcomes in rounds for outcome in outcomes)
+    found = [(await amis.contacts.find(SYSTEM, phone))[0] for phone in phones]
+    assert {d.stage.name if d.stage else None for d in found} == {"Loyal customer"}

@@ -15,6 +15,7 @@ import pytest
 
 from bot.container import Services, build_services
 from bot.lead_notifier import LeadNotifier
+from bot.notifier import Pacer
 from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.model import Notice, Role
@@ -75,7 +76,8 @@ async def new_leads(services: Services, count: int, first: int = 0) -> list[Noti
 def notifier(
     services: Services, bot: RecordingBot, *, rate: float = 25, per_chat: float = 1.0
 ) -> LeadNotifier:
-    return LeadNotifier(bot, services, build_i18n(), rate=rate, per_chat=per_chat)  # type: ignore[arg-type]
+    pacer = Pacer(rate)
+    return LeadNotifier(bot, services, build_i18n(), pacer=pacer, per_chat=per_chat)  # type: ignore[arg-type]
 
 
 async def until_idle(told: LeadNotifier, within: float = 10) -> None:

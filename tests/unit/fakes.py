@@ -124,9 +124,6 @@ class FakeContacts(_Repo):
             or (external_id and c.external_id == external_id)
         ]
 
-    async def lock(self, contact_id: int) -> Contact | None:
-        return await self.get(contact_id)
-
     async def company_ids(self, names: Collection[str], *, create: bool) -> dict[str, int]:
         ids = {}
         for name in names:
@@ -139,29 +136,6 @@ class FakeContacts(_Repo):
             if company is not None:
                 ids[name] = company.id or 0
         return ids
-
-    async def find_many(
-        self, *, phones: list[str], emails: list[str], external_ids: list[str]
-    ) -> list[Contact]:
-        wanted = {("phone", p) for p in phones} | {("email", e) for e in emails}
-        wanted |= {("external_id", x) for x in external_ids}
-        return [
-            copy.deepcopy(c)
-            for c in self.s.contacts.values()
-            if {("phone", c.phone), ("email", c.email), ("external_id", c.external_id)} & wanted
-        ]
-
-    async def add_many(self, contacts: list[Contact], *, operation_id: int) -> None:
-        for contact in contacts:
-            contact.id = self.s.new_id()
-            self.s.contacts[contact.id] = copy.deepcopy(contact)
-
-    async def update_many(self, writes: list[ContactWrite]) -> list[int]:
-        stale = []
-        for write in writes:
-            if not await self.update(write.contact, expected_version=write.expected_version):
-                stale.append(write.contact.id or 0)
-        return stale
 
     async def add(self, contact: Contact, company_name: str | None) -> Contact:
         if company_name:
@@ -258,6 +232,34 @@ class FakeContacts(_Repo):
             found.append(contact)
         return found
 
+    async def find_many(
+        self,
+        *,
+        phones: list[str],
+        emails: list[str],
+        external_ids: list[str],
+        lock: bool = False,
+    ) -> list[Contact]:
+        return [
+            copy.deepcopy(c)
+            for c in self.s.contacts.values()
+            if (c.phone and c.phone in phones)
+            or (c.email and c.email in emails)
+            or (c.external_id and c.external_id in external_ids)
+        ]
+
+    async def add_many(self, contacts: list[Contact], *, operation_id: int | None = None) -> None:
+        for contact in contacts:
+            contact.id = self.s.new_id()
+            self.s.contacts[contact.id] = copy.deepcopy(contact)
+
+    async def update_many(self, writes: list[ContactWrite]) -> list[int]:
+        stale = []
+        for write in writes:
+            if not await self.update(write.contact, expected_version=write.expected_version):
+                stale.append(write.contact.id or 0)
+        return stale
+
     async def count_in_stage(self, stage_id: int) -> int:
         return sum(1 for c in self.s.contacts.values() if c.stage_id == stage_id)
 
@@ -298,6 +300,10 @@ class FakeHistory(_Repo):
     async def add(self, change: StageChange) -> None:
         self.s.history.append(dataclasses.replace(change, id=self.s.new_id()))
 
+    async def add_many(self, changes: list[StageChange]) -> None:
+        for change in changes:
+            await self.add(change)
+
     async def for_contact(self, contact_id: int) -> list[StageChange]:
         rows = [c for c in self.s.history if c.contact_id == contact_id]
         return sorted(rows, key=lambda c: (c.at, c.id or 0))
@@ -305,10 +311,6 @@ class FakeHistory(_Repo):
     async def latest(self, contact_id: int) -> StageChange | None:
         rows = await self.for_contact(contact_id)
         return rows[-1] if rows else None
-
-    async def add_many(self, changes: list[StageChange]) -> None:
-        for change in changes:
-            await self.add(change)
 
     async def latest_times(self, contact_ids: Collection[int]) -> dict[int, datetime]:
         times: dict[int, datetime] = {}
@@ -451,8 +453,8 @@ class FakeApiKeys(_Repo):
             None,
         )
 
-    async def by_prefix(self, prefix: str) -> list[ApiKey]:
-        return [copy.copy(k) for k in self.s.api_keys.values() if k.prefix == prefix]
+    async def by_prefixes(self, prefixes: set[str]) -> list[ApiKey]:
+        return [copy.copy(k) for k in self.s.api_keys.values() if k.prefix in prefixes]
 
     async def list(self) -> list[ApiKey]:
         return [copy.copy(k) for k in sorted(self.s.api_keys.values(), key=lambda k: -(k.id or 0))]
@@ -463,29 +465,29 @@ class FakeApiKeys(_Repo):
 
 
 class FakeEvents(_Repo):
-    async def add(self, event: ReceivedEvent) -> ReceivedEvent:
-        if event.idempotency_key is not None and await self.by_key(
-            event.via, event.idempotency_key
-        ):
-            raise DuplicateEvent(event.idempotency_key)
-        event.id = self.s.new_id()
-        self.s.events[event.id] = copy.copy(event)
-        return event
+    async def add_many(self, events: list[ReceivedEvent]) -> None:
+        taken = {(e.via, e.idempotency_key) for e in self.s.events.values() if e.idempotency_key}
+        for event in events:
+            key = (event.via, event.idempotency_key)
+            if event.idempotency_key is not None and key in taken:
+                raise DuplicateEvent(event.idempotency_key)
+            taken.add(key)
+            event.id = self.s.new_id()
+            self.s.events[event.id] = copy.copy(event)
 
-    async def by_key(self, via: str, idempotency_key: str) -> ReceivedEvent | None:
-        return next(
-            (
-                copy.copy(e)
-                for e in self.s.events.values()
-                if e.via == via and e.idempotency_key == idempotency_key
-            ),
-            None,
-        )
+    async def by_keys(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], ReceivedEvent]:
+        return {
+            (e.via, e.idempotency_key): copy.copy(e)
+            for e in self.s.events.values()
+            if e.idempotency_key is not None and (e.via, e.idempotency_key) in keys
+        }
 
-    async def count(self, contact_id: int, kind: EventKind) -> int:
-        return sum(
-            1 for e in self.s.events.values() if e.contact_id == contact_id and e.kind == kind
-        )
+    async def counts(self, contact_ids: set[int], kind: EventKind) -> dict[int, int]:
+        counted: dict[int, int] = {}
+        for event in self.s.events.values():
+            if event.contact_id in contact_ids and event.kind == kind:
+                counted[event.contact_id] = counted.get(event.contact_id, 0) + 1
+        return counted
 
     async def for_contact(self, contact_id: int, *, limit: int) -> list[ReceivedEvent]:
         mine = [e for e in self.s.events.values() if e.contact_id == contact_id]
@@ -512,10 +514,10 @@ class FakeTurns(_Repo):
 
 
 class FakeNotices(_Repo):
-    async def add(self, notice: Notice) -> Notice:
-        notice.id = self.s.new_id()
-        self.s.notices[notice.id] = copy.copy(notice)
-        return notice
+    async def add_many(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            notice.id = self.s.new_id()
+            self.s.notices[notice.id] = copy.copy(notice)
 
     async def pending(self, limit: int) -> list[Notice]:
         waiting = [n for _, n in sorted(self.s.notices.items()) if n.sent_at is None]

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from domain.errors import AccessDenied, InvalidInput, NotFound
-from domain.services.apikeys import ApiKeyService
+from domain.services.apikeys import TRUSTED_FOR, ApiKeyService
 from tests.unit.conftest import Clock, People
 from tests.unit.fakes import FakeDatabase
 
@@ -78,3 +78,23 @@ async def test_only_admins_manage_keys(keys: ApiKeyService, people: People) -> N
         await keys.create(people.manager, "website")
     with pytest.raises(AccessDenied):
         await keys.list(people.agent)
+
+
+async def test_a_key_revoked_elsewhere_is_refused_once_no_longer_trusted(
+    db: FakeDatabase, keys: ApiKeyService, clock: Clock, people: People
+) -> None:
+    _, secret = await keys.create(people.admin, "website")
+    assert await keys.authenticate(secret) is not None
+    await ApiKeyService(db.uow, clock).revoke(people.admin, "website")  # another process
+    assert await keys.authenticate(secret) is not None
+    clock.advance(seconds=TRUSTED_FOR.total_seconds())
+    assert await keys.authenticate(secret) is None
+
+
+async def test_many_secrets_are_checked_at_once_in_their_order(
+    keys: ApiKeyService, people: People
+) -> None:
+    web, web_secret = await keys.create(people.admin, "website")
+    shop, shop_secret = await keys.create(people.admin, "shop")
+    found = await keys.authenticate_many([shop_secret, "sk_wrong", web_secret, shop_secret])
+    assert found == [shop, None, web, shop]

@@ -407,3 +407,34 @@ async def _switch_off(db: FakeDatabase, user: User) -> None:
         user.active = False
         await uow.users.update(user)
         await uow.commit()
+
+
+@pytest.mark.usefixtures("amis")
+async def test_events_written_together_apply_one_after_the_other(
+    db: FakeDatabase, events: EventService, people: People
+) -> None:
+    results = await events.record_many(
+        [
+            ("web", form(phone=PHONE, idempotency_key="a")),
+            ("books", EventDraft("revenue_booked", phone=PHONE)),
+            ("books", EventDraft("revenue_booked", phone=PHONE)),
+            ("web", form(phone=PHONE, idempotency_key="a")),
+            ("web", form(phone="12")),
+            ("web", EventDraft("unsubscribed", phone=PHONE, idempotency_key="a")),
+        ]
+    )
+    stages = [
+        r.contact.stage.name if not isinstance(r, Exception) and r.contact.stage else type(r)
+        for r in results
+    ]
+    assert stages == [
+        "Lead",
+        "Customer",
+        "Loyal customer",
+        "Lead",
+        InvalidEvent,
+        IdempotencyKeyReused,
+    ]
+    assert [len(db.state.contacts), len(db.state.events), len(db.state.history)] == [1, 3, 3]
+    [contact] = db.state.contacts.values()
+    assert contact.version == 3

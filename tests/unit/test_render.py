@@ -7,7 +7,21 @@ from zoneinfo import ZoneInfo
 
 from aiogram.utils.i18n import gettext
 
-from domain.model import Activity, ActivityKind, Category, Contact, Role, Stage, TimelineEntry, User
+from domain.model import (
+    Activity,
+    ActivityKind,
+    Category,
+    Contact,
+    EventKind,
+    Outcome,
+    ReceivedEvent,
+    Role,
+    Source,
+    Stage,
+    StageChange,
+    TimelineEntry,
+    User,
+)
 from domain.services.contacts import ContactCard, ContactDetails
 from handlers import render
 from handlers.i18n import build_i18n
@@ -63,3 +77,46 @@ def test_every_button_of_a_card_fits_64_bytes_of_callback_data() -> None:
         for key in row:
             assert key.callback_data is not None
             assert len(key.callback_data.encode()) <= 64
+
+
+def automation_card() -> ContactCard:
+    contact = Contact(7, "An", stage_entered_at=NOW)
+    lost = Stage(3, "Disqualified", Category.LOST, 1)
+    declined = ReceivedEvent(
+        9,
+        EventKind.REVENUE_BOOKED,
+        7,
+        NOW,
+        "books",
+        Outcome.DECLINED,
+        "f",
+        detail="The contact is lost (Disqualified); automation never moves it.",
+    )
+    moved = StageChange(7, None, 3, NOW, None, Source.AUTOMATION, "disqualified", id=1)
+    entries = [
+        TimelineEntry(NOW, "event", declined.kind, None, event=declined),
+        TimelineEntry(NOW, "stage", "— → Disqualified", None, stage_change=moved),
+    ]
+    return ContactCard(ContactDetails(contact, lost, None, None), [], entries, 2)
+
+
+def card_in(language: str) -> str:
+    with I18N.context(), I18N.use_locale(language):
+        return render.card_text(
+            automation_card(), {}, zone=ZoneInfo("UTC"), now=NOW, language=language
+        )
+
+
+def test_what_automation_did_and_declined_is_on_the_card_marked_as_automation() -> None:
+    text = card_in("en")
+    assert (
+        "<i>Event</i> revenue_booked: declined — The contact is lost (Disqualified); automation "
+        "never moves it. — 🤖 automation" in text
+    )
+    assert "<i>Stage</i> — → Disqualified (disqualified) — 🤖 automation" in text
+
+
+def test_a_declined_event_is_explained_in_the_readers_language() -> None:
+    text = card_in("vi")
+    assert "bị từ chối — Quy tắc tự động không chuyển khách hàng tiềm năng này." in text
+    assert "🤖 tự động" in text

@@ -35,3 +35,18 @@ def test_the_bot_token_is_kept_secret() -> None:
     settings = Settings(_env_file=None, bot_token="123:hush-hush")  # type: ignore[call-arg]
     assert "hush-hush" not in repr(settings)
     assert "hush-hush" not in str(settings.model_dump())
+
+
+def test_new_leads_go_to_a_team_in_turn_and_to_fixed_owners_by_source() -> None:
+    settings = Settings(
+        _env_file=None, leads_team=" north ", lead_owners="Website=Lan; Facebook=2003;"
+    )  # type: ignore[call-arg]
+    assert settings.routing.team == " north "
+    assert settings.routing.owner_for("facebook") == "2003"
+    assert settings.routing.owner_for("Zalo") is None
+
+
+@pytest.mark.parametrize("owners", ["Website", "=Lan", "Website="])
+def test_a_source_without_an_owner_is_refused(owners: str) -> None:
+    with pytest.raises(ValidationError, match="SOURCE=OWNER"):
+        Settings(_env_file=None, lead_owners=owners)  # type: ignore[call-arg]
