@@ -11,6 +11,7 @@ from domain.services.contacts import ContactService
 from domain.services.exports import ExportService
 from domain.services.imports import ImportService
 from domain.services.operations import OperationService
+from domain.services.reports import ReportService
 from domain.services.stages import StageService
 from domain.services.users import UserService
 from domain.services.views import ViewService
@@ -29,6 +30,7 @@ class Services:
     imports: ImportService
     views: ViewService
     exports: ExportService
+    reports: ReportService
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -54,4 +56,5 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
             uow, default_region=settings.default_phone_region, zone=settings.zone, policy=policy
         ),
         exports=ExportService(uow, zone=settings.zone),
+        reports=ReportService(uow, settings.zone),
     )

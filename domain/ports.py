@@ -24,6 +24,7 @@ from domain.model import (
     StageChange,
     User,
 )
+from domain.reports import StayFigures
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +201,75 @@ class ViewRepository(Protocol):
     async def delete(self, view_id: int) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ReportWindow:
+    """Whose contacts a report counts and over which instants: `owners` are user ids, None
+    standing for "no owner"; `start` (included) and `end` (excluded) are whole seconds since
+    1970, UTC."""
+
+    owners: tuple[int | None, ...]
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class PathGroup:
+    """Contacts with the same path (the stages they entered, each once, in the order of their
+    last entry) and the same current stage."""
+
+    path: tuple[int, ...]
+    stage_id: int | None
+    contacts: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedGroup:
+    """Contacts created in a window with the same owner and source; `idle`: how many of them
+    were never touched after their creation."""
+
+    owner_id: int | None
+    source: str | None
+    contacts: int
+    idle: int
+
+
+class ReportRepository(Protocol):
+    """The aggregates behind the reports (docs/reports.md), computed by the database. Stage ids
+    are passed in by category, as the domain reads categories when a report runs. Medians are in
+    seconds; owner keys are user ids, None for contacts without an owner."""
+
+    async def current_stages(self, owners: tuple[int | None, ...]) -> dict[int | None, int]: ...
+    async def cohort_paths(self, window: ReportWindow) -> list[PathGroup]:
+        """Contacts whose first stage assignment falls in the window, by path and stage."""
+        ...
+
+    async def created(self, window: ReportWindow) -> list[CreatedGroup]: ...
+    async def entered(
+        self, owners: tuple[int | None, ...], into: tuple[int, ...], bounds: Sequence[int]
+    ) -> dict[tuple[int | None, int], int]:
+        """Contacts that entered one of `into` from outside them, per owner and bucket: bucket
+        n runs from bounds[n] (included) to bounds[n + 1]."""
+        ...
+
+    async def days_to_win(
+        self, window: ReportWindow, won: tuple[int, ...]
+    ) -> dict[int | None, float]:
+        """Per owner, the median time from creation to the first entry into `won` (from outside
+        it) within the window."""
+        ...
+
+    async def first_response(self, window: ReportWindow) -> dict[int | None, float]:
+        """Per owner, the median time to the first response of the contacts created in the
+        window that had one."""
+        ...
+
+    async def stays(
+        self, window: ReportWindow, stage_ids: tuple[int, ...]
+    ) -> dict[int, StayFigures]:
+        """Per stage of `stage_ids`, the stays that ended in the window."""
+        ...
+
+
 class UnitOfWork(Protocol):
     stages: StageRepository
     contacts: ContactRepository
@@ -210,6 +280,7 @@ class UnitOfWork(Protocol):
     operations: OperationRepository
     access_requests: AccessRequestRepository
     views: ViewRepository
+    reports: ReportRepository
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(

@@ -63,6 +63,7 @@ from storage.models import (
     TagRow,
     UserRow,
 )
+from storage.reports import refresh as refresh_reports
 
 # SQLite's FTS5 index of contacts.search_text (created by the migrations, kept by triggers).
 CONTACT_SEARCH = table("contact_search", column("rowid", Integer))
@@ -166,6 +167,7 @@ class SqlContactRepository:
             raise
         contact.id = row.id
         await self.set_tags(row.id, contact.tags)
+        await refresh_reports(self._session, [row.id])
         return contact
 
     async def update(self, contact: Contact, *, expected_version: int) -> bool:
@@ -185,6 +187,7 @@ class SqlContactRepository:
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
         await self.set_tags(contact.id, contact.tags)
+        await refresh_reports(self._session, [contact.id])
         return True
 
     async def search(
@@ -321,7 +324,8 @@ class SqlContactRepository:
                 )
         except IntegrityError:
             raise DuplicateContact(0, "identifier", "in this batch") from None
-        for (contact, _), contact_id in zip(contacts, result.scalars().all(), strict=True):
+        ids = result.scalars().all()
+        for (contact, _), contact_id in zip(contacts, ids, strict=True):
             contact.id = contact_id
         tag_ids: dict[str, int] = {}
         links = []
@@ -333,6 +337,7 @@ class SqlContactRepository:
                 links.append({"contact_id": contact.id, "tag_id": tag_ids[key]})
         if links:
             await self._session.execute(insert(ContactTagRow), links)
+        await refresh_reports(self._session, ids)
 
     async def count_in_stage(self, stage_id: int) -> int:
         count = await self._session.scalar(
@@ -354,6 +359,7 @@ class SqlContactRepository:
         return moved
 
     async def _move_where(self, move: BulkMove, where: ColumnElement[bool]) -> int:
+        moving = list(await self._session.scalars(select(ContactRow.id).where(where)))
         if move.operation_id is not None:
             before = select(
                 literal(move.operation_id),
@@ -415,6 +421,7 @@ class SqlContactRepository:
             )
             .execution_options(synchronize_session=False)
         )
+        await refresh_reports(self._session, moving)
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     def _word_match(self, words: Sequence[str]) -> Select[Any]:
@@ -524,6 +531,7 @@ class SqlHistoryRepository:
             )
         )
         await self._session.flush()
+        await refresh_reports(self._session, [change.contact_id])
 
     async def add_many(self, changes: list[StageChange]) -> None:
         if not changes:
@@ -544,6 +552,7 @@ class SqlHistoryRepository:
                 for change in changes
             ],
         )
+        await refresh_reports(self._session, [change.contact_id for change in changes])
 
     async def for_contact(self, contact_id: int) -> list[StageChange]:
         rows = await self._session.scalars(
@@ -645,6 +654,7 @@ class SqlActivityRepository:
         self._session.add(row)
         await self._session.flush()
         activity.id = row.id
+        await refresh_reports(self._session, [activity.contact_id])
         return activity
 
     async def for_contact(
@@ -770,6 +780,12 @@ class SqlOperationRepository:
                 updated_by_id=by_user_id,
             )
             .execution_options(synchronize_session=False)
+        )
+        await refresh_reports(
+            self._session,
+            select(OperationItemRow.contact_id).where(
+                OperationItemRow.operation_id == operation_id
+            ),
         )
         return int(created.rowcount) + int(restored.rowcount)  # type: ignore[attr-defined]
 

@@ -14,10 +14,12 @@ from domain.ports import (
     ContactRepository,
     HistoryRepository,
     OperationRepository,
+    ReportRepository,
     StageRepository,
     UserRepository,
     ViewRepository,
 )
+from storage.reports import SqlReportRepository
 from storage.repositories import (
     SqlAccessRequestRepository,
     SqlActivityRepository,
@@ -41,6 +43,7 @@ class _Repositories:
     operations: OperationRepository
     access_requests: AccessRequestRepository
     views: ViewRepository
+    reports: ReportRepository
 
     def _bind(self, session: AsyncSession) -> None:
         self.stages = SqlStageRepository(session)
@@ -52,6 +55,7 @@ class _Repositories:
         self.operations = SqlOperationRepository(session)
         self.access_requests = SqlAccessRequestRepository(session)
         self.views = SqlViewRepository(session)
+        self.reports = SqlReportRepository(session)
 
 
 class SqlUnitOfWork(_Repositories):

@@ -1,0 +1,77 @@
+"""Report tables: one row per contact and one per history row, derived from the history and
+filled from it here (docs/reports.md, "How the database keeps up").
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from storage.reports import refresh_statements
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "report_contacts",
+        sa.Column("contact_id", sa.Integer(), nullable=False),
+        sa.Column("owner_id", sa.Integer(), nullable=False),
+        sa.Column("source", sa.String(length=100), nullable=True),
+        sa.Column("stage_id", sa.Integer(), nullable=True),
+        sa.Column("created_s", sa.BigInteger(), nullable=False),
+        sa.Column("entered_s", sa.BigInteger(), nullable=True),
+        sa.Column("path", sa.Text(), nullable=False),
+        sa.Column("touched", sa.Boolean(), nullable=False),
+        sa.Column("responded_s", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(["contact_id"], ["contacts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("contact_id"),
+    )
+    op.create_table(
+        "report_stays",
+        sa.Column("change_id", sa.Integer(), nullable=False),
+        sa.Column("contact_id", sa.Integer(), nullable=False),
+        sa.Column("owner_id", sa.Integer(), nullable=False),
+        sa.Column("stage_id", sa.Integer(), nullable=True),
+        sa.Column("from_stage_id", sa.Integer(), nullable=True),
+        sa.Column("entered_s", sa.BigInteger(), nullable=False),
+        sa.Column("left_s", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(["change_id"], ["stage_changes.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["contact_id"], ["contacts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("change_id"),
+    )
+    bind = op.get_bind()
+    for statement in refresh_statements(bind.dialect.name, None):
+        bind.execute(statement)
+    # Indexes after the first fill, which is quicker that way on a large database.
+    op.create_index(
+        "ix_report_contacts_entered",
+        "report_contacts",
+        ["owner_id", "entered_s", "path", "stage_id"],
+    )
+    op.create_index(
+        "ix_report_contacts_created",
+        "report_contacts",
+        ["owner_id", "created_s", "source", "touched", "responded_s"],
+    )
+    op.create_index("ix_report_contacts_stage", "report_contacts", ["owner_id", "stage_id"])
+    op.create_index("ix_report_stays_contact_id", "report_stays", ["contact_id"])
+    op.create_index(
+        "ix_report_stays_entered",
+        "report_stays",
+        ["owner_id", "stage_id", "entered_s", "from_stage_id", "contact_id"],
+    )
+    op.create_index(
+        "ix_report_stays_left", "report_stays", ["owner_id", "stage_id", "left_s", "entered_s"]
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("report_stays")
+    op.drop_table("report_contacts")
