@@ -314,7 +314,7 @@ class SqlReportRepository:
         )
         return {
             stage_id: StayFigures(n, int(total or 0), medians.get(stage_id))
-            for stage_id, n, total in totals.tuples()
+            for stage_id, n, total in totals.all()
             if stage_id is not None
         }
 
