@@ -24,7 +24,7 @@ from domain.model import (
     StageChange,
     User,
 )
-from domain.reports import StayFigures
+from domain.reports import Closed, StayFigures
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,13 +201,17 @@ class ViewRepository(Protocol):
     async def delete(self, view_id: int) -> None: ...
 
 
+# Whose contacts a report counts: None for everyone's (an admin's reports), else those owned by
+# these users.
+Owners = tuple[int, ...] | None
+
+
 @dataclass(frozen=True, slots=True)
 class ReportWindow:
-    """Whose contacts a report counts and over which instants: `owners` are user ids, None
-    standing for "no owner"; `start` (included) and `end` (excluded) are whole seconds since
-    1970, UTC."""
+    """Whose contacts a report counts and over which instants: `start` (included) and `end`
+    (excluded) are whole seconds since 1970, UTC."""
 
-    owners: tuple[int | None, ...]
+    owners: Owners
     start: int
     end: int
 
@@ -238,17 +242,17 @@ class ReportRepository(Protocol):
     are passed in by category, as the domain reads categories when a report runs. Medians are in
     seconds; owner keys are user ids, None for contacts without an owner."""
 
-    async def current_stages(self, owners: tuple[int | None, ...]) -> dict[int | None, int]: ...
+    async def current_stages(self, owners: Owners) -> dict[int | None, int]: ...
     async def cohort_paths(self, window: ReportWindow) -> list[PathGroup]:
         """Contacts whose first stage assignment falls in the window, by path and stage."""
         ...
 
     async def created(self, window: ReportWindow) -> list[CreatedGroup]: ...
-    async def entered(
-        self, owners: tuple[int | None, ...], into: tuple[int, ...], bounds: Sequence[int]
-    ) -> dict[tuple[int | None, int], int]:
-        """Contacts that entered one of `into` from outside them, per owner and bucket: bucket
-        n runs from bounds[n] (included) to bounds[n + 1]."""
+    async def closed(
+        self, owners: Owners, won: tuple[int, ...], lost: tuple[int, ...], bounds: Sequence[int]
+    ) -> dict[tuple[int | None, int], Closed]:
+        """Contacts that entered one of the `won` stages from outside them, and the same for
+        `lost`, per owner and bucket: bucket n runs from bounds[n] (included) to bounds[n + 1]."""
         ...
 
     async def days_to_win(

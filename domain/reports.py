@@ -315,6 +315,9 @@ class Closed:
     won: int = 0
     lost: int = 0
 
+    def __add__(self, other: Closed) -> Closed:
+        return Closed(self.won + other.won, self.lost + other.lost)
+
 
 def build_conversion(
     period: Period,

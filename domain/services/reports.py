@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from domain.access import Scope
 from domain.model import Category, User, utcnow
-from domain.ports import Clock, ReportWindow, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, Owners, ReportWindow, UnitOfWork, UnitOfWorkFactory
 from domain.reports import (
     Closed,
     Conversion,
@@ -79,21 +79,19 @@ class ReportService:
             window = self._window(owners, period)
             created = await uow.reports.created(window)
             stages = await uow.reports.current_stages(owners)
-            won = await self._entered(uow, owners, book.ids(Category.WON), bounds)
-            lost = await self._entered(uow, owners, book.ids(Category.LOST), bounds)
-            whole = [window.start, window.end]
-            won_total = await self._entered(uow, owners, book.ids(Category.WON), whole)
-            lost_total = await self._entered(uow, owners, book.ids(Category.LOST), whole)
+            per_bucket = await self._closed(uow, book, owners, bounds)
+            # Apart, as a contact that entered on two days counts once in the period.
+            whole = await self._closed(uow, book, owners, [window.start, window.end])
         return build_conversion(
             period,
             book,
             new=sum(g.contacts for g in created),
             active=sum(n for s, n in stages.items() if book.category(s) is Category.OPEN),
             idle=sum(g.idle for g in created),
-            closed=Closed(sum(won_total.values()), sum(lost_total.values())),
+            closed=sum(whole.values(), Closed()),
             over_time=[
-                (b.start, Closed(_in_bucket(won, n), _in_bucket(lost, n)))
-                for n, b in enumerate(buckets)
+                (b.start, sum((c for (_, n), c in per_bucket.items() if n == bucket), Closed()))
+                for bucket, b in enumerate(buckets)
             ],
         )
 
@@ -103,24 +101,22 @@ class ReportService:
             window = self._window(owners, period)
             won_ids = book.ids(Category.WON)
             created = await uow.reports.created(window)
-            whole = [window.start, window.end]
-            won = await self._entered(uow, owners, won_ids, whole)
-            lost = await self._entered(uow, owners, book.ids(Category.LOST), whole)
+            closed = await self._closed(uow, book, owners, [window.start, window.end])
             to_win = await uow.reports.days_to_win(window, won_ids) if won_ids else {}
             responses = await uow.reports.first_response(window)
         new: Counter[int | None] = Counter()
         for group in created:
             new[group.owner_id] += group.contacts
-        figures = {
-            owner_id: OwnerFigures(
+        figures = {}
+        for owner_id in {*new, *(owner for owner, _ in closed)}:
+            won_lost = closed.get((owner_id, 0), Closed())
+            figures[owner_id] = OwnerFigures(
                 new=new[owner_id],
-                converted=won.get((owner_id, 0), 0),
-                lost=lost.get((owner_id, 0), 0),
+                converted=won_lost.won,
+                lost=won_lost.lost,
                 days_to_win=to_win.get(owner_id),
                 first_response=responses.get(owner_id),
             )
-            for owner_id in {*new, *(o for o, _ in won), *(o for o, _ in lost)}
-        }
         return build_leaderboard(period, book, figures, names)
 
     async def time_in_stage(self, actor: User, period: Period) -> TimeInStage:
@@ -131,33 +127,26 @@ class ReportService:
 
     async def _context(
         self, uow: UnitOfWork, actor: User
-    ) -> tuple[StageBook, tuple[int | None, ...], dict[int, str]]:
-        """The stages as they are now, the owners whose contacts the actor may see (None: no
-        owner, which only admins see), and everyone's names."""
+    ) -> tuple[StageBook, Owners, dict[int, str]]:
+        """The stages as they are now, the owners whose contacts the actor may see (None:
+        everyone's, contacts without an owner included), and everyone's names."""
         book = StageBook(await uow.stages.list(include_archived=True))
         people = await uow.users.list()
         scope = Scope.of(actor)
-        owners: tuple[int | None, ...] = tuple(u.id for u in people if scope.covers(u))
-        if scope.everything:
-            owners = (*owners, None)
+        owners = None
+        if not scope.everything:
+            owners = tuple(u.id for u in people if u.id is not None and scope.covers(u))
         return book, owners, {u.id: u.name for u in people if u.id is not None}
 
-    def _window(self, owners: tuple[int | None, ...], period: Period) -> ReportWindow:
+    def _window(self, owners: Owners, period: Period) -> ReportWindow:
         start, end = period.bounds(self._zone)
         return ReportWindow(owners, epoch_seconds(start), epoch_seconds(end))
 
     @staticmethod
-    async def _entered(
-        uow: UnitOfWork,
-        owners: tuple[int | None, ...],
-        into: tuple[int, ...],
-        bounds: list[int],
-    ) -> dict[tuple[int | None, int], int]:
-        if not into:
+    async def _closed(
+        uow: UnitOfWork, book: StageBook, owners: Owners, bounds: list[int]
+    ) -> dict[tuple[int | None, int], Closed]:
+        won, lost = book.ids(Category.WON), book.ids(Category.LOST)
+        if not won and not lost:
             return {}
-        return await uow.reports.entered(owners, into, bounds)
-
-
-def _in_bucket(counts: dict[tuple[int | None, int], int], bucket: int) -> int:
-    """Contacts counted in a bucket, whoever owns them (each contact has one owner)."""
-    return sum(n for (_, b), n in counts.items() if b == bucket)
+        return await uow.reports.closed(owners, won, lost, bounds)

@@ -50,26 +50,36 @@ def upgrade() -> None:
     for statement in refresh_statements(bind.dialect.name, None):
         bind.execute(statement)
     # Indexes after the first fill, which is quicker that way on a large database.
-    op.create_index(
+    for name, table, columns in INDEXES:
+        op.create_index(name, table, columns)
+
+
+INDEXES = (
+    ("ix_report_contacts_stage", "report_contacts", ["stage_id", "owner_id"]),
+    (
         "ix_report_contacts_entered",
         "report_contacts",
-        ["owner_id", "entered_s", "path", "stage_id"],
-    )
-    op.create_index(
+        ["entered_s", "path", "stage_id", "owner_id"],
+    ),
+    (
         "ix_report_contacts_created",
         "report_contacts",
-        ["owner_id", "created_s", "source", "touched", "responded_s"],
-    )
-    op.create_index("ix_report_contacts_stage", "report_contacts", ["owner_id", "stage_id"])
-    op.create_index("ix_report_stays_contact_id", "report_stays", ["contact_id"])
-    op.create_index(
+        ["created_s", "owner_id", "source", "touched"],
+    ),
+    ("ix_report_contacts_owner", "report_contacts", ["owner_id", "created_s", "responded_s"]),
+    ("ix_report_stays_contact_id", "report_stays", ["contact_id"]),
+    (
         "ix_report_stays_entered",
         "report_stays",
+        ["stage_id", "entered_s", "from_stage_id", "owner_id", "contact_id"],
+    ),
+    (
+        "ix_report_stays_owner",
+        "report_stays",
         ["owner_id", "stage_id", "entered_s", "from_stage_id", "contact_id"],
-    )
-    op.create_index(
-        "ix_report_stays_left", "report_stays", ["owner_id", "stage_id", "left_s", "entered_s"]
-    )
+    ),
+    ("ix_report_stays_left", "report_stays", ["stage_id", "left_s", "entered_s", "owner_id"]),
+)
 
 
 def downgrade() -> None:
