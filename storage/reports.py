@@ -123,49 +123,32 @@ def refresh_statements(dialect: str, contacts: Contacts) -> list[Executable]:
         .distinct()
         .subquery()
     )
+    # Each correlated lookup appears once: SQLite evaluates a repeated one again.
     after_creation = h.at > c.created_at
-    facts = (
+    activities = select(a.at.label("at")).where(a.contact_id == c.id, a.at > c.created_at)
+    manual_moves = select(h.at).where(
+        h.contact_id == c.id, h.source == Source.MANUAL.value, after_creation
+    )
+    responses = union_all(activities.correlate(c), manual_moves.correlate(c)).subquery()
+    contact_rows = (
         select(
             c.id,
-            owner.label("owner_id"),
+            func.coalesce(c.owner_id, NO_OWNER),
             c.source,
             c.stage_id,
-            c.created_at,
-            select(func.min(h.at))
-            .where(h.contact_id == c.id, h.to_stage_id.is_not(None))
-            .scalar_subquery()
-            .label("entered_at"),
-            select(func.min(a.at))
-            .where(a.contact_id == c.id, a.at > c.created_at)
-            .scalar_subquery()
-            .label("activity_at"),
-            select(func.min(h.at))
-            .where(h.contact_id == c.id, h.source == Source.MANUAL.value, after_creation)
-            .scalar_subquery()
-            .label("manual_at"),
-            exists().where(h.contact_id == c.id, after_creation).label("changed"),
+            seconds(c.created_at),
+            seconds(
+                select(func.min(h.at))
+                .where(h.contact_id == c.id, h.to_stage_id.is_not(None))
+                .scalar_subquery()
+            ),
+            func.coalesce(paths.c.path, ""),
+            or_(activities.exists(), exists().where(h.contact_id == c.id, after_creation)),
+            seconds(select(func.min(responses.c.at)).scalar_subquery()),
         )
+        .outerjoin(paths, paths.c.contact_id == c.id)
         .where(among(c.id))
-        .subquery()
     )
-    f = facts.c
-    responded = case(
-        (f.manual_at.is_(None), f.activity_at),
-        (f.activity_at.is_(None), f.manual_at),
-        (f.activity_at <= f.manual_at, f.activity_at),
-        else_=f.manual_at,
-    )
-    contact_rows = select(
-        f.id,
-        f.owner_id,
-        f.source,
-        f.stage_id,
-        seconds(f.created_at),
-        seconds(f.entered_at),
-        func.coalesce(paths.c.path, ""),
-        or_(f.activity_at.is_not(None), f.changed),
-        seconds(responded),
-    ).outerjoin(paths, paths.c.contact_id == f.id)
     return [
         delete(ReportStayRow).where(among(ReportStayRow.contact_id)),
         insert(ReportStayRow).from_select(
