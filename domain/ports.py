@@ -24,7 +24,7 @@ from domain.model import (
     StageChange,
     User,
 )
-from domain.reports import Closed, StayFigures
+from domain.reports import StayFigures
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,17 +242,28 @@ class ReportRepository(Protocol):
     are passed in by category, as the domain reads categories when a report runs. Medians are in
     seconds; owner keys are user ids, None for contacts without an owner."""
 
-    async def current_stages(self, owners: Owners) -> dict[int | None, int]: ...
+    async def current_stages(
+        self, owners: Owners, stage_ids: tuple[int, ...] | None = None
+    ) -> dict[int | None, int]:
+        """Contacts per current stage (None: no stage), of these stages only when given."""
+        ...
+
     async def cohort_paths(self, window: ReportWindow) -> list[PathGroup]:
         """Contacts whose first stage assignment falls in the window, by path and stage."""
         ...
 
     async def created(self, window: ReportWindow) -> list[CreatedGroup]: ...
-    async def closed(
-        self, owners: Owners, won: tuple[int, ...], lost: tuple[int, ...], bounds: Sequence[int]
-    ) -> dict[tuple[int | None, int], Closed]:
-        """Contacts that entered one of the `won` stages from outside them, and the same for
-        `lost`, per owner and bucket: bucket n runs from bounds[n] (included) to bounds[n + 1]."""
+    async def entered(
+        self, owners: Owners, into: tuple[int, ...], bounds: Sequence[int]
+    ) -> list[int]:
+        """Per bucket, the contacts that entered one of `into` from outside them: bucket n runs
+        from bounds[n] (included) to bounds[n + 1]."""
+        ...
+
+    async def entered_by_owner(
+        self, window: ReportWindow, into: tuple[int, ...]
+    ) -> dict[int | None, int]:
+        """Per owner, the contacts that entered one of `into` from outside them in the window."""
         ...
 
     async def days_to_win(

@@ -233,14 +233,21 @@ class ReportContactRow(Base):
     __table_args__ = (
         Index("ix_report_contacts_stage", "stage_id", "owner_id"),
         Index("ix_report_contacts_entered", "entered_s", "path", "stage_id", "owner_id"),
-        Index("ix_report_contacts_created", "created_s", "owner_id", "source", "touched"),
+        Index(
+            "ix_report_contacts_created",
+            "created_s",
+            "owner_id",
+            "source",
+            "touched",
+            "responded_s",
+        ),
         Index("ix_report_contacts_owner", "owner_id", "created_s", "responded_s"),
     )
 
 
 class ReportStayRow(Base):
     """One history row as the reports read it: the stay it starts, until the contact's next
-    row (`left_s`, unset while it lasts), with the contact's owner (0 for none)."""
+    row (`left_s`, unset while it lasts), with the contact's owner (0 for none) and creation."""
 
     __tablename__ = "report_stays"
 
@@ -251,6 +258,7 @@ class ReportStayRow(Base):
         ForeignKey("contacts.id", ondelete="CASCADE"), index=True
     )
     owner_id: Mapped[int] = mapped_column(Integer)
+    created_s: Mapped[int] = mapped_column(BigInteger)
     stage_id: Mapped[int | None] = mapped_column(Integer)
     from_stage_id: Mapped[int | None] = mapped_column(Integer)
     entered_s: Mapped[int] = mapped_column(BigInteger)
@@ -272,6 +280,7 @@ class ReportStayRow(Base):
             "entered_s",
             "from_stage_id",
             "contact_id",
+            "created_s",
         ),
         Index("ix_report_stays_left", "stage_id", "left_s", "entered_s", "owner_id"),
     )

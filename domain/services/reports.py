@@ -78,20 +78,22 @@ class ReportService:
             book, owners, _ = await self._context(uow, actor)
             window = self._window(owners, period)
             created = await uow.reports.created(window)
-            stages = await uow.reports.current_stages(owners)
-            per_bucket = await self._closed(uow, book, owners, bounds)
+            open_now = await uow.reports.current_stages(owners, book.ids(Category.OPEN))
+            won, lost = book.ids(Category.WON), book.ids(Category.LOST)
+            per_bucket = [await self._entered(uow, owners, into, bounds) for into in (won, lost)]
             # Apart, as a contact that entered on two days counts once in the period.
-            whole = await self._closed(uow, book, owners, [window.start, window.end])
+            whole_period = [window.start, window.end]
+            whole = [await self._entered(uow, owners, into, whole_period) for into in (won, lost)]
         return build_conversion(
             period,
             book,
             new=sum(g.contacts for g in created),
-            active=sum(n for s, n in stages.items() if book.category(s) is Category.OPEN),
+            active=sum(open_now.values()),
             idle=sum(g.idle for g in created),
-            closed=sum(whole.values(), Closed()),
+            closed=Closed(*(counts[0] for counts in whole)),
             over_time=[
-                (b.start, sum((c for (_, n), c in per_bucket.items() if n == bucket), Closed()))
-                for bucket, b in enumerate(buckets)
+                (b.start, Closed(*(counts[n] for counts in per_bucket)))
+                for n, b in enumerate(buckets)
             ],
         )
 
@@ -99,24 +101,25 @@ class ReportService:
         async with self._uow() as uow:
             book, owners, names = await self._context(uow, actor)
             window = self._window(owners, period)
-            won_ids = book.ids(Category.WON)
+            won_ids, lost_ids = book.ids(Category.WON), book.ids(Category.LOST)
             created = await uow.reports.created(window)
-            closed = await self._closed(uow, book, owners, [window.start, window.end])
+            won = await uow.reports.entered_by_owner(window, won_ids) if won_ids else {}
+            lost = await uow.reports.entered_by_owner(window, lost_ids) if lost_ids else {}
             to_win = await uow.reports.days_to_win(window, won_ids) if won_ids else {}
             responses = await uow.reports.first_response(window)
         new: Counter[int | None] = Counter()
         for group in created:
             new[group.owner_id] += group.contacts
-        figures = {}
-        for owner_id in {*new, *(owner for owner, _ in closed)}:
-            won_lost = closed.get((owner_id, 0), Closed())
-            figures[owner_id] = OwnerFigures(
+        figures = {
+            owner_id: OwnerFigures(
                 new=new[owner_id],
-                converted=won_lost.won,
-                lost=won_lost.lost,
+                converted=won.get(owner_id, 0),
+                lost=lost.get(owner_id, 0),
                 days_to_win=to_win.get(owner_id),
                 first_response=responses.get(owner_id),
             )
+            for owner_id in {*new, *won, *lost}
+        }
         return build_leaderboard(period, book, figures, names)
 
     async def time_in_stage(self, actor: User, period: Period) -> TimeInStage:
@@ -143,10 +146,9 @@ class ReportService:
         return ReportWindow(owners, epoch_seconds(start), epoch_seconds(end))
 
     @staticmethod
-    async def _closed(
-        uow: UnitOfWork, book: StageBook, owners: Owners, bounds: list[int]
-    ) -> dict[tuple[int | None, int], Closed]:
-        won, lost = book.ids(Category.WON), book.ids(Category.LOST)
-        if not won and not lost:
-            return {}
-        return await uow.reports.closed(owners, won, lost, bounds)
+    async def _entered(
+        uow: UnitOfWork, owners: Owners, into: tuple[int, ...], bounds: list[int]
+    ) -> list[int]:
+        if not into:
+            return [0] * (len(bounds) - 1)
+        return await uow.reports.entered(owners, into, bounds)

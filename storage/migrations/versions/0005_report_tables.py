@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("change_id", sa.Integer(), nullable=False),
         sa.Column("contact_id", sa.Integer(), nullable=False),
         sa.Column("owner_id", sa.Integer(), nullable=False),
+        sa.Column("created_s", sa.BigInteger(), nullable=False),
         sa.Column("stage_id", sa.Integer(), nullable=True),
         sa.Column("from_stage_id", sa.Integer(), nullable=True),
         sa.Column("entered_s", sa.BigInteger(), nullable=False),
@@ -64,7 +65,7 @@ INDEXES = (
     (
         "ix_report_contacts_created",
         "report_contacts",
-        ["created_s", "owner_id", "source", "touched"],
+        ["created_s", "owner_id", "source", "touched", "responded_s"],
     ),
     ("ix_report_contacts_owner", "report_contacts", ["owner_id", "created_s", "responded_s"]),
     ("ix_report_stays_contact_id", "report_stays", ["contact_id"]),
@@ -76,7 +77,7 @@ INDEXES = (
     (
         "ix_report_stays_owner",
         "report_stays",
-        ["owner_id", "stage_id", "entered_s", "from_stage_id", "contact_id"],
+        ["owner_id", "stage_id", "entered_s", "from_stage_id", "contact_id", "created_s"],
     ),
     ("ix_report_stays_left", "report_stays", ["stage_id", "left_s", "entered_s", "owner_id"]),
 )
