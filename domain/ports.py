@@ -3,7 +3,7 @@ work does, once per use case."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -267,10 +267,11 @@ class ReportRepository(Protocol):
         ...
 
     async def days_to_win(
-        self, window: ReportWindow, won: tuple[int, ...]
+        self, window: ReportWindow, won: tuple[int, ...], converted: Mapping[int | None, int]
     ) -> dict[int | None, float]:
         """Per owner, the median time from creation to the first entry into `won` (from outside
-        it) within the window."""
+        it) within the window; `converted` is how many contacts each owner converted then, as
+        entered_by_owner counts them."""
         ...
 
     async def first_response(self, window: ReportWindow) -> dict[int | None, float]:

@@ -8,6 +8,7 @@ They hold stage ids only: categories and positions are applied when a report run
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -245,10 +246,9 @@ class SqlReportRepository:
             _owned(s.owner_id, owners),
         )
         contacts = func.count(distinct(s.contact_id))
-        inner = bounds[1:-1]
-        if not inner:  # the whole period: no grouping, so nothing to sort
+        if len(bounds) == 2:  # one bucket: no grouping, so nothing to sort
             return [await self._session.scalar(select(contacts).where(*entries)) or 0]
-        bucket = case(*[(s.entered_s < b, n) for n, b in enumerate(inner)], else_=len(inner))
+        bucket = _bucket(s.entered_s, bounds)
         rows = await self._session.execute(
             select(bucket, contacts).where(*entries).group_by(bucket)
         )
@@ -271,15 +271,10 @@ class SqlReportRepository:
         return {_owner(owner): n for owner, n in rows.all()}
 
     async def days_to_win(
-        self, window: ReportWindow, won: tuple[int, ...]
+        self, window: ReportWindow, won: tuple[int, ...], converted: Mapping[int | None, int]
     ) -> dict[int | None, float]:
         s = ReportStayRow
         wins = (_entering(won), *_within(s.entered_s, window))
-        counts = await self._session.execute(
-            select(s.owner_id, func.count(distinct(s.contact_id)))
-            .where(*wins, _owned(s.owner_id, window.owners))
-            .group_by(s.owner_id)
-        )
 
         def lengths(owner_id: int) -> Select[Any]:
             return (
@@ -288,7 +283,8 @@ class SqlReportRepository:
                 .group_by(s.contact_id, s.created_s)
             )
 
-        medians = await self._medians(dict(counts.all()), lengths)
+        counts = {_stored(owner): n for owner, n in converted.items()}
+        medians = await self._medians(counts, lengths)
         return {_owner(owner): m for owner, m in medians.items()}
 
     async def first_response(self, window: ReportWindow) -> dict[int | None, float]:
@@ -359,6 +355,16 @@ class SqlReportRepository:
         return {key: middle_mean(min(m), max(m)) for key, m in middles.items()}
 
 
+def _bucket(moment: SQLColumnExpression[int], bounds: Sequence[int]) -> ColumnElement[int]:
+    """The bucket of a moment: arithmetic when the buckets are equally long (days without a
+    change of UTC offset), which is quicker for SQLite than comparing with each bound."""
+    widths = {high - low for low, high in itertools.pairwise(bounds)}
+    if len(widths) == 1:
+        return (moment - bounds[0]) // widths.pop()
+    inner = bounds[1:-1]
+    return case(*[(moment < b, n) for n, b in enumerate(inner)], else_=len(inner))
+
+
 def _owned(column: SQLColumnExpression[int], owners: Owners) -> ColumnElement[bool]:
     """The owner condition of a report over a period or over stages. Written on `owner_id + 0`,
     which no index matches, so that SQLite reads the covering index led by the period or the
@@ -368,6 +374,10 @@ def _owned(column: SQLColumnExpression[int], owners: Owners) -> ColumnElement[bo
 
 def _owner(stored: int) -> int | None:
     return None if stored == NO_OWNER else stored
+
+
+def _stored(owner: int | None) -> int:
+    return NO_OWNER if owner is None else owner
 
 
 def _within(column: SQLColumnExpression[Any], window: ReportWindow) -> list[ColumnElement[bool]]:

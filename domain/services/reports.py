@@ -77,23 +77,27 @@ class ReportService:
         async with self._uow() as uow:
             book, owners, _ = await self._context(uow, actor)
             window = self._window(owners, period)
-            created = await uow.reports.created(window)
-            open_now = await uow.reports.current_stages(owners, book.ids(Category.OPEN))
+            reports = uow.reports
+            created = await reports.created(window)
+            open_now = await reports.current_stages(owners, book.ids(Category.OPEN))
             won, lost = book.ids(Category.WON), book.ids(Category.LOST)
-            per_bucket = [await self._entered(uow, owners, into, bounds) for into in (won, lost)]
+            won_per_bucket = await reports.entered(owners, won, bounds)
+            lost_per_bucket = await reports.entered(owners, lost, bounds)
             # Apart, as a contact that entered on two days counts once in the period.
-            whole_period = [window.start, window.end]
-            whole = [await self._entered(uow, owners, into, whole_period) for into in (won, lost)]
+            [won_total] = await reports.entered(owners, won, [window.start, window.end])
+            [lost_total] = await reports.entered(owners, lost, [window.start, window.end])
         return build_conversion(
             period,
             book,
             new=sum(g.contacts for g in created),
             active=sum(open_now.values()),
             idle=sum(g.idle for g in created),
-            closed=Closed(*(counts[0] for counts in whole)),
+            closed=Closed(won_total, lost_total),
             over_time=[
-                (b.start, Closed(*(counts[n] for counts in per_bucket)))
-                for n, b in enumerate(buckets)
+                (bucket.start, Closed(won_then, lost_then))
+                for bucket, won_then, lost_then in zip(
+                    buckets, won_per_bucket, lost_per_bucket, strict=True
+                )
             ],
         )
 
@@ -101,12 +105,12 @@ class ReportService:
         async with self._uow() as uow:
             book, owners, names = await self._context(uow, actor)
             window = self._window(owners, period)
-            won_ids, lost_ids = book.ids(Category.WON), book.ids(Category.LOST)
-            created = await uow.reports.created(window)
-            won = await uow.reports.entered_by_owner(window, won_ids) if won_ids else {}
-            lost = await uow.reports.entered_by_owner(window, lost_ids) if lost_ids else {}
-            to_win = await uow.reports.days_to_win(window, won_ids) if won_ids else {}
-            responses = await uow.reports.first_response(window)
+            reports = uow.reports
+            created = await reports.created(window)
+            won = await reports.entered_by_owner(window, book.ids(Category.WON))
+            lost = await reports.entered_by_owner(window, book.ids(Category.LOST))
+            to_win = await reports.days_to_win(window, book.ids(Category.WON), won)
+            responses = await reports.first_response(window)
         new: Counter[int | None] = Counter()
         for group in created:
             new[group.owner_id] += group.contacts
@@ -144,11 +148,3 @@ class ReportService:
     def _window(self, owners: Owners, period: Period) -> ReportWindow:
         start, end = period.bounds(self._zone)
         return ReportWindow(owners, epoch_seconds(start), epoch_seconds(end))
-
-    @staticmethod
-    async def _entered(
-        uow: UnitOfWork, owners: Owners, into: tuple[int, ...], bounds: list[int]
-    ) -> list[int]:
-        if not into:
-            return [0] * (len(bounds) - 1)
-        return await uow.reports.entered(owners, into, bounds)
