@@ -12,12 +12,14 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from bot.container import Services, build_services
+from bot.report_text import report_json, report_text
 from bot.schemas import ContactOut
 from bot.settings import Settings
 from domain.access import SYSTEM
@@ -195,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     command(apikeys, "list", _apikeys_list, "keys, revoked ones included")
     revoke_key = command(apikeys, "revoke", _apikeys_revoke, "stop a key from working")
     revoke_key.add_argument("name")
+    report = command(commands, "report", _report, "a report, for scripts and checks")
+    report.add_argument("kind", choices=list(REPORTS))
+    report.add_argument("--from", dest="first", type=_day, metavar="YYYY-MM-DD")
+    report.add_argument("--to", dest="last", type=_day, metavar="YYYY-MM-DD")
 
     command(commands, "operations", _operations, "recent bulk operations, to undo one")
     undo = command(commands, "undo", _undo, "undo a bulk operation")
@@ -215,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.set_defaults(own_database=True)
     return parser
+
+
+def _day(raw: str) -> date:
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a date (YYYY-MM-DD)") from None
 
 
 def _category(raw: str) -> Category:
@@ -413,6 +426,21 @@ class _ImportProgressLine:
     @staticmethod
     def clear() -> None:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+
+REPORTS = ("snapshot", "funnel", "sources", "conversion", "leaderboard", "time-in-stage")
+
+
+async def _report(args: argparse.Namespace, services: Services) -> Any:
+    """Reports as an admin sees them (the command line acts with an admin's rights); the
+    snapshot is of now and takes no period."""
+    reports = services.reports
+    period = reports.period(args.first, args.last)
+    if args.kind == "snapshot":
+        result = await reports.snapshot(SYSTEM)
+    else:
+        result = await getattr(reports, args.kind.replace("-", "_"))(SYSTEM, period)
+    return _Output(report_json(args.kind, result), report_text(result))
 
 
 async def _operations(args: argparse.Namespace, services: Services) -> Any:

@@ -15,6 +15,7 @@ from domain.services.exports import ExportService
 from domain.services.fields import FieldService
 from domain.services.imports import ImportService
 from domain.services.operations import OperationService
+from domain.services.reports import ReportService
 from domain.services.stages import StageService
 from domain.services.users import UserService
 from domain.services.views import ViewService
@@ -37,6 +38,7 @@ class Services:
     digests: DigestService
     events: EventService
     api_keys: ApiKeyService
+    reports: ReportService
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -71,4 +73,5 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
             routing=settings.routing,
         ),
         api_keys=ApiKeyService(uow),
+        reports=ReportService(uow, settings.zone),
     )

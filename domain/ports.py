@@ -3,7 +3,7 @@ work does, once per use case."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from types import TracebackType
@@ -30,6 +30,7 @@ from domain.model import (
     StageChange,
     User,
 )
+from domain.reports import StayFigures
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +354,91 @@ class NoticeRepository(Protocol):
     async def mark_sent(self, notice_ids: list[int], at: datetime) -> None: ...
 
 
+# Whose contacts a report counts: None for everyone's (an admin's reports), else those owned by
+# these users.
+Owners = tuple[int, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportWindow:
+    """Whose contacts a report counts and over which instants: `start` (included) and `end`
+    (excluded) are whole seconds since 1970, UTC."""
+
+    owners: Owners
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class PathGroup:
+    """Contacts with the same path (the stages they entered, each once, in the order of their
+    last entry) and the same current stage."""
+
+    path: tuple[int, ...]
+    stage_id: int | None
+    contacts: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedGroup:
+    """Contacts created in a window with the same owner and source; `idle`: how many of them
+    were never touched after their creation."""
+
+    owner_id: int | None
+    source: str | None
+    contacts: int
+    idle: int
+
+
+class ReportRepository(Protocol):
+    """The aggregates behind the reports (docs/reports.md), computed by the database. Stage ids
+    are passed in by category, as the domain reads categories when a report runs. Medians are in
+    seconds; owner keys are user ids, None for contacts without an owner."""
+
+    async def current_stages(
+        self, owners: Owners, stage_ids: tuple[int, ...] | None = None
+    ) -> dict[int | None, int]:
+        """Contacts per current stage (None: no stage), of these stages only when given."""
+        ...
+
+    async def cohort_paths(self, window: ReportWindow) -> list[PathGroup]:
+        """Contacts whose first stage assignment falls in the window, by path and stage."""
+        ...
+
+    async def created(self, window: ReportWindow) -> list[CreatedGroup]: ...
+    async def entered(
+        self, owners: Owners, into: tuple[int, ...], bounds: Sequence[int]
+    ) -> list[int]:
+        """Per bucket, the contacts that entered one of `into` from outside them: bucket n runs
+        from bounds[n] (included) to bounds[n + 1]."""
+        ...
+
+    async def entered_by_owner(
+        self, window: ReportWindow, into: tuple[int, ...]
+    ) -> dict[int | None, int]:
+        """Per owner, the contacts that entered one of `into` from outside them in the window."""
+        ...
+
+    async def days_to_win(
+        self, window: ReportWindow, won: tuple[int, ...], converted: Mapping[int | None, int]
+    ) -> dict[int | None, float]:
+        """Per owner, the median time from creation to the first entry into `won` (from outside
+        it) within the window; `converted` is how many contacts each owner converted then, as
+        entered_by_owner counts them."""
+        ...
+
+    async def first_response(self, window: ReportWindow) -> dict[int | None, float]:
+        """Per owner, the median time to the first response of the contacts created in the
+        window that had one."""
+        ...
+
+    async def stays(
+        self, window: ReportWindow, stage_ids: tuple[int, ...]
+    ) -> dict[int, StayFigures]:
+        """Per stage of `stage_ids`, the stays that ended in the window."""
+        ...
+
+
 class UnitOfWork(Protocol):
     stages: StageRepository
     contacts: ContactRepository
@@ -370,6 +456,7 @@ class UnitOfWork(Protocol):
     rules: RuleRepository
     turns: TurnRepository
     notices: NoticeRepository
+    reports: ReportRepository
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(

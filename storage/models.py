@@ -347,3 +347,80 @@ class NoticeRow(Base):
             postgresql_where=text("sent_at IS NULL"),
         ),
     )
+
+
+class ReportContactRow(Base):
+    """A contact as the reports read it (docs/reports.md, "How the database keeps up"): copies
+    of its owner (0 for none, so that every scope is an `owner_id IN (...)` an index answers),
+    source and stage, and facts of its history. Times are whole seconds since 1970, UTC."""
+
+    __tablename__ = "report_contacts"
+
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner_id: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str | None] = mapped_column(String(100))
+    stage_id: Mapped[int | None] = mapped_column(Integer)
+    created_s: Mapped[int] = mapped_column(BigInteger)
+    entered_s: Mapped[int | None] = mapped_column(BigInteger)  # first stage assignment
+    path: Mapped[str] = mapped_column(Text)  # stage ids entered, in order of last entry
+    touched: Mapped[bool] = mapped_column(Boolean)  # any activity or stage change after creation
+    responded_s: Mapped[int | None] = mapped_column(BigInteger)  # first response
+
+    # Covering indexes: led by what the reports range over or group by, the owner last (see
+    # storage.reports); one led by the owner for the medians per person.
+    __table_args__ = (
+        Index("ix_report_contacts_stage", "stage_id", "owner_id"),
+        Index("ix_report_contacts_entered", "entered_s", "path", "stage_id", "owner_id"),
+        Index(
+            "ix_report_contacts_created",
+            "created_s",
+            "owner_id",
+            "source",
+            "touched",
+            "responded_s",
+        ),
+        Index("ix_report_contacts_owner", "owner_id", "created_s", "responded_s"),
+    )
+
+
+class ReportStayRow(Base):
+    """One history row as the reports read it: the stay it starts, until the contact's next
+    row (`left_s`, unset while it lasts), with the contact's owner (0 for none) and creation."""
+
+    __tablename__ = "report_stays"
+
+    change_id: Mapped[int] = mapped_column(
+        ForeignKey("stage_changes.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    owner_id: Mapped[int] = mapped_column(Integer)
+    created_s: Mapped[int] = mapped_column(BigInteger)
+    stage_id: Mapped[int | None] = mapped_column(Integer)
+    from_stage_id: Mapped[int | None] = mapped_column(Integer)
+    entered_s: Mapped[int] = mapped_column(BigInteger)
+    left_s: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index(
+            "ix_report_stays_entered",
+            "stage_id",
+            "entered_s",
+            "from_stage_id",
+            "owner_id",
+            "contact_id",
+        ),
+        Index(
+            "ix_report_stays_owner",
+            "owner_id",
+            "stage_id",
+            "entered_s",
+            "from_stage_id",
+            "contact_id",
+            "created_s",
+        ),
+        Index("ix_report_stays_left", "stage_id", "left_s", "entered_s", "owner_id"),
+    )

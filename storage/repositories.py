@@ -95,6 +95,8 @@ from storage.models import (
     TagRow,
     UserRow,
 )
+from storage.reports import mark_stale
+from storage.reports import refresh as refresh_reports
 
 # SQLite's FTS5 index of contacts.search_text (created by the migrations, kept by triggers).
 CONTACT_SEARCH = table("contact_search", column("rowid", Integer))
@@ -208,6 +210,7 @@ class SqlContactRepository:
         contact.id = row.id
         if contact.tags:  # a new contact has no tag links to replace
             await self.set_tags(row.id, contact.tags)
+        await refresh_reports(self._session, [row.id])
         return contact
 
     async def update(self, contact: Contact, *, expected_version: int) -> bool:
@@ -227,6 +230,7 @@ class SqlContactRepository:
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
         await self.set_tags(contact.id, contact.tags)
+        await refresh_reports(self._session, [contact.id])
         return True
 
     async def search(
@@ -431,6 +435,7 @@ class SqlContactRepository:
         except IntegrityError:
             raise Conflict("another contact took one of these identifiers meanwhile") from None
         await self._add_tags(contacts)
+        mark_stale(self._session, (c.id for c in contacts))
 
     async def _new_ids(self, count: int) -> list[int]:
         """Ids for contacts about to be inserted in bulk. Inserting them with their ids spares
@@ -473,6 +478,7 @@ class SqlContactRepository:
                 delete(ContactTagRow).where(ContactTagRow.contact_id.in_(chunk))
             )
         await self._add_tags(retagged)
+        mark_stale(self._session, (w.contact.id for w in fresh if w.changed & REPORTED_FIELDS))
         written = {w.contact.id for w in fresh}
         return [
             w.contact.id for w in writes if w.contact.id is not None and w.contact.id not in written
@@ -571,6 +577,7 @@ class SqlContactRepository:
         return await self._move_where(move, where)
 
     async def _move_where(self, move: BulkMove, where: ColumnElement[bool]) -> int:
+        moving = list(await self._session.scalars(select(ContactRow.id).where(where)))
         if move.operation_id is not None:
             before = select(
                 literal(move.operation_id),
@@ -630,6 +637,7 @@ class SqlContactRepository:
             )
             .execution_options(synchronize_session=False)
         )
+        await refresh_reports(self._session, moving)
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     def _word_ids(self, words: Sequence[str]) -> Select[Any]:
@@ -736,6 +744,7 @@ class SqlHistoryRepository:
 
     async def add(self, change: StageChange) -> None:
         await self._session.execute(insert(StageChangeRow).values(_change_values(change)))
+        await refresh_reports(self._session, [change.contact_id])
 
     async def add_many(self, changes: list[StageChange]) -> None:
         await bulk.insert(
@@ -756,6 +765,7 @@ class SqlHistoryRepository:
                 for change in changes
             ],
         )
+        mark_stale(self._session, (change.contact_id for change in changes))
 
     async def latest_times(self, contact_ids: Collection[int]) -> dict[int, datetime]:
         ids = sorted(contact_ids)
@@ -870,6 +880,7 @@ class SqlActivityRepository:
         self._session.add(row)
         await self._session.flush()
         activity.id = row.id
+        await refresh_reports(self._session, [activity.contact_id])
         return activity
 
     async def for_contact(
@@ -1083,6 +1094,12 @@ class SqlOperationRepository:
             )
             .execution_options(synchronize_session=False)
         )
+        await refresh_reports(
+            self._session,
+            select(OperationItemRow.contact_id).where(
+                OperationItemRow.operation_id == operation_id
+            ),
+        )
         return int(created.rowcount) + int(restored.rowcount)  # type: ignore[attr-defined]
 
     async def _restore_profiles(self, operation_id: int) -> None:
@@ -1112,6 +1129,8 @@ class SqlOperationRepository:
             await contacts.refresh_search_text(contact_id)
 
 
+# A contact's fields its report rows read (storage.reports.refresh_statements).
+REPORTED_FIELDS = frozenset({"owner_id", "source", "stage_id", "created_at"})
 PROFILE_COLUMNS = ("name", "phone", "email", "external_id", "source", "owner_id", "company_id")
 # A contact is first written at version 1 (domain.model.Contact); every later write raises it.
 CREATED_VERSION = 1

@@ -21,12 +21,14 @@ from domain.ports import (
     HistoryRepository,
     NoticeRepository,
     OperationRepository,
+    ReportRepository,
     RuleRepository,
     StageRepository,
     TurnRepository,
     UserRepository,
     ViewRepository,
 )
+from storage.reports import STALE, SqlReportRepository, refresh_stale
 from storage.repositories import (
     SqlAccessRequestRepository,
     SqlActivityRepository,
@@ -64,6 +66,7 @@ class _Repositories:
     rules: RuleRepository
     turns: TurnRepository
     notices: NoticeRepository
+    reports: ReportRepository
 
     def _bind(self, session: AsyncSession) -> None:
         self.stages = SqlStageRepository(session)
@@ -82,6 +85,7 @@ class _Repositories:
         self.rules = SqlRuleRepository(session)
         self.turns = SqlTurnRepository(session)
         self.notices = SqlNoticeRepository(session)
+        self.reports = SqlReportRepository(session)
 
 
 # PostgreSQL's codes for a transaction that lost to a concurrent one: a deadlock, and a
@@ -115,9 +119,11 @@ class SqlUnitOfWork(_Repositories):
             raise Conflict(str(exc.orig)) from exc
 
     async def commit(self) -> None:
+        await refresh_stale(self._session)
         await self._session.commit()
 
     async def rollback(self) -> None:
+        self._session.info.pop(STALE, None)
         await self._session.rollback()
 
 
@@ -141,6 +147,7 @@ class SharedSessionUnitOfWork(_Repositories):
         return None
 
     async def commit(self) -> None:
+        await refresh_stale(self._session)
         await self._session.flush()
 
     async def rollback(self) -> None:

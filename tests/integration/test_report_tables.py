@@ -1,0 +1,117 @@
+"""The report tables stay exactly in step with the data through every kind of write the services
+make — chat and command line, imports, bulk moves, stage deletion, undo — on SQLite and
+PostgreSQL; and the reports follow a recategorization at once."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from bot.container import Services
+from domain.access import SYSTEM
+from domain.model import ActivityKind, Category, Role
+from domain.services.contacts import ContactDraft
+from domain.services.events import EventDraft
+from domain.services.imports import ImportOptions
+from domain.services.operations import Selection
+from tests.integration.reporting import (
+    assert_report_tables_in_step,
+    assert_reports_match_reference,
+)
+
+
+async def test_every_write_keeps_the_report_tables_equal_to_a_recount(services: Services) -> None:
+    await services.stages.apply_template(SYSTEM, "amis")
+    agent = await services.users.add(SYSTEM, "Lan", Role.AGENT, team="north")
+    manager = await services.users.add(SYSTEM, "Mai", Role.MANAGER, team="north")
+    other = await services.users.add(SYSTEM, "Bảo", Role.AGENT, team="south")
+    contacts = services.contacts
+    stage = contacts.stage_by_name
+    checked = 0
+
+    async def in_step() -> None:
+        nonlocal checked
+        await assert_report_tables_in_step(services)
+        checked += 1
+
+    an = await contacts.add(
+        SYSTEM,
+        ContactDraft(name="An", phone="0912000001", stage="Lead", owner="Lan", source="Zalo"),
+    )
+    binh = await contacts.add(SYSTEM, ContactDraft(name="Bình", email="binh@x.vn"))
+    assert an.id is not None
+    assert binh.id is not None
+    await in_step()
+    await contacts.set_stage(SYSTEM, an.id, (await stage("SQL")).id)
+    await contacts.set_stage(SYSTEM, binh.id, (await stage("MQL")).id)
+    await in_step()
+    await contacts.log_activity(agent, an.id, ActivityKind.CALL, "Gọi lại sau")
+    await in_step()
+    await contacts.reassign(SYSTEM, binh.id, other.id or 0)
+    await in_step()
+
+    data = (
+        "email,name,stage,owner,source,lost_reason,created_at,stage_changed_at\n"
+        "binh@x.vn,Bình,Customer,Lan,Web,,,\n"
+        "chi@x.vn,Chi,Unsubscribed,Mai,Hội chợ,Price,2024-01-05,2024-02-01\n"
+        "dung@x.vn,Dũng,,,,,2024-01-06,\n"
+    ).encode()
+    imported = await services.imports.run(SYSTEM, data, ImportOptions())
+    assert (imported.created, imported.updated, imported.rejected) == (2, 1, 0), imported.errors
+    await in_step()
+    await services.stages.recategorize(SYSTEM, "SQL", Category.WON)
+    await in_step()
+    assert imported.operation_id is not None
+    await services.operations.undo(SYSTEM, imported.operation_id)
+    await in_step()
+
+    outcomes = await services.events.record_many(
+        [
+            ("web", EventDraft("form_submitted", phone="0912 000 111", name="Giang")),
+            ("web", EventDraft("opportunity_created", email="binh@x.vn", source="Web")),
+        ]
+    )
+    assert not [o for o in outcomes if isinstance(o, Exception)]
+    await in_step()
+
+    moved = await services.operations.bulk_move(SYSTEM, Selection(query="An"), "Loyal customer")
+    await in_step()
+    assert moved.id is not None
+    await services.operations.undo(SYSTEM, moved.id)
+    await in_step()
+    await services.stages.recategorize(SYSTEM, "SQL", Category.OPEN)
+    deleted = await services.stages.delete(SYSTEM, "SQL", reassign_to="Lead")
+    await in_step()
+    assert deleted.operation_id is not None
+    await services.operations.undo(SYSTEM, deleted.operation_id)
+    await in_step()
+    await services.stages.delete(SYSTEM, "MQL", no_stage=True)
+    await in_step()
+    assert checked == 13
+
+    today = date.today()
+    period = services.reports.period(today - timedelta(days=800), today)
+    await assert_reports_match_reference(services, [SYSTEM, manager, agent, other], period)
+
+
+async def test_recategorizing_a_stage_corrects_a_past_period_at_once(services: Services) -> None:
+    await services.stages.apply_template(SYSTEM, "outbound")
+    data = (
+        b"email,stage,lost_reason,created_at,stage_changed_at\n"
+        b"a@x.vn,Qualified,,2024-03-01,2024-03-05\n"
+        b"b@x.vn,Qualified,,2024-03-02,2024-03-06\n"
+        b"c@x.vn,Not interested,Price,2024-03-02,2024-03-07\n"
+    )
+    report = await services.imports.run(SYSTEM, data, ImportOptions())
+    assert (report.created, report.rejected) == (3, 0), report.errors
+    march = services.reports.period(date(2024, 3, 1), date(2024, 3, 31))
+    before = await services.reports.conversion(SYSTEM, march)
+    await services.stages.recategorize(SYSTEM, "Qualified", Category.WON)
+    after = await services.reports.conversion(SYSTEM, march)
+    assert (before.new, before.converted, before.junk, before.win_rate) == (3, 0, 1, 0.0)
+    assert (after.converted, after.junk, after.win_rate) == (2, 1, 2 / 3)
+    funnel = await services.reports.funnel(SYSTEM, march)
+    assert [(s.name, s.reached) for s in funnel.steps] == [
+        ("Potential", 2),
+        ("Interested", 2),
+        ("Won", 2),
+    ]
