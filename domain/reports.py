@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from enum import StrEnum
 
 from domain.errors import InvalidInput
 from domain.model import Category, Stage
@@ -18,6 +19,7 @@ DAY = 86_400
 HOUR = 3_600
 DEFAULT_DAYS = 30
 MAX_DAYS = 3_660
+CUSTOM_MAX_DAYS = 3 * 366  # a typed range longer than this is a typo, not a report
 DAILY_UP_TO = 62  # longer periods are shown per month over time
 
 
@@ -96,6 +98,53 @@ class Period:
 
     def to_json(self) -> dict[str, str]:
         return {"from": self.first.isoformat(), "to": self.last.isoformat()}
+
+
+class Span(StrEnum):
+    """Periods named relative to today (local days). The values travel in callback data, so
+    they stay short."""
+
+    TODAY = "d"
+    WEEK = "7"  # the 7 days ending today
+    DAYS_30 = "30"
+    THIS_MONTH = "m"  # from the 1st to today
+    LAST_MONTH = "lm"  # the whole previous calendar month
+    THIS_QUARTER = "q"  # from the quarter's first day to today
+
+
+def span_period(span: Span, today: date) -> Period:
+    """The period `span` names, seen on local day `today`."""
+    match span:
+        case Span.TODAY:
+            return Period(today, today)
+        case Span.WEEK:
+            return Period(today - timedelta(days=6), today)
+        case Span.DAYS_30:
+            return Period(today - timedelta(days=DEFAULT_DAYS - 1), today)
+        case Span.THIS_MONTH:
+            return Period(today.replace(day=1), today)
+        case Span.LAST_MONTH:
+            last = today.replace(day=1) - timedelta(days=1)
+            return Period(last.replace(day=1), last)
+        case Span.THIS_QUARTER:
+            return Period(date(today.year, (today.month - 1) // 3 * 3 + 1, 1), today)
+
+
+class PeriodOrder(InvalidInput):
+    code = "period_order"
+
+
+class PeriodTooLong(InvalidInput):
+    code = "period_too_long"
+
+
+def custom_period(first: date, last: date) -> Period:
+    """A period typed by someone: it must run forward and span at most three years."""
+    if last < first:
+        raise PeriodOrder(f"The period ends ({last}) before it starts ({first}).")
+    if (last - first).days >= CUSTOM_MAX_DAYS:
+        raise PeriodTooLong("A period typed in chat spans at most three years.")
+    return Period(first, last)
 
 
 def _midnight(day: date, zone: tzinfo) -> datetime:

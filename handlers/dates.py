@@ -48,3 +48,30 @@ def parse_due(text: str, now: datetime) -> datetime | None:
 def _at(now: datetime, day: date) -> datetime:
     moment = datetime.combine(day, DEFAULT_HOUR, tzinfo=now.tzinfo)
     return moment if moment > now or moment.date() != now.date() else now + timedelta(hours=1)
+
+
+# A date as people type it for a report: 31/03/2025 (also with dots or dashes) or 2025-03-31.
+_DAY = r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{4}"
+_RANGE = re.compile(rf"^(?P<first>{_DAY})(?:\s*(?:–|—|-|~|\.\.|to|đến|至|到)\s*(?P<last>{_DAY}))?$")
+
+
+def parse_range(text: str) -> tuple[date, date] | None:
+    """The first and last day of "DD/MM/YYYY – DD/MM/YYYY" (or ISO dates); one date means that
+    day. None when unreadable or not a calendar date; the order is the caller's to check."""
+    match = _RANGE.match(" ".join(text.strip().lower().split()))
+    if match is None:
+        return None
+    first = _day(match["first"])
+    last = _day(match["last"]) if match["last"] else first
+    if first is None or last is None:
+        return None
+    return first, last
+
+
+def _day(text: str) -> date | None:
+    parts = [int(part) for part in re.split(r"[/.-]", text)]
+    year, month, day = parts if re.match(r"\d{4}-", text) else parts[::-1]
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None

@@ -174,6 +174,14 @@ _METHODS = (
         ),
     ),
     Method(
+        "editMessageMedia",
+        (
+            *_EDIT_TARGET,
+            required("media", "InputMedia"),
+            optional("reply_markup", "InlineKeyboardMarkup"),
+        ),
+    ),
+    Method(
         "editMessageReplyMarkup",
         (*_EDIT_TARGET, optional("reply_markup", "InlineKeyboardMarkup")),
     ),

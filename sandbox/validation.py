@@ -61,6 +61,12 @@ def _coerce(field: Field, value: Any, uploads: Mapping[str, Upload]) -> Any:
     types = field.types
     if "InputFile" in types:
         return _file_reference(field, value, uploads)
+    if types == ("InputMedia",):
+        media = _json_value(field, value)
+        if "media" not in media:
+            raise bad_request("media is empty")
+        # The file itself is a part of the request, named by "attach://<name>".
+        return {**media, "media": _file_reference(field, media["media"], uploads)}
     if types == ("Integer", "String"):  # chat_id: a number, or a username as @name
         text = str(value)
         return int(text) if _INTEGER.fullmatch(text) else text

@@ -19,6 +19,7 @@ from domain.reports import (
     Period,
     Snapshot,
     Sources,
+    Span,
     StageBook,
     TimeInStage,
     build_conversion,
@@ -28,6 +29,7 @@ from domain.reports import (
     build_sources,
     build_time_in_stage,
     epoch_seconds,
+    span_period,
 )
 
 
@@ -41,6 +43,10 @@ class ReportService:
         """The period from `first` to `last` (local days, both included); by default the 30 days
         ending today in the organisation's time zone."""
         return Period.of(first, last, self._clock().astimezone(self._zone).date())
+
+    def span(self, span: Span) -> Period:
+        """The period `span` names, today being the organisation's local day."""
+        return span_period(span, self._clock().astimezone(self._zone).date())
 
     async def snapshot(self, actor: User) -> Snapshot:
         async with self._uow() as uow:

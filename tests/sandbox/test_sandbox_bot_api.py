@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
 import zlib
+from typing import Any
 
 import aiohttp
 import pytest
@@ -284,6 +286,65 @@ async def test_edit_markup_and_caption(sandbox):
     assert edited["caption_entities"] == [{"type": "italic", "offset": 0, "length": 2}]
     edited = await sandbox.api("editMessageReplyMarkup", **target, reply_markup=KEYBOARD)
     assert edited["reply_markup"] == KEYBOARD
+
+
+async def edit_media(sandbox, chat_id: int, message_id: int, picture: bytes, **media) -> Any:
+    form = aiohttp.FormData()
+    form.add_field("chat_id", str(chat_id))
+    form.add_field("message_id", str(message_id))
+    form.add_field("media", json.dumps({"type": "photo", "media": "attach://chart", **media}))
+    form.add_field("reply_markup", json.dumps(KEYBOARD))
+    form.add_field("chart", picture, filename="chart.png", content_type="image/png")
+    response = await sandbox.client.post(f"/bot{sandbox.token}/editMessageMedia", data=form)
+    return await response.json()
+
+
+async def test_edit_media_replaces_the_photo_or_turns_a_text_into_one(sandbox):
+    chat_id = await sandbox.started_chat()
+    menu = await sandbox.api("sendMessage", chat_id=chat_id, text="Choose a report")
+    body = await edit_media(
+        sandbox,
+        chat_id,
+        menu["message_id"],
+        png(960, 720),
+        caption="<b>Funnel</b>",
+        parse_mode="HTML",
+    )
+    edited = body["result"]
+    assert "text" not in edited
+    assert edited["caption"] == "Funnel"
+    assert edited["caption_entities"] == [{"type": "bold", "offset": 0, "length": 6}]
+    assert (edited["photo"][0]["width"], edited["photo"][0]["height"]) == (960, 720)
+    assert edited["reply_markup"] == KEYBOARD
+
+    again = (await edit_media(sandbox, chat_id, menu["message_id"], png(640, 480)))["result"]
+    assert again["photo"][0]["width"] == 640
+    assert again["photo"][0]["file_id"] != edited["photo"][0]["file_id"]
+    assert "caption" not in again
+    chat = await sandbox.chat(chat_id)
+    [shown] = [m for m in chat["messages"] if m["message_id"] == menu["message_id"]]
+    assert shown["edited"] is True
+    assert shown["photo"] is not None
+    assert shown["text"] is None
+
+
+async def test_edit_media_is_refused_without_the_file_or_with_an_unemulated_kind(sandbox):
+    chat_id = await sandbox.started_chat()
+    sent = await sandbox.api("sendMessage", chat_id=chat_id, text="x")
+    target = {"chat_id": chat_id, "message_id": sent["message_id"]}
+    status, description = await sandbox.refused(
+        "editMessageMedia", **target, media={"type": "photo", "media": "attach://gone"}
+    )
+    assert (status, "attach://gone" in description) == (400, True)
+    status, description = await sandbox.refused(
+        "editMessageMedia", **target, media={"type": "video", "media": "BAD"}
+    )
+    assert status == 400
+    assert "video" in description
+    assert await sandbox.refused("editMessageMedia", **target) == (
+        400,
+        "Bad Request: media is empty",
+    )
 
 
 async def test_photo_upload_via_attach_and_file_download(sandbox):
