@@ -66,6 +66,7 @@ class BotRuntime:
             exports=services.exports,
             fields=services.fields,
             digests=services.digests,
+            reports=services.reports,
             events=services.events,
             api_keys=services.api_keys,
             zone=settings.zone,

@@ -17,6 +17,7 @@ from handlers import (
     imports,
     new_contact,
     people,
+    reports,
     stages_admin,
     views,
 )
@@ -35,6 +36,7 @@ def routers() -> list[Router]:
         imports.build_router(),
         fields.build_router(),
         digest.build_router(),
+        reports.build_router(),
         automation.build_router(),
         contacts.build_router(),
         errors.build_router(),

@@ -206,3 +206,14 @@ class ApiKeyCb(CallbackData, prefix="key"):
 
     id: int
     act: str
+
+
+class ReportCb(CallbackData, prefix="rp"):
+    """Show report `r` (snap, fun, src, conv, lead, time) for period `p`: a
+    domain.reports.Span value, "c" for the local days `a` to `b` (as YYYYMMDD), or "ask" to ask
+    for the dates."""
+
+    r: str
+    p: str
+    a: int = 0
+    b: int = 0

@@ -114,16 +114,32 @@ def lines(
     return _png(figure)
 
 
-def bars(title: str, rows: Sequence[tuple[str, int]]) -> bytes:
-    """Horizontal bars, the largest on top (the leaderboard)."""
+def bars(
+    title: str,
+    rows: Sequence[tuple[str, float]],
+    *,
+    colours: Sequence[str] | None = None,
+    decimals: int = 0,
+) -> bytes:
+    """Horizontal bars, the first row on top (the leaderboard, stages); one colour per row
+    when given, values shown with `decimals` digits."""
     figure, axes = _figure()
     positions = list(range(len(rows)))[::-1]
     values = [value for _, value in rows]
-    axes.barh(positions, values, color=WON)
+    axes.barh(positions, values, color=list(colours) if colours else WON)
     axes.set_yticks(positions, labels=[_short(label) for label, _ in rows])
-    _label_bars(axes, positions, values)
+    _label_bars(axes, positions, values, decimals)
     axes.set_title(title)
     axes.xaxis.set_visible(False)
+    return _png(figure)
+
+
+def empty(title: str, message: str) -> bytes:
+    """A chart with nothing to draw: the title and why, so the reader is not left guessing."""
+    figure, axes = _figure()
+    axes.set_title(title)
+    axes.text(0.5, 0.5, message, ha="center", va="center", fontsize=16, color="#546E7A", wrap=True)
+    axes.axis("off")
     return _png(figure)
 
 
@@ -132,10 +148,12 @@ def _figure() -> tuple[Figure, Axes]:
     return figure, figure.add_subplot()
 
 
-def _label_bars(axes: Axes, positions: Sequence[int], values: Sequence[int]) -> None:
+def _label_bars(
+    axes: Axes, positions: Sequence[int], values: Sequence[float], decimals: int = 0
+) -> None:
     top = max(values, default=0) or 1
     for position, value in zip(positions, values, strict=True):
-        axes.text(value + top * 0.01, position, str(value), va="center")
+        axes.text(value + top * 0.01, position, f"{value:.{decimals}f}", va="center")
     axes.set_xlim(0, top * 1.15)
 
 

@@ -24,6 +24,7 @@ def commands_for(role: Role) -> list[BotCommand]:
         BotCommand(command="undo", description=_("Undo a bulk operation")),
         BotCommand(command="views", description=_("Saved lists of contacts")),
         BotCommand(command="digest", description=_("Your morning message")),
+        BotCommand(command="report", description=_("Reports and charts")),
         BotCommand(command="lang", description=_("Language")),
         BotCommand(command="help", description=_("What I can do")),
         BotCommand(command="cancel", description=_("Stop what you are doing")),

@@ -71,6 +71,7 @@ def help_text(role: Role | None) -> str:
         _("/undo — undo a bulk move, import or stage deletion"),
         _("/views — saved lists of contacts"),
         _("/digest — your morning message: when, and what it holds"),
+        _("/report — reports with charts: funnel, sources, conversion, leaderboard…"),
     ]
     if role is Role.ADMIN:
         lines.append(_("/stages — add, rename, reorder, recategorize or delete stages"))
