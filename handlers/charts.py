@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import textwrap
 from collections.abc import Sequence
 from datetime import date
 
@@ -58,7 +59,7 @@ def funnel(
     axes.barh(positions, values, color=colours)
     axes.set_yticks(positions, labels=[_short(label) for label in labels])
     _label_bars(axes, positions, values)
-    axes.set_title(title)
+    axes.set_title(_fit(title))
     axes.xaxis.set_visible(False)
     return _png(figure)
 
@@ -80,7 +81,7 @@ def pie(title: str, slices: Sequence[tuple[str, int]], other_label: str) -> byte
         counterclock=False,
         wedgeprops={"linewidth": 1, "edgecolor": "white"},
     )
-    axes.set_title(title, pad=28)  # above the labels of small slices at the top
+    axes.set_title(_fit(title), pad=28)  # above the labels of small slices at the top
     axes.axis("equal")
     return _png(figure)
 
@@ -103,7 +104,7 @@ def lines(
             label=label,
             linewidth=2,
         )
-    axes.set_title(title, pad=30)
+    axes.set_title(_fit(title), pad=30)
     axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(series), frameon=False)
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylim(bottom=0)
@@ -129,7 +130,7 @@ def bars(
     axes.barh(positions, values, color=list(colours) if colours else WON)
     axes.set_yticks(positions, labels=[_short(label) for label, _ in rows])
     _label_bars(axes, positions, values, decimals)
-    axes.set_title(title)
+    axes.set_title(_fit(title))
     axes.xaxis.set_visible(False)
     return _png(figure)
 
@@ -137,7 +138,7 @@ def bars(
 def empty(title: str, message: str) -> bytes:
     """A chart with nothing to draw: the title and why, so the reader is not left guessing."""
     figure, axes = _figure()
-    axes.set_title(title)
+    axes.set_title(_fit(title))
     axes.text(0.5, 0.5, message, ha="center", va="center", fontsize=16, color="#546E7A", wrap=True)
     axes.axis("off")
     return _png(figure)
@@ -155,6 +156,17 @@ def _label_bars(
     for position, value in zip(positions, values, strict=True):
         axes.text(value + top * 0.01, position, f"{value:.{decimals}f}", va="center")
     axes.set_xlim(0, top * 1.15)
+
+
+def _fit(title: str, width: int = 44) -> str:
+    """A title too wide for the image goes on two lines, broken after its subject (before
+    the " · " that starts the dates) or else between words."""
+    if len(title) <= width:
+        return title
+    head, dot, tail = title.partition(" · ")
+    if dot and len(head) <= width and len(tail) <= width:
+        return f"{head}\n{tail}"
+    return textwrap.fill(title, width)
 
 
 def _short(label: str, limit: int = 22) -> str:
