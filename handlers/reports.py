@@ -146,22 +146,21 @@ async def report_button(
     except (ValueError, InvalidInput):  # not a date, not a period: a forged button
         await query.answer(_("Unknown period."), show_alert=True)
         return
-    rendered = await _rendered(reports, user, key, span, period)
-    markup = keyboard(key, span, period)
     message = query.message
     if not isinstance(message, Message):
         await query.answer(
             _("This message is too old to change; send the command again."), show_alert=True
         )
         return
+    rendered = await _rendered(reports, user, key, span, period)
+    markup = keyboard(key, span, period)
     try:
         await message.edit_media(
             InputMediaPhoto(media=_photo(rendered), caption=rendered.caption), reply_markup=markup
         )
     except TelegramBadRequest as error:
-        if "not modified" in error.message:
-            pass
-        else:  # a server that cannot turn this message into a photo: a new one, then
+        # A server that cannot turn this (text) message into a photo: send the photo instead.
+        if "not modified" not in error.message:
             await message.answer_photo(
                 _photo(rendered), caption=rendered.caption, reply_markup=markup
             )

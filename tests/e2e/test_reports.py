@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.reports import Span
-from tests.e2e.conftest import MANAGER, OTTO, Driver, Team, button, click, press
+from tests.e2e.conftest import LAN, MANAGER, OTTO, Driver, Team, button, click, press
 
 
 async def bot_messages(driver: Driver, user: int) -> list[Any]:
@@ -101,3 +101,14 @@ async def test_an_agent_sees_only_their_leads_and_types_a_period(
     assert sources["caption"].splitlines()[0] == f"📊 Lead sources · {today:%d/%m/%Y}"
     assert sources["caption"].splitlines()[1] == "1 new contacts."
     assert button(sources, "Funnel").endswith(f":c:{today:%Y%m%d}:{today:%Y%m%d}")
+
+
+async def test_reports_speak_the_readers_language(driver: Driver, team: Team) -> None:
+    await driver.user(LAN, "Lan", language="vi")
+    [menu] = await driver.ask(LAN, "/report")
+    assert "khách hàng tiềm năng của bạn" in menu["text"]
+    [funnel] = await press(driver, LAN, menu, "Phễu")
+    lines = funnel["caption"].splitlines()
+    assert lines[0].startswith("📊 Phễu · 30 ngày (")
+    assert lines[1] == "2 liên hệ được xếp giai đoạn lần đầu trong kỳ này."
+    assert "Tháng trước" in str(funnel["reply_markup"])
