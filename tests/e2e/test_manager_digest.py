@@ -180,3 +180,18 @@ async def test_digest_now_without_a_reachable_telegram_fails_politely_and_claims
     assert await asyncio.to_thread(main, ["digest", "--now", *url]) == 1
     assert "cannot reach the Telegram Bot API" in capsys.readouterr().err
     assert len(await driver.services.digests.due()) == 4  # nothing was claimed
+
+
+async def test_a_chart_that_cannot_be_sent_does_not_send_the_text_again(
+    driver: Driver, yesterday: None
+) -> None:
+    await driver.fault(
+        "sendPhoto", 400, count=5, description="Bad Request: PHOTO_INVALID_DIMENSIONS"
+    )
+    notifier = driver.runtime.scheduled
+    since = await driver.cursor(MANAGER)
+    assert await notifier.send_morning_messages() == 3  # the texts went out
+    assert await notifier.send_morning_messages() == 0
+    [text] = bot_messages(await driver.changes(MANAGER, since))
+    assert "Stage moves: 2" in text["text"]
+    assert await driver.services.digests.due() == []
