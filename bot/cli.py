@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import html
 import io
 import json
 import logging
+import re
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -206,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     undo = command(commands, "undo", _undo, "undo a bulk operation")
     undo.add_argument("operation_id", type=int)
     undo.add_argument("--yes", action="store_true", help="also when some contacts changed since")
+
+    digest = command(
+        commands, "digest", _digest, "send today's morning messages at once, to whoever is due"
+    )
+    digest.add_argument("--now", action="store_true", required=True, help="send them now")
+    digest.add_argument(
+        "--dry-run", action="store_true", help="print what would be sent; send and record nothing"
+    )
 
     command(commands, "run", _run_polling, "run the bot with long polling")
     command(commands, "webhook", _run_webhook, "run the bot behind a Telegram webhook")
@@ -570,6 +581,93 @@ def _key_json(key: ApiKey) -> dict[str, Any]:
 
 # The long-running commands import aiogram (seconds of start-up) only when they run, so that
 # the quick commands stay quick.
+
+
+async def _digest(args: argparse.Namespace, services: Services) -> Any:
+    """Today's morning messages for everyone who has not had theirs, whatever their time: the
+    same claims as the scheduler's, so neither sends what the other did."""
+    from handlers.i18n import build_i18n
+
+    i18n = build_i18n(services.settings.default_language)
+    if args.dry_run:
+        return await _digest_preview(services, i18n)
+    from bot.notifier import Pacer, ScheduledMessages
+
+    async with _telegram(services.settings) as bot:
+        scheduled = ScheduledMessages(bot, services, i18n, Pacer(services.settings.notify_rate))
+        sent = await scheduled.send_morning_messages(whatever_the_time=True)
+    return _Output({"sent": sent}, f"Sent {sent} morning message{'s' * (sent != 1)}.")
+
+
+async def _digest_preview(services: Services, i18n: Any) -> _Output:
+    from bot.notifier import preview
+
+    found = await preview(services, i18n)
+    messages, blocks = [], []
+    for due, message in found:
+        buttons = [
+            key.text
+            for row in (message.keyboard.inline_keyboard if message.keyboard else [])
+            for key in row
+        ]
+        text = _plain(message.text)
+        messages.append(
+            {
+                "user_id": due.user_id,
+                "telegram_id": due.user.telegram_id,
+                "name": due.user.name,
+                "kind": due.kind,
+                "day": due.day.isoformat(),
+                "text": text,
+                "buttons": buttons,
+                "chart": message.chart is not None,
+            }
+        )
+        extras = [f"[{b}]" for b in buttons] + ["[funnel chart]"] * (message.chart is not None)
+        head = f"To {due.user.name} ({due.user.role.value}, Telegram {due.user.telegram_id}):"
+        blocks.append("\n".join([head, text, *extras]))
+    summary = (
+        f"Would send {len(found)} morning message{'s' * (len(found) != 1)}"
+        " (dry run: nothing sent, nothing recorded)."
+    )
+    return _Output({"dry_run": True, "messages": messages}, "\n\n".join([summary, *blocks]))
+
+
+def _plain(html_text: str) -> str:
+    """Telegram's HTML as a terminal shows it."""
+    return html.unescape(re.sub(r"<[^>]+>", "", html_text))
+
+
+@contextlib.asynccontextmanager
+async def _telegram(settings: Settings) -> AsyncIterator[Any]:
+    """A bot on the configured Bot API, once it has answered; refused politely otherwise,
+    before anything is claimed (a claimed message that cannot go out is lost for the day)."""
+    from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
+    from aiogram.utils.token import TokenValidationError
+
+    from bot.runtime import build_bot
+
+    if settings.bot_token is None:
+        raise Refused("BOT_TOKEN is not set (get one from @BotFather)")
+    token = settings.bot_token.get_secret_value()
+    base = settings.telegram_api_base
+    try:
+        probe = build_bot(settings, token, retrying=False)
+    except TokenValidationError:
+        raise Refused("BOT_TOKEN is not a bot token (digits, a colon, then letters)") from None
+    try:
+        await probe.get_me(request_timeout=10)
+    except TelegramNetworkError as error:
+        raise Refused(f"cannot reach the Telegram Bot API at {base}: {error.message}") from None
+    except TelegramAPIError as error:
+        raise Refused(f"the Telegram Bot API at {base} refused the bot: {error.message}") from None
+    finally:
+        await probe.session.close()
+    bot = build_bot(settings, token)
+    try:
+        yield bot
+    finally:
+        await bot.session.close()
 
 
 async def _run_polling(args: argparse.Namespace, services: Services) -> Any:

@@ -18,6 +18,7 @@ from aiogram.utils.i18n import I18n
 from bot.container import Services
 from domain.services.digests import Due
 from handlers import digest as render
+from handlers.i18n import language_of
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,11 @@ class ScheduledMessages:
         self.i18n = i18n
         self.pacer = pacer or Pacer()  # the runtime shares one with the new-lead notices
 
-    async def send_morning_messages(self) -> int:
-        """Everything due now that nobody claimed; returns how many were sent."""
+    async def send_morning_messages(self, *, whatever_the_time: bool = False) -> int:
+        """Everything due now that nobody claimed (with `whatever_the_time`, everything due
+        today: `stagekeeper digest --now`); returns how many were sent."""
         sent = 0
-        for due in await self.services.digests.due():
+        for due in await self.services.digests.due(whatever_the_time=whatever_the_time):
             if not await self.services.digests.claim(due):
                 continue  # another run took it
             try:
@@ -69,14 +71,14 @@ class ScheduledMessages:
         return sent
 
     async def compose(self, due: Due) -> render.Composed | None:
-        with self.i18n.context(), self.i18n.use_locale(self._language(due.user.language)):
-            return await render.compose(due, self.services.digests)
+        return await compose(due, self.services, self.i18n)
 
     async def send_task_reminders(self) -> int:
         sent = 0
         for reminder in await self.services.digests.due_tasks():
             owner = reminder.owner
-            with self.i18n.context(), self.i18n.use_locale(self._language(owner.language)):
+            language = language_of(owner, None, self.i18n.default_locale)
+            with self.i18n.context(), self.i18n.use_locale(language):
                 message = render.task_reminder(reminder, self.services.settings.zone)
             assert owner.id is not None
             if await self._deliver(owner.telegram_id, owner.id, message):
@@ -90,9 +92,6 @@ class ScheduledMessages:
             await self._send(
                 lambda: self.bot.send_message(chat_id, message.text, reply_markup=message.keyboard)
             )
-            if message.chart is not None:
-                photo = BufferedInputFile(message.chart, filename="funnel.png")
-                await self._send(lambda: self.bot.send_photo(chat_id, photo))
         except TelegramForbiddenError:
             log.info("user %s blocked the bot; their morning messages stop", user_id)
             await self.services.digests.blocked(user_id)
@@ -100,11 +99,32 @@ class ScheduledMessages:
         except TelegramBadRequest as error:  # e.g. the chat is gone
             log.warning("could not message user %s: %s", user_id, error.message)
             return False
+        if message.chart is not None:
+            photo = BufferedInputFile(message.chart, filename="funnel.png")
+            try:
+                await self._send(lambda: self.bot.send_photo(chat_id, photo))
+            except Exception:
+                # The text is out, so the message counts as sent: trying again would send the
+                # text a second time for the sake of a picture.
+                log.exception("the chart for user %s could not be sent", user_id)
         return True
 
     async def _send(self, call: Callable[[], Awaitable[object]]) -> None:
         await self.pacer.wait()
         await call()
 
-    def _language(self, language: str | None) -> str:
-        return language if language in self.i18n.available_locales else self.i18n.default_locale
+
+async def compose(due: Due, services: Services, i18n: I18n) -> render.Composed | None:
+    """The morning message of `due` in its reader's language."""
+    with i18n.context(), i18n.use_locale(language_of(due.user, None, i18n.default_locale)):
+        return await render.compose(due, services.digests)
+
+
+async def preview(services: Services, i18n: I18n) -> list[tuple[Due, render.Composed]]:
+    """What `send_morning_messages(whatever_the_time=True)` would send now, claiming nothing."""
+    found = []
+    for due in await services.digests.due(whatever_the_time=True):
+        message = await compose(due, services, i18n)
+        if message is not None:
+            found.append((due, message))
+    return found

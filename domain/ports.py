@@ -438,6 +438,11 @@ class ReportRepository(Protocol):
         """Per stage of `stage_ids`, the stays that ended in the window."""
         ...
 
+    async def moves(self, window: ReportWindow) -> int:
+        """Stage changes dated in the window, except those recording a contact's creation (a
+        change from no stage dated at or before it)."""
+        ...
+
 
 class UnitOfWork(Protocol):
     stages: StageRepository

@@ -23,6 +23,7 @@ from domain.reports import (
     Sources,
     StageBook,
     StayFigures,
+    Summary,
     TimeInStage,
     build_conversion,
     build_funnel,
@@ -144,6 +145,28 @@ class ReferenceReports:
             for stage_id, values in lengths.items()
         }
         return build_time_in_stage(period, self._book, figures)
+
+    def summary(self, actor: User, period: Period) -> Summary:
+        start, end = period.bounds(self._zone)
+        visible = self._visible(actor)
+        moves = 0
+        for contact in visible:
+            for row in self._rows(contact):
+                # Times compare as whole seconds (docs/reports.md, "Durations").
+                at_creation = row.from_stage_id is None and epoch_seconds(row.at) <= epoch_seconds(
+                    contact.created_at
+                )
+                if start <= row.at < end and not at_creation:
+                    moves += 1
+        closed = self._closed(visible, start, end)
+        return Summary(
+            period,
+            len(self._created_in(actor, period)),
+            moves,
+            closed.won,
+            closed.lost,
+            self._book.won_defined,
+        )
 
     def _visible(self, actor: User) -> list[Contact]:
         scope = Scope.of(actor)

@@ -291,6 +291,22 @@ class Leaderboard:
 
 
 @dataclass(frozen=True, slots=True)
+class Summary:
+    """What happened in a period, in four numbers (the morning digest's figures)."""
+
+    period: Period
+    new: int
+    moves: int
+    converted: int
+    lost: int
+    won_stage_defined: bool
+
+    @property
+    def quiet(self) -> bool:
+        return not (self.new or self.moves or self.converted or self.lost)
+
+
+@dataclass(frozen=True, slots=True)
 class StageTime:
     stage_id: int
     name: str

@@ -17,8 +17,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import DomainError
 from domain.model import DigestSection, DigestSettings, Role, User
-from domain.services.digests import DIGEST, DigestService, Due, TaskReminder
-from handlers import render
+from domain.services.digests import DIGEST, DigestService, Due, MorningDigest, TaskReminder
+from handlers import charts, render
 from handlers.callbacks import CardCb, DigestCb
 from handlers.replies import show
 from handlers.texts import refusal
@@ -35,6 +35,7 @@ SECTION = {
     DigestSection.CHART: __("Funnel chart"),
 }
 IDLE_SHOWN = 15
+DIGEST_IDLE_SHOWN = 8  # the digest is read at a glance; /idle lists them all
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,8 @@ class DigestInput(StatesGroup):
 async def compose(due: Due, digests: DigestService) -> Composed | None:
     """The morning message of `due`, or None when there is nothing to tell."""
     if due.kind == DIGEST:
-        raise NotImplementedError("the manager digest comes with the reports")
+        digest = await digests.digest(due, idle_limit=DIGEST_IDLE_SHOWN + 1)
+        return render_digest(digest, due.user)
     idle = await digests.idle_leads(due.user, limit=IDLE_SHOWN + 1)
     if not idle:
         return None
@@ -70,6 +72,75 @@ async def compose(due: Due, digests: DigestService) -> Composed | None:
         lines.append(_("…and more: /idle shows them all."))
     keys.adjust(1)
     return Composed("\n".join(lines), keys.as_markup())
+
+
+def render_digest(digest: MorningDigest, reader: User) -> Composed:
+    """Only the sections the reader chose. A quiet day still gets a message, short, as a
+    manager expects the digest every morning and would otherwise wonder whether it broke."""
+    sections, summary = digest.sections, digest.summary
+    day = digest.day.strftime("%d/%m")
+    if reader.role is Role.ADMIN:
+        head = _("☀️ Good morning! Yesterday ({day}) across all teams:").format(day=day)
+    else:
+        head = _("☀️ Good morning! Your team's yesterday ({day}):").format(day=day)
+    lines = [head]
+    if summary.quiet:
+        lines.append(_("A quiet day: no new leads, no stage moves, nothing won or lost."))
+    else:
+        figures = (
+            (DigestSection.NEW, "🆕", _("New leads: <b>{n}</b>"), summary.new),
+            (DigestSection.MOVES, "🔀", _("Stage moves: <b>{n}</b>"), summary.moves),
+            (DigestSection.CONVERTED, "🏆", _("Converted: <b>{n}</b>"), summary.converted),
+            (DigestSection.LOST, "✖️", _("Lost: <b>{n}</b>"), summary.lost),
+        )
+        for section, mark, text, n in figures:
+            if section in sections:
+                lines.append(f"{mark} " + text.format(n=n))
+        if DigestSection.CONVERTED in sections and not summary.won_stage_defined:
+            lines.append(_("No won stage is defined, so nothing counts as converted."))
+        if digest.top:
+            lines.append("")
+            lines.append(_("Top agents:"))
+            for place, row in enumerate(digest.top, start=1):
+                lines.append(
+                    _("{place}. {name}: {won} won, {new} new").format(
+                        place=place, name=render.e(row.name), won=row.converted, new=row.new
+                    )
+                )
+    keys = InlineKeyboardBuilder()
+    if digest.idle:
+        lines.append("")
+        lines.append(_("⏳ Leads idle too long:"))
+        for details in digest.idle[:DIGEST_IDLE_SHOWN]:
+            assert details.contact.id is not None
+            keys.button(
+                text=render.contact_button_text(details, with_owner=True),
+                callback_data=CardCb(id=details.contact.id),
+            )
+        if len(digest.idle) > DIGEST_IDLE_SHOWN:
+            lines.append(_("…and more: /idle shows them all."))
+    elif DigestSection.IDLE in sections:
+        lines.append(_("⏳ No lead is idle too long."))
+    if not sections:
+        lines.append(_("You chose no section: /digest chooses what it shows."))
+    keys.adjust(1)
+    chart = _funnel_chart(digest) if digest.funnel is not None else None
+    return Composed("\n".join(lines), keys.as_markup() if digest.idle else None, chart)
+
+
+def _funnel_chart(digest: MorningDigest) -> bytes:
+    funnel = digest.funnel
+    assert funnel is not None
+    period = funnel.period
+    title = _("Funnel {first} – {last}").format(
+        first=period.first.strftime("%d/%m"), last=period.last.strftime("%d/%m")
+    )
+    steps = [
+        (step.name if step.stage_id is not None else _("Won"), step.reached)
+        for step in funnel.steps
+    ]
+    lost = [(row.name or _("no open stage"), row.contacts) for row in funnel.lost]
+    return charts.funnel(title, steps, lost, _("Lost"))
 
 
 def task_reminder(reminder: TaskReminder, zone: ZoneInfo) -> Composed:

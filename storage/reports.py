@@ -371,6 +371,18 @@ class SqlReportRepository:
                 middles.setdefault(key, []).append(length)
         return {key: middle_mean(min(m), max(m)) for key, m in middles.items()}
 
+    async def moves(self, window: ReportWindow) -> int:
+        s = ReportStayRow
+        at_creation = and_(s.from_stage_id.is_(None), s.entered_s <= s.created_s)
+        count = await self._session.scalar(
+            select(func.count()).where(
+                *_within(s.entered_s, window),
+                _owned(s.owner_id, window.owners),
+                ~at_creation,
+            )
+        )
+        return int(count or 0)
+
 
 def _bucket(moment: SQLColumnExpression[int], bounds: Sequence[int]) -> ColumnElement[int]:
     """The bucket of a moment: arithmetic when the buckets are equally long (days without a

@@ -26,12 +26,15 @@ from domain.model import (
     utcnow,
 )
 from domain.ports import Clock, ContactFilter, UnitOfWorkFactory
+from domain.reports import DEFAULT_DAYS, Funnel, LeaderRow, Period, Summary
 from domain.services.contacts import ContactDetails, with_names
+from domain.services.reports import ReportService
 from domain.stages import Pipeline
 
 DEFAULT_IDLE_DAYS = 7
 DIGEST = "digest"  # a manager's or admin's morning digest
 IDLE = "idle"  # an agent's morning list of idle leads
+TOP_AGENTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,22 @@ class Due:
 
 
 @dataclass(frozen=True, slots=True)
+class MorningDigest:
+    """A manager's or admin's morning digest: the figures of their scope's yesterday (their
+    local day before the digest's), and what the sections they chose need."""
+
+    sections: frozenset[DigestSection]
+    summary: Summary
+    top: tuple[LeaderRow, ...]  # the best agents of yesterday, at most TOP_AGENTS
+    idle: list[ContactDetails]  # idle leads, the longest idle first, up to the limit asked
+    funnel: Funnel | None  # the 30 days up to yesterday, for the chart; None when not chosen
+
+    @property
+    def day(self) -> date:
+        return self.summary.period.last
+
+
+@dataclass(frozen=True, slots=True)
 class TaskReminder:
     task: Activity
     contact: Contact
@@ -64,11 +83,13 @@ class DigestService:
         *,
         default_idle_days: int = DEFAULT_IDLE_DAYS,
         clock: Clock = utcnow,
+        reports: ReportService | None = None,
     ) -> None:
         self._uow = uow
         self._zone = zone
         self._default_idle_days = default_idle_days
         self._clock = clock
+        self._reports = reports or ReportService(uow, zone, clock)
 
     def defaults(self, user_id: int) -> DigestSettings:
         return DigestSettings(user_id, timezone=self._zone.key)
@@ -104,8 +125,11 @@ class DigestService:
             await uow.commit()
         return settings
 
-    async def due(self, now: datetime | None = None) -> list[Due]:
-        """The morning messages whose time has come and that nobody claimed yet."""
+    async def due(
+        self, now: datetime | None = None, *, whatever_the_time: bool = False
+    ) -> list[Due]:
+        """The morning messages whose time has come and that nobody claimed yet; with
+        `whatever_the_time`, also those due later today (an operator sending them at once)."""
         now = now or self._clock()
         async with self._uow() as uow:
             people = [u for u in await uow.users.list() if u.active and u.telegram_id]
@@ -118,7 +142,7 @@ class DigestService:
                 if not settings.enabled or settings.blocked_at is not None:
                     continue
                 local = now.astimezone(ZoneInfo(settings.timezone))
-                if local.time() < settings.send_at:
+                if local.time() < settings.send_at and not whatever_the_time:
                     continue
                 kind = IDLE if person.role is Role.AGENT else DIGEST
                 key = (local.date(), kind)
@@ -168,6 +192,29 @@ class DigestService:
                 limit=limit,
             )
             return await with_names(uow, found)
+
+    async def digest(self, due: Due, *, idle_limit: int) -> MorningDigest:
+        """The digest of `due`: the day before `due.day`, in the person's digest time zone,
+        within their scope. Only what the chosen sections need is read, but the figures always
+        are: they tell whether the day was quiet."""
+        sections = due.settings.sections
+        reports = self._reports.in_zone(ZoneInfo(due.settings.timezone))
+        yesterday = due.day - timedelta(days=1)
+        summary = await reports.summary(due.user, Period(yesterday, yesterday))
+        top: tuple[LeaderRow, ...] = ()
+        if DigestSection.TOP in sections and not summary.quiet:
+            board = await reports.leaderboard(due.user, summary.period)
+            top = tuple(row for row in board.rows if row.owner_id is not None)[:TOP_AGENTS]
+        idle = (
+            await self.idle_leads(due.user, limit=idle_limit)
+            if DigestSection.IDLE in sections
+            else []
+        )
+        funnel = None
+        if DigestSection.CHART in sections and not summary.quiet:
+            month = Period(yesterday - timedelta(days=DEFAULT_DAYS - 1), yesterday)
+            funnel = await reports.funnel(due.user, month)
+        return MorningDigest(frozenset(sections), summary, top, idle, funnel)
 
     async def due_tasks(self, *, limit: int = 200) -> list[TaskReminder]:
         """Tasks that fell due, each claimed for its one reminder (to the contact's owner, or

@@ -21,6 +21,7 @@ from domain.reports import (
     Sources,
     Span,
     StageBook,
+    Summary,
     TimeInStage,
     build_conversion,
     build_funnel,
@@ -38,6 +39,10 @@ class ReportService:
         self._uow = uow
         self._zone = zone
         self._clock = clock
+
+    def in_zone(self, zone: ZoneInfo) -> ReportService:
+        """The same reports with days taken in another time zone (a person's digest zone)."""
+        return ReportService(self._uow, zone, self._clock)
 
     def period(self, first: date | None = None, last: date | None = None) -> Period:
         """The period from `first` to `last` (local days, both included); by default the 30 days
@@ -137,6 +142,23 @@ class ReportService:
             book, owners, _ = await self._context(uow, actor)
             figures = await uow.reports.stays(self._window(owners, period), tuple(book.by_id))
         return build_time_in_stage(period, book, figures)
+
+    async def summary(self, actor: User, period: Period) -> Summary:
+        """New, moved, converted and lost in the period: the morning digest's figures."""
+        async with self._uow() as uow:
+            book, owners, _ = await self._context(uow, actor)
+            window = self._window(owners, period)
+            reports = uow.reports
+            created = await reports.created(window)
+            moves = await reports.moves(window)
+            [won] = await reports.entered(
+                owners, book.ids(Category.WON), [window.start, window.end]
+            )
+            [lost] = await reports.entered(
+                owners, book.ids(Category.LOST), [window.start, window.end]
+            )
+        new = sum(g.contacts for g in created)
+        return Summary(period, new, moves, won, lost, book.won_defined)
 
     async def _context(
         self, uow: UnitOfWork, actor: User

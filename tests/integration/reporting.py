@@ -18,7 +18,7 @@ from storage.models import Base, ReportContactRow, ReportStayRow
 from storage.reports import refresh
 from storage.uow import SqlUnitOfWork
 
-REPORTS = ("funnel", "sources", "conversion", "leaderboard", "time_in_stage")
+REPORTS = ("funnel", "sources", "conversion", "leaderboard", "time_in_stage", "summary")
 
 
 async def report_data(services: Services) -> ReportData:

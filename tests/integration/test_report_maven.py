@@ -117,6 +117,13 @@ async def test_the_maven_reports_match_figures_computed_from_the_csv_in_every_sc
     )
     assert all(r.median_first_response_hours is None for r in board.rows)  # imports only
 
+    # The one history row of a deal closed after the day it was engaged is a move; that of a
+    # deal still engaging, or closed on its first day, records its creation.
+    summary = await reports.summary(SYSTEM, year)
+    moved = [r for r in rows if within(r["close_date"]) and r["close_date"] > r["engage_date"]]
+    assert (summary.new, summary.moves) == (len(new), len(moved))
+    assert (summary.converted, summary.lost) == (len(won), len(lost))
+
     # A manager sees the figures of their team only.
     teams = shared_path("datasets", "maven-crm", "sales_teams.csv").read_text()
     dustin = [t for t in csv.DictReader(io.StringIO(teams)) if t["manager"] == "Dustin Brinkmann"]

@@ -299,3 +299,25 @@ def test_reports_say_when_no_won_stage_is_defined() -> None:
     assert not history.reports().funnel(SYSTEM, MARCH).won_stage_defined
     assert not history.reports().snapshot(SYSTEM).won_stage_defined
     assert history.reports().conversion(SYSTEM, MARCH).converted == 0
+
+
+def test_the_summary_counts_moves_but_not_the_stage_a_contact_was_created_in() -> None:
+    history = History()
+    created_in_lead = history.contact(local(2))
+    history.move(created_in_lead, "Lead", local(2))  # its creation: counted as new, not moved
+    history.move(created_in_lead, "MQL", local(3))
+    history.move(created_in_lead, "Customer", local(4))
+    staged_later = history.contact(local(20, month=2))
+    history.move(staged_later, "Lead", local(5))  # a first stage given later is a move
+    history.move(staged_later, None, local(6))  # so is taking the stage away
+    lost = history.contact(local(3), owner=history.other)
+    history.move(lost, "Lead", local(3))
+    history.move(lost, "Disqualified", local(7))
+    history.move(lost, "MQL", local(2, month=4))  # after the period
+    summary = history.reports().summary(SYSTEM, MARCH)
+    assert (summary.new, summary.moves, summary.converted, summary.lost) == (2, 5, 1, 1)
+    assert not summary.quiet
+    team = history.reports().summary(history.manager, MARCH)
+    assert (team.new, team.moves, team.converted, team.lost) == (1, 4, 1, 0)
+    march_first = history.reports().summary(SYSTEM, Period(date(2025, 3, 1), date(2025, 3, 1)))
+    assert march_first.quiet
