@@ -3,6 +3,7 @@ what: on or off, the time, the time zone and (managers, admins) the digest's sec
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -57,7 +58,8 @@ async def compose(due: Due, digests: DigestService) -> Composed | None:
     """The morning message of `due`, or None when there is nothing to tell."""
     if due.kind == DIGEST:
         digest = await digests.digest(due, idle_limit=DIGEST_IDLE_SHOWN + 1)
-        return render_digest(digest, due.user)
+        # Drawing the chart takes a tenth of a second or more: off the event loop.
+        return await asyncio.to_thread(render_digest, digest, due.user)
     idle = await digests.idle_leads(due.user, limit=IDLE_SHOWN + 1)
     if not idle:
         return None
