@@ -39,7 +39,7 @@ from domain.text import fold
 from domain.transitions import Move, Policy, plan_move
 
 BATCH = 5000  # rows matched and written together
-PROGRESS_EVERY = 50_000  # rows between two progress reports
+PROGRESS_EVERY = 10_000  # rows between two progress reports (a chat shows them every 2 s)
 FOLDED_MAX = 65_536  # tags folded and remembered, per import
 YIELD_EVERY = 64  # rows decided between two chances for the database thread to go on
 # The scalar fields an import may change, and how a contact's value is kept in a before-image.
