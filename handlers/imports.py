@@ -226,7 +226,7 @@ async def confirmed(
 ) -> None:
     data = await state.get_data()
     file_id = data.get("import_file")
-    if user.role is not Role.ADMIN or not file_id:
+    if user.role is not Role.ADMIN or not file_id or query.message is None:
         await query.answer(_("Send the file again."), show_alert=True)
         return
     await state.update_data(import_file=None)
@@ -235,7 +235,6 @@ async def confirmed(
         return
     await query.answer()
     await show(query, _("Importing…"), None, answered=True)
-    assert query.message is not None
     shown = query.message if isinstance(query.message, Message) else None
     progress = ProgressMessage(query.message, pace, editing=shown)
     options = ImportOptions(
