@@ -27,7 +27,7 @@ from bot.schemas import ContactOut
 from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.errors import DomainError, DuplicateContact
-from domain.imports import IDENTIFIERS, parse_map
+from domain.imports import IDENTIFIERS, IGNORE, parse_map
 from domain.model import ApiKey, Category, CustomFieldDef, FieldKind
 from domain.services.contacts import ContactDetails, ContactDraft
 from domain.services.imports import ImportOptions, ImportProgress, Phase, parse_match, parse_mode
@@ -401,6 +401,16 @@ async def _import(args: argparse.Namespace, services: Services) -> Any:
         lines.append("New stages: " + ", ".join(report.stages_created))
     if report.owners_created:
         lines.append(f"New owners: {len(report.owners_created)}")
+    if report.field_columns:
+        lines.append(
+            "Read as custom fields: "
+            + ", ".join(_as_field(column, name) for column, name in report.field_columns)
+        )
+    lines += [
+        f"Column {column!r} {_as_builtin(builtin)}, not as the custom field {name!r} "
+        f'(--map "{column}=custom:{name}" to fill the field instead).'
+        for column, builtin, name in report.shadowed_columns
+    ]
     if report.unknown_columns:
         lines.append("Ignored columns (map them with --map): " + ", ".join(report.unknown_columns))
     lines += [f"row {e.row}: {e.column or '-'}: {e.reason}" for e in report.errors[:10]]
@@ -415,10 +425,25 @@ async def _import(args: argparse.Namespace, services: Services) -> Any:
         "stages_created": report.stages_created,
         "owners_created": len(report.owners_created),
         "unknown_columns": report.unknown_columns,
+        "field_columns": dict(report.field_columns),
+        "shadowed_columns": [
+            {"column": column, "field": builtin, "custom_field": name}
+            for column, builtin, name in report.shadowed_columns
+        ],
         "operation_id": report.operation_id,
         "errors": [{"row": e.row, "column": e.column, "reason": e.reason} for e in report.errors],
     }
     return _Output(data_out, "\n".join(lines))
+
+
+def _as_field(column: str, name: str) -> str:
+    return name if column == name else f"{column} → {name}"
+
+
+def _as_builtin(builtin: str) -> str:
+    if builtin == IGNORE:
+        return "is left out (one of our export's own columns)"
+    return f"was read as the built-in {builtin}"
 
 
 class _ImportProgressLine:

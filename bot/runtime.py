@@ -32,6 +32,7 @@ from bot.scheduler import SchedulerHost
 from bot.settings import Settings
 from handlers.commands import publish_commands, publish_default_commands
 from handlers.i18n import PersonLocale, build_i18n
+from handlers.progress import ProgressPace
 from storage.db import make_sessionmaker
 from storage.ledger import UpdateLedger
 
@@ -73,6 +74,7 @@ class BotRuntime:
             api_keys=services.api_keys,
             zone=settings.zone,
             policy=settings.policy,
+            pace=ProgressPace(settings.progress_delay, settings.progress_interval),
         )
         update = self.dispatcher.update
         update.outer_middleware(self.in_flight)

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     leads_team: str | None = None
     lead_owners: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     notify_rate: float = Field(default=25.0, gt=0, le=30)
+    # A long import's progress message: shown after this many seconds, edited at most this often.
+    progress_delay: float = Field(default=1.0, ge=0, le=60)
+    progress_interval: float = Field(default=2.0, gt=0, le=60)
 
     @field_validator("admin_ids", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from domain.errors import ImportRefused
 from domain.imports import ImportRow, ParsedFile, RowError, parse
 
 CHILD_FROM: Final = 8 * 1024 * 1024  # bytes of file from which a child process reads it
+READ_STEP: Final = 500  # rows read here between two chances for the event loop to go on
 
 # A row crosses over as a plain tuple of its fields: far quicker to pickle than the dataclass.
 _ROW_FIELDS: Final = tuple(f.name for f in dataclasses.fields(ImportRow))
@@ -80,9 +81,23 @@ async def batches(
 
 async def _read_here(parsed: ParsedFile, size: int) -> AsyncIterator[Batch]:
     counter = _RowCounter(parsed.errors)
-    while rows := list(islice(parsed.rows, size)):
+    while rows := await _some_rows(parsed, size):
         yield Batch(rows, counter.read(rows))
     yield Batch([], counter.read([]))
+
+
+async def _some_rows(parsed: ParsedFile, size: int) -> list[ImportRow]:
+    """Up to `size` rows, read READ_STEP at a time with a pause between: reading a whole batch
+    at once would keep the event loop (everyone else's messages) waiting for a tenth of a
+    second or more."""
+    rows: list[ImportRow] = []
+    while len(rows) < size:
+        step = list(islice(parsed.rows, min(READ_STEP, size - len(rows))))
+        rows += step
+        if len(step) < READ_STEP:
+            break
+        await asyncio.sleep(0)
+    return rows
 
 
 async def _receive(stream: asyncio.StreamReader, errors: list[RowError]) -> AsyncIterator[Batch]:

@@ -32,6 +32,12 @@ Decisions (see the tests for each):
 - A row without any phone, email or external id is refused: it could not be matched again.
 - A row whose phone, email or external id already appeared on an earlier row is refused, naming
   that earlier row.
+- A header equal to a defined custom field's name or key (compared as headers are: case, accents,
+  spaces and punctuation ignored) is read as that field, with no mapping. A built-in header wins
+  over a custom field of the same name (a field called "Source" does not take the `Source`
+  column), and the file says so in `shadowed_columns`, since the admin may have meant the field;
+  `--map` decides otherwise. Built-in aliases that are custom fields themselves (HubSpot's
+  `Lead Status`) give way to a defined field of that name.
 """
 
 from __future__ import annotations
@@ -169,6 +175,11 @@ class ParsedFile:
     ignored_columns: list[str]  # recognised as not imported (our export's `id`) or mapped `ignore`
     rows: Iterator[ImportRow]
     errors: list[RowError] = field(default_factory=list)
+    # Columns read as a defined custom field by their header: (header, the field's name).
+    field_columns: list[tuple[str, str]] = field(default_factory=list)
+    # Columns read as a built-in field although a custom field has the same name:
+    # (header, the built-in field, the custom field's name).
+    shadowed_columns: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def fields(self) -> frozenset[str]:
@@ -342,6 +353,24 @@ def recognise(header: str) -> str | None:
     return _KNOWN.get(header_key(text))
 
 
+@dataclass(frozen=True, slots=True)
+class _Defined:
+    target: str  # `custom:<key>`
+    name: str
+
+
+def _defined_headers(defined: Sequence[tuple[str, str]]) -> dict[str, _Defined]:
+    """The header keys that name a defined custom field, from its (key, name): its name, or
+    else its key. Where two fields compare equal as headers the first defined wins."""
+    headers: dict[str, _Defined] = {}
+    for spelling in (1, 0):  # names first: a name is what the admin sees and types
+        for pair in defined:
+            found = _Defined(CUSTOM_PREFIX + pair[0], pair[1])
+            headers.setdefault(header_key(pair[spelling]), found)
+    headers.pop("", None)
+    return headers
+
+
 def parse_map(items: Sequence[str]) -> dict[str, str]:
     """`["Mobile=phone", "Hạng=custom:tier"]` → `{"Mobile": "phone", "Hạng": "custom:tier"}`.
     Refuses an unknown field, naming the allowed ones."""
@@ -377,9 +406,16 @@ class _Layout:
     columns: dict[str, str]
     unknown: list[str]
     ignored: list[str]
+    defined: list[tuple[str, str]] = field(default_factory=list)
+    shadowed: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def _layout(header: list[str], mapping: dict[str, str], match: Sequence[str]) -> _Layout:
+def _layout(
+    header: list[str],
+    mapping: dict[str, str],
+    match: Sequence[str],
+    defined: Sequence[tuple[str, str]] = (),
+) -> _Layout:
     header = [h.strip() for h in header]
     targets: list[str | None] = [None] * len(header)
     explicit: set[int] = set()
@@ -396,10 +432,22 @@ def _layout(header: list[str], mapping: dict[str, str], match: Sequence[str]) ->
         explicit.add(index)
     recognised = [recognise(h) for h in header]
     has_family = "family_name" in recognised or "family_name" in mapping.values()
+    fields_by_header = _defined_headers(defined)
+    by_field: list[tuple[str, str]] = []
+    shadowed: list[tuple[str, str, str]] = []
     for index, known in enumerate(recognised):
+        if index in explicit:
+            continue
         if header_key(header[index]) == _TEN:
             known = "first_name" if has_family else "name"
-        if index not in explicit and known is not None:
+        field_named = fields_by_header.get(header_key(header[index]))
+        if field_named is not None:
+            if known is None or known.startswith(CUSTOM_PREFIX):
+                known = field_named.target
+                by_field.append((header[index], field_named.name))
+            else:
+                shadowed.append((header[index], known, field_named.name))
+        if known is not None:
             targets[index] = known
     _refuse_duplicate_headers(header, targets)
     columns: dict[str, str] = {}
@@ -423,7 +471,7 @@ def _layout(header: list[str], mapping: dict[str, str], match: Sequence[str]) ->
             f"{', '.join(h for h in header if h) or 'none'}.",
             unknown,
         )
-    return _Layout(header, targets, columns, unknown, ignored)
+    return _Layout(header, targets, columns, unknown, ignored, by_field, shadowed)
 
 
 def _refuse_duplicate_headers(header: list[str], targets: list[str | None]) -> None:
@@ -736,13 +784,16 @@ def parse(
     zone: tzinfo = UTC,
     now: datetime | None = None,
     match: Sequence[str] = IDENTIFIERS,
+    defined: Sequence[tuple[str, str]] = (),
 ) -> ParsedFile:
     """Recognise a CSV or XLSX file (bytes, or a seekable binary stream) and return its rows lazily.
 
     `mapping` comes from parse_map (`--map`) or the chat's mapping buttons and overrides header
-    recognition. `match` names the identifier fields the import matches on (`--match`); the file
-    must have a column for at least one of them. `now` (aware; default: the current time) bounds
-    backdated dates. Raises ImportRefused for a file that is no import."""
+    recognition. `defined` lists the custom fields as (key, name): a header naming one is read
+    as that field, unless it is a built-in header. `match` names the identifier fields the
+    import matches on (`--match`); the file must have a column for at least one of them. `now`
+    (aware; default: the current time) bounds backdated dates. Raises ImportRefused for a file
+    that is no import."""
     now = now or datetime.now(UTC)
     csv.field_size_limit(FIELD_LIMIT)
     records: Iterator[list[str]]
@@ -766,7 +817,7 @@ def parse(
         lines.encoding = encoding
         records = _csv_records(lines, delimiter)
     header_row, header = _header(records)
-    layout = _layout(header, dict(mapping or {}), match)
+    layout = _layout(header, dict(mapping or {}), match, defined)
     errors: list[RowError] = []
     reader = _RowReader(
         layout,
@@ -785,6 +836,8 @@ def parse(
         ignored_columns=layout.ignored,
         rows=reader.read(records, header_row + 1, lines),
         errors=errors,
+        field_columns=layout.defined,
+        shadowed_columns=layout.shadowed,
     )
 
 

@@ -118,9 +118,12 @@ async def move_chosen(
         else None
     )
     await query.answer()
-    await show(
-        query, _("Moving {count} contact(s)…").format(count=plan.contacts), None, answered=True
+    # One set-based statement per starting stage: no count along the way, so the message says
+    # what is moving until it says what moved.
+    moving = _("Moving {count} contact(s) to {stage}…").format(
+        count=render.number(plan.contacts), stage=render.e(target.name)
     )
+    await show(query, moving, None, answered=True)
     try:
         operation = await operations.bulk_move(user, selection, target.name, reason=reason)
     except DomainError as error:
@@ -133,7 +136,7 @@ async def move_chosen(
     await show(
         query,
         _("Moved {count} contact(s) to {stage} (operation #{id}).").format(
-            count=operation.contacts, stage=render.e(target.name), id=operation.id
+            count=render.number(operation.contacts), stage=render.e(target.name), id=operation.id
         ),
         keys.as_markup(),
         answered=True,

@@ -1,5 +1,6 @@
 """Import by sending a CSV or XLSX file (admins): every import first runs as a dry run that
-shows what it would do, with the rejected rows as a CSV; only a confirmation applies it."""
+shows what it would do, with the rejected rows as a CSV; only a confirmation applies it. A long
+run shows its progress in one message, edited as it goes and at last into the result."""
 
 from __future__ import annotations
 
@@ -17,9 +18,17 @@ from domain.errors import DomainError, MissingIdentifier
 from domain.imports import CUSTOM_PREFIX, IGNORE
 from domain.model import CustomFieldDef, Role, User
 from domain.services.fields import FieldService
-from domain.services.imports import ImportOptions, ImportReport, ImportService
+from domain.services.imports import (
+    ImportOptions,
+    ImportProgress,
+    ImportReport,
+    ImportService,
+    Phase,
+    Progress,
+)
 from handlers import render
 from handlers.callbacks import ImportCb, ImportMapCb, UndoOpCb
+from handlers.progress import ProgressMessage, ProgressPace
 from handlers.replies import show
 from handlers.texts import explain, refusal
 
@@ -38,10 +47,24 @@ MAP_TARGETS = (
     ("tags", __("Tags")),
     ("created_at", __("Created on")),
 )
+# How the built-in fields a custom field may be shadowed by are named in a dry run's report.
+BUILT_IN_LABELS = {
+    **dict(MAP_TARGETS),
+    "stage_changed_at": __("Stage changed on"),
+    "lost_reason": __("Lost reason"),
+    "first_name": __("First name"),
+    "last_name": __("Last name"),
+    "family_name": __("Family name"),
+}
 
 
 async def received_file(
-    message: Message, user: User, imports: ImportService, bot: Bot, state: FSMContext
+    message: Message,
+    user: User,
+    imports: ImportService,
+    bot: Bot,
+    state: FSMContext,
+    pace: ProgressPace,
 ) -> None:
     document = message.document
     assert document is not None
@@ -54,20 +77,31 @@ async def received_file(
     await state.update_data(
         import_file=document.file_id, import_name=document.file_name, import_map={}
     )
-    await _dry_run(message, user, imports, bot, state)
+    await _dry_run(message, user, imports, bot, state, pace)
 
 
 async def _dry_run(
-    message: Message, user: User, imports: ImportService, bot: Bot, state: FSMContext
+    message: Message,
+    user: User,
+    imports: ImportService,
+    bot: Bot,
+    state: FSMContext,
+    pace: ProgressPace,
 ) -> None:
     """Run the pending import as a dry run (with the columns mapped so far) and show what it
     would do, with buttons to apply it, to map the columns it does not know, or to cancel."""
     data = await state.get_data()
     mapping: dict[str, str] = data.get("import_map") or {}
     name = render.e(data.get("import_name") or _("the file"))
+    progress = ProgressMessage(message, pace)
     try:
         data_file = await _download(bot, data["import_file"])
-        report = await imports.run(user, data_file, ImportOptions(dry_run=True, mapping=mapping))
+        report = await imports.run(
+            user,
+            data_file,
+            ImportOptions(dry_run=True, mapping=mapping),
+            _progress(progress, dry=True),
+        )
     except MissingIdentifier as error:
         await state.update_data(import_columns=error.columns)
         keys = InlineKeyboardBuilder()
@@ -75,7 +109,7 @@ async def _dry_run(
             keys.button(text="🔗 " + _("Map the columns"), callback_data=ImportMapCb(col=0, to=""))
         keys.button(text="✖️ " + _("Cancel"), callback_data=ImportCb(go=0))
         keys.adjust(1)
-        await message.answer(
+        await progress.finish(
             _(
                 "{file} has no phone, email or external id column that I recognise. "
                 "Tell me which column is which:"
@@ -84,12 +118,12 @@ async def _dry_run(
             else _("I cannot import {file}: {reason}").format(
                 file=name, reason=render.e(explain(error, get_i18n().current_locale))
             ),
-            reply_markup=keys.as_markup(),
+            keys.as_markup(),
         )
         return
     except DomainError as error:
         await state.update_data(import_file=None)
-        await message.answer(
+        await progress.finish(
             _("I cannot import {file}: {reason}").format(
                 file=name, reason=render.e(explain(error, get_i18n().current_locale))
             )
@@ -110,7 +144,7 @@ async def _dry_run(
         )
     keys.button(text="✖️ " + _("Cancel"), callback_data=ImportCb(go=0))
     keys.adjust(1)
-    await message.answer(_summary(report, dry=True), reply_markup=keys.as_markup())
+    await progress.finish(_summary(report, dry=True), keys.as_markup())
     if report.errors:
         await message.answer_document(
             BufferedInputFile(report.error_csv(), filename="rejected-rows.csv"),
@@ -126,6 +160,7 @@ async def map_column(
     fields: FieldService,
     bot: Bot,
     state: FSMContext,
+    pace: ProgressPace,
 ) -> None:
     """One column at a time: ask what it is; the answer goes into the mapping; after the last
     column, the dry run again."""
@@ -151,7 +186,7 @@ async def map_column(
             await query.answer()
             await show(query, _("Columns mapped; checking the file again…"), None, answered=True)
             assert isinstance(query.message, Message)
-            await _dry_run(query.message, user, imports, bot, state)
+            await _dry_run(query.message, user, imports, bot, state, pace)
             return
         column = columns[callback_data.col + 1]
         callback_data = ImportMapCb(col=callback_data.col + 1, to="")
@@ -187,10 +222,11 @@ async def confirmed(
     imports: ImportService,
     bot: Bot,
     state: FSMContext,
+    pace: ProgressPace,
 ) -> None:
     data = await state.get_data()
     file_id = data.get("import_file")
-    if user.role is not Role.ADMIN or not file_id:
+    if user.role is not Role.ADMIN or not file_id or query.message is None:
         await query.answer(_("Send the file again."), show_alert=True)
         return
     await state.update_data(import_file=None)
@@ -199,28 +235,53 @@ async def confirmed(
         return
     await query.answer()
     await show(query, _("Importing…"), None, answered=True)
+    shown = query.message if isinstance(query.message, Message) else None
+    progress = ProgressMessage(query.message, pace, editing=shown)
     options = ImportOptions(
         mapping=data.get("import_map") or {},
         create_stages=bool(callback_data.create),
         create_owners=bool(callback_data.create),
     )
     try:
-        report = await imports.run(user, await _download(bot, file_id), options)
+        data_file = await _download(bot, file_id)
+        report = await imports.run(user, data_file, options, _progress(progress, dry=False))
     except DomainError as error:
-        await show(query, refusal(error), None, answered=True)
+        await progress.finish(refusal(error))
         return
     keys = InlineKeyboardBuilder()
     if report.operation_id is not None:
         keys.button(text="↩ " + _("Undo"), callback_data=UndoOpCb(id=report.operation_id))
-    await show(query, _summary(report, dry=False), keys.as_markup(), answered=True)
+    await progress.finish(_summary(report, dry=False), keys.as_markup())
+
+
+def _progress(message: ProgressMessage, *, dry: bool) -> Progress:
+    """What the import service reports, as the text of the progress message."""
+
+    async def report(step: ImportProgress) -> None:
+        counts = {"read": render.number(step.read), "done": render.number(step.applied)}
+        if step.phase is Phase.FINISHING:
+            text = (
+                _("Checking… all {read} rows checked; adding up.")
+                if dry
+                else _("Importing… all {read} rows applied; saving.")
+            )
+        else:
+            text = (
+                _("Checking… {read} rows read, {done} checked.")
+                if dry
+                else _("Importing… {read} rows read, {done} applied.")
+            )
+        await message.report(text.format(**counts))
+
+    return report
 
 
 def _summary(report: ImportReport, *, dry: bool) -> str:
     counts = {
-        "created": report.created,
-        "updated": report.updated,
-        "unchanged": report.unchanged,
-        "rejected": report.rejected,
+        "created": render.number(report.created),
+        "updated": render.number(report.updated),
+        "unchanged": render.number(report.unchanged),
+        "rejected": render.number(report.rejected),
     }
     if dry:
         lines = [
@@ -239,6 +300,27 @@ def _summary(report: ImportReport, *, dry: bool) -> str:
     if report.stages_created:
         lines.append(
             _("New stages: {names}").format(names=render.e(", ".join(report.stages_created)))
+        )
+    if report.field_columns:
+        names = ", ".join(
+            name if column == name else f"{column} → {name}"
+            for column, name in report.field_columns
+        )
+        lines.append(_("Read as custom fields: {names}").format(names=render.e(names)))
+    for column, built_in, name in report.shadowed_columns:
+        if built_in == IGNORE:
+            text = _(
+                "“{column}” is left out as a column of our own export, not read as the "
+                "custom field “{field}”."
+            )
+        else:
+            text = _(
+                "“{column}” was read as the built-in field {built_in}, not as the custom "
+                "field “{field}”."
+            )
+        label = BUILT_IN_LABELS.get(built_in, built_in)
+        lines.append(
+            text.format(column=render.e(column), built_in=str(label), field=render.e(name))
         )
     if report.unknown_columns:
         lines.append(

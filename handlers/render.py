@@ -9,6 +9,7 @@ from html import escape
 from zoneinfo import ZoneInfo
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 from babel.numbers import format_decimal
@@ -43,6 +44,12 @@ CATEGORY_MARK = {Category.OPEN: "▫️", Category.WON: "🏆", Category.LOST: "
 
 def e(text: object) -> str:
     return escape(str(text), quote=False)
+
+
+def number(count: int) -> str:
+    """A count as the person's language writes it: 1,000,000 in English, 1.000.000 in
+    Vietnamese."""
+    return format_decimal(count, locale=get_i18n().current_locale)
 
 
 def short(text: str, limit: int = ENTRY_LIMIT) -> str:

@@ -13,7 +13,7 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import DomainError, StageNotFound
-from domain.model import Category, Role, User
+from domain.model import Category, Role, Stage, User
 from domain.services.stages import StageService, StageSummary
 from domain.transitions import Policy, is_other
 from handlers import render
@@ -172,21 +172,51 @@ async def _act(
     elif data.act == "delete":
         await _confirm_delete(query, stages, summary, data.arg, policy)
     elif data.act == "deleteok":
-        target_name = None
-        if data.arg != "none":
-            target_name = (await stages.get(int(data.arg))).name
-        reason = policy.lost_reasons[data.r] if 0 <= data.r < len(policy.lost_reasons) else None
-        result = await stages.delete(
-            user, stage.name, reassign_to=target_name, no_stage=data.arg == "none", reason=reason
-        )
-        await query.answer(_("Deleted."))
-        text, keyboard = await _overview(stages)
-        done = _("Deleted {stage}; {count} contact(s) moved. /undo can bring it back.").format(
-            stage=render.e(stage.name), count=result.moved
-        )
-        await show(query, done + "\n\n" + text, keyboard, answered=True)
+        await _delete(query, data, user, stages, stage, policy)
     else:
         await query.answer(_("Unknown action."), show_alert=True)
+
+
+async def _delete(
+    query: CallbackQuery,
+    data: StageAdminCb,
+    user: User,
+    stages: StageService,
+    stage: Stage,
+    policy: Policy,
+) -> None:
+    """Delete a confirmed stage. A refusal is the button's answer; once the rules agree, the
+    message says how many contacts are moving while they move (one statement, however many:
+    there is no count to show along the way), then what was done."""
+    target_name = None
+    if data.arg != "none":
+        target_name = (await stages.get(int(data.arg))).name
+    reason = policy.lost_reasons[data.r] if 0 <= data.r < len(policy.lost_reasons) else None
+    no_stage = data.arg == "none"
+    count = await stages.plan_delete(
+        user, stage.name, reassign_to=target_name, no_stage=no_stage, reason=reason
+    )
+    await query.answer()
+    if count:
+        moving = _("Moving {count} contact(s) from {stage} to {target}…").format(
+            count=render.number(count),
+            stage=render.e(stage.name),
+            target=render.e(target_name) if target_name else _("no stage"),
+        )
+        await show(query, moving, None, answered=True)
+    try:
+        result = await stages.delete(
+            user, stage.name, reassign_to=target_name, no_stage=no_stage, reason=reason
+        )
+    except DomainError as error:  # changed since the confirmation
+        text, keyboard = await _overview(stages)
+        await show(query, refusal(error) + "\n\n" + text, keyboard, answered=True)
+        return
+    text, keyboard = await _overview(stages)
+    done = _("Deleted {stage}; {count} contact(s) moved. /undo can bring it back.").format(
+        stage=render.e(stage.name), count=render.number(result.moved)
+    )
+    await show(query, done + "\n\n" + text, keyboard, answered=True)
 
 
 async def _confirm_delete(

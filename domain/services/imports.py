@@ -39,7 +39,7 @@ from domain.text import fold
 from domain.transitions import Move, Policy, plan_move
 
 BATCH = 5000  # rows matched and written together
-PROGRESS_EVERY = 50_000  # rows between two progress reports
+PROGRESS_EVERY = 10_000  # rows between two progress reports (a chat shows them every 2 s)
 FOLDED_MAX = 65_536  # tags folded and remembered, per import
 YIELD_EVERY = 64  # rows decided between two chances for the database thread to go on
 # The scalar fields an import may change, and how a contact's value is kept in a before-image.
@@ -72,6 +72,11 @@ class ImportReport:
     stages_created: list[str] = field(default_factory=list)
     owners_created: list[str] = field(default_factory=list)
     unknown_columns: list[str] = field(default_factory=list)
+    # Columns read as a defined custom field by their header: (header, field name).
+    field_columns: list[tuple[str, str]] = field(default_factory=list)
+    # Columns read as a built-in field although a custom field has that name too:
+    # (header, built-in field, custom field name).
+    shadowed_columns: list[tuple[str, str, str]] = field(default_factory=list)
     operation_id: int | None = None
     dry_run: bool = False
     header: list[str] = field(default_factory=list)
@@ -143,16 +148,23 @@ class ImportService:
         or so, and once more when the last row is applied."""
         require_role(actor, Role.ADMIN)
         now = self._clock()
+        async with self._uow() as uow:  # headers naming a custom field are read as that field
+            defined = [(f.key, f.name) for f in await uow.fields.list()]
         parse_options: dict[str, Any] = {
             "mapping": options.mapping,
             "default_region": self._region,
             "zone": self._zone,
             "now": now,
             "match": options.match,
+            "defined": defined,
         }
         parsed = parse(data, **parse_options)
         report = ImportReport(
-            unknown_columns=parsed.unknown_columns, dry_run=options.dry_run, header=parsed.header
+            unknown_columns=parsed.unknown_columns,
+            field_columns=parsed.field_columns,
+            shadowed_columns=parsed.shadowed_columns,
+            dry_run=options.dry_run,
+            header=parsed.header,
         )
         in_child = len(data) >= self._child_from
         async with (

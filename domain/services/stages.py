@@ -9,7 +9,7 @@ from domain.errors import InvalidInput, StageNotFound
 from domain.model import Category, Operation, Role, Source, Stage, User, utcnow
 from domain.ports import BulkMove, Clock, UnitOfWork, UnitOfWorkFactory
 from domain.stages import TEMPLATES, Pipeline, stage_name
-from domain.transitions import Policy, plan_move
+from domain.transitions import Move, Policy, plan_move
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,29 +139,14 @@ class StageService:
         reason: str | None = None,
     ) -> DeleteResult:
         """Archive a stage, first moving its contacts (each move in history, source reassign)."""
-        require_role(actor, Role.ADMIN)
-        if reassign_to is not None and no_stage:
-            raise InvalidInput(
-                "Choose either a stage to move the contacts to or no stage, not both."
-            )
         now = self._clock()
         async with self._uow() as uow:
-            pipeline = Pipeline(await uow.stages.list())
-            stage = pipeline.find(name)
-            target = pipeline.find(reassign_to) if reassign_to is not None else None
-            count = await uow.contacts.count_in_stage(_id(stage))
-            pipeline.check_delete(stage, count, target, no_stage)
+            pipeline, stage, target, count, move = await self._checked_delete(
+                uow, actor, name, reassign_to, no_stage, reason
+            )
             operation_id = None
             moved = 0
             if count:
-                move = plan_move(
-                    stage,
-                    target,
-                    role=actor.role,
-                    source=Source.REASSIGN,
-                    reason=reason,
-                    policy=self._policy,
-                )
                 assert move is not None  # a stage is never reassigned to itself
                 where = target.name if target else "no stage"
                 operation = await uow.operations.add(
@@ -195,6 +180,56 @@ class StageService:
             )
             await uow.commit()
         return DeleteResult(stage, moved, target, operation_id)
+
+    async def plan_delete(
+        self,
+        actor: User,
+        name: str,
+        *,
+        reassign_to: str | None = None,
+        no_stage: bool = False,
+        reason: str | None = None,
+    ) -> int:
+        """How many contacts deleting the stage would move, refusing as `delete` would: lets a
+        caller say what is about to happen before a deletion that may take a while."""
+        async with self._uow() as uow:
+            *_, count, _move = await self._checked_delete(
+                uow, actor, name, reassign_to, no_stage, reason
+            )
+        return count
+
+    async def _checked_delete(
+        self,
+        uow: UnitOfWork,
+        actor: User,
+        name: str,
+        reassign_to: str | None,
+        no_stage: bool,
+        reason: str | None,
+    ) -> tuple[Pipeline, Stage, Stage | None, int, Move | None]:
+        """The stage to delete, its target, how many contacts it holds and the move they make
+        (None when it holds none), once every rule agreed."""
+        require_role(actor, Role.ADMIN)
+        if reassign_to is not None and no_stage:
+            raise InvalidInput(
+                "Choose either a stage to move the contacts to or no stage, not both."
+            )
+        pipeline = Pipeline(await uow.stages.list())
+        stage = pipeline.find(name)
+        target = pipeline.find(reassign_to) if reassign_to is not None else None
+        count = await uow.contacts.count_in_stage(_id(stage))
+        pipeline.check_delete(stage, count, target, no_stage)
+        move = None
+        if count:
+            move = plan_move(
+                stage,
+                target,
+                role=actor.role,
+                source=Source.REASSIGN,
+                reason=reason,
+                policy=self._policy,
+            )
+        return pipeline, stage, target, count, move
 
     async def get(self, stage_id: int) -> Stage:
         async with self._uow() as uow:

@@ -235,3 +235,24 @@ async def click(
 async def stage_of(driver: Driver, contact_id: int) -> str | None:
     card = await driver.services.contacts.get(SYSTEM, contact_id)
     return card.stage.name if card.stage else None
+
+
+async def until(driver: Driver, user: int, since: int, text: str) -> list[Any]:
+    """The bot's messages changed since `since` (a cursor), once one of them contains `text`:
+    for a message the bot edits along the way (progress) before it shows the result."""
+    for _ in range(60):
+        chat = await driver.changes(user, since, wait=1)
+        messages = [m for m in chat["messages"] if m["from"] == "bot"]
+        if any(text in (m["text"] or m["caption"] or "") for m in messages):
+            return messages
+    raise AssertionError(f"no message with {text!r}")
+
+
+async def press_until(
+    driver: Driver, user: int, message: dict[str, Any], label: str, text: str
+) -> list[Any]:
+    """Presses a button and returns the bot's messages that changed or appeared, once one of
+    them contains `text`."""
+    since = await driver.cursor(user)
+    await driver.click(user, message["message_id"], button(message, label))
+    return await until(driver, user, since, text)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from domain.access import SYSTEM
 from domain.model import FieldKind
-from tests.e2e.conftest import ADMIN_ID, LAN, Driver, Team, button, press, stage_of
+from tests.e2e.conftest import (
+    ADMIN_ID,
+    LAN,
+    Driver,
+    Team,
+    button,
+    press,
+    press_until,
+    stage_of,
+    until,
+)
 
 FILE = (
     "phone,name,stage,source\n"
@@ -26,7 +36,7 @@ async def test_an_admin_imports_a_file_after_a_dry_run_and_can_undo_it(
     assert await stage_of(driver, team.an) == "Lead"  # a dry run changes nothing
     assert await driver.services.contacts.find(SYSTEM, "0988777666") == []
 
-    [done] = await press(driver, ADMIN_ID, summary, "Import, adding")
+    [done] = await press_until(driver, ADMIN_ID, summary, "Import, adding", "Imported")
     assert "2 created, 1 updated" in done["text"]
     assert await stage_of(driver, team.an) == "MQL"
     [undone] = await press(driver, ADMIN_ID, done, "Undo")
@@ -70,8 +80,42 @@ async def test_columns_the_bot_does_not_know_are_mapped_with_buttons(
     summary = [m for m in chat["messages"] if m["from"] == "bot"][-1]
     assert "1 to create, 0 to update" in summary["text"]
     assert "Ignored columns" not in summary["text"]
-    [done] = await press(driver, ADMIN_ID, summary, "Import")
+    [done] = await press_until(driver, ADMIN_ID, summary, "Import", "Imported")
     assert "1 created" in done["text"]
     [created] = await driver.services.contacts.find(SYSTEM, "0988777666")
     assert created.contact.name == "Hoàng Yến"
     assert created.contact.custom_fields == {"Hạng": "Vàng", "Ghi chú riêng": "gọi sau 5h"}
+
+
+async def test_a_column_named_like_a_custom_field_fills_it_without_mapping(
+    driver: Driver, team: Team
+) -> None:
+    await driver.services.fields.add(SYSTEM, "Ngân sách", FieldKind.NUMBER)
+    await driver.services.fields.add(SYSTEM, "Nguồn", FieldKind.TEXT)
+    file = "SĐT,Họ tên,Ngân sách,Nguồn\n0988 777 666,Hoàng Yến,15.000.000,Hội chợ\n"
+    since = await driver.cursor(ADMIN_ID)
+    await driver.upload(ADMIN_ID, "khach.csv", file.encode())
+    [summary] = await until(driver, ADMIN_ID, since, "Dry run")
+    assert "1 to create" in summary["text"]
+    assert "Read as custom fields: Ngân sách" in summary["text"]
+    assert (
+        "“Nguồn” was read as the built-in field Source, not as the custom field" in summary["text"]
+    )
+    assert "Map the ignored columns" not in str(summary["reply_markup"])
+    [done] = await press_until(driver, ADMIN_ID, summary, "Import", "Imported")
+    assert "1 created" in done["text"]
+    [created] = await driver.services.contacts.find(SYSTEM, "0988777666")
+    assert created.contact.custom_fields == {"Ngân sách": "15000000"}
+    assert created.contact.source == "Hội chợ"
+
+
+async def test_a_small_import_shows_no_progress_message(driver: Driver, team: Team) -> None:
+    """With the bot's own pace (progress shows after a second), a small file's dry run is one
+    message: its result."""
+    sent_before = len(await driver.requests("sendMessage"))
+    since = await driver.cursor(ADMIN_ID)
+    await driver.upload(ADMIN_ID, "contacts.csv", FILE)
+    await driver.changes(ADMIN_ID, since)
+    sent = [r["params"]["text"] for r in (await driver.requests("sendMessage"))[sent_before:]]
+    assert len(sent) == 1
+    assert sent[0].startswith("Dry run")

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from domain.access import SYSTEM
-from tests.e2e.conftest import ADMIN_ID, LAN, Driver, Team, button, click, press, stage_of
+from tests.e2e.conftest import (
+    ADMIN_ID,
+    LAN,
+    Driver,
+    Team,
+    button,
+    click,
+    press,
+    press_until,
+    stage_of,
+)
 
 
 async def counts(driver: Driver) -> dict[str, tuple[str, int]]:
@@ -11,6 +23,16 @@ async def counts(driver: Driver) -> dict[str, tuple[str, int]]:
         s.stage.name: (s.stage.category.value, s.contacts)
         for s in await driver.services.stages.summaries()
     }
+
+
+async def edited_into(driver: Driver, message: dict[str, Any], edits_before: int) -> list[str]:
+    """The texts the bot edited into `message` since its `edits_before`th edit, in order."""
+    edits = (await driver.requests("editMessageText"))[edits_before:]
+    return [
+        e["params"]["text"]
+        for e in edits
+        if int(e["params"]["message_id"]) == message["message_id"] and "error_code" not in e
+    ]
 
 
 async def test_an_admin_deletes_a_stage_after_a_confirmation_stating_its_effect(
@@ -23,8 +45,11 @@ async def test_an_admin_deletes_a_stage_after_a_confirmation_stating_its_effect(
     [confirm] = await press(driver, ADMIN_ID, targets, "Disqualified")
     assert "2 contact(s) will move to Disqualified" in confirm["text"]
     assert (await counts(driver))["Lead"] == ("open", 2)  # nothing yet
-    [done] = await press(driver, ADMIN_ID, confirm, "Not a fit")
-    assert "Deleted Lead" in done["text"]
+    edits_before = len(await driver.requests("editMessageText"))
+    [done] = await press_until(driver, ADMIN_ID, confirm, "Not a fit", "Deleted Lead")
+    [moving, result] = await edited_into(driver, done, edits_before)
+    assert moving == "Moving 2 contact(s) from Lead to Disqualified…"
+    assert result.startswith("Deleted Lead; 2 contact(s) moved.")
     assert "Lead" not in await counts(driver)
     history = await driver.services.contacts.history(SYSTEM, team.an)
     assert (history[-1].source.value, history[-1].reason) == ("reassign", "Not a fit")
@@ -69,8 +94,12 @@ async def test_a_bulk_move_is_confirmed_then_undone(driver: Driver, team: Team) 
     assert "1 contact(s) match" in plan["text"]
     [confirm] = await press(driver, ADMIN_ID, plan, "SQL")
     assert "Move 1 contact(s) to SQL?" in confirm["text"]
-    [moved] = await press(driver, ADMIN_ID, confirm, "Confirm")
-    assert "Moved 1 contact(s) to SQL" in moved["text"]
+    edits_before = len(await driver.requests("editMessageText"))
+    [moved] = await press_until(driver, ADMIN_ID, confirm, "Confirm", "Moved 1 contact(s) to SQL")
+    assert await edited_into(driver, moved, edits_before) == [
+        "Moving 1 contact(s) to SQL…",
+        moved["text"],
+    ]
     assert await stage_of(driver, team.an) == "SQL"
     [undone] = await press(driver, ADMIN_ID, moved, "Undo")
     assert "back as they were" in undone["text"]

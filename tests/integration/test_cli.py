@@ -269,6 +269,27 @@ def test_an_import_on_a_terminal_shows_its_progress_on_one_line_unless_json(
     assert json.loads(out)["created"] == 2
 
 
+def test_an_import_reads_a_column_named_like_a_custom_field_without_map(
+    amis: Cli, tmp_path: Path
+) -> None:
+    assert amis("fields", "add", "Ngân sách", "--kind", "number")[0] == 0
+    assert amis("fields", "add", "Source")[0] == 0
+    path = tmp_path / "contacts.csv"
+    path.write_text("phone,ngân_sách,source\n0912345678,15000000,Zalo\n", encoding="utf-8")
+    code, out, _err = amis("import", str(path), "--dry-run")
+    assert code == 0
+    assert "Read as custom fields: ngân_sách → Ngân sách" in out
+    assert "Column 'source' was read as the built-in source, not as the custom field" in out
+    report = amis.json("import", str(path))
+    assert report["field_columns"] == {"ngân_sách": "Ngân sách"}
+    assert report["shadowed_columns"] == [
+        {"column": "source", "field": "source", "custom_field": "Source"}
+    ]
+    [an] = amis.json("contacts", "find", "0912345678")
+    assert an["custom_fields"] == {"Ngân sách": "15000000"}
+    assert an["source"] == "Zalo"
+
+
 def test_an_api_key_is_shown_once_listed_by_prefix_and_revoked(cli: Cli) -> None:
     assert cli("init")[0] == 0
     created = cli.json("apikeys", "create", "website")

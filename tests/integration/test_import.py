@@ -7,7 +7,7 @@ import pytest
 from bot.container import Services
 from domain.access import SYSTEM
 from domain.errors import DomainError
-from domain.model import Category
+from domain.model import Category, FieldKind
 from domain.services.contacts import ContactDraft
 from domain.services.imports import ImportOptions, Mode
 from tests.conftest import shared_path
@@ -115,3 +115,20 @@ async def test_the_maven_pipeline_imports_with_a_mapping_and_its_stages_are_then
     }
     assert counts["Won"] == ("won", 4238)
     assert counts["Lost"] == ("lost", 2473)
+
+
+async def test_a_column_named_like_a_custom_field_fills_it_and_built_in_headers_win(
+    amis: Services,
+) -> None:
+    await amis.fields.add(SYSTEM, "Ngân sách", FieldKind.NUMBER)
+    await amis.fields.add(SYSTEM, "Source", FieldKind.TEXT)
+    data = "Phone,NGAN SACH,Source\n0912 345 678,15.000.000 ₫,Zalo\n0912 345 679,abc,Web\n"
+    report = await amis.imports.run(SYSTEM, data.encode(), ImportOptions())
+    assert (report.created, report.rejected) == (1, 1)
+    assert report.field_columns == [("NGAN SACH", "Ngân sách")]
+    assert report.shadowed_columns == [("Source", "source", "Source")]
+    assert report.unknown_columns == []
+    assert (report.errors[0].column, report.errors[0].row) == ("NGAN SACH", 3)  # not a number
+    [found] = await amis.contacts.find(SYSTEM, "0912345678")
+    assert found.contact.custom_fields == {"Ngân sách": "15000000"}
+    assert found.contact.source == "Zalo"

@@ -306,6 +306,62 @@ def test_a_duplicated_header_of_a_field_is_refused() -> None:
         read("Phone,Phone\n0912345678,0912345679\n")
 
 
+# --- headers named like a custom field ------------------------------------------------------
+
+BUDGET = ("Ngân sách", "Ngân sách")  # a defined custom field, as (key, name)
+
+
+def test_a_header_naming_a_custom_field_fills_it_ignoring_case_accents_and_spaces() -> None:
+    for header in ("Ngân sách", "NGAN SACH", "ngan_sach", "Ngân-Sách"):
+        parsed, (row,) = read(f"Phone,{header}\n0912345678,15000000\n", defined=[BUDGET])
+        assert parsed.columns == {"Phone": "phone", header: "custom:Ngân sách"}
+        assert parsed.unknown_columns == []
+        assert parsed.field_columns == [(header, "Ngân sách")]
+        assert row.custom_fields == {"Ngân sách": "15000000"}
+
+
+def test_a_header_naming_no_custom_field_stays_unknown() -> None:
+    parsed, (row,) = read("Phone,Ngân quỹ\n0912345678,15000000\n", defined=[BUDGET])
+    assert parsed.unknown_columns == ["Ngân quỹ"]
+    assert parsed.field_columns == []
+    assert row.custom_fields == {}
+
+
+def test_a_custom_field_is_recognised_by_its_key_as_well_as_its_name() -> None:
+    parsed, (row,) = read("Email,budget_vnd\nan@x.vn,5\n", defined=[("budget_vnd", "Ngân sách")])
+    assert parsed.field_columns == [("budget_vnd", "Ngân sách")]
+    assert row.custom_fields == {"budget_vnd": "5"}
+
+
+def test_a_built_in_header_wins_over_a_custom_field_of_that_name_and_says_so() -> None:
+    parsed, (row,) = read(
+        "Phone,Source,ID\n0912345678,Zalo,17\n", defined=[("Source", "Source"), ("ID", "ID")]
+    )
+    assert parsed.columns == {"Phone": "phone", "Source": "source"}
+    assert parsed.ignored_columns == ["ID"]  # our export's internal id, never a field
+    assert parsed.field_columns == []
+    assert parsed.shadowed_columns == [("Source", "source", "Source"), ("ID", "ignore", "ID")]
+    assert (row.source, row.custom_fields) == ("Zalo", {})
+
+
+def test_map_still_sends_a_built_in_header_to_the_custom_field() -> None:
+    parsed, (row,) = read(
+        "Phone,Source\n0912345678,Zalo\n",
+        parse_map(["Source=custom:Source"]),
+        defined=[("Source", "Source")],
+    )
+    assert parsed.shadowed_columns == []
+    assert (row.source, row.custom_fields) == (None, {"Source": "Zalo"})
+
+
+def test_a_defined_field_takes_a_header_that_is_only_a_custom_field_by_default() -> None:
+    parsed, (row,) = read(
+        "Email,Lead Status\nan@x.vn,Open\n", defined=[("Lead status", "Lead status")]
+    )
+    assert parsed.columns["Lead Status"] == "custom:Lead status"
+    assert row.custom_fields == {"Lead status": "Open"}
+
+
 # --- --map -----------------------------------------------------------------------------------
 
 
