@@ -12,12 +12,12 @@ from domain.reports import (
     Funnel,
     Leaderboard,
     Period,
+    Report,
     Snapshot,
     Sources,
     TimeInStage,
 )
 
-Report = Snapshot | Funnel | Sources | Conversion | Leaderboard | TimeInStage
 NO_WON_STAGE = "Note: no stage is won yet, so reports cannot count conversions."
 
 

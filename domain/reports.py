@@ -326,6 +326,9 @@ class TimeInStage:
 # Assembly from counts. `None` keys stand for "no stage" / "no owner".
 
 
+Report = Snapshot | Funnel | Sources | Conversion | Leaderboard | TimeInStage
+
+
 def build_snapshot(book: StageBook, counts: Mapping[int | None, int]) -> Snapshot:
     held = {i: n for i, n in counts.items() if i is not None and n}
     rows = tuple(

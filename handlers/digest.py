@@ -19,9 +19,10 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from domain.errors import DomainError
 from domain.model import DigestSection, DigestSettings, Role, User
 from domain.services.digests import DIGEST, DigestService, Due, MorningDigest, TaskReminder
-from handlers import charts, render
+from handlers import render
 from handlers.callbacks import CardCb, DigestCb
 from handlers.replies import show
+from handlers.report_view import funnel_chart
 from handlers.texts import refusal
 
 TIMES = ("06:30", "07:00", "07:30", "08:00", "08:30", "09:00")
@@ -137,12 +138,7 @@ def _funnel_chart(digest: MorningDigest) -> bytes:
     title = _("Funnel {first} – {last}").format(
         first=period.first.strftime("%d/%m"), last=period.last.strftime("%d/%m")
     )
-    steps = [
-        (step.name if step.stage_id is not None else _("Won"), step.reached)
-        for step in funnel.steps
-    ]
-    lost = [(row.name or _("no open stage"), row.contacts) for row in funnel.lost]
-    return charts.funnel(title, steps, lost, _("Lost"))
+    return funnel_chart(funnel, title)
 
 
 def task_reminder(reminder: TaskReminder, zone: ZoneInfo) -> Composed:

@@ -175,13 +175,10 @@ async def typed_tags(
     try:
         await contacts.set_tags(user, data["id"], tags, expected_version=data["v"])
     except DomainError as error:
-        await state.clear()
-        await message.answer(refusal(error))
-        await send_card(message, contacts, user, data["id"], zone)
-        return
-    await state.clear()
-    await message.answer(_("Tags saved."))
-    await send_card(message, contacts, user, data["id"], zone)
+        reply = refusal(error)
+    else:
+        reply = _("Tags saved.")
+    await _end_edit(message, state, reply, contacts, user, data["id"], zone)
 
 
 # --- on the card: custom fields -------------------------------------------------------------
@@ -273,13 +270,25 @@ async def typed_field(
         if error.code == "field_value":  # let them try again
             await message.answer(refusal(error) + "\n" + _prompt(field, ""))
             return
-        await state.clear()
-        await message.answer(refusal(error))
-        await send_card(message, contacts, user, data["id"], zone)
-        return
+        reply = refusal(error)
+    else:
+        reply = _("Saved.")
+    await _end_edit(message, state, reply, contacts, user, data["id"], zone)
+
+
+async def _end_edit(
+    message: Message,
+    state: FSMContext,
+    reply: str,
+    contacts: ContactService,
+    user: User,
+    contact_id: int,
+    zone: ZoneInfo,
+) -> None:
+    """A typed edit is over, done or refused: say so, then show the card again."""
     await state.clear()
-    await message.answer(_("Saved."))
-    await send_card(message, contacts, user, data["id"], zone)
+    await message.answer(reply)
+    await send_card(message, contacts, user, contact_id, zone)
 
 
 def _prompt(field: CustomFieldDef, name: str) -> str:

@@ -18,6 +18,7 @@ from domain.reports import (
     Funnel,
     Leaderboard,
     Period,
+    Report,
     Snapshot,
     Sources,
     Span,
@@ -25,8 +26,6 @@ from domain.reports import (
 )
 from handlers import charts
 from handlers.render import e
-
-Report = Snapshot | Funnel | Sources | Conversion | Leaderboard | TimeInStage
 
 # Keys travel in callback data: short, and never renamed (old buttons still carry them).
 REPORTS = {
@@ -164,9 +163,13 @@ def _funnel(report: Funnel, title: str) -> tuple[list[str], bytes]:
                 rate=percent(worst.step_conversion),
             )
         )
+    return lines, funnel_chart(report, chart_title)
+
+
+def funnel_chart(report: Funnel, title: str) -> bytes:
     steps = [(_step_name(s.name, s.stage_id), s.reached) for s in report.steps]
     lost = [(row.name or _("no open stage"), row.contacts) for row in report.lost]
-    return lines, charts.funnel(chart_title, steps, lost, _("Lost"))
+    return charts.funnel(title, steps, lost, _("Lost"))
 
 
 def _step_name(name: str, stage_id: int | None) -> str:

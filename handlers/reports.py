@@ -25,12 +25,12 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import InvalidInput
 from domain.model import Role, User
-from domain.reports import Period, PeriodOrder, PeriodTooLong, Span, custom_period
+from domain.reports import Period, PeriodOrder, PeriodTooLong, Report, Span, custom_period
 from domain.services.reports import ReportService
 from handlers import render
 from handlers.callbacks import ReportCb
 from handlers.dates import parse_range
-from handlers.report_view import REPORTS, SPANS, Rendered, Report
+from handlers.report_view import REPORTS, SPANS, Rendered
 from handlers.report_view import render as render_report
 
 TYPED = "c"  # a typed period: its first and last day travel in the button
