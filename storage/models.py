@@ -352,7 +352,8 @@ class NoticeRow(Base):
 class ReportContactRow(Base):
     """A contact as the reports read it (docs/reports.md, "How the database keeps up"): copies
     of its owner (0 for none, so that every scope is an `owner_id IN (...)` an index answers),
-    source and stage, and facts of its history. Times are whole seconds since 1970, UTC."""
+    source and stage (0 for none), and facts of its history. Times are whole seconds since
+    1970, UTC; buckets are `storage.reports.bucket` of a length, for exact medians."""
 
     __tablename__ = "report_contacts"
 
@@ -361,35 +362,40 @@ class ReportContactRow(Base):
     )
     owner_id: Mapped[int] = mapped_column(Integer)
     source: Mapped[str | None] = mapped_column(String(100))
-    stage_id: Mapped[int | None] = mapped_column(Integer)
+    stage_id: Mapped[int] = mapped_column(Integer)  # now (0: no stage)
     created_s: Mapped[int] = mapped_column(BigInteger)
     entered_s: Mapped[int | None] = mapped_column(BigInteger)  # first stage assignment
     path: Mapped[str] = mapped_column(Text)  # stage ids entered, in order of last entry
     touched: Mapped[bool] = mapped_column(Boolean)  # any activity or stage change after creation
     responded_s: Mapped[int | None] = mapped_column(BigInteger)  # first response
+    response_bucket: Mapped[int] = mapped_column(Integer)  # of responded - created; -1: none
+    # The last history row (in history order), for appending the next one without reading
+    # the history: its stage (0: none) and time, and the contact's latest entries into the
+    # won and the lost categories (as the stages are categorized now).
+    last_stage_id: Mapped[int] = mapped_column(Integer)
+    last_at_s: Mapped[int | None] = mapped_column(BigInteger)
+    last_won_s: Mapped[int | None] = mapped_column(BigInteger)
+    last_lost_s: Mapped[int | None] = mapped_column(BigInteger)
 
-    # Covering indexes: led by what the reports range over or group by, the owner last (see
-    # storage.reports); one led by the owner for the medians per person.
+    # Covering indexes, each led by what a report groups by (a few values, listed with IN so
+    # that the database seeks each and reads only the period, in order, without sorting).
     __table_args__ = (
         Index("ix_report_contacts_stage", "stage_id", "owner_id"),
-        Index("ix_report_contacts_entered", "entered_s", "path", "stage_id", "owner_id"),
+        Index("ix_report_contacts_path", "path", "stage_id", "entered_s", "owner_id"),
+        Index("ix_report_contacts_source", "source", "created_s", "owner_id", "touched"),
         Index(
-            "ix_report_contacts_created",
-            "created_s",
-            "owner_id",
-            "source",
-            "touched",
-            "responded_s",
+            "ix_report_contacts_owner", "owner_id", "response_bucket", "created_s", "responded_s"
         ),
-        Index("ix_report_contacts_owner", "owner_id", "created_s", "responded_s"),
     )
 
 
-class ReportStayRow(Base):
-    """One history row as the reports read it: the stay it starts, until the contact's next
-    row (`left_s`, unset while it lasts), with the contact's owner (0 for none) and creation."""
+class ReportMoveRow(Base):
+    """One history row as the reports read it: when it happened, the stay it ended (the stage
+    the contact was in before it, by history order, and for how long), whether it entered the
+    won (1) or the lost (2) category from outside it and, if so, when the contact last entered
+    that category before; with the contact's owner (0 for none) and creation."""
 
-    __tablename__ = "report_stays"
+    __tablename__ = "report_moves"
 
     change_id: Mapped[int] = mapped_column(
         ForeignKey("stage_changes.id", ondelete="CASCADE"), primary_key=True
@@ -399,28 +405,30 @@ class ReportStayRow(Base):
     )
     owner_id: Mapped[int] = mapped_column(Integer)
     created_s: Mapped[int] = mapped_column(BigInteger)
-    stage_id: Mapped[int | None] = mapped_column(Integer)
-    from_stage_id: Mapped[int | None] = mapped_column(Integer)
-    entered_s: Mapped[int] = mapped_column(BigInteger)
-    left_s: Mapped[int | None] = mapped_column(BigInteger)
+    at_s: Mapped[int] = mapped_column(BigInteger)
+    to_stage_id: Mapped[int] = mapped_column(Integer)  # 0: no stage
+    from_stage_id: Mapped[int] = mapped_column(Integer)  # 0: no stage
+    creation: Mapped[bool] = mapped_column(Boolean)  # records the contact's creation
+    stay_stage_id: Mapped[int] = mapped_column(Integer)  # 0: none (first row, or from none)
+    stay_s: Mapped[int | None] = mapped_column(BigInteger)
+    stay_bucket: Mapped[int] = mapped_column(Integer)  # -1 when no stay
+    entry: Mapped[int] = mapped_column(Integer)  # 0 none, 1 won, 2 lost
+    prev_entry_s: Mapped[int | None] = mapped_column(BigInteger)
+    age_s: Mapped[int] = mapped_column(BigInteger)  # at_s - created_s
+    age_bucket: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (
+        Index("ix_report_moves_entry", "entry", "at_s", "prev_entry_s", "owner_id", "creation"),
         Index(
-            "ix_report_stays_entered",
-            "stage_id",
-            "entered_s",
-            "from_stage_id",
+            "ix_report_moves_owner_entry",
+            "entry",
             "owner_id",
-            "contact_id",
+            "age_bucket",
+            "at_s",
+            "prev_entry_s",
+            "age_s",
         ),
         Index(
-            "ix_report_stays_owner",
-            "owner_id",
-            "stage_id",
-            "entered_s",
-            "from_stage_id",
-            "contact_id",
-            "created_s",
+            "ix_report_moves_stay", "stay_stage_id", "stay_bucket", "at_s", "stay_s", "owner_id"
         ),
-        Index("ix_report_stays_left", "stage_id", "left_s", "entered_s", "owner_id"),
     )

@@ -28,7 +28,8 @@ from domain.ports import (
     UserRepository,
     ViewRepository,
 )
-from storage.reports import STALE, SqlReportRepository, refresh_stale
+from storage.report_queries import SqlReportRepository
+from storage.reports import STALE, refresh_stale
 from storage.repositories import (
     SqlAccessRequestRepository,
     SqlActivityRepository,
