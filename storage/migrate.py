@@ -9,7 +9,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from storage import reports
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -21,16 +23,27 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+# The revision that last changed how the report tables are computed: a database older than it
+# has its report tables recounted once the migrations have run.
+REPORT_TABLES = "0011"
+
+
 async def upgrade(engine: AsyncEngine) -> None:
     """Bring the schema to the newest revision, on the engine's own connection."""
 
-    def run(connection: Connection) -> None:
+    def run(connection: Connection) -> bool:
+        before = MigrationContext.configure(connection).get_current_heads()
         config = alembic_config(engine.url.render_as_string(hide_password=False))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+        return not before or min(before) < REPORT_TABLES
 
     async with engine.begin() as connection:
-        await connection.run_sync(run)
+        recount = await connection.run_sync(run)
+    if recount:
+        async with AsyncSession(engine) as session:
+            await reports.refresh(session, None)
+            await session.commit()
 
 
 async def pending(engine: AsyncEngine) -> bool:

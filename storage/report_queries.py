@@ -44,7 +44,7 @@ from storage.models import (
     ActivityRow,
     ContactRow,
     ReportContactRow,
-    ReportStayRow,
+    ReportMoveRow as ReportStayRow,
     StageChangeRow,
 )
 

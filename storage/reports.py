@@ -10,9 +10,37 @@ now, and recategorizing a stage refreshes every contact that ever entered or lef
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, case, literal
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    SQLColumnExpression,
+    case,
+    cast,
+    delete,
+    extract,
+    func,
+    literal,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.model import Category, Contact, Source, StageChange
+from domain.reports import epoch_seconds
+from storage import bulk
+from storage.models import (
+    ActivityRow,
+    ContactRow,
+    ReportContactRow,
+    ReportMoveRow,
+    StageChangeRow,
+    StageRow,
+)
 
 # Lengths are sorted into buckets for exact medians: a report counts values per bucket, finds the
 # bucket holding the middle value, and sorts only that bucket's values. Up to 16 s a bucket per
@@ -42,3 +70,339 @@ def bucket_sql(seconds: SQLColumnExpression[Any]) -> ColumnElement[int]:
         first = _EXACT + (bits - 5) * _PER_DOUBLING - _PER_DOUBLING
         whens.append((seconds < 2**bits, seconds // 2 ** (bits - 4) + first))
     return case(*whens, else_=literal(MAX_BUCKET))
+
+
+NO_OWNER = 0
+NO_STAGE = 0
+WON, LOST = 1, 2  # report_moves.entry
+CHUNK = 5000  # contacts refreshed together
+
+STALE = "stale_report_contacts"  # session.info: contacts to refresh before the commit
+FRESH = "fresh_report_contacts"  # session.info: contacts created here, with their history
+
+CONTACT_COLUMNS = (
+    "contact_id",
+    "owner_id",
+    "source",
+    "stage_id",
+    "created_s",
+    "entered_s",
+    "path",
+    "touched",
+    "responded_s",
+    "response_bucket",
+    "last_stage_id",
+    "last_at_s",
+    "last_won_s",
+    "last_lost_s",
+)
+MOVE_COLUMNS = (
+    "change_id",
+    "contact_id",
+    "owner_id",
+    "created_s",
+    "at_s",
+    "to_stage_id",
+    "from_stage_id",
+    "creation",
+    "stay_stage_id",
+    "stay_s",
+    "stay_bucket",
+    "entry",
+    "prev_entry_s",
+    "age_s",
+    "age_bucket",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What a contact's report rows read of the contact itself."""
+
+    contact_id: int
+    owner_id: int | None
+    source: str | None
+    stage_id: int | None
+    created_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A history row as the report rows read it, given in history order (time, then id)."""
+
+    change_id: int
+    at_s: int
+    to_stage_id: int | None
+    from_stage_id: int | None
+    manual: bool  # made by a person in chat: a response
+    after_creation: bool  # dated after the contact's creation (to the microsecond)
+
+
+@dataclass(frozen=True, slots=True)
+class Categories:
+    won: frozenset[int]
+    lost: frozenset[int]
+
+    def entry(self, to_stage_id: int | None, from_stage_id: int | None) -> int:
+        """WON or LOST when the move enters that category from outside it, else 0."""
+        for entry, ids in ((WON, self.won), (LOST, self.lost)):
+            if to_stage_id in ids and from_stage_id not in ids:
+                return entry
+        return 0
+
+
+def rows_of(
+    facts: Facts,
+    history: Sequence[Change],
+    first_activity_s: int | None,
+    categories: Categories,
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+    """The report_contacts row (CONTACT_COLUMNS) and report_moves rows (MOVE_COLUMNS) of a
+    contact, from its history in history order and its first activity after its creation."""
+    owner = NO_OWNER if facts.owner_id is None else facts.owner_id
+    created = facts.created_s
+    touched = first_activity_s is not None
+    responded = first_activity_s
+    entered: int | None = None
+    path: dict[int, None] = {}  # stages in order of last entry
+    latest: dict[int, int | None] = {WON: None, LOST: None}
+    last_stage, last_at = NO_STAGE, None
+    moves = []
+    for change in history:
+        at = change.at_s
+        if change.after_creation:
+            touched = True
+            if change.manual and (responded is None or at < responded):
+                responded = at
+        to = change.to_stage_id
+        if to is not None:
+            if entered is None:
+                entered = at
+            path.pop(to, None)
+            path[to] = None
+        entry = categories.entry(to, change.from_stage_id)
+        previous = latest[entry] if entry else None
+        if entry:
+            latest[entry] = at
+        stay = at - last_at if last_stage != NO_STAGE and last_at is not None else None
+        moves.append(
+            (
+                change.change_id,
+                facts.contact_id,
+                owner,
+                created,
+                at,
+                NO_STAGE if to is None else to,
+                NO_STAGE if change.from_stage_id is None else change.from_stage_id,
+                change.from_stage_id is None and at <= created,
+                last_stage if stay is not None else NO_STAGE,
+                stay,
+                NO_BUCKET if stay is None else bucket(stay),
+                entry,
+                previous,
+                at - created,
+                bucket(at - created),
+            )
+        )
+        last_stage, last_at = (NO_STAGE if to is None else to), at
+    contact = (
+        facts.contact_id,
+        owner,
+        facts.source,
+        NO_STAGE if facts.stage_id is None else facts.stage_id,
+        created,
+        entered,
+        " ".join(map(str, path)),
+        touched,
+        responded,
+        NO_BUCKET if responded is None else bucket(responded - created),
+        last_stage,
+        last_at,
+        latest[WON],
+        latest[LOST],
+    )
+    return contact, moves
+
+
+def seconds(moment: SQLColumnExpression[Any], dialect: str) -> ColumnElement[int]:
+    """Whole seconds since 1970 of a stored time, truncated, identically on both databases."""
+    if dialect == "postgresql":
+        return cast(func.floor(extract("epoch", moment)), BigInteger)
+    # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff', and strftime('%s') would round the fraction.
+    return cast(func.strftime("%s", func.substr(moment, 1, 19)), Integer)
+
+
+async def categories(session: AsyncSession) -> Categories:
+    rows = (await session.execute(select(StageRow.id, StageRow.category))).all()
+    return Categories(
+        won=frozenset(i for i, c in rows if c == Category.WON.value),
+        lost=frozenset(i for i, c in rows if c == Category.LOST.value),
+    )
+
+
+async def refresh(session: AsyncSession, contacts: Sequence[int] | None) -> None:
+    """Recompute the report rows of these contacts (of all of them for None) from their data."""
+    known = await categories(session)
+    fresh: dict[int, Any] = session.info.get(FRESH, {})
+    if contacts is None:
+        fresh.clear()
+        await session.execute(delete(ReportMoveRow))
+        await session.execute(delete(ReportContactRow))
+        after = 0
+        while True:
+            ids = list(
+                await session.scalars(
+                    select(ContactRow.id)
+                    .where(ContactRow.id > after)
+                    .order_by(ContactRow.id)
+                    .limit(CHUNK)
+                )
+            )
+            if not ids:
+                return
+            await _recompute(session, ids, known, replace=False)
+            after = ids[-1]
+    ordered = sorted(set(contacts))
+    for contact_id in ordered:
+        fresh.pop(contact_id, None)
+    for start in range(0, len(ordered), CHUNK):
+        await _recompute(session, ordered[start : start + CHUNK], known, replace=True)
+
+
+async def _recompute(
+    session: AsyncSession, ids: list[int], known: Categories, *, replace: bool
+) -> None:
+    dialect = session.get_bind().dialect.name
+    c, h, a = ContactRow, StageChangeRow, ActivityRow
+    facts = [
+        Facts(*row)
+        for row in await session.execute(
+            select(c.id, c.owner_id, c.source, c.stage_id, seconds(c.created_at, dialect)).where(
+                c.id.in_(ids)
+            )
+        )
+    ]
+    history: dict[int, list[Change]] = {}
+    for contact_id, *change in await session.execute(
+        select(
+            h.contact_id,
+            h.id,
+            seconds(h.at, dialect),
+            h.to_stage_id,
+            h.from_stage_id,
+            h.source == Source.MANUAL.value,
+            h.at > c.created_at,
+        )
+        .join(c, c.id == h.contact_id)
+        .where(h.contact_id.in_(ids))
+        .order_by(h.contact_id, h.at, h.id)
+    ):
+        history.setdefault(contact_id, []).append(Change(*change))
+    first_activity = dict(
+        (
+            await session.execute(
+                select(a.contact_id, seconds(func.min(a.at), dialect))
+                .join(c, c.id == a.contact_id)
+                .where(a.contact_id.in_(ids), a.at > c.created_at)
+                .group_by(a.contact_id)
+            )
+        ).all()
+    )
+    if replace:
+        await session.execute(delete(ReportMoveRow).where(ReportMoveRow.contact_id.in_(ids)))
+        await session.execute(delete(ReportContactRow).where(ReportContactRow.contact_id.in_(ids)))
+    contact_rows, move_rows = [], []
+    for fact in facts:
+        row, moves = rows_of(
+            fact, history.get(fact.contact_id, []), first_activity.get(fact.contact_id), known
+        )
+        contact_rows.append(row)
+        move_rows += moves
+    await _insert(session, contact_rows, move_rows)
+
+
+async def _insert(
+    session: AsyncSession, contact_rows: list[tuple[Any, ...]], move_rows: list[tuple[Any, ...]]
+) -> None:
+    if contact_rows:
+        await bulk.insert(session, ReportContactRow, CONTACT_COLUMNS, contact_rows)
+    if move_rows:
+        await bulk.insert(session, ReportMoveRow, MOVE_COLUMNS, move_rows)
+
+
+def mark_stale(session: AsyncSession, contact_ids: Iterable[int | None]) -> None:
+    """Remember contacts whose report rows a bulk write made stale; `refresh_stale` brings them
+    in step once for the whole unit of work (an import touches a contact in several
+    statements, and recomputing once is cheaper than once per statement)."""
+    stale: set[int] = session.info.setdefault(STALE, set())
+    stale.update(i for i in contact_ids if i is not None)
+
+
+def created(session: AsyncSession, contacts: Iterable[Contact]) -> None:
+    """Remember contacts inserted in bulk in this unit of work: their report rows are computed
+    from what was written (with `appended`, their first history rows), without reading back."""
+    fresh: dict[int, tuple[Facts, datetime, list[Change]]] = session.info.setdefault(FRESH, {})
+    for contact in contacts:
+        assert contact.id is not None
+        facts = Facts(
+            contact.id,
+            contact.owner_id,
+            contact.source,
+            contact.stage_id,
+            epoch_seconds(contact.created_at),
+        )
+        fresh[contact.id] = (facts, contact.created_at, [])
+
+
+def appended(session: AsyncSession, changes: Sequence[StageChange]) -> None:
+    """History rows added in bulk (with their ids): those of contacts created in this unit of
+    work join them; the others' contacts are refreshed before the commit."""
+    fresh: dict[int, tuple[Facts, datetime, list[Change]]] = session.info.get(FRESH, {})
+    stale = []
+    for change in changes:
+        assert change.id is not None
+        known = fresh.get(change.contact_id)
+        if known is None:
+            stale.append(change.contact_id)
+            continue
+        _, created_at, history = known
+        history.append(
+            Change(
+                change.id,
+                epoch_seconds(change.at),
+                change.to_stage_id,
+                change.from_stage_id,
+                change.source is Source.MANUAL,
+                change.at > created_at,
+            )
+        )
+    mark_stale(session, stale)
+
+
+async def refresh_stale(session: AsyncSession) -> None:
+    """Bring in step what `created`, `appended` and `mark_stale` remembered (the unit of work
+    calls it before committing)."""
+    fresh: dict[int, tuple[Facts, datetime, list[Change]]] = session.info.pop(FRESH, {})
+    stale: set[int] = session.info.pop(STALE, set())
+    if fresh:
+        known = await categories(session)
+        contact_rows, move_rows = [], []
+        for contact_id, (facts, _, history) in fresh.items():
+            if contact_id in stale:
+                continue
+            history.sort(key=lambda change: (change.at_s, change.change_id))
+            row, moves = rows_of(facts, history, None, known)
+            contact_rows.append(row)
+            move_rows += moves
+            if len(move_rows) >= CHUNK:
+                await _insert(session, contact_rows, move_rows)
+                contact_rows, move_rows = [], []
+        await _insert(session, contact_rows, move_rows)
+    if stale:
+        await refresh(session, list(stale))
+
+
+def forget(session: AsyncSession) -> None:
+    """After a rollback: nothing remembered was written."""
+    session.info.pop(STALE, None)
+    session.info.pop(FRESH, None)

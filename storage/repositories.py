@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
@@ -13,6 +14,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    Table,
     and_,
     case,
     column,
@@ -95,6 +97,7 @@ from storage.models import (
     TagRow,
     UserRow,
 )
+from storage import reports as report_rows
 from storage.reports import mark_stale
 from storage.reports import refresh as refresh_reports
 
@@ -422,7 +425,7 @@ class SqlContactRepository:
 
     async def add_many(self, contacts: list[Contact], *, operation_id: int | None = None) -> None:
         await self._company_keys({c.company_id for c in contacts if c.company_id is not None})
-        for contact, contact_id in zip(contacts, await self._new_ids(len(contacts)), strict=True):
+        for contact, contact_id in zip(contacts, await _new_ids(self._session, ContactRow, len(contacts)), strict=True):
             contact.id = contact_id
         rows = [(c.id, *_contact_fields(c), self._search_text(c), operation_id) for c in contacts]
         try:
@@ -435,22 +438,7 @@ class SqlContactRepository:
         except IntegrityError:
             raise Conflict("another contact took one of these identifiers meanwhile") from None
         await self._add_tags(contacts)
-        mark_stale(self._session, (c.id for c in contacts))
-
-    async def _new_ids(self, count: int) -> list[int]:
-        """Ids for contacts about to be inserted in bulk. Inserting them with their ids spares
-        reading back a row per contact (RETURNING): the SQLite driver's thread takes Python's
-        lock for each row read, and waits for it while this thread is busy."""
-        if self._session.get_bind().dialect.name == "postgresql":
-            sequence = select(
-                func.nextval(func.pg_get_serial_sequence("contacts", "id"))
-            ).select_from(func.generate_series(1, count))
-            return list(await self._session.scalars(sequence))
-        # SQLite: the transaction holds the database's write lock from its start
-        # (BEGIN IMMEDIATE), so nobody else takes the ids after the largest.
-        largest = await self._session.scalar(select(func.max(ContactRow.id)))
-        first = (largest or 0) + 1
-        return list(range(first, first + count))
+        report_rows.created(self._session, contacts)
 
     async def update_many(self, writes: list[ContactWrite]) -> list[int]:
         await self._company_keys(
@@ -747,12 +735,15 @@ class SqlHistoryRepository:
         await refresh_reports(self._session, [change.contact_id])
 
     async def add_many(self, changes: list[StageChange]) -> None:
+        ids = await _new_ids(self._session, StageChangeRow, len(changes))
+        changes = [replace(change, id=i) for change, i in zip(changes, ids, strict=True)]
         await bulk.insert(
             self._session,
             StageChangeRow,
-            HISTORY_COLUMNS,
+            ("id", *HISTORY_COLUMNS),
             [
                 (
+                    change.id,
                     change.contact_id,
                     change.from_stage_id,
                     change.to_stage_id,
@@ -765,7 +756,7 @@ class SqlHistoryRepository:
                 for change in changes
             ],
         )
-        mark_stale(self._session, (change.contact_id for change in changes))
+        report_rows.appended(self._session, changes)
 
     async def latest_times(self, contact_ids: Collection[int]) -> dict[int, datetime]:
         ids = sorted(contact_ids)
@@ -1094,12 +1085,10 @@ class SqlOperationRepository:
             )
             .execution_options(synchronize_session=False)
         )
-        await refresh_reports(
-            self._session,
-            select(OperationItemRow.contact_id).where(
-                OperationItemRow.operation_id == operation_id
-            ),
+        reverted = await self._session.scalars(
+            select(OperationItemRow.contact_id).where(OperationItemRow.operation_id == operation_id)
         )
+        await refresh_reports(self._session, list(reverted))
         return int(created.rowcount) + int(restored.rowcount)  # type: ignore[attr-defined]
 
     async def _restore_profiles(self, operation_id: int) -> None:
@@ -1643,6 +1632,29 @@ def _changed_columns(changed: frozenset[str]) -> tuple[str, ...]:
     ]
     searched = bool(changed & {"name", "company_id"})
     return (*columns, "search_text") if searched else tuple(columns)
+
+
+async def _new_ids(
+    session: AsyncSession, model: type[ContactRow] | type[StageChangeRow], count: int
+) -> list[int]:
+    """Ids for rows about to be inserted in bulk. Inserting them with their ids spares reading
+    back a row each (RETURNING: the SQLite driver's thread takes Python's lock for each row
+    read, and waits for it while this thread is busy), and lets the report rows of new contacts
+    and history be written from what was inserted."""
+    if not count:
+        return []
+    rows = model.__table__
+    assert isinstance(rows, Table)
+    if session.get_bind().dialect.name == "postgresql":
+        sequence = select(
+            func.nextval(func.pg_get_serial_sequence(rows.name, "id"))
+        ).select_from(func.generate_series(1, count))
+        return list(await session.scalars(sequence))
+    # SQLite: the transaction holds the database's write lock from its start (BEGIN
+    # IMMEDIATE), so nobody else takes the ids after the largest.
+    largest = await session.scalar(select(func.max(rows.c.id)))
+    first = (largest or 0) + 1
+    return list(range(first, first + count))
 
 
 def _contact_values(contact: Contact) -> dict[str, Any]:

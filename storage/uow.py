@@ -29,7 +29,7 @@ from domain.ports import (
     ViewRepository,
 )
 from storage.report_queries import SqlReportRepository
-from storage.reports import STALE, refresh_stale
+from storage.reports import forget, refresh_stale
 from storage.repositories import (
     SqlAccessRequestRepository,
     SqlActivityRepository,
@@ -115,6 +115,7 @@ class SqlUnitOfWork(_Repositories):
     ) -> None:
         # Whatever was not committed is rolled back: a refused operation changes nothing.
         await self._session.rollback()
+        forget(self._session)
         await self._session.close()
         if isinstance(exc, DBAPIError) and _collided(exc):
             raise Conflict(str(exc.orig)) from exc
@@ -124,7 +125,7 @@ class SqlUnitOfWork(_Repositories):
         await self._session.commit()
 
     async def rollback(self) -> None:
-        self._session.info.pop(STALE, None)
+        forget(self._session)
         await self._session.rollback()
 
 

@@ -14,7 +14,7 @@ from domain.ports import ContactFilter
 from domain.report_reference import ReferenceReports, ReportData
 from domain.reports import Period
 from storage.db import make_sessionmaker
-from storage.models import Base, ReportContactRow, ReportStayRow
+from storage.models import Base, ReportContactRow, ReportMoveRow
 from storage.reports import refresh
 from storage.uow import SqlUnitOfWork
 
@@ -60,7 +60,7 @@ async def report_tables(services: Services) -> list[list[tuple[Any, ...]]]:
                 tuple(row)
                 for row in await connection.execute(select(table).order_by(*table.primary_key))
             ]
-            for table in (ReportContactRow.__table__, ReportStayRow.__table__)
+            for table in (ReportContactRow.__table__, ReportMoveRow.__table__)
         ]
 
 

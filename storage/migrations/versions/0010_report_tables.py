@@ -1,5 +1,5 @@
-"""Report tables: one row per contact and one per history row, derived from the history and
-filled from it here (docs/reports.md, "How the database keeps up").
+"""Report tables: one row per contact and one per history row, derived from the history
+(docs/reports.md, "How the database keeps up"); 0011 replaces them.
 
 Revision ID: 0010
 Revises: 0009
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-
-from storage.reports import refresh_statements
 
 revision = "0010"
 down_revision = "0009"
@@ -47,10 +45,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["contact_id"], ["contacts.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("change_id"),
     )
-    bind = op.get_bind()
-    for statement in refresh_statements(bind.dialect.name, None):
-        bind.execute(statement)
-    # Indexes after the first fill, which is quicker that way on a large database.
+    # Filled by `storage.migrate.upgrade` once every migration has run (0011 replaces them).
     for name, table, columns in INDEXES:
         op.create_index(name, table, columns)
 
