@@ -44,8 +44,10 @@ from storage.models import (
     ActivityRow,
     ContactRow,
     ReportContactRow,
-    ReportMoveRow as ReportStayRow,
     StageChangeRow,
+)
+from storage.models import (
+    ReportMoveRow as ReportStayRow,
 )
 
 NO_OWNER = 0

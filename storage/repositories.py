@@ -75,6 +75,7 @@ from domain.ports import (
 from domain.services.contacts import duplicate_of
 from domain.text import clean_name, fold
 from storage import bulk
+from storage import reports as report_rows
 from storage.models import (
     AccessRequestRow,
     ActivityRow,
@@ -97,7 +98,6 @@ from storage.models import (
     TagRow,
     UserRow,
 )
-from storage import reports as report_rows
 from storage.reports import mark_stale
 from storage.reports import refresh as refresh_reports
 
@@ -425,7 +425,8 @@ class SqlContactRepository:
 
     async def add_many(self, contacts: list[Contact], *, operation_id: int | None = None) -> None:
         await self._company_keys({c.company_id for c in contacts if c.company_id is not None})
-        for contact, contact_id in zip(contacts, await _new_ids(self._session, ContactRow, len(contacts)), strict=True):
+        ids = await _new_ids(self._session, ContactRow, len(contacts))
+        for contact, contact_id in zip(contacts, ids, strict=True):
             contact.id = contact_id
         rows = [(c.id, *_contact_fields(c), self._search_text(c), operation_id) for c in contacts]
         try:
