@@ -20,13 +20,19 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     SQLColumnExpression,
+    and_,
     case,
     cast,
     delete,
+    exists,
     extract,
     func,
+    insert,
     literal,
+    null,
+    or_,
     select,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -406,3 +412,87 @@ def forget(session: AsyncSession) -> None:
     """After a rollback: nothing remembered was written."""
     session.info.pop(STALE, None)
     session.info.pop(FRESH, None)
+
+
+async def recategorized(session: AsyncSession, stage_id: int) -> None:
+    """Which rows enter the won or the lost category changes for every contact that ever
+    entered or left the stage: their rows are recomputed."""
+    m = ReportMoveRow
+    contacts = await session.scalars(
+        select(m.contact_id)
+        .where(or_(m.to_stage_id == stage_id, m.from_stage_id == stage_id))
+        .distinct()
+    )
+    await refresh(session, list(contacts))
+
+
+async def moved_in_bulk(
+    session: AsyncSession,
+    *,
+    operation_id: int,
+    after_change_id: int,
+    from_stage_id: int | None,
+    to_stage_id: int | None,
+    at: datetime,
+) -> None:
+    """Bring in step the contacts of a bulk move (the history rows of `operation_id` with ids
+    above `after_change_id`, one per contact, all made by a system path at `at`), set-based and
+    without reading their history: each new row goes at the end of its contact's history, where
+    `report_contacts` says what the contact's last row was. A contact with a row dated after
+    `at` is refreshed the slow way instead."""
+    rc, h, c = ReportContactRow, StageChangeRow, ContactRow
+    at_s = epoch_seconds(at)
+    rows = and_(h.operation_id == operation_id, h.id > after_change_id)
+    in_order = or_(rc.last_at_s.is_(None), rc.last_at_s <= at_s)
+    late = await session.scalars(
+        select(rc.contact_id).join(h, h.contact_id == rc.contact_id).where(rows, ~in_order)
+    )
+    mark_stale(session, late)
+    entry = (await categories(session)).entry(to_stage_id, from_stage_id)
+    previous: Any = {WON: rc.last_won_s, LOST: rc.last_lost_s}.get(entry, null())
+    stay = at_s - rc.last_at_s
+    has_stay = and_(rc.last_stage_id != NO_STAGE, rc.last_at_s.is_not(None))
+    to = NO_STAGE if to_stage_id is None else to_stage_id
+    new_rows = (
+        select(
+            h.id,
+            h.contact_id,
+            rc.owner_id,
+            rc.created_s,
+            literal(at_s),
+            literal(to),
+            literal(NO_STAGE if from_stage_id is None else from_stage_id),
+            literal(False) if from_stage_id is not None else literal(at_s) <= rc.created_s,
+            case((has_stay, rc.last_stage_id), else_=NO_STAGE),
+            case((has_stay, stay)),
+            case((has_stay, bucket_sql(stay)), else_=NO_BUCKET),
+            literal(entry),
+            previous,
+            at_s - rc.created_s,
+            bucket_sql(at_s - rc.created_s),
+        )
+        .join(rc, rc.contact_id == h.contact_id)
+        .where(rows, in_order)
+    )
+    await session.execute(insert(ReportMoveRow).from_select(list(MOVE_COLUMNS), new_rows))
+    changed: dict[str, Any] = {"stage_id": to, "last_stage_id": to, "last_at_s": at_s}
+    if to_stage_id is not None:
+        key = f" {to_stage_id} "
+        changed["path"] = func.ltrim(func.replace(" " + rc.path + " ", key, " ") + str(to))
+        if from_stage_id is None:
+            changed["entered_s"] = func.coalesce(rc.entered_s, at_s)
+    if entry:
+        changed["last_won_s" if entry == WON else "last_lost_s"] = at_s
+    moved = select(h.contact_id).where(rows)
+    await session.execute(
+        update(rc).where(rc.contact_id.in_(moved), in_order).values(changed),
+        execution_options={"synchronize_session": False},
+    )
+    # Apart, and only where it changes: SQLite rewrites the index entries of every column set.
+    created_before = exists().where(c.id == rc.contact_id, c.created_at < at)
+    await session.execute(
+        update(rc)
+        .where(rc.contact_id.in_(moved), in_order, rc.touched.is_(False), created_before)
+        .values(touched=True),
+        execution_options={"synchronize_session": False},
+    )

@@ -136,6 +136,9 @@ class SqlStageRepository:
 
     async def update(self, stage: Stage) -> None:
         assert stage.id is not None
+        category = await self._session.scalar(
+            select(StageRow.category).where(StageRow.id == stage.id)
+        )
         await self._session.execute(
             sql_update(StageRow)
             .where(StageRow.id == stage.id)
@@ -149,6 +152,8 @@ class SqlStageRepository:
             )
         )
         await self._flush_name(stage.name)
+        if category != stage.category.value:
+            await report_rows.recategorized(self._session, stage.id)
 
     async def contact_counts(self) -> dict[int | None, int]:
         rows = await self._session.execute(
@@ -566,7 +571,12 @@ class SqlContactRepository:
         return await self._move_where(move, where)
 
     async def _move_where(self, move: BulkMove, where: ColumnElement[bool]) -> int:
-        moving = list(await self._session.scalars(select(ContactRow.id).where(where)))
+        # An operation's rows are told apart by it; the report rows of others are recomputed.
+        in_bulk = move.operation_id is not None and move.source is not Source.MANUAL
+        moving: list[int] = []
+        if not in_bulk:
+            moving = list(await self._session.scalars(select(ContactRow.id).where(where)))
+        last_change = await self._session.scalar(select(func.max(StageChangeRow.id))) or 0
         if move.operation_id is not None:
             before = select(
                 literal(move.operation_id),
@@ -626,7 +636,18 @@ class SqlContactRepository:
             )
             .execution_options(synchronize_session=False)
         )
-        await refresh_reports(self._session, moving)
+        if in_bulk:
+            assert move.operation_id is not None
+            await report_rows.moved_in_bulk(
+                self._session,
+                operation_id=move.operation_id,
+                after_change_id=last_change,
+                from_stage_id=move.from_stage_id,
+                to_stage_id=move.to_stage_id,
+                at=move.at,
+            )
+        else:
+            await refresh_reports(self._session, moving)
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     def _word_ids(self, words: Sequence[str]) -> Select[Any]:
