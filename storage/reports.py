@@ -151,9 +151,10 @@ class Categories:
 
     def entry(self, to_stage_id: int | None, from_stage_id: int | None) -> int:
         """WON or LOST when the move enters that category from outside it, else 0."""
-        for entry, ids in ((WON, self.won), (LOST, self.lost)):
-            if to_stage_id in ids and from_stage_id not in ids:
-                return entry
+        if to_stage_id in self.won:
+            return 0 if from_stage_id in self.won else WON
+        if to_stage_id in self.lost:
+            return 0 if from_stage_id in self.lost else LOST
         return 0
 
 
@@ -360,11 +361,13 @@ def created(session: AsyncSession, contacts: Iterable[Contact]) -> None:
         fresh[contact.id] = (facts, contact.created_at, [])
 
 
-def appended(session: AsyncSession, changes: Sequence[StageChange]) -> None:
-    """History rows added in bulk (with their ids): those of contacts created in this unit of
-    work join them; the others' contacts are refreshed before the commit."""
+async def appended(session: AsyncSession, changes: Sequence[StageChange]) -> None:
+    """History rows added in bulk (with their ids). Contacts created in this unit of work get
+    their report rows now, from what was written; the others are refreshed before the commit
+    (a contact changed again later in the unit of work is refreshed then, rows replaced)."""
     fresh: dict[int, tuple[Facts, datetime, list[Change]]] = session.info.get(FRESH, {})
     stale = []
+    done: set[int] = set()
     for change in changes:
         assert change.id is not None
         known = fresh.get(change.contact_id)
@@ -382,7 +385,10 @@ def appended(session: AsyncSession, changes: Sequence[StageChange]) -> None:
                 change.at > created_at,
             )
         )
+        done.add(change.contact_id)
     mark_stale(session, stale)
+    if done:
+        await _write_fresh(session, [fresh.pop(i) for i in done])
 
 
 async def refresh_stale(session: AsyncSession) -> None:
@@ -390,22 +396,24 @@ async def refresh_stale(session: AsyncSession) -> None:
     calls it before committing)."""
     fresh: dict[int, tuple[Facts, datetime, list[Change]]] = session.info.pop(FRESH, {})
     stale: set[int] = session.info.pop(STALE, set())
-    if fresh:
-        known = await categories(session)
-        contact_rows, move_rows = [], []
-        for contact_id, (facts, _, history) in fresh.items():
-            if contact_id in stale:
-                continue
-            history.sort(key=lambda change: (change.at_s, change.change_id))
-            row, moves = rows_of(facts, history, None, known)
-            contact_rows.append(row)
-            move_rows += moves
-            if len(move_rows) >= CHUNK:
-                await _insert(session, contact_rows, move_rows)
-                contact_rows, move_rows = [], []
-        await _insert(session, contact_rows, move_rows)
+    await _write_fresh(session, [f for i, f in fresh.items() if i not in stale])
     if stale:
         await refresh(session, list(stale))
+
+
+async def _write_fresh(
+    session: AsyncSession, fresh: Sequence[tuple[Facts, datetime, list[Change]]]
+) -> None:
+    if not fresh:
+        return
+    known = await categories(session)
+    contact_rows, move_rows = [], []
+    for facts, _, history in fresh:
+        history.sort(key=lambda change: (change.at_s, change.change_id))
+        row, moves = rows_of(facts, history, None, known)
+        contact_rows.append(row)
+        move_rows += moves
+    await _insert(session, contact_rows, move_rows)
 
 
 def forget(session: AsyncSession) -> None:

@@ -778,7 +778,7 @@ class SqlHistoryRepository:
                 for change in changes
             ],
         )
-        report_rows.appended(self._session, changes)
+        await report_rows.appended(self._session, changes)
 
     async def latest_times(self, contact_ids: Collection[int]) -> dict[int, datetime]:
         ids = sorted(contact_ids)
