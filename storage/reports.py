@@ -10,6 +10,7 @@ now, and recategorizing a stage refreshes every contact that ever entered or lef
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     SQLColumnExpression,
+    String,
     and_,
     case,
     cast,
@@ -29,7 +31,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    null,
     or_,
     select,
     update,
@@ -386,9 +387,32 @@ async def appended(session: AsyncSession, changes: Sequence[StageChange]) -> Non
             )
         )
         done.add(change.contact_id)
-    mark_stale(session, stale)
     if done:
         await _write_fresh(session, [fresh.pop(i) for i in done])
+    await _append_or_refresh(session, changes, stale)
+
+
+async def _append_or_refresh(
+    session: AsyncSession, changes: Sequence[StageChange], contact_ids: list[int]
+) -> None:
+    """The history rows of these contacts go at the end of their report rows set-based, unless
+    a contact has several of them, or one made by a person (a response): those are refreshed."""
+    if not contact_ids:
+        return
+    already: set[int] = session.info.setdefault(STALE, set())
+    counts = Counter(contact_ids)
+    appending = {
+        c.contact_id: c.id
+        for c in changes
+        if c.id is not None
+        and counts.get(c.contact_id) == 1
+        and c.source is not Source.MANUAL
+        and c.contact_id not in already
+    }
+    mark_stale(session, (i for i in contact_ids if i not in appending))
+    rows = list(appending.values())
+    for start in range(0, len(rows), CHUNK):
+        await _append(session, StageChangeRow.id.in_(rows[start : start + CHUNK]), None)
 
 
 async def refresh_stale(session: AsyncSession) -> None:
@@ -435,47 +459,53 @@ async def recategorized(session: AsyncSession, stage_id: int) -> None:
 
 
 async def moved_in_bulk(
-    session: AsyncSession,
-    *,
-    operation_id: int,
-    after_change_id: int,
-    from_stage_id: int | None,
-    to_stage_id: int | None,
-    at: datetime,
+    session: AsyncSession, *, operation_id: int, after_change_id: int, at: datetime
 ) -> None:
-    """Bring in step the contacts of a bulk move (the history rows of `operation_id` with ids
-    above `after_change_id`, one per contact, all made by a system path at `at`), set-based and
-    without reading their history: each new row goes at the end of its contact's history, where
-    `report_contacts` says what the contact's last row was. A contact with a row dated after
-    `at` is refreshed the slow way instead."""
+    """Bring in step the contacts of a bulk move: the history rows of `operation_id` with ids
+    above `after_change_id`, one per contact, all dated `at` and made by a system path."""
+    h = StageChangeRow
+    await _append(session, and_(h.operation_id == operation_id, h.id > after_change_id), at)
+
+
+async def _append(session: AsyncSession, rows: ColumnElement[bool], at: datetime | None) -> None:
+    """Set-based, without reading any history: each of the history rows `rows` (at most one per
+    contact, none made by a person in chat) goes at the end of its contact's history, where
+    report_contacts says what the contact's last row was. A contact with a row dated after the
+    new one is refreshed the slow way instead. `at`: the time of every row, when they share it."""
     rc, h, c = ReportContactRow, StageChangeRow, ContactRow
-    at_s = epoch_seconds(at)
-    rows = and_(h.operation_id == operation_id, h.id > after_change_id)
+    dialect = session.get_bind().dialect.name
+    at_s: Any = literal(epoch_seconds(at)) if at is not None else seconds(h.at, dialect)
     in_order = or_(rc.last_at_s.is_(None), rc.last_at_s <= at_s)
     late = await session.scalars(
         select(rc.contact_id).join(h, h.contact_id == rc.contact_id).where(rows, ~in_order)
     )
     mark_stale(session, late)
-    entry = (await categories(session)).entry(to_stage_id, from_stage_id)
-    previous: Any = {WON: rc.last_won_s, LOST: rc.last_lost_s}.get(entry, null())
+    known = await categories(session)
+
+    def entering(ids: frozenset[int]) -> ColumnElement[bool]:
+        return and_(
+            h.to_stage_id.in_(ids), or_(h.from_stage_id.is_(None), h.from_stage_id.not_in(ids))
+        )
+
+    entry = case((entering(known.won), WON), (entering(known.lost), LOST), else_=0)
     stay = at_s - rc.last_at_s
     has_stay = and_(rc.last_stage_id != NO_STAGE, rc.last_at_s.is_not(None))
-    to = NO_STAGE if to_stage_id is None else to_stage_id
+    to = func.coalesce(h.to_stage_id, NO_STAGE)
     new_rows = (
         select(
             h.id,
             h.contact_id,
             rc.owner_id,
             rc.created_s,
-            literal(at_s),
-            literal(to),
-            literal(NO_STAGE if from_stage_id is None else from_stage_id),
-            literal(False) if from_stage_id is not None else literal(at_s) <= rc.created_s,
+            at_s,
+            to,
+            func.coalesce(h.from_stage_id, NO_STAGE),
+            and_(h.from_stage_id.is_(None), at_s <= rc.created_s),
             case((has_stay, rc.last_stage_id), else_=NO_STAGE),
             case((has_stay, stay)),
             case((has_stay, bucket_sql(stay)), else_=NO_BUCKET),
-            literal(entry),
-            previous,
+            entry,
+            case((entry == WON, rc.last_won_s), (entry == LOST, rc.last_lost_s)),
             at_s - rc.created_s,
             bucket_sql(at_s - rc.created_s),
         )
@@ -483,24 +513,33 @@ async def moved_in_bulk(
         .where(rows, in_order)
     )
     await session.execute(insert(ReportMoveRow).from_select(list(MOVE_COLUMNS), new_rows))
-    changed: dict[str, Any] = {"stage_id": to, "last_stage_id": to, "last_at_s": at_s}
-    if to_stage_id is not None:
-        key = f" {to_stage_id} "
-        changed["path"] = func.ltrim(func.replace(" " + rc.path + " ", key, " ") + str(to))
-        if from_stage_id is None:
-            changed["entered_s"] = func.coalesce(rc.entered_s, at_s)
-    if entry:
-        changed["last_won_s" if entry == WON else "last_lost_s"] = at_s
-    moved = select(h.contact_id).where(rows)
+    stage = cast(h.to_stage_id, String)
+    path = func.ltrim(func.replace(" " + rc.path + " ", " " + stage + " ", " ") + stage)
     await session.execute(
-        update(rc).where(rc.contact_id.in_(moved), in_order).values(changed),
+        update(rc)
+        .where(rc.contact_id == h.contact_id, rows, in_order)
+        .values(
+            stage_id=to,
+            last_stage_id=to,
+            last_at_s=at_s,
+            path=case((h.to_stage_id.is_(None), rc.path), else_=path),
+            entered_s=case(
+                (h.to_stage_id.is_(None), rc.entered_s), else_=func.coalesce(rc.entered_s, at_s)
+            ),
+            last_won_s=case((entry == WON, at_s), else_=rc.last_won_s),
+            last_lost_s=case((entry == LOST, at_s), else_=rc.last_lost_s),
+        ),
         execution_options={"synchronize_session": False},
     )
     # Apart, and only where it changes: SQLite rewrites the index entries of every column set.
-    created_before = exists().where(c.id == rc.contact_id, c.created_at < at)
     await session.execute(
         update(rc)
-        .where(rc.contact_id.in_(moved), in_order, rc.touched.is_(False), created_before)
+        .where(
+            rc.contact_id == h.contact_id,
+            rows,
+            rc.touched.is_(False),
+            exists().where(c.id == rc.contact_id, c.created_at < h.at),
+        )
         .values(touched=True),
         execution_options={"synchronize_session": False},
     )
