@@ -400,9 +400,8 @@ class ReportMoveRow(Base):
     change_id: Mapped[int] = mapped_column(
         ForeignKey("stage_changes.id", ondelete="CASCADE"), primary_key=True
     )
-    contact_id: Mapped[int] = mapped_column(
-        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
-    )
+    # No key of its own: deleting a contact deletes its history, which deletes these rows.
+    contact_id: Mapped[int] = mapped_column(Integer)
     owner_id: Mapped[int] = mapped_column(Integer)
     created_s: Mapped[int] = mapped_column(BigInteger)
     at_s: Mapped[int] = mapped_column(BigInteger)

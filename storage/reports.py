@@ -64,19 +64,33 @@ def bucket(seconds: int) -> int:
     if seconds < _EXACT:
         return max(seconds, 0)
     bits = seconds.bit_length()
+    if bits > _LAST_BITS:
+        return MAX_BUCKET
     return _EXACT + (bits - 5) * _PER_DOUBLING + (seconds >> (bits - 4)) - _PER_DOUBLING
 
 
-MAX_BUCKET = bucket(2**_LAST_BITS - 1)
+MAX_BUCKET = _EXACT + (_LAST_BITS - 4) * _PER_DOUBLING - 1
 
 
 def bucket_sql(seconds: SQLColumnExpression[Any]) -> ColumnElement[int]:
-    """`bucket` in SQL, identically on SQLite and PostgreSQL (integer arithmetic only)."""
-    whens: list[tuple[Any, Any]] = [(seconds < 0, literal(0)), (seconds < _EXACT, seconds)]
+    """`bucket` in SQL, identically on SQLite and PostgreSQL (integer arithmetic only): a
+    binary search over the lengths' bit counts, a few comparisons a row."""
+    # (below, formula) for each range of lengths, in order
+    pieces: list[tuple[int, Any]] = [(0, literal(0)), (_EXACT, seconds)]
     for bits in range(5, _LAST_BITS + 1):
         first = _EXACT + (bits - 5) * _PER_DOUBLING - _PER_DOUBLING
-        whens.append((seconds < 2**bits, seconds // 2 ** (bits - 4) + first))
-    return case(*whens, else_=literal(MAX_BUCKET))
+        pieces.append((2**bits, seconds // 2 ** (bits - 4) + first))
+
+    def search(low: int, high: int) -> Any:
+        """The bucket of a length known to be below pieces[high][0] when high < len(pieces)."""
+        if low == high:
+            return pieces[low][1] if low < len(pieces) else literal(MAX_BUCKET)
+        middle = (low + high) // 2
+        return case(
+            (seconds < pieces[middle][0], search(low, middle)), else_=search(middle + 1, high)
+        )
+
+    return search(0, len(pieces))
 
 
 NO_OWNER = 0
@@ -317,7 +331,12 @@ async def _recompute(
         ).all()
     )
     if replace:
-        await session.execute(delete(ReportMoveRow).where(ReportMoveRow.contact_id.in_(ids)))
+        # A contact's report_moves rows are those of its history rows (deleting a history row
+        # deletes its report row), so they are found by the history's ids, without an index.
+        changes = [change.change_id for rows in history.values() for change in rows]
+        for start in range(0, len(changes), CHUNK):
+            chunk = changes[start : start + CHUNK]
+            await session.execute(delete(ReportMoveRow).where(ReportMoveRow.change_id.in_(chunk)))
         await session.execute(delete(ReportContactRow).where(ReportContactRow.contact_id.in_(ids)))
     contact_rows, move_rows = [], []
     for fact in facts:
@@ -449,10 +468,10 @@ def forget(session: AsyncSession) -> None:
 async def recategorized(session: AsyncSession, stage_id: int) -> None:
     """Which rows enter the won or the lost category changes for every contact that ever
     entered or left the stage: their rows are recomputed."""
-    m = ReportMoveRow
+    h = StageChangeRow
     contacts = await session.scalars(
-        select(m.contact_id)
-        .where(or_(m.to_stage_id == stage_id, m.from_stage_id == stage_id))
+        select(h.contact_id)
+        .where(or_(h.to_stage_id == stage_id, h.from_stage_id == stage_id))
         .distinct()
     )
     await refresh(session, list(contacts))

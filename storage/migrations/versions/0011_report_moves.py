@@ -30,7 +30,6 @@ INDEXES = (
         "report_contacts",
         ["owner_id", "response_bucket", "created_s", "responded_s"],
     ),
-    ("ix_report_moves_contact_id", "report_moves", ["contact_id"]),
     (
         "ix_report_moves_entry",
         "report_moves",
@@ -89,7 +88,6 @@ def upgrade() -> None:
         sa.Column("age_s", sa.BigInteger(), nullable=False),
         sa.Column("age_bucket", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["change_id"], ["stage_changes.id"], ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["contact_id"], ["contacts.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("change_id"),
     )
     for name, table, columns in INDEXES:
