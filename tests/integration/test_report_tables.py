@@ -8,11 +8,13 @@ from datetime import date, timedelta
 
 from bot.container import Services
 from domain.access import SYSTEM
-from domain.model import ActivityKind, Category, Role
+from domain.model import ActivityKind, Category, Role, Source, StageChange, utcnow
 from domain.services.contacts import ContactDraft
 from domain.services.events import EventDraft
 from domain.services.imports import ImportOptions
 from domain.services.operations import Selection
+from storage.db import make_sessionmaker
+from storage.uow import SqlUnitOfWork
 from tests.integration.reporting import (
     assert_report_tables_in_step,
     assert_reports_match_reference,
@@ -115,3 +117,29 @@ async def test_recategorizing_a_stage_corrects_a_past_period_at_once(services: S
         ("Interested", 2),
         ("Won", 2),
     ]
+
+
+async def test_a_bulk_move_behind_a_later_dated_history_row_is_placed_in_history_order(
+    services: Services,
+) -> None:
+    """A move goes at the end of a contact's report rows only when it is the contact's latest
+    row; a contact whose history has a row dated after it is recomputed in history order."""
+    await services.stages.apply_template(SYSTEM, "amis")
+    contacts = services.contacts
+    early = await contacts.add(SYSTEM, ContactDraft(name="Sớm", phone="0912000002", stage="Lead"))
+    late = await contacts.add(SYSTEM, ContactDraft(name="Muộn", phone="0912000003", stage="Lead"))
+    assert late.id is not None
+    lead, mql = await contacts.stage_by_name("Lead"), await contacts.stage_by_name("MQL")
+    tomorrow = utcnow() + timedelta(days=1)
+    async with SqlUnitOfWork(make_sessionmaker(services.engine)) as uow:
+        await uow.history.add(
+            StageChange(late.id, lead.id, mql.id, tomorrow, None, Source.IMPORT)
+        )
+        await uow.commit()
+    await assert_report_tables_in_step(services)
+    moved = await services.operations.bulk_move(SYSTEM, Selection(query="Sớm"), "SQL")
+    assert moved.contacts == 1
+    moved = await services.operations.bulk_move(SYSTEM, Selection(query="Muộn"), "Customer")
+    assert moved.contacts == 1
+    await assert_report_tables_in_step(services)
+    assert early.id is not None
