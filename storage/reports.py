@@ -534,6 +534,15 @@ async def _append(session: AsyncSession, rows: ColumnElement[bool], at: datetime
     await session.execute(insert(ReportMoveRow).from_select(list(MOVE_COLUMNS), new_rows))
     stage = cast(h.to_stage_id, String)
     path = func.ltrim(func.replace(" " + rc.path + " ", " " + stage + " ", " ") + stage)
+    # Touched: dated after the creation, to the microsecond; the contact's own time is read
+    # only when both fall in the same second.
+    after_creation = exists().where(c.id == rc.contact_id, c.created_at < h.at)
+    touched = case(
+        (rc.touched, rc.touched),
+        (rc.created_s < at_s, True),
+        (rc.created_s > at_s, False),
+        else_=after_creation,
+    )
     await session.execute(
         update(rc)
         .where(rc.contact_id == h.contact_id, rows, in_order)
@@ -547,18 +556,7 @@ async def _append(session: AsyncSession, rows: ColumnElement[bool], at: datetime
             ),
             last_won_s=case((entry == WON, at_s), else_=rc.last_won_s),
             last_lost_s=case((entry == LOST, at_s), else_=rc.last_lost_s),
+            touched=touched,
         ),
-        execution_options={"synchronize_session": False},
-    )
-    # Apart, and only where it changes: SQLite rewrites the index entries of every column set.
-    await session.execute(
-        update(rc)
-        .where(
-            rc.contact_id == h.contact_id,
-            rows,
-            rc.touched.is_(False),
-            exists().where(c.id == rc.contact_id, c.created_at < h.at),
-        )
-        .values(touched=True),
         execution_options={"synchronize_session": False},
     )
