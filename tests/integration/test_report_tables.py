@@ -143,3 +143,34 @@ async def test_a_bulk_move_behind_a_later_dated_history_row_is_placed_in_history
     assert moved.contacts == 1
     await assert_report_tables_in_step(services)
     assert early.id is not None
+
+
+async def test_events_moving_one_contact_twice_in_a_batch_keep_the_tables_in_step(
+    services: Services,
+) -> None:
+    """A batch of events writes its history in one statement: a contact moved twice in it (a
+    new lead, then revenue twice) has its report rows computed in history order."""
+    await services.stages.apply_template(SYSTEM, "amis")
+    await contacts_with_history(services)
+    outcomes = await services.events.record_many(
+        [
+            ("web", EventDraft("form_submitted", phone="0912 000 222", name="Hà")),
+            ("books", EventDraft("revenue_booked", phone="0912 000 222")),
+            ("books", EventDraft("revenue_booked", phone="0912 000 222")),
+            ("books", EventDraft("revenue_booked", email="old@x.vn")),
+        ]
+    )
+    assert not [o for o in outcomes if isinstance(o, Exception)]
+    await assert_report_tables_in_step(services)
+    today = date.today()
+    period = services.reports.period(today - timedelta(days=400), today)
+    assert (await services.reports.conversion(SYSTEM, period)).converted == 2
+
+
+async def contacts_with_history(services: Services) -> None:
+    data = (
+        b"email,name,stage,created_at,stage_changed_at\n"
+        b"old@x.vn,C\xc5\xa9,SQL,2025-06-01,2025-07-01\n"
+    )
+    report = await services.imports.run(SYSTEM, data, ImportOptions())
+    assert (report.created, report.rejected) == (1, 0), report.errors
