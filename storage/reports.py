@@ -36,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from domain.model import Category, Contact, Source, StageChange
 from domain.reports import epoch_seconds
@@ -43,6 +44,7 @@ from storage import bulk
 from storage.models import (
     ActivityRow,
     ContactRow,
+    OperationItemRow,
     ReportContactRow,
     ReportMoveRow,
     StageChangeRow,
@@ -475,6 +477,48 @@ async def recategorized(session: AsyncSession, stage_id: int) -> None:
         .distinct()
     )
     await refresh(session, list(contacts))
+
+
+async def unmoved(session: AsyncSession, operation_id: int) -> set[int]:
+    """Before an undo deletes a bulk move's history rows: the report rows of the contacts it
+    reverts (unchanged since), whose moved row is still their latest, go back to what the move
+    kept of them; the row's report_moves row goes with it (knowing the stay it ended, hence the
+    row before, and the previous entry). Returns those contacts: the others are refreshed."""
+    i, h, m, c, rc = OperationItemRow, StageChangeRow, ReportMoveRow, ContactRow, ReportContactRow
+    after = aliased(StageChangeRow)
+    later = exists().where(
+        after.contact_id == h.contact_id,
+        or_(after.at > h.at, and_(after.at == h.at, after.id > h.id)),
+    )
+    restorable = (
+        i.operation_id == operation_id,
+        i.before_report_path.is_not(None),
+        c.id == i.contact_id,
+        c.version == i.after_version,
+        h.operation_id == operation_id,
+        h.contact_id == i.contact_id,
+        m.change_id == h.id,
+        ~later,
+    )
+    contacts = set(await session.scalars(select(i.contact_id).where(*restorable)))
+    if not contacts:
+        return contacts
+    await session.execute(
+        update(rc)
+        .where(rc.contact_id == i.contact_id, *restorable)
+        .values(
+            stage_id=func.coalesce(i.before_stage_id, NO_STAGE),
+            path=i.before_report_path,
+            touched=i.before_report_touched,
+            entered_s=i.before_report_entered_s,
+            last_at_s=i.before_report_last_at_s,
+            last_stage_id=m.stay_stage_id,
+            last_won_s=case((m.entry == WON, m.prev_entry_s), else_=rc.last_won_s),
+            last_lost_s=case((m.entry == LOST, m.prev_entry_s), else_=rc.last_lost_s),
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    return contacts
 
 
 async def moved_in_bulk(
