@@ -92,7 +92,8 @@ def bucket_sql(seconds: SQLColumnExpression[Any]) -> ColumnElement[int]:
             (seconds < pieces[middle][0], search(low, middle)), else_=search(middle + 1, high)
         )
 
-    return search(0, len(pieces))
+    found: ColumnElement[int] = search(0, len(pieces))
+    return found
 
 
 NO_OWNER = 0
@@ -191,7 +192,7 @@ def rows_of(
     path: dict[int, None] = {}  # stages in order of last entry
     latest: dict[int, int | None] = {WON: None, LOST: None}
     last_stage, last_at = NO_STAGE, None
-    moves = []
+    moves: list[tuple[Any, ...]] = []
     for change in history:
         at = change.at_s
         if change.after_creation:
@@ -208,7 +209,9 @@ def rows_of(
         previous = latest[entry] if entry else None
         if entry:
             latest[entry] = at
-        stay = at - last_at if last_stage != NO_STAGE and last_at is not None else None
+        stay: int | None = None
+        if last_stage != NO_STAGE and last_at is not None:
+            stay = at - last_at
         moves.append(
             (
                 change.change_id,
@@ -307,7 +310,7 @@ async def _recompute(
         )
     ]
     history: dict[int, list[Change]] = {}
-    for contact_id, *change in await session.execute(
+    for contact_id, change_id, at_s, to, came_from, manual, after in await session.execute(
         select(
             h.contact_id,
             h.id,
@@ -321,7 +324,9 @@ async def _recompute(
         .where(h.contact_id.in_(ids))
         .order_by(h.contact_id, h.at, h.id)
     ):
-        history.setdefault(contact_id, []).append(Change(*change))
+        history.setdefault(contact_id, []).append(
+            Change(change_id, at_s, to, came_from, bool(manual), bool(after))
+        )
     first_activity = dict(
         (
             await session.execute(

@@ -105,12 +105,8 @@ def upgrade() -> None:
     ):
         op.add_column("operation_items", column)
     for name, table, columns, where in INDEXES:
-        partial = (
-            {}
-            if where is None
-            else {"sqlite_where": sa.text(where), "postgresql_where": sa.text(where)}
-        )
-        op.create_index(name, table, columns, **partial)
+        condition = None if where is None else sa.text(where)
+        op.create_index(name, table, columns, sqlite_where=condition, postgresql_where=condition)
 
 
 def downgrade() -> None:
