@@ -218,6 +218,8 @@ class _Found:
 
     index: dict[tuple[str, str], Contact]  # contacts by each of their identifiers
     latest: dict[int, datetime | None]  # when contacts likely to move last changed stage
+    # The contact each row matches (or why it is refused), row by row, when any were found.
+    matched: list[Contact | RowRefused | None] | None = None
 
 
 @dataclass(slots=True)
@@ -280,6 +282,7 @@ class _Run:
         self.writing: asyncio.Task[None] | None = None  # the batch being written
         self.applied = 0  # data rows read up to the last batch written
         self.fields: list[CustomFieldDef] = []
+        self.match_all = set(options.match) == set(IDENTIFIERS)
 
     async def prepare(self) -> None:
         live = await self.uow.stages.list()
@@ -306,17 +309,33 @@ class _Run:
             emails=[r.email for r in rows if r.email],
             external_ids=[r.external_id for r in rows if r.external_id],
         )
-        index = {(f, getattr(c, f)): c for c in existing for f in IDENTIFIERS if getattr(c, f)}
+        index: dict[tuple[str, str], Contact] = {}
+        for contact in existing:
+            if contact.phone:
+                index["phone", contact.phone] = contact
+            if contact.email:
+                index["email", contact.email] = contact
+            if contact.external_id:
+                index["external_id", contact.external_id] = contact
         await self._known_companies(rows)
-        return _Found(index, await self._latest_stage_changes(rows, index))
+        if not index:
+            return _Found(index, {})
+        # What each row matches depends on the rows and the index alone: worked out once here
+        # for the batch, for `_latest_stage_changes` and then for `decide`.
+        matched = [self._matched(row, index) for row in rows]
+        return _Found(index, await self._latest_stage_changes(rows, matched), matched)
 
     async def decide(self, rows: Sequence[ImportRow], found: _Found, *, read: int) -> _Batch:
         """What each row does, in memory; while the batch before is being written, any use of
         the database (a new stage or owner) waits for that to end."""
         batch = _Batch(read=read)
+        matched = found.matched
         for count, row in enumerate(rows, start=1):
             try:
-                await self._row(row, found, batch)
+                match = None if matched is None else matched[count - 1]
+                if isinstance(match, RowRefused):
+                    raise match
+                await self._row(row, match, found, batch)
             except RowRefused as refused:
                 self.report.errors.append(RowError(row.row, refused.column, refused.reason))
             except DomainError as error:
@@ -354,22 +373,18 @@ class _Run:
             self.companies.update(await self.uow.contacts.company_ids(unknown, create=False))
 
     async def _latest_stage_changes(
-        self, rows: Sequence[ImportRow], index: dict[tuple[str, str], Contact]
+        self, rows: Sequence[ImportRow], matched: Sequence[Contact | RowRefused | None]
     ) -> dict[int, datetime | None]:
         """When the contacts that rows are likely to move last changed stage, in one query: a
         move may not be dated before it. Rows are not applied yet, so an earlier row of the
         batch may still change what a later one matches; `_latest` looks up any it missed."""
         likely: set[int] = set()
-        if self.options.mode is Mode.ADD or not index:
+        if self.options.mode is Mode.ADD:
             return {}
-        for row in rows:
+        for row, contact in zip(rows, matched, strict=True):
             if row.stage is None:
                 continue
-            try:
-                contact = self._match(row, index)
-            except RowRefused:
-                continue
-            if contact is None or contact.id is None:
+            if not isinstance(contact, Contact) or contact.id is None:
                 continue
             stage = self._known_stage(row.stage)
             if stage is None or stage.id != contact.stage_id:
@@ -447,6 +462,31 @@ class _Run:
         self.operation.description = f"Import: {report.created} created, {report.updated} updated"
         await self.uow.operations.update(self.operation)
 
+    def _matched(
+        self, row: ImportRow, index: dict[tuple[str, str], Contact]
+    ) -> Contact | RowRefused | None:
+        """`_match`'s answer, a refusal included. The common row, whose identifiers all name
+        the same contact or none, matched by every identifier, is answered straight away."""
+        phone, email, external_id = row.phone, row.email, row.external_id
+        by_phone = index.get(("phone", phone)) if phone is not None else None
+        by_email = index.get(("email", email)) if email is not None else None
+        by_external_id = index.get(("external_id", external_id)) if external_id else None
+        contact = by_phone or by_email or by_external_id
+        if contact is None:
+            return None
+        if (
+            self.match_all
+            and contact.id is not None
+            and (by_phone is None or by_phone is contact)
+            and (by_email is None or by_email is contact)
+            and (by_external_id is None or by_external_id is contact)
+        ):
+            return contact
+        try:
+            return self._match(row, index)
+        except RowRefused as refused:
+            return refused
+
     def _match(self, row: ImportRow, index: dict[tuple[str, str], Contact]) -> Contact | None:
         """The contact the row matches on the identifiers the import matches by, if any.
         Refuses a row that matches two contacts, and a row whose identifier the import does not
@@ -483,8 +523,9 @@ class _Run:
             )
         return contact
 
-    async def _row(self, row: ImportRow, found: _Found, batch: _Batch) -> None:
-        contact = self._match(row, found.index)
+    async def _row(
+        self, row: ImportRow, contact: Contact | None, found: _Found, batch: _Batch
+    ) -> None:
         if row.custom_fields and self.fields:
             row.custom_fields = self._canonical_fields(row.custom_fields)
         stage = await self._stage(row.stage)
@@ -563,25 +604,40 @@ class _Run:
         move = None
         if stage is not None and stage.id != contact.stage_id:
             move = await self._move(row, contact, stage, latest)
+        # Field by field, spelled out: this runs for every matched row of a million.
         updates: dict[str, Any] = {}
-        for name, value in (
-            ("name", row.name),
-            ("phone", row.phone),
-            ("email", row.email),
-            ("external_id", row.external_id),
-            ("source", row.source),
-            ("value", row.value),
-            ("owner_id", owner.id if owner else None),
+        value: Any = row.name
+        if value is not None and value != contact.name:
+            updates["name"] = value
+        value = row.phone
+        if value is not None and value != contact.phone:
+            updates["phone"] = value
+        value = row.email
+        if value is not None and value != contact.email:
+            updates["email"] = value
+        value = row.external_id
+        if value is not None and value != contact.external_id:
+            updates["external_id"] = value
+        value = row.source
+        if value is not None and value != contact.source:
+            updates["source"] = value
+        value = row.value
+        if value is not None and value != contact.value:
+            updates["value"] = value
+        value = owner.id if owner is not None else None
+        if value is not None and value != contact.owner_id:
+            updates["owner_id"] = value
+        tags = row.tags
+        if (
+            tags is not None
+            and tags != contact.tags  # the same list is the same set of tags
+            and sorted(map(self._fold, tags)) != sorted(map(self._fold, contact.tags))
         ):
-            if value is not None and getattr(contact, name) != value:
-                updates[name] = value
-        if row.tags is not None and sorted(map(self._fold, row.tags)) != sorted(
-            map(self._fold, contact.tags)
-        ):
-            updates["tags"] = row.tags
-        merged = {**contact.custom_fields, **row.custom_fields}
-        if merged != contact.custom_fields:
-            updates["custom_fields"] = merged
+            updates["tags"] = tags
+        if row.custom_fields:  # else nothing to merge
+            merged = {**contact.custom_fields, **row.custom_fields}
+            if merged != contact.custom_fields:
+                updates["custom_fields"] = merged
         company_id = self.companies.get(row.company) if row.company is not None else None
         if row.company is not None and (company_id is None or company_id != contact.company_id):
             updates["company_id"] = company_id
