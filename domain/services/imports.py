@@ -180,21 +180,29 @@ class ImportService:
             await run.prepare()
             reported = read = 0
             decided: _Batch | None = None
+            incoming = aiter(stream)
             try:
-                # Writing a batch overlaps with deciding the next: the database works in its
-                # own thread (SQLite) or server while this one works out what the rows do. The
-                # next batch is looked up before the one before is written; a row matching a
-                # contact that batch changes is refused all the same (`_Run.changed`).
-                async for batch in stream:
-                    found = await run.look_up(batch.rows)
+                # The database works in its own thread (SQLite) or server while this one works
+                # out what the rows do: while batch N is decided, batch N-1 is written and then
+                # batch N+1 looked up, in that order. (Each batch is looked up before the one
+                # before it is written; a row matching a contact that batch changes is refused
+                # all the same: `_Run.changed`.)
+                batch = await anext(incoming, None)
+                if batch is not None:
+                    run.look_up_next(batch.rows)
+                while batch is not None:
+                    found = await run.looked_up()
                     if decided is not None:
                         await run.write(decided)
+                    following = await anext(incoming, None)
+                    if following is not None:
+                        run.look_up_next(following.rows)
                     decided = await run.decide(batch.rows, found, read=batch.read)
-                    await run.written()
                     read = batch.read
                     if progress is not None and run.applied - reported >= self._progress_every:
                         reported = run.applied
                         await progress(ImportProgress(Phase.APPLYING, read, run.applied))
+                    batch = following
                 if decided is not None:
                     await run.write(decided)
                     await run.written()
@@ -280,6 +288,7 @@ class _Run:
         self.changed: dict[int, int] = {}  # contact id -> the row that changed it
         self.operation: Operation | None = None
         self.writing: asyncio.Task[None] | None = None  # the batch being written
+        self.looking: asyncio.Task[_Found] | None = None  # the next batch being looked up
         self.applied = 0  # data rows read up to the last batch written
         self.fields: list[CustomFieldDef] = []
         self.match_all = set(options.match) == set(IDENTIFIERS)
@@ -298,6 +307,23 @@ class _Run:
         self.operation = await self.uow.operations.add(
             Operation(None, "import", self.actor.id, "Import", created_at=self.now)
         )
+
+    def look_up_next(self, rows: Sequence[ImportRow]) -> None:
+        """Starts looking the rows up, in the background once the batch being written is."""
+        writing = self.writing
+
+        async def look_up() -> _Found:
+            if writing is not None:
+                await writing  # a failed write fails the look-up after it with its error
+            return await self.look_up(rows)
+
+        self.looking = asyncio.create_task(look_up())
+
+    async def looked_up(self) -> _Found:
+        """What `look_up_next` found."""
+        assert self.looking is not None
+        looking, self.looking = self.looking, None
+        return await looking
 
     async def look_up(self, rows: Sequence[ImportRow]) -> _Found:
         """The contacts the rows may match, their companies and when those likely to move last
@@ -356,16 +382,24 @@ class _Run:
         self.writing = asyncio.create_task(self._write(batch))
 
     async def written(self) -> None:
-        """Waits for the batch being written, if any."""
+        """Waits for the batch being written, if any, and for the next batch's look-up, which
+        comes after it: until then the database is not free for anything else."""
         writing, self.writing = self.writing, None
         if writing is not None:
             await writing
+        if self.looking is not None:
+            await asyncio.wait([self.looking])  # its outcome is for `looked_up`
 
     async def abandon(self) -> None:
-        """After a failure, waits for the batch being written: the unit of work must not end
-        under it, and its own failure, if any, is not the one to report."""
+        """After a failure, waits for the batch being written and the look-up after it: the
+        unit of work must not end under them, and their own failures, if any, are not the
+        ones to report."""
         with contextlib.suppress(Exception):
             await self.written()
+        looking, self.looking = self.looking, None
+        if looking is not None:
+            with contextlib.suppress(Exception):
+                await looking
 
     async def _known_companies(self, rows: Sequence[ImportRow]) -> None:
         unknown = {r.company for r in rows if r.company and r.company not in self.companies}
