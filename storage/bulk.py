@@ -214,8 +214,16 @@ def _parameters(
     width = len(types)
     for index, column_type in enumerate(types):
         convert = column_type.dialect_impl(dialect).bind_processor(dialect)
-        if convert is not None:
-            flat[index::width] = map(_memoized(convert), flat[index::width])
+        if convert is None:
+            continue
+        column = flat[index::width]
+        try:
+            # Each distinct value once, then a dictionary look-up in C for every row.
+            converted = {value: convert(value) for value in set(column)}
+        except TypeError:  # unhashable values (a JSON column's dicts)
+            flat[index::width] = map(_memoized(convert), column)
+        else:
+            flat[index::width] = map(converted.__getitem__, column)
     return tuple(flat)
 
 
