@@ -536,7 +536,11 @@ class SqlContactRepository:
             )
 
     async def _add_tags(self, contacts: Sequence[Contact]) -> None:
-        names = {tag: fold(tag) for contact in contacts for tag in contact.tags}
+        names: dict[str, str] = {}  # a million contacts name a few tags: each folded once
+        for contact in contacts:
+            for tag in contact.tags:
+                if tag not in names:
+                    names[tag] = fold(tag)
         if not names:
             return
         unknown = {key for key in names.values() if key not in self._tag_id_by_key}

@@ -562,8 +562,13 @@ class _Run:
     ) -> None:
         if row.custom_fields and self.fields:
             row.custom_fields = self._canonical_fields(row.custom_fields)
-        stage = await self._stage(row.stage)
-        owner = await self._owner(row.owner)
+        # Stages and owners as written in the file, once known, without a coroutine a row.
+        stage = None if row.stage is None else self.stages_as_written.get(row.stage)
+        if stage is None and row.stage is not None:
+            stage = await self._stage(row.stage)
+        owner = None if row.owner is None else self.owners_as_written.get(row.owner)
+        if owner is None and row.owner is not None:
+            owner = await self._owner(row.owner)
         if contact is None:
             if self.options.mode is Mode.UPDATE:
                 raise RowRefused(None, "no contact matches it (update only)")
