@@ -133,17 +133,33 @@ async def select_raw(
     return out, converters or [None] * len(columns)
 
 
-async def select_text(session: AsyncSession, head: str, values: Sequence[Any]) -> list[Any]:
-    """The rows of `head`, a SELECT ending in `IN ` (joins allowed), for `values` as many at a
-    time as the parameter limit allows; values and results as the driver takes and gives them
-    (ids, text)."""
+async def select_text(
+    session: AsyncSession,
+    head: str,
+    values: Sequence[Any],
+    *,
+    tail: str = "",
+    types: Sequence[Any] = (),
+) -> list[Any]:
+    """The rows of `head`, a SELECT ending in `IN ` (joins allowed), then `tail` (a GROUP BY),
+    for `values` as many at a time as the parameter limit allows. Values go to the driver as
+    they are (ids, text); results come back as it gives them, or, for the columns `types`
+    gives a column type for (None for the others), as that type reads them."""
     dialect = session.get_bind().dialect
     connection = await session.connection()
     out: list[Any] = []
+    converters: list[Converter | None] | None = None
     for start in range(0, len(values), MAX_PARAMETERS):
         chunk = tuple(values[start : start + MAX_PARAMETERS])
         marks = _placeholders(dialect.paramstyle, 1, len(chunk))
-        out += (await connection.exec_driver_sql(head + marks, chunk)).all()
+        result = await connection.exec_driver_sql(head + marks + tail, chunk)
+        if types and converters is None:
+            converters = [
+                _result_converter(column_type, dialect, described[1]) if column_type else None
+                for column_type, described in zip(types, result.cursor.description, strict=False)
+            ]
+        rows = result.all()
+        out += _converted(rows, converters) if converters and any(converters) else rows
     return out
 
 

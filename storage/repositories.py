@@ -786,16 +786,16 @@ class SqlHistoryRepository:
         mark_stale(self._session, (change.contact_id for change in changes))
 
     async def latest_times(self, contact_ids: Collection[int]) -> dict[int, datetime]:
-        ids = sorted(contact_ids)
-        times: dict[int, datetime] = {}
-        for start in range(0, len(ids), ID_CHUNK):
-            query = (
-                select(StageChangeRow.contact_id, func.max(StageChangeRow.at))
-                .where(StageChangeRow.contact_id.in_(ids[start : start + ID_CHUNK]))
-                .group_by(StageChangeRow.contact_id)
-            )
-            times.update((await self._session.execute(query)).all())
-        return times
+        # At the driver's level (an import asks for thousands of contacts a batch, and
+        # SQLAlchemy's work for each parameter of an IN list costs more than the query).
+        rows = await bulk.select_text(
+            self._session,
+            "SELECT contact_id, max(at) FROM stage_changes WHERE contact_id IN ",
+            sorted(contact_ids),
+            tail=" GROUP BY contact_id",
+            types=(None, StageChangeRow.__table__.c.at.type),
+        )
+        return dict(rows)
 
     async def for_contact(self, contact_id: int) -> list[StageChange]:
         rows = await self._session.scalars(

@@ -3,7 +3,7 @@ ORM gives, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.dialects import sqlite
@@ -12,6 +12,7 @@ from bot.container import Services
 from domain.access import SYSTEM
 from domain.model import FieldKind
 from domain.services.contacts import ContactDraft
+from domain.services.imports import ImportOptions
 from storage import bulk
 from storage.db import UTCDateTime
 
@@ -75,3 +76,34 @@ def test_a_timestamp_sqlite_keeps_reads_back_as_the_orm_reads_it(stored: str | N
     fast = bulk._sqlite_utc(stored)
     assert fast == orm(stored)
     assert fast is None or fast.tzinfo is UTC
+
+
+async def test_the_latest_stage_change_times_read_in_bulk_are_the_latest_changes(
+    amis: Services,
+) -> None:
+    added = [
+        await amis.contacts.add(
+            SYSTEM, ContactDraft(name=f"Khách {n}", phone=f"091234567{n}", stage="Lead")
+        )
+        for n in range(3)
+    ]
+    [mql] = [s for s in await amis.stages.ordered() if s.name == "MQL"]
+    await amis.contacts.set_stage(
+        SYSTEM, added[0].id or 0, mql.id, at=datetime.now(UTC) + timedelta(seconds=1)
+    )
+    ids = [c.id or 0 for c in added]
+    async with amis.imports._uow() as uow:
+        times = await uow.history.latest_times([*ids, 999_999])
+        latest = [await uow.history.latest(i) for i in ids]
+    assert times == {i: change.at for i, change in zip(ids, latest, strict=True) if change}
+    assert all(at.tzinfo is UTC for at in times.values())
+
+
+async def test_an_import_refuses_a_move_dated_before_the_contacts_latest_stage_change(
+    amis: Services,
+) -> None:
+    await amis.contacts.add(SYSTEM, ContactDraft(name="An", phone="0912345678", stage="Lead"))
+    data = b"phone,stage,stage_changed_at\n0912345678,MQL,2001-01-01\n"
+    report = await amis.imports.run(SYSTEM, data, ImportOptions())
+    assert (report.updated, report.rejected) == (0, 1)
+    assert "before the contact's latest stage change" in report.errors[0].reason
