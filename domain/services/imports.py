@@ -464,6 +464,7 @@ class _Run:
                     "during the import; import the file again."
                 ) from None
         history = []
+        actor_id, source = self.actor.id, Source.IMPORT
         for new in batch.new:
             contact = new.contact
             assert contact.id is not None
@@ -475,8 +476,8 @@ class _Run:
                         None,
                         contact.stage_id,
                         contact.stage_entered_at,
-                        self.actor.id,
-                        Source.IMPORT,
+                        actor_id,
+                        source,
                         new.reason,
                         operation_id,
                     )
@@ -607,22 +608,24 @@ class _Run:
         created_at = row.created_at or self.now
         move = self._first_move(stage, row.lost_reason)
         entered = row.stage_changed_at or created_at
-        contact = Contact(
-            None,
+        contact = Contact(  # positional: half the time of keywords, a million times
+            None,  # id
             row.name,
-            phone=row.phone,
-            email=row.email,
-            external_id=row.external_id,
-            source=row.source,
-            owner_id=owner.id if owner else None,
-            stage_id=stage.id if move and stage else None,
-            value=row.value,
-            tags=row.tags or [],  # the row's own: rows are used once
-            custom_fields=row.custom_fields,
-            created_at=created_at,
-            stage_entered_at=entered if move else None,
-            last_activity_at=max(created_at, entered) if move else created_at,
-            updated_by_id=self.actor.id,
+            row.phone,
+            row.email,
+            row.external_id,
+            None,  # company_id, below
+            row.source,
+            owner.id if owner else None,  # owner_id
+            stage.id if move and stage else None,  # stage_id
+            row.value,
+            row.tags or [],  # tags: the row's own, as rows are used once
+            row.custom_fields,
+            created_at,
+            entered if move else None,  # stage_entered_at
+            (entered if entered > created_at else created_at) if move else created_at,
+            1,  # version
+            self.actor.id,  # updated_by_id
         )
         if row.company is not None:
             contact.company_id = self.companies.get(row.company)
