@@ -3,18 +3,21 @@ SQLite: `python -m bench.import_apply --rows 1048576` (HubSpot's per-file maximu
 
 Three cases, one after the other on the same database: every row new; the same file again (every
 row matched and unchanged); then a file of which every other row changes a known contact (its
-stage or its name) and the others are new. Prints seconds, rows/s and the peak memory so far
-(ru_maxrss) of this process and of the child process that reads large files. Asserts nothing;
-stops by itself, or after --limit seconds."""
+stage or its name) and the others are new. Prints seconds, rows/s, CPU time (this process's
+main thread, where rows are decided, and its other threads, SQLite's among them; the child
+process that reads large files) and the peak memory so far (ru_maxrss) of this process and of
+that child. Asserts nothing; stops by itself, or after --limit seconds."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import io
+import os
 import random
 import resource
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 
@@ -77,6 +80,35 @@ def peaks() -> str:
     return f"peak {own:,.0f} MiB (reading child: {child:,.0f} MiB)"
 
 
+def thread_seconds() -> dict[int, float]:
+    """CPU time of each thread of this process, by thread id (Linux; empty elsewhere): the
+    main thread decides, the database driver's thread runs SQLite."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    try:
+        threads = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in threads:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def split(before: dict[int, float], after: dict[int, float]) -> str:
+    """How the CPU time between two thread_seconds() went: main thread, other threads."""
+    if not after:
+        return ""
+    main = threading.main_thread().native_id
+    own = after.get(main, 0) - before.get(main, 0)
+    others = sum(t - before.get(tid, 0) for tid, t in after.items() if tid != main)
+    return f" (main thread {own:.1f} s, other threads {others:.1f} s)"
+
+
 def cpu_seconds() -> tuple[float, float]:
     """CPU time of this process (all its threads) and of its finished children: on a shared
     machine it tells the work apart from the waiting."""
@@ -99,17 +131,19 @@ async def run(rows: int, limit: float) -> None:
         for label, make in cases:
             data = make(rows)
             own_before, child_before = cpu_seconds()
+            threads_before = thread_seconds()
             started = time.perf_counter()
             report = await asyncio.wait_for(
                 services.imports.run(SYSTEM, data, ImportOptions()), limit
             )
             took = time.perf_counter() - started
             own, child = cpu_seconds()
+            threads = split(threads_before, thread_seconds())
             print(
                 f"{label}: {rows:,} rows in {took:.1f} s ({rows / took:,.0f} rows/s); created "
                 f"{report.created:,}, updated {report.updated:,}, unchanged "
-                f"{report.unchanged:,}, rejected {report.rejected:,}; CPU {own - own_before:.1f} s "
-                f"+ {child - child_before:.1f} s in the reading child; {peaks()}",
+                f"{report.unchanged:,}, rejected {report.rejected:,}; CPU {own - own_before:.1f} s"
+                f"{threads} + {child - child_before:.1f} s in the reading child; {peaks()}",
                 flush=True,
             )
     finally:

@@ -2,9 +2,11 @@
 
 Reading a row (decoding, recognising and normalizing its cells: domain.imports) costs about as
 much as matching and writing it, so a large file is read by a child Python process that hands
-its rows over one batch at a time, while this process matches and writes the batch before. The
-child reads at most a pipe's worth ahead. A small file is read here: starting an interpreter
-would cost more than it saves.
+its rows over one batch at a time, while this process matches and writes the batch before. A
+small file is read here: starting an interpreter would cost more than it saves.
+
+The child reads ahead of the batch being taken by up to a few megabytes of rows (`AHEAD`, a
+dozen batches or more), so that neither process waits for the other at every batch.
 
 The child is `python -m domain.import_batches`, talking over its standard input and output in
 length-prefixed pickles, rather than a multiprocessing child, which would first import this
@@ -30,6 +32,10 @@ from domain.imports import ImportRow, ParsedFile, RowError, parse
 
 CHILD_FROM: Final = 8 * 1024 * 1024  # bytes of file from which a child process reads it
 READ_STEP: Final = 500  # rows read here between two chances for the event loop to go on
+# Bytes of rows the child may have sent ahead of the batch being taken (asyncio stops reading a
+# pipe at twice its stream's limit, 64 KiB by default: less than a batch, so the child would
+# wait for every batch to be taken before reading the next).
+AHEAD: Final = 4 * 1024 * 1024
 
 # A row crosses over as a plain tuple of its fields: far quicker to pickle than the dataclass.
 _ROW_FIELDS: Final = tuple(f.name for f in dataclasses.fields(ImportRow))
@@ -62,6 +68,7 @@ async def batches(
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        limit=AHEAD,
     )
     assert child.stdin is not None
     assert child.stdout is not None

@@ -383,7 +383,10 @@ class SqlContactRepository:
                 .execution_options(populate_existing=True)
             )
             return await self._load(query)
-        found: dict[int, tuple[Any, ...]] = {}
+        # Rows as the driver gives them, converted while the contacts are made: a batch of
+        # imported rows finds thousands, most of which it will leave as they are.
+        found: dict[int, Sequence[Any]] = {}
+        converters: list[bulk.Converter | None] = []
         columns = ("id", *CONTACT_FIELDS)
         for identifier, values in (
             ("phone", phones),
@@ -392,26 +395,37 @@ class SqlContactRepository:
         ):
             # A contact found by its phone is not read again for its email.
             position = columns.index(identifier)
-            known = {row[position] for row in found.values()}
-            wanted = [value for value in values if value not in known]
-            rows = await bulk.select_in(self._session, ContactRow, columns, identifier, wanted)
-            found.update((row[0], row) for row in rows)
-        contacts = [_contact_from(row, []) for row in found.values()]
-        await self._company_keys({c.company_id for c in contacts if c.company_id is not None})
-        links = await bulk.select_in(
-            self._session, ContactTagRow, ("contact_id", "tag_id"), "contact_id", list(found)
-        )
-        names = dict(
-            await bulk.select_in(
-                self._session, TagRow, ("id", "name"), "id", list({tag_id for _, tag_id in links})
+            if found:
+                known = {row[position] for row in found.values()}
+                values = [value for value in values if value not in known]
+            if not values:
+                continue
+            rows, converters = await bulk.select_raw(
+                self._session, ContactRow, columns, identifier, values
             )
-        )
-        by_id = {c.id: c for c in contacts}
-        for contact_id, tag_id in links:
-            by_id[contact_id].tags.append(names[tag_id])
-        for contact in contacts:
-            contact.tags.sort()
+            for row in rows:
+                found[row[0]] = row
+        if not found:
+            return []
+        contacts = _contacts_from(found.values(), converters)
+        await self._company_keys({c.company_id for c in contacts if c.company_id is not None})
+        by_id = dict(zip(found, contacts, strict=True))
+        tagged: set[int] = set()
+        for contact_id, name in await self._tag_names(list(found)):
+            by_id[contact_id].tags.append(name)
+            tagged.add(contact_id)
+        for contact_id in tagged:
+            by_id[contact_id].tags.sort()
         return contacts
+
+    async def _tag_names(self, contact_ids: list[int]) -> list[tuple[int, str]]:
+        """(contact id, tag name) of these contacts' tags."""
+        return await bulk.select_text(
+            self._session,
+            "SELECT contact_tags.contact_id, tags.name FROM contact_tags "
+            "JOIN tags ON tags.id = contact_tags.tag_id WHERE contact_tags.contact_id IN ",
+            contact_ids,
+        )
 
     async def company_ids(self, names: Collection[str], *, create: bool) -> dict[str, int]:
         keys = {name: fold(name) for name in names}
@@ -517,7 +531,11 @@ class SqlContactRepository:
             )
 
     async def _add_tags(self, contacts: Sequence[Contact]) -> None:
-        names = {tag: fold(tag) for contact in contacts for tag in contact.tags}
+        names: dict[str, str] = {}  # a million contacts name a few tags: each folded once
+        for contact in contacts:
+            for tag in contact.tags:
+                if tag not in names:
+                    names[tag] = fold(tag)
         if not names:
             return
         unknown = {key for key in names.values() if key not in self._tag_id_by_key}
@@ -794,16 +812,16 @@ class SqlHistoryRepository:
         await report_rows.appended(self._session, changes)
 
     async def latest_times(self, contact_ids: Collection[int]) -> dict[int, datetime]:
-        ids = sorted(contact_ids)
-        times: dict[int, datetime] = {}
-        for start in range(0, len(ids), ID_CHUNK):
-            query = (
-                select(StageChangeRow.contact_id, func.max(StageChangeRow.at))
-                .where(StageChangeRow.contact_id.in_(ids[start : start + ID_CHUNK]))
-                .group_by(StageChangeRow.contact_id)
-            )
-            times.update((await self._session.execute(query)).all())
-        return times
+        # At the driver's level (an import asks for thousands of contacts a batch, and
+        # SQLAlchemy's work for each parameter of an IN list costs more than the query).
+        rows = await bulk.select_text(
+            self._session,
+            "SELECT contact_id, max(at) FROM stage_changes WHERE contact_id IN ",
+            sorted(contact_ids),
+            tail=" GROUP BY contact_id",
+            types=(None, StageChangeRow.__table__.c.at.type),
+        )
+        return dict(rows)
 
     async def for_contact(self, contact_id: int) -> list[StageChange]:
         rows = await self._session.scalars(
@@ -1742,6 +1760,69 @@ def _contact_from(values: Sequence[Any], tags: list[str]) -> Contact:
         version=version,
         updated_by_id=updated_by_id,
     )
+
+
+def _contacts_from(
+    rows: Collection[Sequence[Any]], converters: Sequence[bulk.Converter | None]
+) -> list[Contact]:
+    """Contacts (without their tags) from rows of their id and CONTACT_FIELDS, in order, as the
+    driver gives them, each value converted by its column's converter (bulk.select_raw)."""
+    same = _same
+    value_of, fields_of, created_of, entered_of, activity_of = (
+        converters[1 + CONTACT_FIELDS.index(name)] or same
+        for name in ("value", "custom_fields", "created_at", "stage_entered_at", "last_activity_at")
+    )
+    assert not any(
+        converters[1 + i] for i, name in enumerate(CONTACT_FIELDS) if name not in _CONVERTED
+    ), "a contact column needs converting that _contacts_from passes on as it is"
+    return [
+        Contact(
+            contact_id,
+            name,
+            phone,
+            email,
+            external_id,
+            company_id,
+            source,
+            owner_id,
+            stage_id,
+            value_of(value),
+            [],
+            dict(fields_of(custom_fields) or ()),  # the converted dicts are shared
+            created_of(created_at),
+            entered_of(stage_entered_at),
+            activity_of(last_activity_at),
+            version,
+            updated_by_id,
+        )
+        for (
+            contact_id,
+            name,
+            phone,
+            email,
+            external_id,
+            company_id,
+            source,
+            owner_id,
+            stage_id,
+            value,
+            custom_fields,
+            created_at,
+            stage_entered_at,
+            last_activity_at,
+            version,
+            updated_by_id,
+        ) in rows
+    ]
+
+
+_CONVERTED = frozenset(
+    ("value", "custom_fields", "created_at", "stage_entered_at", "last_activity_at")
+)
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _stage(row: StageRow) -> Stage:

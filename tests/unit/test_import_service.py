@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from itertools import pairwise
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from domain.access import SYSTEM
+from domain.errors import ImportRefused
+from domain.model import Contact
+from domain.ports import Conflict
 from domain.services.imports import (
     ImportOptions,
     ImportProgress,
@@ -16,7 +21,7 @@ from domain.services.imports import (
     Phase,
 )
 from tests.unit.conftest import Clock
-from tests.unit.fakes import FakeDatabase
+from tests.unit.fakes import FakeContacts, FakeDatabase
 
 pytestmark = pytest.mark.usefixtures("amis")
 
@@ -74,3 +79,25 @@ async def test_a_file_read_by_a_child_process_imports_as_one_read_here(
     assert (report.created, report.updated, report.unchanged) == (here.created, 0, 0)
     assert [(e.row, e.reason) for e in report.errors] == [(e.row, e.reason) for e in here.errors]
     assert heard[-1] == ImportProgress(Phase.FINISHING, ROWS, ROWS)
+
+
+async def test_a_batch_whose_write_fails_refuses_the_import_before_the_next_is_looked_up(
+    db: FakeDatabase, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    find_many = FakeContacts.find_many
+
+    async def looking(self: FakeContacts, **identifiers: Any) -> list[Contact]:
+        calls.append("look up")
+        return await find_many(self, **identifiers)
+
+    async def colliding(self: FakeContacts, contacts: list[Contact], **_: Any) -> None:
+        calls.append("write")
+        await asyncio.sleep(0.01)  # the next batch is decided meanwhile
+        raise Conflict("another contact took one of these identifiers meanwhile")
+
+    monkeypatch.setattr(FakeContacts, "find_many", looking)
+    monkeypatch.setattr(FakeContacts, "add_many", colliding)
+    with pytest.raises(ImportRefused, match="Another contact took"):
+        await service(db, clock, batch=3).run(SYSTEM, FILE, ImportOptions())
+    assert calls[calls.index("write") + 1 :] == []  # nothing was read after the failed write
