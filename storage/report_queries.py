@@ -25,16 +25,22 @@ last columns) rather than one led by the owner that is not covering."""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import cache
 from itertools import pairwise
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
+    CompoundSelect,
+    Integer,
     Select,
     SQLColumnExpression,
+    bindparam,
     case,
     func,
     literal_column,
+    null,
     or_,
     select,
     true,
@@ -50,11 +56,16 @@ from storage.reports import MAX_BUCKET, NO_BUCKET
 NO_OWNER = 0
 NO_STAGE = 0
 NOT_ENTRY, WON, LOST = 0, 1, 2  # report_moves.entry
-LENGTH_BUCKETS = tuple(range(MAX_BUCKET + 1))
 PARTS_PER_STATEMENT = 200  # SQLite joins at most 500 SELECTs in one compound statement
 
 K = TypeVar("K", bound=Hashable)
 Histogram = dict[int, int]  # length bucket -> how many values
+Statement = Select[Any] | CompoundSelect[Any]
+
+# The statements are built once per shape (scoped or not, how many parts) with named parameters:
+# building and compiling SQLAlchemy constructs of a few hundred parts would cost as much as
+# running them.
+START, END, OWNERS = bindparam("start"), bindparam("end"), bindparam("owners", expanding=True)
 
 
 class SqlReportRepository:
@@ -67,133 +78,60 @@ class SqlReportRepository:
     async def current_stages(
         self, owners: Owners, stage_ids: tuple[int, ...] | None = None
     ) -> dict[int | None, int]:
-        r = ReportContactRow
         stages = await self._stage_keys() if stage_ids is None else stage_ids
-        rows = await self._session.execute(
-            select(r.stage_id, func.count())
-            .where(
-                r.stage_id.in_(stages),
-                true() if owners is None else r.owner_id.in_(owners),
-            )
-            .group_by(r.stage_id)
-        )
-        return {_stage(stage_id): n for stage_id, n in rows.all()}
+        rows = await self._run(_current_stages(owners is not None), stages=stages, owners=owners)
+        return {_stage(stage_id): n for stage_id, n in rows}
 
     async def cohort_paths(self, window: ReportWindow) -> list[PathGroup]:
-        r = ReportContactRow
-        rows = await self._session.execute(
-            select(r.path, r.stage_id, func.count())
-            .where(
-                r.path.in_(_distinct(r.path)),
-                r.stage_id.in_(await self._stage_keys()),
-                *_within(r.entered_s, window),
-                _owned(r.owner_id, window.owners),
-            )
-            .group_by(r.path, r.stage_id)
+        rows = await self._run(
+            _cohort_paths(window.owners is not None),
+            stages=await self._stage_keys(),
+            **_window(window),
         )
         return [
             PathGroup(tuple(int(s) for s in path.split()), _stage(stage_id), n)
-            for path, stage_id, n in rows.all()
+            for path, stage_id, n in rows
         ]
 
     async def created_by_source(self, window: ReportWindow) -> list[SourceGroup]:
-        r = ReportContactRow
-        figures = (func.count(), func.sum(case((r.touched, 0), else_=1)))
-        created = (*_within(r.created_s, window), _owned(r.owner_id, window.owners))
-        sourced = await self._session.execute(
-            select(r.source, *figures)
-            .where(r.source.in_(_distinct(r.source)), *created)
-            .group_by(r.source)
-        )
-        groups = [SourceGroup(source, n, int(idle)) for source, n, idle in sourced.all()]
-        unsourced = (
-            await self._session.execute(select(*figures).where(r.source.is_(None), *created))
-        ).one()
-        if unsourced[0]:
-            groups.append(SourceGroup(None, unsourced[0], int(unsourced[1])))
-        return groups
+        rows = await self._run(_created_by_source(window.owners is not None), **_window(window))
+        return [SourceGroup(source, n, int(idle)) for _, source, n, idle in rows if n]
 
     async def closed(self, owners: Owners, bounds: Sequence[int]) -> ClosedOverTime:
         """One range count per category and bucket, all in one pass over the entries of the
         period: an entry counts in its bucket when the contact's previous entry into the same
         category is before the bucket, and in the total when it is before the period."""
-        m = ReportMoveRow
-        start = bounds[0]
-        parts = []
-        for entry in (WON, LOST):
-            for n, (low, high) in enumerate(pairwise(bounds)):
-                parts.append(
-                    select(
-                        literal_column(str(entry)),
-                        literal_column(str(n)),
-                        func.sum(case((_first_since(low), 1), else_=0)),
-                        func.sum(case((_first_since(start), 1), else_=0)),
-                    ).where(
-                        m.entry == entry,
-                        m.at_s >= low,
-                        m.at_s < high,
-                        _owned(m.owner_id, owners),
-                    )
-                )
-        buckets = [[0, 0] for _ in range(len(bounds) - 1)]
+        count = len(bounds) - 1
+        buckets = [[0, 0] for _ in range(count)]
         total = [0, 0]
-        for rows in await self._union(parts):
-            for entry, n, in_bucket, in_period in rows:
+        params: dict[str, Any] = {"start": bounds[0], "owners": owners}
+        for n, (low, high) in enumerate(pairwise(bounds)):
+            params[f"low{n}"], params[f"high{n}"] = low, high
+        for first in range(0, count, PARTS_PER_STATEMENT // 2):
+            parts = range(first, min(count, first + PARTS_PER_STATEMENT // 2))
+            statement = _closed(parts.start, parts.stop, owners is not None)
+            for entry, n, in_bucket, in_period in await self._run(statement, **params):
                 buckets[n][entry - 1] = int(in_bucket or 0)
                 total[entry - 1] += int(in_period or 0)
         return ClosedOverTime(Closed(*total), [Closed(*b) for b in buckets])
 
     async def owner_figures(self, window: ReportWindow) -> dict[int | None, OwnerFigures]:
-        r, m = ReportContactRow, ReportMoveRow
-        owners = await self._owner_keys(window.owners)
-        created = _within(r.created_s, window)
-        responses = await self._session.execute(
-            select(r.owner_id, r.response_bucket, func.count())
-            .where(
-                r.owner_id.in_(owners),
-                r.response_bucket.in_((NO_BUCKET, *LENGTH_BUCKETS)),
-                *created,
-            )
-            .group_by(r.owner_id, r.response_bucket)
-        )
+        within = _window(window) | {"owners": await self._owner_keys(window.owners)}
         new: dict[int, int] = {}
         answered: dict[int, Histogram] = {}
-        for owner, response_bucket, n in responses.all():
+        for owner, response_bucket, n in await self._run(_responses(), **within):
             new[owner] = new.get(owner, 0) + n
             if response_bucket != NO_BUCKET:
                 answered.setdefault(owner, {})[response_bucket] = n
-
-        first_entries = (*_within(m.at_s, window), _first_since(window.start))
-        entries = await self._session.execute(
-            select(m.entry, m.owner_id, m.age_bucket, func.count())
-            .where(
-                m.entry.in_((WON, LOST)),
-                m.owner_id.in_(owners),
-                m.age_bucket.in_(LENGTH_BUCKETS),
-                *first_entries,
-            )
-            .group_by(m.entry, m.owner_id, m.age_bucket)
-        )
         won: dict[int, Histogram] = {}
         lost: dict[int, int] = {}
-        for entry, owner, age_bucket, n in entries.all():
+        for entry, owner, age_bucket, n in await self._run(_first_entries(), **within):
             if entry == WON:
                 won.setdefault(owner, {})[age_bucket] = n
             else:
                 lost[owner] = lost.get(owner, 0) + n
-
-        def response_times(owner: int, bucket: int) -> Select[Any]:
-            return select((r.responded_s - r.created_s).label("length")).where(
-                r.owner_id == owner, r.response_bucket == bucket, *created
-            )
-
-        def times_to_win(owner: int, bucket: int) -> Select[Any]:
-            return select(m.age_s.label("length")).where(
-                m.entry == WON, m.owner_id == owner, m.age_bucket == bucket, *first_entries
-            )
-
-        first_response = await self._medians(answered, response_times)
-        to_win = await self._medians(won, times_to_win)
+        first_response = await self._medians(answered, _response_times, within)
+        to_win = await self._medians(won, _times_to_win, within)
         return {
             _owner(owner): OwnerFigures(
                 new=new.get(owner, 0),
@@ -208,79 +146,52 @@ class SqlReportRepository:
     async def stays(
         self, window: ReportWindow, stage_ids: tuple[int, ...]
     ) -> dict[int, StayFigures]:
-        m = ReportMoveRow
-        ended = (*_within(m.at_s, window), _owned(m.owner_id, window.owners))
-        rows = await self._session.execute(
-            select(m.stay_stage_id, m.stay_bucket, func.count(), func.sum(m.stay_s))
-            .where(
-                m.stay_stage_id.in_([s for s in stage_ids if s != NO_STAGE]),
-                m.stay_bucket.in_(LENGTH_BUCKETS),
-                *ended,
-            )
-            .group_by(m.stay_stage_id, m.stay_bucket)
-        )
+        scoped = window.owners is not None
+        within = _window(window)
         histograms: dict[int, Histogram] = {}
         totals: dict[int, int] = {}
-        for stage_id, stay_bucket, n, total in rows.all():
+        for stage_id, stay_bucket, n, total in await self._run(
+            _stays(scoped), stages=[s for s in stage_ids if s != NO_STAGE], **within
+        ):
             histograms.setdefault(stage_id, {})[stay_bucket] = n
             totals[stage_id] = totals.get(stage_id, 0) + int(total)
-
-        def lengths(stage_id: int, bucket: int) -> Select[Any]:
-            return select(m.stay_s.label("length")).where(
-                m.stay_stage_id == stage_id, m.stay_bucket == bucket, *ended
-            )
-
-        medians = await self._medians(histograms, lengths)
+        lengths = _scoped_lengths if scoped else _lengths
+        medians = await self._medians(histograms, lengths, within)
         return {
             stage_id: StayFigures(sum(histogram.values()), totals[stage_id], medians[stage_id])
             for stage_id, histogram in histograms.items()
         }
 
     async def moves(self, window: ReportWindow) -> int:
-        m = ReportMoveRow
-        count = await self._session.scalar(
-            select(func.sum(case((m.creation, 0), else_=1))).where(
-                m.entry.in_((NOT_ENTRY, WON, LOST)),
-                *_within(m.at_s, window),
-                _owned(m.owner_id, window.owners),
-            )
-        )
+        [(count,)] = await self._run(_moves(window.owners is not None), **_window(window))
         return int(count or 0)
 
     async def _medians(
-        self, histograms: Mapping[K, Histogram], values: Callable[[K, int], Select[Any]]
+        self,
+        histograms: Mapping[K, Histogram],
+        values: Callable[[int], Select[Any]],
+        params: Mapping[str, Any],
     ) -> dict[K, float]:
         """Per key, the median of the values its histogram counts: the database sorts only the
         bucket (or the two buckets) holding the middle value or values and returns them.
-        `values(key, bucket)` selects the values of a key in a bucket, labelled `length`."""
-        keys: list[K] = []
-        parts = []
-        for key, histogram in histograms.items():
-            for bucket, offset, limit in _middle(histogram):
-                inside = values(key, bucket).subquery()
-                middle = (
-                    select(literal_column(str(len(keys))).label("key"), inside.c.length)
-                    .order_by(inside.c.length)
-                    .limit(limit)
-                    .offset(offset)
-                    .subquery()
-                )
-                parts.append(select(middle))
-            keys.append(key)
+        `values(n)` selects the values (labelled `length`) of key `key{n}` in bucket
+        `bucket{n}`."""
+        wanted = [
+            (key, *middle) for key, histogram in histograms.items() for middle in _middle(histogram)
+        ]
         middles: dict[K, list[int]] = {}
-        for rows in await self._union(parts):
-            for n, length in rows:
-                middles.setdefault(keys[n], []).append(int(length))
+        for first in range(0, len(wanted), PARTS_PER_STATEMENT):
+            chunk = wanted[first : first + PARTS_PER_STATEMENT]
+            arguments = dict(params)
+            for n, (key, bucket, offset, limit) in enumerate(chunk):
+                arguments |= {f"key{n}": key, f"bucket{n}": bucket}
+                arguments |= {f"offset{n}": offset, f"limit{n}": limit}
+            for n, length in await self._run(_middles(values, len(chunk)), **arguments):
+                middles.setdefault(chunk[n][0], []).append(int(length))
         return {key: middle_mean(min(m), max(m)) for key, m in middles.items()}
 
-    async def _union(self, parts: Sequence[Select[Any]]) -> list[Sequence[Any]]:
-        """The rows of many SELECTs, a few hundred to a statement."""
-        results = []
-        for first in range(0, len(parts), PARTS_PER_STATEMENT):
-            chunk = parts[first : first + PARTS_PER_STATEMENT]
-            statement = chunk[0] if len(chunk) == 1 else union_all(*chunk)
-            results.append((await self._session.execute(statement)).all())
-        return results
+    async def _run(self, statement: Statement, **params: Any) -> Sequence[Any]:
+        return (await self._session.execute(statement, params)).all()
 
     async def _owner_keys(self, owners: Owners) -> tuple[int, ...]:
         """The owner ids a report lists: everyone and no owner (0) for an admin."""
@@ -291,6 +202,191 @@ class SqlReportRepository:
     async def _stage_keys(self) -> tuple[int, ...]:
         """Every stage id, archived ones included, and no stage (0)."""
         return (NO_STAGE, *(await self._session.scalars(select(StageRow.id))))
+
+
+# --- the statements --------------------------------------------------------------------------
+
+r = ReportContactRow.__table__.c
+m = ReportMoveRow.__table__.c
+
+
+def _in_buckets(column: SQLColumnExpression[int], *extra: int) -> ColumnElement[bool]:
+    """All the length buckets, written out (a constant list compiles once)."""
+    values = ", ".join(str(b) for b in (*extra, *range(MAX_BUCKET + 1)))
+    return column.op("IN")(literal_column(f"({values})"))  # type: ignore[no-any-return]
+
+
+@cache
+def _current_stages(scoped: bool) -> Statement:
+    return (
+        select(r.stage_id, func.count())
+        .where(
+            r.stage_id.in_(bindparam("stages", expanding=True)),
+            r.owner_id.in_(OWNERS) if scoped else true(),
+        )
+        .group_by(r.stage_id)
+    )
+
+
+@cache
+def _cohort_paths(scoped: bool) -> Statement:
+    return (
+        select(r.path, r.stage_id, func.count())
+        .where(
+            r.path.in_(_distinct(r.path)),
+            r.stage_id.in_(bindparam("stages", expanding=True)),
+            r.entered_s >= START,
+            r.entered_s < END,
+            _owned(r.owner_id, scoped),
+        )
+        .group_by(r.path, r.stage_id)
+    )
+
+
+@cache
+def _created_by_source(scoped: bool) -> Statement:
+    """Per source (read in source order), then the contacts without one."""
+    figures = (func.count(), func.sum(case((r.touched, 0), else_=1)))
+    created = (r.created_s >= START, r.created_s < END, _owned(r.owner_id, scoped))
+    sourced = (
+        select(literal_column("1"), r.source, *figures)
+        .where(r.source.in_(_distinct(r.source)), *created)
+        .group_by(r.source)
+    )
+    unsourced = select(literal_column("2"), null(), *figures).where(r.source.is_(None), *created)
+    return union_all(sourced, unsourced)
+
+
+@cache
+def _closed(first: int, stop: int, scoped: bool) -> Statement:
+    parts = [
+        select(
+            literal_column(str(entry)),
+            literal_column(str(n)),
+            func.sum(case((_first_since(bindparam(f"low{n}")), 1), else_=0)),
+            func.sum(case((_first_since(START), 1), else_=0)),
+        ).where(
+            m.entry == entry,
+            m.at_s >= bindparam(f"low{n}"),
+            m.at_s < bindparam(f"high{n}"),
+            _owned(m.owner_id, scoped),
+        )
+        for entry in (WON, LOST)
+        for n in range(first, stop)
+    ]
+    return union_all(*parts)
+
+
+@cache
+def _responses() -> Statement:
+    return (
+        select(r.owner_id, r.response_bucket, func.count())
+        .where(
+            r.owner_id.in_(OWNERS),
+            _in_buckets(r.response_bucket, NO_BUCKET),
+            r.created_s >= START,
+            r.created_s < END,
+        )
+        .group_by(r.owner_id, r.response_bucket)
+    )
+
+
+@cache
+def _first_entries() -> Statement:
+    """Per category, owner and length bucket (time from creation), the contacts' first entries
+    into the category within the window."""
+    return (
+        select(m.entry, m.owner_id, m.age_bucket, func.count())
+        .where(
+            m.entry.in_((WON, LOST)),
+            m.owner_id.in_(OWNERS),
+            _in_buckets(m.age_bucket),
+            m.at_s >= START,
+            m.at_s < END,
+            _first_since(START),
+        )
+        .group_by(m.entry, m.owner_id, m.age_bucket)
+    )
+
+
+@cache
+def _stays(scoped: bool) -> Statement:
+    return (
+        select(m.stay_stage_id, m.stay_bucket, func.count(), func.sum(m.stay_s))
+        .where(
+            m.stay_stage_id.in_(bindparam("stages", expanding=True)),
+            _in_buckets(m.stay_bucket),
+            m.at_s >= START,
+            m.at_s < END,
+            _owned(m.owner_id, scoped),
+        )
+        .group_by(m.stay_stage_id, m.stay_bucket)
+    )
+
+
+@cache
+def _moves(scoped: bool) -> Statement:
+    return select(func.sum(case((m.creation, 0), else_=1))).where(
+        m.entry.in_((NOT_ENTRY, WON, LOST)),
+        m.at_s >= START,
+        m.at_s < END,
+        _owned(m.owner_id, scoped),
+    )
+
+
+def _response_times(n: int) -> Select[Any]:
+    return select((r.responded_s - r.created_s).label("length")).where(
+        r.owner_id == bindparam(f"key{n}"),
+        r.response_bucket == bindparam(f"bucket{n}"),
+        r.created_s >= START,
+        r.created_s < END,
+    )
+
+
+def _times_to_win(n: int) -> Select[Any]:
+    return select(m.age_s.label("length")).where(
+        m.entry == WON,
+        m.owner_id == bindparam(f"key{n}"),
+        m.age_bucket == bindparam(f"bucket{n}"),
+        m.at_s >= START,
+        m.at_s < END,
+        _first_since(START),
+    )
+
+
+def _stay_lengths(n: int, scoped: bool) -> Select[Any]:
+    return select(m.stay_s.label("length")).where(
+        m.stay_stage_id == bindparam(f"key{n}"),
+        m.stay_bucket == bindparam(f"bucket{n}"),
+        m.at_s >= START,
+        m.at_s < END,
+        _owned(m.owner_id, scoped),
+    )
+
+
+def _lengths(n: int) -> Select[Any]:
+    return _stay_lengths(n, scoped=False)
+
+
+def _scoped_lengths(n: int) -> Select[Any]:
+    return _stay_lengths(n, scoped=True)
+
+
+@cache
+def _middles(values: Callable[[int], Select[Any]], parts: int) -> Statement:
+    """The middle values of `parts` keys (or halves of keys), each tagged with its part."""
+    selects = []
+    for n in range(parts):
+        inside = values(n).subquery()
+        middle = (
+            select(literal_column(str(n)).label("part"), inside.c.length)
+            .order_by(inside.c.length)
+            .limit(bindparam(f"limit{n}", type_=Integer))
+            .offset(bindparam(f"offset{n}", type_=Integer))
+            .subquery()
+        )
+        selects.append(select(middle))
+    return selects[0] if parts == 1 else union_all(*selects)
 
 
 def _middle(histogram: Histogram) -> list[tuple[int, int, int]]:
@@ -321,20 +417,19 @@ def _distinct(column: Any) -> Select[Any]:
     return select(values.c.value).where(values.c.value.is_not(None))
 
 
-def _first_since(moment: int) -> ColumnElement[bool]:
+def _first_since(moment: BindParameter[Any]) -> ColumnElement[bool]:
     """An entry into a category whose contact had not entered it since `moment` (or ever)."""
-    m = ReportMoveRow
     return or_(m.prev_entry_s.is_(None), m.prev_entry_s < moment)
 
 
-def _owned(column: SQLColumnExpression[int], owners: Owners) -> ColumnElement[bool]:
+def _owned(column: SQLColumnExpression[int], scoped: bool) -> ColumnElement[bool]:
     """The owner condition on an index whose owner column comes after the period, written on
     `owner_id + 0` so that SQLite keeps to that index."""
-    return true() if owners is None else (column + 0).in_(owners)
+    return (column + 0).in_(OWNERS) if scoped else true()
 
 
-def _within(column: SQLColumnExpression[Any], window: ReportWindow) -> list[ColumnElement[bool]]:
-    return [column >= window.start, column < window.end]
+def _window(window: ReportWindow) -> dict[str, Any]:
+    return {"start": window.start, "end": window.end, "owners": window.owners}
 
 
 def _owner(stored: int) -> int | None:
