@@ -60,12 +60,15 @@ PARTS_PER_STATEMENT = 200  # SQLite joins at most 500 SELECTs in one compound st
 
 K = TypeVar("K", bound=Hashable)
 Histogram = dict[int, int]  # length bucket -> how many values
-Statement = Select[Any] | CompoundSelect[Any]
+AnySelect = Select[*tuple[Any, ...]]
+Statement = AnySelect | CompoundSelect[*tuple[Any, ...]]
 
 # The statements are built once per shape (scoped or not, how many parts) with named parameters:
 # building and compiling SQLAlchemy constructs of a few hundred parts would cost as much as
 # running them.
-START, END, OWNERS = bindparam("start"), bindparam("end"), bindparam("owners", expanding=True)
+START: BindParameter[int] = bindparam("start")
+END: BindParameter[int] = bindparam("end")
+OWNERS: BindParameter[Any] = bindparam("owners", expanding=True)
 
 
 class SqlReportRepository:
@@ -213,7 +216,7 @@ m = ReportMoveRow.__table__.c
 def _in_buckets(column: SQLColumnExpression[int], *extra: int) -> ColumnElement[bool]:
     """All the length buckets, written out (a constant list compiles once)."""
     values = ", ".join(str(b) for b in (*extra, *range(MAX_BUCKET + 1)))
-    return column.op("IN")(literal_column(f"({values})"))  # type: ignore[no-any-return]
+    return column.op("IN")(literal_column(f"({values})"))
 
 
 @cache
@@ -253,13 +256,15 @@ def _created_by_source(scoped: bool) -> Statement:
         .where(r.source.in_(_distinct(r.source)), *created)
         .group_by(r.source)
     )
-    unsourced = select(literal_column("2"), null(), *figures).where(r.source.is_(None), *created)
+    unsourced: AnySelect = select(literal_column("2"), null(), *figures).where(
+        r.source.is_(None), *created
+    )
     return union_all(sourced, unsourced)
 
 
 @cache
 def _closed(first: int, stop: int, scoped: bool) -> Statement:
-    parts = [
+    parts: list[AnySelect] = [
         select(
             literal_column(str(entry)),
             literal_column(str(n)),
