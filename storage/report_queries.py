@@ -122,13 +122,20 @@ class SqlReportRepository:
         within = _window(window) | {"owners": await self._owner_keys(window.owners)}
         new: dict[int, int] = {}
         answered: dict[int, Histogram] = {}
-        for owner, response_bucket, n in await self._run(_responses(), **within):
+        # The owners' longest lengths, a seek each: the bucket lists stop there.
+        [(response_top, *age_tops)] = await self._run(_top_buckets(), **within)
+        response_buckets = _top(response_top)
+        age_buckets = max(_top(t) for t in age_tops)
+        for owner, response_bucket, n in await self._run(_responses(response_buckets), **within):
             new[owner] = new.get(owner, 0) + n
             if response_bucket != NO_BUCKET:
                 answered.setdefault(owner, {})[response_bucket] = n
         won: dict[int, Histogram] = {}
         lost: dict[int, int] = {}
-        for entry, owner, age_bucket, n in await self._run(_first_entries(), **within):
+        entries: Sequence[Any] = []
+        if age_buckets != NO_BUCKET:  # else no entries at all (and IN () is not PostgreSQL)
+            entries = await self._run(_first_entries(age_buckets), **within)
+        for entry, owner, age_bucket, n in entries:
             if entry == WON:
                 won.setdefault(owner, {})[age_bucket] = n
             else:
@@ -213,9 +220,11 @@ r = ReportContactRow.__table__.c
 m = ReportMoveRow.__table__.c
 
 
-def _in_buckets(column: SQLColumnExpression[int], *extra: int) -> ColumnElement[bool]:
-    """All the length buckets, written out (a constant list compiles once)."""
-    values = ", ".join(str(b) for b in (*extra, *range(MAX_BUCKET + 1)))
+def _in_buckets(
+    column: SQLColumnExpression[int], *extra: int, top: int = MAX_BUCKET
+) -> ColumnElement[bool]:
+    """The length buckets up to `top`, written out (a constant list compiles once)."""
+    values = ", ".join(str(b) for b in (*extra, *range(top + 1)))
     return column.op("IN")(literal_column(f"({values})"))
 
 
@@ -283,12 +292,28 @@ def _closed(first: int, stop: int, scoped: bool) -> Statement:
 
 
 @cache
-def _responses() -> Statement:
+def _top_buckets() -> Statement:
+    """The highest response and age buckets of the owners, each found by one seek per owner."""
+    owners = select(UserRow.id.label("owner")).where(UserRow.id.in_(OWNERS))
+    listed = owners.union_all(select(literal_column(str(NO_OWNER)))).subquery()
+    owner = listed.c.owner
+    responses = select(func.max(r.response_bucket)).where(r.owner_id == owner)
+    wins = select(func.max(m.age_bucket)).where(m.entry == WON, m.owner_id == owner)
+    losses = select(func.max(m.age_bucket)).where(m.entry == LOST, m.owner_id == owner)
+    return select(
+        func.max(responses.scalar_subquery()),
+        func.max(wins.scalar_subquery()),
+        func.max(losses.scalar_subquery()),
+    ).select_from(listed)
+
+
+@cache
+def _responses(top: int) -> Statement:
     return (
         select(r.owner_id, r.response_bucket, func.count())
         .where(
             r.owner_id.in_(OWNERS),
-            _in_buckets(r.response_bucket, NO_BUCKET),
+            _in_buckets(r.response_bucket, NO_BUCKET, top=top),
             r.created_s >= START,
             r.created_s < END,
         )
@@ -297,7 +322,7 @@ def _responses() -> Statement:
 
 
 @cache
-def _first_entries() -> Statement:
+def _first_entries(top: int) -> Statement:
     """Per category, owner and length bucket (time from creation), the contacts' first entries
     into the category within the window."""
     return (
@@ -305,7 +330,7 @@ def _first_entries() -> Statement:
         .where(
             m.entry.in_((WON, LOST)),
             m.owner_id.in_(OWNERS),
-            _in_buckets(m.age_bucket),
+            _in_buckets(m.age_bucket, top=top),
             m.at_s >= START,
             m.at_s < END,
             _first_since(START),
@@ -435,6 +460,10 @@ def _owned(column: SQLColumnExpression[int], scoped: bool) -> ColumnElement[bool
 
 def _window(window: ReportWindow) -> dict[str, Any]:
     return {"start": window.start, "end": window.end, "owners": window.owners}
+
+
+def _top(bucket: int | None) -> int:
+    return NO_BUCKET if bucket is None else bucket
 
 
 def _owner(stored: int) -> int | None:
