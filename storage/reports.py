@@ -10,6 +10,7 @@ now, and recategorizing a stage refreshes every contact that ever entered or lef
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     SQLColumnExpression,
+    String,
     and_,
     case,
     cast,
@@ -29,7 +31,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    null,
     or_,
     select,
     update,
@@ -63,19 +64,33 @@ def bucket(seconds: int) -> int:
     if seconds < _EXACT:
         return max(seconds, 0)
     bits = seconds.bit_length()
+    if bits > _LAST_BITS:
+        return MAX_BUCKET
     return _EXACT + (bits - 5) * _PER_DOUBLING + (seconds >> (bits - 4)) - _PER_DOUBLING
 
 
-MAX_BUCKET = bucket(2**_LAST_BITS - 1)
+MAX_BUCKET = _EXACT + (_LAST_BITS - 4) * _PER_DOUBLING - 1
 
 
 def bucket_sql(seconds: SQLColumnExpression[Any]) -> ColumnElement[int]:
-    """`bucket` in SQL, identically on SQLite and PostgreSQL (integer arithmetic only)."""
-    whens: list[tuple[Any, Any]] = [(seconds < 0, literal(0)), (seconds < _EXACT, seconds)]
+    """`bucket` in SQL, identically on SQLite and PostgreSQL (integer arithmetic only): a
+    binary search over the lengths' bit counts, a few comparisons a row."""
+    # (below, formula) for each range of lengths, in order
+    pieces: list[tuple[int, Any]] = [(0, literal(0)), (_EXACT, seconds)]
     for bits in range(5, _LAST_BITS + 1):
         first = _EXACT + (bits - 5) * _PER_DOUBLING - _PER_DOUBLING
-        whens.append((seconds < 2**bits, seconds // 2 ** (bits - 4) + first))
-    return case(*whens, else_=literal(MAX_BUCKET))
+        pieces.append((2**bits, seconds // 2 ** (bits - 4) + first))
+
+    def search(low: int, high: int) -> Any:
+        """The bucket of a length known to be below pieces[high][0] when high < len(pieces)."""
+        if low == high:
+            return pieces[low][1] if low < len(pieces) else literal(MAX_BUCKET)
+        middle = (low + high) // 2
+        return case(
+            (seconds < pieces[middle][0], search(low, middle)), else_=search(middle + 1, high)
+        )
+
+    return search(0, len(pieces))
 
 
 NO_OWNER = 0
@@ -151,9 +166,10 @@ class Categories:
 
     def entry(self, to_stage_id: int | None, from_stage_id: int | None) -> int:
         """WON or LOST when the move enters that category from outside it, else 0."""
-        for entry, ids in ((WON, self.won), (LOST, self.lost)):
-            if to_stage_id in ids and from_stage_id not in ids:
-                return entry
+        if to_stage_id in self.won:
+            return 0 if from_stage_id in self.won else WON
+        if to_stage_id in self.lost:
+            return 0 if from_stage_id in self.lost else LOST
         return 0
 
 
@@ -315,7 +331,12 @@ async def _recompute(
         ).all()
     )
     if replace:
-        await session.execute(delete(ReportMoveRow).where(ReportMoveRow.contact_id.in_(ids)))
+        # A contact's report_moves rows are those of its history rows (deleting a history row
+        # deletes its report row), so they are found by the history's ids, without an index.
+        changes = [change.change_id for rows in history.values() for change in rows]
+        for start in range(0, len(changes), CHUNK):
+            chunk = changes[start : start + CHUNK]
+            await session.execute(delete(ReportMoveRow).where(ReportMoveRow.change_id.in_(chunk)))
         await session.execute(delete(ReportContactRow).where(ReportContactRow.contact_id.in_(ids)))
     contact_rows, move_rows = [], []
     for fact in facts:
@@ -360,11 +381,13 @@ def created(session: AsyncSession, contacts: Iterable[Contact]) -> None:
         fresh[contact.id] = (facts, contact.created_at, [])
 
 
-def appended(session: AsyncSession, changes: Sequence[StageChange]) -> None:
-    """History rows added in bulk (with their ids): those of contacts created in this unit of
-    work join them; the others' contacts are refreshed before the commit."""
+async def appended(session: AsyncSession, changes: Sequence[StageChange]) -> None:
+    """History rows added in bulk (with their ids). Contacts created in this unit of work get
+    their report rows now, from what was written; the others are refreshed before the commit
+    (a contact changed again later in the unit of work is refreshed then, rows replaced)."""
     fresh: dict[int, tuple[Facts, datetime, list[Change]]] = session.info.get(FRESH, {})
     stale = []
+    done: set[int] = set()
     for change in changes:
         assert change.id is not None
         known = fresh.get(change.contact_id)
@@ -382,7 +405,33 @@ def appended(session: AsyncSession, changes: Sequence[StageChange]) -> None:
                 change.at > created_at,
             )
         )
-    mark_stale(session, stale)
+        done.add(change.contact_id)
+    if done:
+        await _write_fresh(session, [fresh.pop(i) for i in done])
+    await _append_or_refresh(session, changes, stale)
+
+
+async def _append_or_refresh(
+    session: AsyncSession, changes: Sequence[StageChange], contact_ids: list[int]
+) -> None:
+    """The history rows of these contacts go at the end of their report rows set-based, unless
+    a contact has several of them, or one made by a person (a response): those are refreshed."""
+    if not contact_ids:
+        return
+    already: set[int] = session.info.setdefault(STALE, set())
+    counts = Counter(contact_ids)
+    appending = {
+        c.contact_id: c.id
+        for c in changes
+        if c.id is not None
+        and counts.get(c.contact_id) == 1
+        and c.source is not Source.MANUAL
+        and c.contact_id not in already
+    }
+    mark_stale(session, (i for i in contact_ids if i not in appending))
+    rows = list(appending.values())
+    for start in range(0, len(rows), CHUNK):
+        await _append(session, StageChangeRow.id.in_(rows[start : start + CHUNK]), None)
 
 
 async def refresh_stale(session: AsyncSession) -> None:
@@ -390,22 +439,24 @@ async def refresh_stale(session: AsyncSession) -> None:
     calls it before committing)."""
     fresh: dict[int, tuple[Facts, datetime, list[Change]]] = session.info.pop(FRESH, {})
     stale: set[int] = session.info.pop(STALE, set())
-    if fresh:
-        known = await categories(session)
-        contact_rows, move_rows = [], []
-        for contact_id, (facts, _, history) in fresh.items():
-            if contact_id in stale:
-                continue
-            history.sort(key=lambda change: (change.at_s, change.change_id))
-            row, moves = rows_of(facts, history, None, known)
-            contact_rows.append(row)
-            move_rows += moves
-            if len(move_rows) >= CHUNK:
-                await _insert(session, contact_rows, move_rows)
-                contact_rows, move_rows = [], []
-        await _insert(session, contact_rows, move_rows)
+    await _write_fresh(session, [f for i, f in fresh.items() if i not in stale])
     if stale:
         await refresh(session, list(stale))
+
+
+async def _write_fresh(
+    session: AsyncSession, fresh: Sequence[tuple[Facts, datetime, list[Change]]]
+) -> None:
+    if not fresh:
+        return
+    known = await categories(session)
+    contact_rows, move_rows = [], []
+    for facts, _, history in fresh:
+        history.sort(key=lambda change: (change.at_s, change.change_id))
+        row, moves = rows_of(facts, history, None, known)
+        contact_rows.append(row)
+        move_rows += moves
+    await _insert(session, contact_rows, move_rows)
 
 
 def forget(session: AsyncSession) -> None:
@@ -417,57 +468,63 @@ def forget(session: AsyncSession) -> None:
 async def recategorized(session: AsyncSession, stage_id: int) -> None:
     """Which rows enter the won or the lost category changes for every contact that ever
     entered or left the stage: their rows are recomputed."""
-    m = ReportMoveRow
+    h = StageChangeRow
     contacts = await session.scalars(
-        select(m.contact_id)
-        .where(or_(m.to_stage_id == stage_id, m.from_stage_id == stage_id))
+        select(h.contact_id)
+        .where(or_(h.to_stage_id == stage_id, h.from_stage_id == stage_id))
         .distinct()
     )
     await refresh(session, list(contacts))
 
 
 async def moved_in_bulk(
-    session: AsyncSession,
-    *,
-    operation_id: int,
-    after_change_id: int,
-    from_stage_id: int | None,
-    to_stage_id: int | None,
-    at: datetime,
+    session: AsyncSession, *, operation_id: int, after_change_id: int, at: datetime
 ) -> None:
-    """Bring in step the contacts of a bulk move (the history rows of `operation_id` with ids
-    above `after_change_id`, one per contact, all made by a system path at `at`), set-based and
-    without reading their history: each new row goes at the end of its contact's history, where
-    `report_contacts` says what the contact's last row was. A contact with a row dated after
-    `at` is refreshed the slow way instead."""
+    """Bring in step the contacts of a bulk move: the history rows of `operation_id` with ids
+    above `after_change_id`, one per contact, all dated `at` and made by a system path."""
+    h = StageChangeRow
+    await _append(session, and_(h.operation_id == operation_id, h.id > after_change_id), at)
+
+
+async def _append(session: AsyncSession, rows: ColumnElement[bool], at: datetime | None) -> None:
+    """Set-based, without reading any history: each of the history rows `rows` (at most one per
+    contact, none made by a person in chat) goes at the end of its contact's history, where
+    report_contacts says what the contact's last row was. A contact with a row dated after the
+    new one is refreshed the slow way instead. `at`: the time of every row, when they share it."""
     rc, h, c = ReportContactRow, StageChangeRow, ContactRow
-    at_s = epoch_seconds(at)
-    rows = and_(h.operation_id == operation_id, h.id > after_change_id)
+    dialect = session.get_bind().dialect.name
+    at_s: Any = literal(epoch_seconds(at)) if at is not None else seconds(h.at, dialect)
     in_order = or_(rc.last_at_s.is_(None), rc.last_at_s <= at_s)
     late = await session.scalars(
         select(rc.contact_id).join(h, h.contact_id == rc.contact_id).where(rows, ~in_order)
     )
     mark_stale(session, late)
-    entry = (await categories(session)).entry(to_stage_id, from_stage_id)
-    previous: Any = {WON: rc.last_won_s, LOST: rc.last_lost_s}.get(entry, null())
+    known = await categories(session)
+
+    def entering(ids: frozenset[int]) -> ColumnElement[bool]:
+        return and_(
+            h.to_stage_id.in_(ids), or_(h.from_stage_id.is_(None), h.from_stage_id.not_in(ids))
+        )
+
+    entry = case((entering(known.won), WON), (entering(known.lost), LOST), else_=0)
     stay = at_s - rc.last_at_s
     has_stay = and_(rc.last_stage_id != NO_STAGE, rc.last_at_s.is_not(None))
-    to = NO_STAGE if to_stage_id is None else to_stage_id
+    to = func.coalesce(h.to_stage_id, NO_STAGE)
     new_rows = (
         select(
             h.id,
             h.contact_id,
             rc.owner_id,
             rc.created_s,
-            literal(at_s),
-            literal(to),
-            literal(NO_STAGE if from_stage_id is None else from_stage_id),
-            literal(False) if from_stage_id is not None else literal(at_s) <= rc.created_s,
+            at_s,
+            to,
+            func.coalesce(h.from_stage_id, NO_STAGE),
+            and_(h.from_stage_id.is_(None), at_s <= rc.created_s),
             case((has_stay, rc.last_stage_id), else_=NO_STAGE),
             case((has_stay, stay)),
             case((has_stay, bucket_sql(stay)), else_=NO_BUCKET),
-            literal(entry),
-            previous,
+            entry,
+            case((entry == WON, rc.last_won_s), (entry == LOST, rc.last_lost_s)),
             at_s - rc.created_s,
             bucket_sql(at_s - rc.created_s),
         )
@@ -475,24 +532,31 @@ async def moved_in_bulk(
         .where(rows, in_order)
     )
     await session.execute(insert(ReportMoveRow).from_select(list(MOVE_COLUMNS), new_rows))
-    changed: dict[str, Any] = {"stage_id": to, "last_stage_id": to, "last_at_s": at_s}
-    if to_stage_id is not None:
-        key = f" {to_stage_id} "
-        changed["path"] = func.ltrim(func.replace(" " + rc.path + " ", key, " ") + str(to))
-        if from_stage_id is None:
-            changed["entered_s"] = func.coalesce(rc.entered_s, at_s)
-    if entry:
-        changed["last_won_s" if entry == WON else "last_lost_s"] = at_s
-    moved = select(h.contact_id).where(rows)
-    await session.execute(
-        update(rc).where(rc.contact_id.in_(moved), in_order).values(changed),
-        execution_options={"synchronize_session": False},
+    stage = cast(h.to_stage_id, String)
+    path = func.ltrim(func.replace(" " + rc.path + " ", " " + stage + " ", " ") + stage)
+    # Touched: dated after the creation, to the microsecond; the contact's own time is read
+    # only when both fall in the same second.
+    after_creation = exists().where(c.id == rc.contact_id, c.created_at < h.at)
+    touched = case(
+        (rc.touched, rc.touched),
+        (rc.created_s < at_s, True),
+        (rc.created_s > at_s, False),
+        else_=after_creation,
     )
-    # Apart, and only where it changes: SQLite rewrites the index entries of every column set.
-    created_before = exists().where(c.id == rc.contact_id, c.created_at < at)
     await session.execute(
         update(rc)
-        .where(rc.contact_id.in_(moved), in_order, rc.touched.is_(False), created_before)
-        .values(touched=True),
+        .where(rc.contact_id == h.contact_id, rows, in_order)
+        .values(
+            stage_id=to,
+            last_stage_id=to,
+            last_at_s=at_s,
+            path=case((h.to_stage_id.is_(None), rc.path), else_=path),
+            entered_s=case(
+                (h.to_stage_id.is_(None), rc.entered_s), else_=func.coalesce(rc.entered_s, at_s)
+            ),
+            last_won_s=case((entry == WON, at_s), else_=rc.last_won_s),
+            last_lost_s=case((entry == LOST, at_s), else_=rc.last_lost_s),
+            touched=touched,
+        ),
         execution_options={"synchronize_session": False},
     )

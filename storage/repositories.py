@@ -642,8 +642,6 @@ class SqlContactRepository:
                 self._session,
                 operation_id=move.operation_id,
                 after_change_id=last_change,
-                from_stage_id=move.from_stage_id,
-                to_stage_id=move.to_stage_id,
                 at=move.at,
             )
         else:
@@ -778,7 +776,7 @@ class SqlHistoryRepository:
                 for change in changes
             ],
         )
-        report_rows.appended(self._session, changes)
+        await report_rows.appended(self._session, changes)
 
     async def latest_times(self, contact_ids: Collection[int]) -> dict[int, datetime]:
         ids = sorted(contact_ids)
@@ -1140,8 +1138,9 @@ class SqlOperationRepository:
             await contacts.refresh_search_text(contact_id)
 
 
-# A contact's fields its report rows read (storage.reports.refresh_statements).
-REPORTED_FIELDS = frozenset({"owner_id", "source", "stage_id", "created_at"})
+# A contact's fields its report rows read (storage.reports.rows_of).
+# (A stage change comes with its history row, which brings the report rows in step.)
+REPORTED_FIELDS = frozenset({"owner_id", "source", "created_at"})
 PROFILE_COLUMNS = ("name", "phone", "email", "external_id", "source", "owner_id", "company_id")
 # A contact is first written at version 1 (domain.model.Contact); every later write raises it.
 CREATED_VERSION = 1

@@ -8,11 +8,13 @@ from datetime import date, timedelta
 
 from bot.container import Services
 from domain.access import SYSTEM
-from domain.model import ActivityKind, Category, Role
+from domain.model import ActivityKind, Category, Role, Source, StageChange, utcnow
 from domain.services.contacts import ContactDraft
 from domain.services.events import EventDraft
 from domain.services.imports import ImportOptions
 from domain.services.operations import Selection
+from storage.db import make_sessionmaker
+from storage.uow import SqlUnitOfWork
 from tests.integration.reporting import (
     assert_report_tables_in_step,
     assert_reports_match_reference,
@@ -115,3 +117,60 @@ async def test_recategorizing_a_stage_corrects_a_past_period_at_once(services: S
         ("Interested", 2),
         ("Won", 2),
     ]
+
+
+async def test_a_bulk_move_behind_a_later_dated_history_row_is_placed_in_history_order(
+    services: Services,
+) -> None:
+    """A move goes at the end of a contact's report rows only when it is the contact's latest
+    row; a contact whose history has a row dated after it is recomputed in history order."""
+    await services.stages.apply_template(SYSTEM, "amis")
+    contacts = services.contacts
+    early = await contacts.add(SYSTEM, ContactDraft(name="Sớm", phone="0912000002", stage="Lead"))
+    late = await contacts.add(SYSTEM, ContactDraft(name="Muộn", phone="0912000003", stage="Lead"))
+    assert late.id is not None
+    lead, mql = await contacts.stage_by_name("Lead"), await contacts.stage_by_name("MQL")
+    tomorrow = utcnow() + timedelta(days=1)
+    async with SqlUnitOfWork(make_sessionmaker(services.engine)) as uow:
+        await uow.history.add(
+            StageChange(late.id, lead.id, mql.id, tomorrow, None, Source.IMPORT)
+        )
+        await uow.commit()
+    await assert_report_tables_in_step(services)
+    moved = await services.operations.bulk_move(SYSTEM, Selection(query="Sớm"), "SQL")
+    assert moved.contacts == 1
+    moved = await services.operations.bulk_move(SYSTEM, Selection(query="Muộn"), "Customer")
+    assert moved.contacts == 1
+    await assert_report_tables_in_step(services)
+    assert early.id is not None
+
+
+async def test_events_moving_one_contact_twice_in_a_batch_keep_the_tables_in_step(
+    services: Services,
+) -> None:
+    """A batch of events writes its history in one statement: a contact moved twice in it (a
+    new lead, then revenue twice) has its report rows computed in history order."""
+    await services.stages.apply_template(SYSTEM, "amis")
+    await contacts_with_history(services)
+    outcomes = await services.events.record_many(
+        [
+            ("web", EventDraft("form_submitted", phone="0912 000 222", name="Hà")),
+            ("books", EventDraft("revenue_booked", phone="0912 000 222")),
+            ("books", EventDraft("revenue_booked", phone="0912 000 222")),
+            ("books", EventDraft("revenue_booked", email="old@x.vn")),
+        ]
+    )
+    assert not [o for o in outcomes if isinstance(o, Exception)]
+    await assert_report_tables_in_step(services)
+    # Both revenue events converted: the new lead (once, though it entered won twice) and Cũ.
+    period = services.reports.period(date(2025, 1, 1))  # up to today in the organisation's zone
+    assert (await services.reports.conversion(SYSTEM, period)).converted == 2
+
+
+async def contacts_with_history(services: Services) -> None:
+    data = (
+        b"email,name,stage,created_at,stage_changed_at\n"
+        b"old@x.vn,C\xc5\xa9,SQL,2025-06-01,2025-07-01\n"
+    )
+    report = await services.imports.run(SYSTEM, data, ImportOptions())
+    assert (report.created, report.rejected) == (1, 0), report.errors

@@ -17,34 +17,38 @@ down_revision = "0010"
 branch_labels = None
 depends_on = None
 
-INDEXES = (
-    ("ix_report_contacts_stage", "report_contacts", ["stage_id", "owner_id"]),
-    ("ix_report_contacts_path", "report_contacts", ["path", "stage_id", "entered_s", "owner_id"]),
+INDEXES = (  # (name, table, columns, partial index condition)
     (
-        "ix_report_contacts_source",
+        "ix_report_contacts_path",
         "report_contacts",
-        ["source", "created_s", "owner_id", "touched"],
+        ["path", "stage_id", "entered_s", "owner_id"],
+        None,
     ),
+    ("ix_report_contacts_source", "report_contacts", ["source", "created_s", "owner_id"], None),
+    ("ix_report_contacts_idle", "report_contacts", ["created_s", "owner_id"], "NOT touched"),
     (
         "ix_report_contacts_owner",
         "report_contacts",
         ["owner_id", "response_bucket", "created_s", "responded_s"],
+        None,
     ),
-    ("ix_report_moves_contact_id", "report_moves", ["contact_id"]),
     (
         "ix_report_moves_entry",
         "report_moves",
-        ["entry", "at_s", "prev_entry_s", "owner_id", "creation"],
+        ["entry", "at_s", "prev_entry_s", "owner_id"],
+        "entry > 0",
     ),
     (
         "ix_report_moves_owner_entry",
         "report_moves",
         ["entry", "owner_id", "age_bucket", "at_s", "prev_entry_s", "age_s"],
+        "entry > 0",
     ),
     (
         "ix_report_moves_stay",
         "report_moves",
-        ["stay_stage_id", "stay_bucket", "at_s", "stay_s", "owner_id"],
+        ["stay_stage_id", "stay_bucket", "at_s", "stay_s", "owner_id", "creation"],
+        None,
     ),
 )
 
@@ -89,11 +93,15 @@ def upgrade() -> None:
         sa.Column("age_s", sa.BigInteger(), nullable=False),
         sa.Column("age_bucket", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["change_id"], ["stage_changes.id"], ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["contact_id"], ["contacts.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("change_id"),
     )
-    for name, table, columns in INDEXES:
-        op.create_index(name, table, columns)
+    for name, table, columns, where in INDEXES:
+        partial = (
+            {}
+            if where is None
+            else {"sqlite_where": sa.text(where), "postgresql_where": sa.text(where)}
+        )
+        op.create_index(name, table, columns, **partial)
 
 
 def downgrade() -> None:
