@@ -381,12 +381,10 @@ class PathGroup:
 
 @dataclass(frozen=True, slots=True)
 class SourceGroup:
-    """Contacts created in a window with the same source; `idle`: how many of them were never
-    touched after their creation."""
+    """Contacts created in a window with the same source."""
 
     source: str | None
     contacts: int
-    idle: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +414,11 @@ class ReportRepository(Protocol):
 
     async def created_by_source(self, window: ReportWindow) -> list[SourceGroup]:
         """Contacts created in the window, by source."""
+        ...
+
+    async def idle(self, window: ReportWindow) -> int:
+        """Contacts created in the window and never touched since (no activity, no stage
+        change dated after their creation)."""
         ...
 
     async def closed(self, owners: Owners, bounds: Sequence[int]) -> ClosedOverTime:

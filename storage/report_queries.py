@@ -43,6 +43,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     true,
     union_all,
 )
@@ -55,7 +56,7 @@ from storage.reports import MAX_BUCKET, NO_BUCKET
 
 NO_OWNER = 0
 NO_STAGE = 0
-NOT_ENTRY, WON, LOST = 0, 1, 2  # report_moves.entry
+WON, LOST = 1, 2  # report_moves.entry
 PARTS_PER_STATEMENT = 200  # SQLite joins at most 500 SELECTs in one compound statement
 
 K = TypeVar("K", bound=Hashable)
@@ -67,6 +68,8 @@ Statement = AnySelect | CompoundSelect[*tuple[Any, ...]]
 # building and compiling SQLAlchemy constructs of a few hundred parts would cost as much as
 # running them.
 START: BindParameter[int] = bindparam("start")
+# The entry indexes are partial (entry > 0): a query names that condition, with the literal.
+ENTRIES = ReportMoveRow.__table__.c.entry > literal_column("0")
 END: BindParameter[int] = bindparam("end")
 OWNERS: BindParameter[Any] = bindparam("owners", expanding=True)
 
@@ -82,8 +85,12 @@ class SqlReportRepository:
         self, owners: Owners, stage_ids: tuple[int, ...] | None = None
     ) -> dict[int | None, int]:
         stages = await self._stage_keys() if stage_ids is None else stage_ids
-        rows = await self._run(_current_stages(owners is not None), stages=stages, owners=owners)
-        return {_stage(stage_id): n for stage_id, n in rows}
+        counts: dict[int | None, int] = {}
+        for stage_id, n in await self._run(
+            _current_stages(owners is not None), stages=stages, owners=owners
+        ):
+            counts[_stage(stage_id)] = counts.get(_stage(stage_id), 0) + n
+        return counts
 
     async def cohort_paths(self, window: ReportWindow) -> list[PathGroup]:
         rows = await self._run(
@@ -98,7 +105,11 @@ class SqlReportRepository:
 
     async def created_by_source(self, window: ReportWindow) -> list[SourceGroup]:
         rows = await self._run(_created_by_source(window.owners is not None), **_window(window))
-        return [SourceGroup(source, n, int(idle)) for _, source, n, idle in rows if n]
+        return [SourceGroup(source, n) for _, source, n in rows if n]
+
+    async def idle(self, window: ReportWindow) -> int:
+        [(count,)] = await self._run(_idle(window.owners is not None), **_window(window))
+        return int(count)
 
     async def closed(self, owners: Owners, bounds: Sequence[int]) -> ClosedOverTime:
         """One range count per category and bucket, all in one pass over the entries of the
@@ -173,7 +184,9 @@ class SqlReportRepository:
         }
 
     async def moves(self, window: ReportWindow) -> int:
-        [(count,)] = await self._run(_moves(window.owners is not None), **_window(window))
+        [(count,)] = await self._run(
+            _moves(window.owners is not None), stages=await self._stage_keys(), **_window(window)
+        )
         return int(count or 0)
 
     async def _medians(
@@ -230,13 +243,15 @@ def _in_buckets(
 
 @cache
 def _current_stages(scoped: bool) -> Statement:
+    """Per path and current stage (the path index, in its order), to be added up per stage."""
     return (
         select(r.stage_id, func.count())
         .where(
+            r.path.in_(_distinct(r.path)),
             r.stage_id.in_(bindparam("stages", expanding=True)),
-            r.owner_id.in_(OWNERS) if scoped else true(),
+            _owned(r.owner_id, scoped),
         )
-        .group_by(r.stage_id)
+        .group_by(r.path, r.stage_id)
     )
 
 
@@ -258,17 +273,28 @@ def _cohort_paths(scoped: bool) -> Statement:
 @cache
 def _created_by_source(scoped: bool) -> Statement:
     """Per source (read in source order), then the contacts without one."""
-    figures = (func.count(), func.sum(case((r.touched, 0), else_=1)))
     created = (r.created_s >= START, r.created_s < END, _owned(r.owner_id, scoped))
     sourced = (
-        select(literal_column("1"), r.source, *figures)
+        select(literal_column("1"), r.source, func.count())
         .where(r.source.in_(_distinct(r.source)), *created)
         .group_by(r.source)
     )
-    unsourced: AnySelect = select(literal_column("2"), null(), *figures).where(
+    unsourced: AnySelect = select(literal_column("2"), null(), func.count()).where(
         r.source.is_(None), *created
     )
     return union_all(sourced, unsourced)
+
+
+@cache
+def _idle(scoped: bool) -> Statement:
+    """Contacts never touched since their creation: the partial index of them, which SQLite
+    and PostgreSQL use when the condition is written as in the index."""
+    return select(func.count()).where(
+        text("NOT report_contacts.touched"),
+        r.created_s >= START,
+        r.created_s < END,
+        _owned(r.owner_id, scoped),
+    )
 
 
 @cache
@@ -281,6 +307,7 @@ def _closed(first: int, stop: int, scoped: bool) -> Statement:
             func.sum(case((_first_since(START), 1), else_=0)),
         ).where(
             m.entry == entry,
+            ENTRIES,
             m.at_s >= bindparam(f"low{n}"),
             m.at_s < bindparam(f"high{n}"),
             _owned(m.owner_id, scoped),
@@ -298,8 +325,8 @@ def _top_buckets() -> Statement:
     listed = owners.union_all(select(literal_column(str(NO_OWNER)))).subquery()
     owner = listed.c.owner
     responses = select(func.max(r.response_bucket)).where(r.owner_id == owner)
-    wins = select(func.max(m.age_bucket)).where(m.entry == WON, m.owner_id == owner)
-    losses = select(func.max(m.age_bucket)).where(m.entry == LOST, m.owner_id == owner)
+    wins = select(func.max(m.age_bucket)).where(m.entry == WON, ENTRIES, m.owner_id == owner)
+    losses = select(func.max(m.age_bucket)).where(m.entry == LOST, ENTRIES, m.owner_id == owner)
     return select(
         func.max(responses.scalar_subquery()),
         func.max(wins.scalar_subquery()),
@@ -329,6 +356,7 @@ def _first_entries(top: int) -> Statement:
         select(m.entry, m.owner_id, m.age_bucket, func.count())
         .where(
             m.entry.in_((WON, LOST)),
+            ENTRIES,
             m.owner_id.in_(OWNERS),
             _in_buckets(m.age_bucket, top=top),
             m.at_s >= START,
@@ -356,8 +384,11 @@ def _stays(scoped: bool) -> Statement:
 
 @cache
 def _moves(scoped: bool) -> Statement:
+    """History rows in the window but those recording a creation: the stay index holds every
+    row (those that end no stay under stage 0 and bucket -1)."""
     return select(func.sum(case((m.creation, 0), else_=1))).where(
-        m.entry.in_((NOT_ENTRY, WON, LOST)),
+        m.stay_stage_id.in_(bindparam("stages", expanding=True)),
+        _in_buckets(m.stay_bucket, NO_BUCKET),
         m.at_s >= START,
         m.at_s < END,
         _owned(m.owner_id, scoped),
@@ -376,6 +407,7 @@ def _response_times(n: int) -> Select[Any]:
 def _times_to_win(n: int) -> Select[Any]:
     return select(m.age_s.label("length")).where(
         m.entry == WON,
+        ENTRIES,
         m.owner_id == bindparam(f"key{n}"),
         m.age_bucket == bindparam(f"bucket{n}"),
         m.at_s >= START,

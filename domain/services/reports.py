@@ -83,7 +83,9 @@ class ReportService:
         async with self._uow() as uow:
             book, owners, _ = await self._context(uow, actor)
             reports = uow.reports
-            created = await reports.created_by_source(self._window(owners, period))
+            window = self._window(owners, period)
+            created = await reports.created_by_source(window)
+            idle = await reports.idle(window)
             open_now = await reports.current_stages(owners, book.ids(Category.OPEN))
             closed = await reports.closed(owners, bounds)
         return build_conversion(
@@ -91,7 +93,7 @@ class ReportService:
             book,
             new=sum(g.contacts for g in created),
             active=sum(open_now.values()),
-            idle=sum(g.idle for g in created),
+            idle=idle,
             closed=closed.total,
             over_time=[
                 (bucket.start, then) for bucket, then in zip(buckets, closed.buckets, strict=True)
