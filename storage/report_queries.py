@@ -58,7 +58,7 @@ NO_OWNER = 0
 NO_STAGE = 0
 WON, LOST = 1, 2  # report_moves.entry
 PARTS_PER_STATEMENT = 200  # SQLite joins at most 500 SELECTs in one compound statement
-SMALL_SCOPE_SEEKS = 20_000  # index seeks below which an owner-led plan beats a period scan
+SMALL_SCOPE_SEEKS = 5_000  # index seeks below which an owner-led plan beats a period scan
 
 K = TypeVar("K", bound=Hashable)
 Histogram = dict[int, int]  # length bucket -> how many values
