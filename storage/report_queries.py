@@ -69,10 +69,10 @@ Statement = AnySelect | CompoundSelect[*tuple[Any, ...]]
 # building and compiling SQLAlchemy constructs of a few hundred parts would cost as much as
 # running them.
 START: BindParameter[int] = bindparam("start")
-# The entry indexes are partial (entry > 0): a query names that condition, with the literal.
-ENTRIES = ReportMoveRow.__table__.c.entry > literal_column("0")
 END: BindParameter[int] = bindparam("end")
 OWNERS: BindParameter[Any] = bindparam("owners", expanding=True)
+# The entry indexes are partial (entry > 0): a query names that condition, with the literal.
+ENTRIES = ReportMoveRow.__table__.c.entry > literal_column("0")
 
 
 class SqlReportRepository:
