@@ -239,10 +239,11 @@ class SqlReportRepository:
         return (await self._session.execute(statement, params)).all()
 
     async def _owner_keys(self, owners: Owners) -> tuple[int, ...]:
-        """The owner ids a report lists: everyone and no owner (0) for an admin."""
+        """The owner ids a report lists: for an admin, everyone who owns a contact and no owner
+        (0), found by a loose scan of the index led by the owner (a seek each)."""
         if owners is not None:
             return owners
-        return (NO_OWNER, *(await self._session.scalars(select(UserRow.id))))
+        return tuple(await self._session.scalars(_distinct(r.owner_id)))
 
     async def _stage_keys(self) -> tuple[int, ...]:
         """Every stage id, archived ones included, and no stage (0)."""
