@@ -145,6 +145,12 @@ class OperationItemRow(Base):
     before_last_activity_at: Mapped[datetime | None]
     before_fields: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     after_version: Mapped[int] = mapped_column(Integer)
+    # A bulk move's undo puts the contact's report row back from these, without reading its
+    # history (storage.reports.unmoved); unset for an import's items.
+    before_report_path: Mapped[str | None] = mapped_column(Text)
+    before_report_touched: Mapped[bool | None] = mapped_column(Boolean)
+    before_report_entered_s: Mapped[int | None] = mapped_column(BigInteger)
+    before_report_last_at_s: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class StageChangeRow(Base):

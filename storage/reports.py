@@ -36,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from domain.model import Category, Contact, Source, StageChange
 from domain.reports import epoch_seconds
@@ -43,6 +44,7 @@ from storage import bulk
 from storage.models import (
     ActivityRow,
     ContactRow,
+    OperationItemRow,
     ReportContactRow,
     ReportMoveRow,
     StageChangeRow,
@@ -90,7 +92,8 @@ def bucket_sql(seconds: SQLColumnExpression[Any]) -> ColumnElement[int]:
             (seconds < pieces[middle][0], search(low, middle)), else_=search(middle + 1, high)
         )
 
-    return search(0, len(pieces))
+    found: ColumnElement[int] = search(0, len(pieces))
+    return found
 
 
 NO_OWNER = 0
@@ -189,7 +192,7 @@ def rows_of(
     path: dict[int, None] = {}  # stages in order of last entry
     latest: dict[int, int | None] = {WON: None, LOST: None}
     last_stage, last_at = NO_STAGE, None
-    moves = []
+    moves: list[tuple[Any, ...]] = []
     for change in history:
         at = change.at_s
         if change.after_creation:
@@ -206,7 +209,9 @@ def rows_of(
         previous = latest[entry] if entry else None
         if entry:
             latest[entry] = at
-        stay = at - last_at if last_stage != NO_STAGE and last_at is not None else None
+        stay: int | None = None
+        if last_stage != NO_STAGE and last_at is not None:
+            stay = at - last_at
         moves.append(
             (
                 change.change_id,
@@ -305,7 +310,7 @@ async def _recompute(
         )
     ]
     history: dict[int, list[Change]] = {}
-    for contact_id, *change in await session.execute(
+    for contact_id, change_id, at_s, to, came_from, manual, after in await session.execute(
         select(
             h.contact_id,
             h.id,
@@ -319,7 +324,9 @@ async def _recompute(
         .where(h.contact_id.in_(ids))
         .order_by(h.contact_id, h.at, h.id)
     ):
-        history.setdefault(contact_id, []).append(Change(*change))
+        history.setdefault(contact_id, []).append(
+            Change(change_id, at_s, to, came_from, bool(manual), bool(after))
+        )
     first_activity = dict(
         (
             await session.execute(
@@ -388,7 +395,8 @@ async def appended(session: AsyncSession, changes: Sequence[StageChange]) -> Non
     fresh: dict[int, tuple[Facts, datetime, list[Change]]] = session.info.get(FRESH, {})
     stale = []
     done: set[int] = set()
-    for change in changes:
+    # In history order, to the microsecond: a batch may hold several rows of a new contact.
+    for change in sorted(changes, key=lambda c: (c.at, c.id or 0)):
         assert change.id is not None
         known = fresh.get(change.contact_id)
         if known is None:
@@ -452,7 +460,6 @@ async def _write_fresh(
     known = await categories(session)
     contact_rows, move_rows = [], []
     for facts, _, history in fresh:
-        history.sort(key=lambda change: (change.at_s, change.change_id))
         row, moves = rows_of(facts, history, None, known)
         contact_rows.append(row)
         move_rows += moves
@@ -466,15 +473,113 @@ def forget(session: AsyncSession) -> None:
 
 
 async def recategorized(session: AsyncSession, stage_id: int) -> None:
-    """Which rows enter the won or the lost category changes for every contact that ever
-    entered or left the stage: their rows are recomputed."""
-    h = StageChangeRow
-    contacts = await session.scalars(
-        select(h.contact_id)
-        .where(or_(h.to_stage_id == stage_id, h.from_stage_id == stage_id))
-        .distinct()
+    """After the stage's category changed: which rows enter won or lost changes for the rows
+    into or out of it, and with them the previous entries and latest entries of the contacts
+    that have such rows. Set-based, writing only what changes (a recategorization touches a
+    few of a contact's rows, and rewriting them all would cost minutes on a million)."""
+    m, rc = ReportMoveRow, ReportContactRow
+    known = await categories(session)
+
+    def entering(ids: frozenset[int]) -> ColumnElement[bool]:
+        return and_(m.to_stage_id.in_(ids), m.from_stage_id.not_in(ids))
+
+    entry = case((entering(known.won), WON), (entering(known.lost), LOST), else_=0)
+    touching = or_(m.to_stage_id == stage_id, m.from_stage_id == stage_id)
+    await session.execute(
+        update(m).where(touching, m.entry != entry).values(entry=entry),
+        execution_options={"synchronize_session": False},
     )
-    await refresh(session, list(contacts))
+    contacts = select(m.contact_id).where(touching).distinct().scalar_subquery()
+    h = StageChangeRow
+    entries = (
+        select(
+            m.change_id,
+            func.lag(m.at_s)
+            .over(partition_by=(m.contact_id, m.entry), order_by=(h.at, h.id))
+            .label("previous"),
+        )
+        .join(h, h.id == m.change_id)
+        .where(m.entry > 0, m.contact_id.in_(contacts))
+        .subquery()
+    )
+    await session.execute(
+        update(m)
+        .where(
+            m.change_id == entries.c.change_id, m.prev_entry_s.is_distinct_from(entries.c.previous)
+        )
+        .values(prev_entry_s=entries.c.previous),
+        execution_options={"synchronize_session": False},
+    )
+    await session.execute(
+        update(m)
+        .where(touching, m.entry == 0, m.prev_entry_s.is_not(None))
+        .values(prev_entry_s=None),
+        execution_options={"synchronize_session": False},
+    )
+    latest = (
+        select(
+            m.contact_id,
+            func.max(case((m.entry == WON, m.at_s))).label("won"),
+            func.max(case((m.entry == LOST, m.at_s))).label("lost"),
+        )
+        .where(m.contact_id.in_(contacts))
+        .group_by(m.contact_id)
+        .subquery()
+    )
+    await session.execute(
+        update(rc)
+        .where(
+            rc.contact_id == latest.c.contact_id,
+            or_(
+                rc.last_won_s.is_distinct_from(latest.c.won),
+                rc.last_lost_s.is_distinct_from(latest.c.lost),
+            ),
+        )
+        .values(last_won_s=latest.c.won, last_lost_s=latest.c.lost),
+        execution_options={"synchronize_session": False},
+    )
+
+
+async def unmoved(session: AsyncSession, operation_id: int) -> set[int]:
+    """Before an undo deletes a bulk move's history rows: the report rows of the contacts it
+    reverts (unchanged since), whose moved row is still their latest, go back to what the move
+    kept of them; the row's report_moves row goes with it (knowing the stay it ended, hence the
+    row before, and the previous entry). Returns those contacts: the others are refreshed."""
+    i, h, m, c, rc = OperationItemRow, StageChangeRow, ReportMoveRow, ContactRow, ReportContactRow
+    after = aliased(StageChangeRow)
+    later = exists().where(
+        after.contact_id == h.contact_id,
+        or_(after.at > h.at, and_(after.at == h.at, after.id > h.id)),
+    )
+    restorable = (
+        i.operation_id == operation_id,
+        i.before_report_path.is_not(None),
+        c.id == i.contact_id,
+        c.version == i.after_version,
+        h.operation_id == operation_id,
+        h.contact_id == i.contact_id,
+        m.change_id == h.id,
+        ~later,
+    )
+    contacts = set(await session.scalars(select(i.contact_id).where(*restorable)))
+    if not contacts:
+        return contacts
+    await session.execute(
+        update(rc)
+        .where(rc.contact_id == i.contact_id, *restorable)
+        .values(
+            stage_id=func.coalesce(i.before_stage_id, NO_STAGE),
+            path=i.before_report_path,
+            touched=i.before_report_touched,
+            entered_s=i.before_report_entered_s,
+            last_at_s=i.before_report_last_at_s,
+            last_stage_id=m.stay_stage_id,
+            last_won_s=case((m.entry == WON, m.prev_entry_s), else_=rc.last_won_s),
+            last_lost_s=case((m.entry == LOST, m.prev_entry_s), else_=rc.last_lost_s),
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    return contacts
 
 
 async def moved_in_bulk(
@@ -494,7 +599,8 @@ async def _append(session: AsyncSession, rows: ColumnElement[bool], at: datetime
     rc, h, c = ReportContactRow, StageChangeRow, ContactRow
     dialect = session.get_bind().dialect.name
     at_s: Any = literal(epoch_seconds(at)) if at is not None else seconds(h.at, dialect)
-    in_order = or_(rc.last_at_s.is_(None), rc.last_at_s <= at_s)
+    # After the last row for sure; within its second, its microseconds would have to be read.
+    in_order = or_(rc.last_at_s.is_(None), rc.last_at_s < at_s)
     late = await session.scalars(
         select(rc.contact_id).join(h, h.contact_id == rc.contact_id).where(rows, ~in_order)
     )

@@ -92,6 +92,7 @@ from storage.models import (
     NoticeRow,
     OperationItemRow,
     OperationRow,
+    ReportContactRow,
     SavedViewRow,
     StageChangeRow,
     StageRow,
@@ -578,14 +579,24 @@ class SqlContactRepository:
             moving = list(await self._session.scalars(select(ContactRow.id).where(where)))
         last_change = await self._session.scalar(select(func.max(StageChangeRow.id))) or 0
         if move.operation_id is not None:
-            before = select(
-                literal(move.operation_id),
-                ContactRow.id,
-                ContactRow.stage_id,
-                ContactRow.stage_entered_at,
-                ContactRow.last_activity_at,
-                ContactRow.version + 1,
-            ).where(where)
+            # With what its undo needs to put the report row back as it was.
+            rc = ReportContactRow
+            before = (
+                select(
+                    literal(move.operation_id),
+                    ContactRow.id,
+                    ContactRow.stage_id,
+                    ContactRow.stage_entered_at,
+                    ContactRow.last_activity_at,
+                    ContactRow.version + 1,
+                    rc.path,
+                    rc.touched,
+                    rc.entered_s,
+                    rc.last_at_s,
+                )
+                .outerjoin(rc, rc.contact_id == ContactRow.id)
+                .where(where)
+            )
             await self._session.execute(
                 insert(OperationItemRow).from_select(
                     [
@@ -595,6 +606,10 @@ class SqlContactRepository:
                         "before_stage_entered_at",
                         "before_last_activity_at",
                         "after_version",
+                        "before_report_path",
+                        "before_report_touched",
+                        "before_report_entered_s",
+                        "before_report_last_at_s",
                     ],
                     before,
                 )
@@ -1075,6 +1090,8 @@ class SqlOperationRepository:
             .join(ContactRow, ContactRow.id == item.contact_id)
             .where(item.operation_id == operation_id, ContactRow.version == item.after_version)
         )
+        # Before the history rows go: bulk moves put their report rows back as they were.
+        restored_reports = await report_rows.unmoved(self._session, operation_id)
         await self._session.execute(
             delete(StageChangeRow).where(
                 StageChangeRow.operation_id == operation_id,
@@ -1108,7 +1125,7 @@ class SqlOperationRepository:
         reverted = await self._session.scalars(
             select(OperationItemRow.contact_id).where(OperationItemRow.operation_id == operation_id)
         )
-        await refresh_reports(self._session, list(reverted))
+        await refresh_reports(self._session, [i for i in reverted if i not in restored_reports])
         return int(created.rowcount) + int(restored.rowcount)  # type: ignore[attr-defined]
 
     async def _restore_profiles(self, operation_id: int) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from sqlalchemy import BigInteger, literal, select, union_all
+
 from bot.container import Services
 from domain.access import SYSTEM
 from domain.model import ActivityKind, Category, Role, Source, StageChange, utcnow
@@ -14,6 +16,7 @@ from domain.services.events import EventDraft
 from domain.services.imports import ImportOptions
 from domain.services.operations import Selection
 from storage.db import make_sessionmaker
+from storage.reports import bucket, bucket_sql
 from storage.uow import SqlUnitOfWork
 from tests.integration.reporting import (
     assert_report_tables_in_step,
@@ -174,3 +177,22 @@ async def contacts_with_history(services: Services) -> None:
     )
     report = await services.imports.run(SYSTEM, data, ImportOptions())
     assert (report.created, report.rejected) == (1, 0), report.errors
+
+
+async def test_length_buckets_are_the_same_in_the_database_as_in_python(
+    services: Services,
+) -> None:
+    """Rows appended set-based get their buckets from SQL, the others from Python: the two must
+    agree on every length, and buckets must never decrease as lengths grow (the medians rely on
+    it)."""
+    lengths = sorted(
+        {-5, *range(0, 300), *(2**k + d for k in range(8, 52) for d in (-1, 0, 1, 3))}
+    )
+    in_python = [bucket(n) for n in lengths]
+    assert in_python == sorted(in_python)
+    values = union_all(*(select(literal(n, BigInteger).label("n")) for n in lengths)).subquery()
+    async with services.engine.connect() as connection:
+        in_sql = (
+            await connection.execute(select(bucket_sql(values.c.n)).order_by(values.c.n))
+        ).scalars()
+        assert list(in_sql) == in_python

@@ -95,18 +95,30 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["change_id"], ["stage_changes.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("change_id"),
     )
+    # A bulk move's before-image of the report row, for its undo (plain ALTER TABLE: a batch
+    # rebuild would copy the table).
+    for column in (
+        sa.Column("before_report_path", sa.Text(), nullable=True),
+        sa.Column("before_report_touched", sa.Boolean(), nullable=True),
+        sa.Column("before_report_entered_s", sa.BigInteger(), nullable=True),
+        sa.Column("before_report_last_at_s", sa.BigInteger(), nullable=True),
+    ):
+        op.add_column("operation_items", column)
     for name, table, columns, where in INDEXES:
-        partial = (
-            {}
-            if where is None
-            else {"sqlite_where": sa.text(where), "postgresql_where": sa.text(where)}
-        )
-        op.create_index(name, table, columns, **partial)
+        condition = None if where is None else sa.text(where)
+        op.create_index(name, table, columns, sqlite_where=condition, postgresql_where=condition)
 
 
 def downgrade() -> None:
     """Back to the tables of 0010, empty: the code of that revision does not fill them again,
     so its reports would read nothing until `refresh(None)` of that code ran."""
+    for column in (
+        "before_report_path",
+        "before_report_touched",
+        "before_report_entered_s",
+        "before_report_last_at_s",
+    ):
+        op.execute(f"ALTER TABLE operation_items DROP COLUMN {column}")
     op.drop_table("report_moves")
     op.drop_table("report_contacts")
     op.create_table(
