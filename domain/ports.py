@@ -3,7 +3,7 @@ work does, once per use case."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from types import TracebackType
@@ -30,7 +30,7 @@ from domain.model import (
     StageChange,
     User,
 )
-from domain.reports import StayFigures
+from domain.reports import Closed, OwnerFigures, StayFigures
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,20 +380,27 @@ class PathGroup:
 
 
 @dataclass(frozen=True, slots=True)
-class CreatedGroup:
-    """Contacts created in a window with the same owner and source; `idle`: how many of them
-    were never touched after their creation."""
+class SourceGroup:
+    """Contacts created in a window with the same source."""
 
-    owner_id: int | None
     source: str | None
     contacts: int
-    idle: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedOverTime:
+    """Contacts that entered the won and the lost category: in the whole window (each contact
+    once) and per bucket of it (once per bucket)."""
+
+    total: Closed
+    buckets: list[Closed]
 
 
 class ReportRepository(Protocol):
-    """The aggregates behind the reports (docs/reports.md), computed by the database. Stage ids
-    are passed in by category, as the domain reads categories when a report runs. Medians are in
-    seconds; owner keys are user ids, None for contacts without an owner."""
+    """The aggregates behind the reports (docs/reports.md), computed by the database from the
+    report tables, which hold stage ids and which rows enter the won or the lost category as
+    the stages are categorized now. Medians are in seconds; owner keys are user ids, None for
+    contacts without an owner."""
 
     async def current_stages(
         self, owners: Owners, stage_ids: tuple[int, ...] | None = None
@@ -405,31 +412,25 @@ class ReportRepository(Protocol):
         """Contacts whose first stage assignment falls in the window, by path and stage."""
         ...
 
-    async def created(self, window: ReportWindow) -> list[CreatedGroup]: ...
-    async def entered(
-        self, owners: Owners, into: tuple[int, ...], bounds: Sequence[int]
-    ) -> list[int]:
-        """Per bucket, the contacts that entered one of `into` from outside them: bucket n runs
-        from bounds[n] (included) to bounds[n + 1]."""
+    async def created_by_source(self, window: ReportWindow) -> list[SourceGroup]:
+        """Contacts created in the window, by source."""
         ...
 
-    async def entered_by_owner(
-        self, window: ReportWindow, into: tuple[int, ...]
-    ) -> dict[int | None, int]:
-        """Per owner, the contacts that entered one of `into` from outside them in the window."""
+    async def idle(self, window: ReportWindow) -> int:
+        """Contacts created in the window and never touched since (no activity, no stage
+        change dated after their creation)."""
         ...
 
-    async def days_to_win(
-        self, window: ReportWindow, won: tuple[int, ...], converted: Mapping[int | None, int]
-    ) -> dict[int | None, float]:
-        """Per owner, the median time from creation to the first entry into `won` (from outside
-        it) within the window; `converted` is how many contacts each owner converted then, as
-        entered_by_owner counts them."""
+    async def closed(self, owners: Owners, bounds: Sequence[int]) -> ClosedOverTime:
+        """Contacts that entered the won and the lost category from outside it between
+        bounds[0] and bounds[-1], and per bucket: bucket n runs from bounds[n] (included) to
+        bounds[n + 1]."""
         ...
 
-    async def first_response(self, window: ReportWindow) -> dict[int | None, float]:
-        """Per owner, the median time to the first response of the contacts created in the
-        window that had one."""
+    async def owner_figures(self, window: ReportWindow) -> dict[int | None, OwnerFigures]:
+        """Per owner with something in the window: contacts created, converted and lost, the
+        median time from creation to the first entry into won within the window, and the
+        median time to the first response of the contacts created then that had one."""
         ...
 
     async def stays(

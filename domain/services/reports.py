@@ -11,11 +11,9 @@ from domain.access import Scope
 from domain.model import Category, User, utcnow
 from domain.ports import Clock, Owners, ReportWindow, UnitOfWork, UnitOfWorkFactory
 from domain.reports import (
-    Closed,
     Conversion,
     Funnel,
     Leaderboard,
-    OwnerFigures,
     Period,
     Snapshot,
     Sources,
@@ -76,65 +74,36 @@ class ReportService:
     async def sources(self, actor: User, period: Period) -> Sources:
         async with self._uow() as uow:
             _, owners, _ = await self._context(uow, actor)
-            groups = await uow.reports.created(self._window(owners, period))
-        counts: Counter[str | None] = Counter()
-        for group in groups:
-            counts[group.source] += group.contacts
-        return build_sources(period, counts)
+            groups = await uow.reports.created_by_source(self._window(owners, period))
+        return build_sources(period, {g.source: g.contacts for g in groups})
 
     async def conversion(self, actor: User, period: Period) -> Conversion:
         buckets = period.buckets(self._zone)
         bounds = [epoch_seconds(b.start_at) for b in buckets] + [epoch_seconds(buckets[-1].end_at)]
         async with self._uow() as uow:
             book, owners, _ = await self._context(uow, actor)
-            window = self._window(owners, period)
             reports = uow.reports
-            created = await reports.created(window)
+            window = self._window(owners, period)
+            created = await reports.created_by_source(window)
+            idle = await reports.idle(window)
             open_now = await reports.current_stages(owners, book.ids(Category.OPEN))
-            won, lost = book.ids(Category.WON), book.ids(Category.LOST)
-            won_per_bucket = await reports.entered(owners, won, bounds)
-            lost_per_bucket = await reports.entered(owners, lost, bounds)
-            # Apart, as a contact that entered on two days counts once in the period.
-            [won_total] = await reports.entered(owners, won, [window.start, window.end])
-            [lost_total] = await reports.entered(owners, lost, [window.start, window.end])
+            closed = await reports.closed(owners, bounds)
         return build_conversion(
             period,
             book,
             new=sum(g.contacts for g in created),
             active=sum(open_now.values()),
-            idle=sum(g.idle for g in created),
-            closed=Closed(won_total, lost_total),
+            idle=idle,
+            closed=closed.total,
             over_time=[
-                (bucket.start, Closed(won_then, lost_then))
-                for bucket, won_then, lost_then in zip(
-                    buckets, won_per_bucket, lost_per_bucket, strict=True
-                )
+                (bucket.start, then) for bucket, then in zip(buckets, closed.buckets, strict=True)
             ],
         )
 
     async def leaderboard(self, actor: User, period: Period) -> Leaderboard:
         async with self._uow() as uow:
             book, owners, names = await self._context(uow, actor)
-            window = self._window(owners, period)
-            reports = uow.reports
-            created = await reports.created(window)
-            won = await reports.entered_by_owner(window, book.ids(Category.WON))
-            lost = await reports.entered_by_owner(window, book.ids(Category.LOST))
-            to_win = await reports.days_to_win(window, book.ids(Category.WON), won)
-            responses = await reports.first_response(window)
-        new: Counter[int | None] = Counter()
-        for group in created:
-            new[group.owner_id] += group.contacts
-        figures = {
-            owner_id: OwnerFigures(
-                new=new[owner_id],
-                converted=won.get(owner_id, 0),
-                lost=lost.get(owner_id, 0),
-                days_to_win=to_win.get(owner_id),
-                first_response=responses.get(owner_id),
-            )
-            for owner_id in {*new, *won, *lost}
-        }
+            figures = await uow.reports.owner_figures(self._window(owners, period))
         return build_leaderboard(period, book, figures, names)
 
     async def time_in_stage(self, actor: User, period: Period) -> TimeInStage:
@@ -149,16 +118,11 @@ class ReportService:
             book, owners, _ = await self._context(uow, actor)
             window = self._window(owners, period)
             reports = uow.reports
-            created = await reports.created(window)
+            created = await reports.created_by_source(window)
             moves = await reports.moves(window)
-            [won] = await reports.entered(
-                owners, book.ids(Category.WON), [window.start, window.end]
-            )
-            [lost] = await reports.entered(
-                owners, book.ids(Category.LOST), [window.start, window.end]
-            )
+            closed = await reports.closed(owners, [window.start, window.end])
         new = sum(g.contacts for g in created)
-        return Summary(period, new, moves, won, lost, book.won_defined)
+        return Summary(period, new, moves, closed.total.won, closed.total.lost, book.won_defined)
 
     async def _context(
         self, uow: UnitOfWork, actor: User
