@@ -35,6 +35,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -47,6 +49,7 @@ from storage.models import (
     OperationItemRow,
     ReportContactRow,
     ReportMoveRow,
+    ReportStayDayRow,
     StageChangeRow,
     StageRow,
 )
@@ -137,6 +140,9 @@ MOVE_COLUMNS = (
     "age_s",
     "age_bucket",
 )
+
+STAY_DAY_COLUMNS = ("stay_stage_id", "stay_bucket", "day", "owner_id", "n", "total_s")
+STAY_DAY_KEY = STAY_DAY_COLUMNS[:4]
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +280,7 @@ async def refresh(session: AsyncSession, contacts: Sequence[int] | None) -> None
     if contacts is None:
         fresh.clear()
         await session.execute(delete(ReportMoveRow))
+        await session.execute(delete(ReportStayDayRow))
         await session.execute(delete(ReportContactRow))
         after = 0
         while True:
@@ -343,6 +350,7 @@ async def _recompute(
         changes = [change.change_id for rows in history.values() for change in rows]
         for start in range(0, len(changes), CHUNK):
             chunk = changes[start : start + CHUNK]
+            await _move_stay_days(session, ReportMoveRow.change_id.in_(chunk), -1)
             await session.execute(delete(ReportMoveRow).where(ReportMoveRow.change_id.in_(chunk)))
         await session.execute(delete(ReportContactRow).where(ReportContactRow.contact_id.in_(ids)))
     contact_rows, move_rows = [], []
@@ -362,6 +370,84 @@ async def _insert(
         await bulk.insert(session, ReportContactRow, CONTACT_COLUMNS, contact_rows)
     if move_rows:
         await bulk.insert(session, ReportMoveRow, MOVE_COLUMNS, move_rows)
+        await _add_stay_days(session, move_rows)
+
+
+DAY = 86_400
+_STAY = MOVE_COLUMNS.index("stay_stage_id")
+_STAY_S = MOVE_COLUMNS.index("stay_s")
+_BUCKET = MOVE_COLUMNS.index("stay_bucket")
+_AT = MOVE_COLUMNS.index("at_s")
+_OWNER = MOVE_COLUMNS.index("owner_id")
+
+
+async def _add_stay_days(session: AsyncSession, move_rows: Sequence[tuple[Any, ...]]) -> None:
+    """report_stay_days gains the stays these new report_moves rows end."""
+    days: dict[tuple[int, int, int, int], list[int]] = {}
+    for row in move_rows:
+        if row[_STAY] == NO_STAGE:
+            continue
+        key = (row[_STAY], row[_BUCKET], row[_AT] // DAY, row[_OWNER])
+        figures = days.setdefault(key, [0, 0])
+        figures[0] += 1
+        figures[1] += row[_STAY_S]
+    if days:
+        rows = [(*key, n, total) for key, (n, total) in sorted(days.items())]
+        await _upsert_stay_days(session, rows)
+
+
+async def _upsert_stay_days(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add (stage, bucket, day, owner, n, total) to report_stay_days, in key order (so that two
+    transactions on PostgreSQL lock the rows they share in the same order)."""
+    d = ReportStayDayRow
+    for start in range(0, len(rows), CHUNK):
+        values = [
+            dict(zip(STAY_DAY_COLUMNS, row, strict=True)) for row in rows[start : start + CHUNK]
+        ]
+        upsert = _dialect_insert(session)(d).values(values)
+        await session.execute(
+            upsert.on_conflict_do_update(
+                index_elements=STAY_DAY_KEY,
+                set_={"n": d.n + upsert.excluded.n, "total_s": d.total_s + upsert.excluded.total_s},
+            )
+        )
+
+
+async def _move_stay_days(session: AsyncSession, moves: ColumnElement[bool], sign: int) -> None:
+    """Add (sign 1) or take away (-1) the stays of the report_moves rows `moves` select."""
+    m, d = ReportMoveRow, ReportStayDayRow
+    day = m.at_s // DAY
+    grouped = (
+        select(
+            m.stay_stage_id,
+            m.stay_bucket,
+            day,
+            m.owner_id,
+            sign * func.count(),
+            sign * func.sum(m.stay_s),
+        )
+        .where(moves, m.stay_stage_id != NO_STAGE)
+        .group_by(m.stay_stage_id, m.stay_bucket, day, m.owner_id)
+        .order_by(m.stay_stage_id, m.stay_bucket, day, m.owner_id)
+    )
+    upsert = _dialect_insert(session)(d).from_select(list(STAY_DAY_COLUMNS), grouped)
+    await session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=STAY_DAY_KEY,
+            set_={"n": d.n + upsert.excluded.n, "total_s": d.total_s + upsert.excluded.total_s},
+        )
+    )
+
+
+def _dialect_insert(session: AsyncSession) -> Any:
+    dialect = session.get_bind().dialect.name
+    return postgresql_insert if dialect == "postgresql" else sqlite_insert
+
+
+async def forget_history(session: AsyncSession, changes: ColumnElement[bool]) -> None:
+    """Before history rows go (and their report_moves rows with them, by the foreign key): the
+    stays they ended leave report_stay_days. `changes`: a condition on stage_changes.id's."""
+    await _move_stay_days(session, changes, -1)
 
 
 def mark_stale(session: AsyncSession, contact_ids: Iterable[int | None]) -> None:
@@ -638,6 +724,7 @@ async def _append(session: AsyncSession, rows: ColumnElement[bool], at: datetime
         .where(rows, in_order)
     )
     await session.execute(insert(ReportMoveRow).from_select(list(MOVE_COLUMNS), new_rows))
+    await _move_stay_days(session, ReportMoveRow.change_id.in_(select(h.id).where(rows)), 1)
     stage = cast(h.to_stage_id, String)
     path = func.ltrim(func.replace(" " + rc.path + " ", " " + stage + " ", " ") + stage)
     # Touched: dated after the creation, to the microsecond; the contact's own time is read

@@ -93,6 +93,7 @@ from storage.models import (
     OperationItemRow,
     OperationRow,
     ReportContactRow,
+    ReportMoveRow,
     SavedViewRow,
     StageChangeRow,
     StageRow,
@@ -1110,20 +1111,21 @@ class SqlOperationRepository:
         )
         # Before the history rows go: bulk moves put their report rows back as they were.
         restored_reports = await report_rows.unmoved(self._session, operation_id)
-        await self._session.execute(
-            delete(StageChangeRow).where(
-                StageChangeRow.operation_id == operation_id,
-                StageChangeRow.contact_id.in_(unchanged),
-            )
+        undone_moves = and_(
+            StageChangeRow.operation_id == operation_id,
+            StageChangeRow.contact_id.in_(unchanged),
         )
+        undone_ids = select(StageChangeRow.id).where(undone_moves)
+        await report_rows.forget_history(self._session, ReportMoveRow.change_id.in_(undone_ids))
+        await self._session.execute(delete(StageChangeRow).where(undone_moves))
         await self._restore_profiles(operation_id)
-        # Their history rows and tags go with them (ON DELETE CASCADE).
-        created = await self._session.execute(
-            delete(ContactRow).where(
-                ContactRow.created_by_operation_id == operation_id,
-                ContactRow.version == CREATED_VERSION,
-            )
+        # Their history rows and tags go with them (ON DELETE CASCADE). Unchanged since the
+        # import, they have only the history row that created them, which ends no stay.
+        created = and_(
+            ContactRow.created_by_operation_id == operation_id,
+            ContactRow.version == CREATED_VERSION,
         )
+        removed = await self._session.execute(delete(ContactRow).where(created))
         restored = await self._session.execute(
             sql_update(ContactRow)
             .where(
@@ -1144,7 +1146,7 @@ class SqlOperationRepository:
             select(OperationItemRow.contact_id).where(OperationItemRow.operation_id == operation_id)
         )
         await refresh_reports(self._session, [i for i in reverted if i not in restored_reports])
-        return int(created.rowcount) + int(restored.rowcount)  # type: ignore[attr-defined]
+        return int(removed.rowcount) + int(restored.rowcount)  # type: ignore[attr-defined]
 
     async def _restore_profiles(self, operation_id: int) -> None:
         """Fields an import changed, put back one contact at a time (imports carry them; stage

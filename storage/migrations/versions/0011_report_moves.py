@@ -95,6 +95,16 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["change_id"], ["stage_changes.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("change_id"),
     )
+    op.create_table(
+        "report_stay_days",
+        sa.Column("stay_stage_id", sa.Integer(), nullable=False),
+        sa.Column("stay_bucket", sa.Integer(), nullable=False),
+        sa.Column("day", sa.Integer(), nullable=False),
+        sa.Column("owner_id", sa.Integer(), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.Column("total_s", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("stay_stage_id", "stay_bucket", "day", "owner_id"),
+    )
     # A bulk move's before-image of the report row, for its undo (plain ALTER TABLE: a batch
     # rebuild would copy the table).
     for column in (
@@ -119,6 +129,7 @@ def downgrade() -> None:
         "before_report_last_at_s",
     ):
         op.execute(f"ALTER TABLE operation_items DROP COLUMN {column}")
+    op.drop_table("report_stay_days")
     op.drop_table("report_moves")
     op.drop_table("report_contacts")
     op.create_table(
