@@ -51,8 +51,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.ports import ClosedOverTime, Owners, PathGroup, ReportWindow, SourceGroup
 from domain.reports import Closed, OwnerFigures, StayFigures, middle_mean
-from storage.models import ReportContactRow, ReportMoveRow, StageRow, UserRow
-from storage.reports import MAX_BUCKET, NO_BUCKET
+from storage.models import ReportContactRow, ReportMoveRow, ReportStayDayRow, StageRow, UserRow
+from storage.reports import DAY, MAX_BUCKET, NO_BUCKET
 
 NO_OWNER = 0
 NO_STAGE = 0
@@ -181,13 +181,33 @@ class SqlReportRepository:
     ) -> dict[int, StayFigures]:
         scoped = window.owners is not None
         within = _window(window)
+        stages = [s for s in stage_ids if s != NO_STAGE]
         histograms: dict[int, Histogram] = {}
         totals: dict[int, int] = {}
-        for stage_id, stay_bucket, n, total in await self._run(
-            _stays(scoped), stages=[s for s in stage_ids if s != NO_STAGE], **within
-        ):
-            histograms.setdefault(stage_id, {})[stay_bucket] = n
-            totals[stage_id] = totals.get(stage_id, 0) + int(total)
+        # The whole UTC days of the period from report_stay_days, its ragged ends (local
+        # midnights) from report_moves.
+        first_day, last_day = -(-window.start // DAY), window.end // DAY
+        if first_day < last_day:
+            parts = [
+                (_stays(scoped), {**within, "end": first_day * DAY}),
+                (_stay_days(scoped), {**within, "first": first_day, "last": last_day}),
+                (_stays(scoped), {**within, "start": last_day * DAY}),
+            ]
+        else:
+            parts = [(_stays(scoped), within)]
+        for statement, params in parts:
+            for stage_id, stay_bucket, n, total in await self._run(
+                statement, stages=stages, **params
+            ):
+                histogram = histograms.setdefault(stage_id, {})
+                histogram[stay_bucket] = histogram.get(stay_bucket, 0) + int(n)
+                totals[stage_id] = totals.get(stage_id, 0) + int(total)
+        # Days whose stays all went keep rows of 0 stays: those buckets and stages count nothing.
+        histograms = {
+            key: counted
+            for key, histogram in histograms.items()
+            if (counted := {b: n for b, n in histogram.items() if n})
+        }
         lengths = _scoped_lengths if scoped else _lengths
         medians = await self._medians(histograms, lengths, within)
         return {
@@ -252,6 +272,7 @@ class SqlReportRepository:
 
 r = ReportContactRow.__table__.c
 m = ReportMoveRow.__table__.c
+d = ReportStayDayRow.__table__.c
 
 
 def _in_buckets(
@@ -435,6 +456,21 @@ def _stays(scoped: bool) -> Statement:
             _owned(m.owner_id, scoped),
         )
         .group_by(m.stay_stage_id, m.stay_bucket)
+    )
+
+
+@cache
+def _stay_days(scoped: bool) -> Statement:
+    return (
+        select(d.stay_stage_id, d.stay_bucket, func.sum(d.n), func.sum(d.total_s))
+        .where(
+            d.stay_stage_id.in_(bindparam("stages", expanding=True)),
+            _in_buckets(d.stay_bucket),
+            d.day >= bindparam("first"),
+            d.day < bindparam("last"),
+            _owned(d.owner_id, scoped),
+        )
+        .group_by(d.stay_stage_id, d.stay_bucket)
     )
 
 
