@@ -466,18 +466,18 @@ class ReportMoveRow(Base):
     )
 
 
-class ReportStayDayRow(Base):
-    """The stays that ended on one UTC day (seconds since 1970 // 86400), by stage, length
-    bucket and the contact's owner: how many and their total length. A year of time in stage
-    reads these instead of two million report_moves rows; a period's ragged edges (its local
-    midnights) are read from report_moves. Kept by the same writes as report_moves; a row whose
-    stays all went keeps n = 0."""
+class ReportStayBlockRow(Base):
+    """The stays that ended in one block of 32 days (UTC seconds since 1970 // BLOCK), by stage,
+    length bucket and the contact's owner: how many and their total length. A year of time in
+    stage reads some 500,000 of these instead of 2 million report_moves rows, and the period's
+    ragged ends (up to a block on each side) from report_moves. Kept by the same writes as
+    report_moves; a row whose stays all went keeps n = 0."""
 
-    __tablename__ = "report_stay_days"
+    __tablename__ = "report_stay_blocks"
 
     stay_stage_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     stay_bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
-    day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    block: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     n: Mapped[int] = mapped_column(Integer)
     total_s: Mapped[int] = mapped_column(BigInteger)

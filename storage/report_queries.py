@@ -51,8 +51,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.ports import ClosedOverTime, Owners, PathGroup, ReportWindow, SourceGroup
 from domain.reports import Closed, OwnerFigures, StayFigures, middle_mean
-from storage.models import ReportContactRow, ReportMoveRow, ReportStayDayRow, StageRow, UserRow
-from storage.reports import DAY, MAX_BUCKET, NO_BUCKET
+from storage.models import ReportContactRow, ReportMoveRow, ReportStayBlockRow, StageRow, UserRow
+from storage.reports import BLOCK, MAX_BUCKET, NO_BUCKET
 
 NO_OWNER = 0
 NO_STAGE = 0
@@ -184,14 +184,14 @@ class SqlReportRepository:
         stages = [s for s in stage_ids if s != NO_STAGE]
         histograms: dict[int, Histogram] = {}
         totals: dict[int, int] = {}
-        # The whole UTC days of the period from report_stay_days, its ragged ends (local
-        # midnights) from report_moves.
-        first_day, last_day = -(-window.start // DAY), window.end // DAY
-        if first_day < last_day:
+        # The whole blocks of 32 days in the period from report_stay_blocks, its two ends from
+        # report_moves.
+        first_block, last_block = -(-window.start // BLOCK), window.end // BLOCK
+        if window.start >= 0 and first_block < last_block:
             parts = [
-                (_stays(scoped), {**within, "end": first_day * DAY}),
-                (_stay_days(scoped), {**within, "first": first_day, "last": last_day}),
-                (_stays(scoped), {**within, "start": last_day * DAY}),
+                (_stays(scoped), {**within, "end": first_block * BLOCK}),
+                (_stay_blocks(scoped), {**within, "first": first_block, "last": last_block}),
+                (_stays(scoped), {**within, "start": last_block * BLOCK}),
             ]
         else:
             parts = [(_stays(scoped), within)]
@@ -272,7 +272,7 @@ class SqlReportRepository:
 
 r = ReportContactRow.__table__.c
 m = ReportMoveRow.__table__.c
-d = ReportStayDayRow.__table__.c
+d = ReportStayBlockRow.__table__.c
 
 
 def _in_buckets(
@@ -460,14 +460,14 @@ def _stays(scoped: bool) -> Statement:
 
 
 @cache
-def _stay_days(scoped: bool) -> Statement:
+def _stay_blocks(scoped: bool) -> Statement:
     return (
         select(d.stay_stage_id, d.stay_bucket, func.sum(d.n), func.sum(d.total_s))
         .where(
             d.stay_stage_id.in_(bindparam("stages", expanding=True)),
             _in_buckets(d.stay_bucket),
-            d.day >= bindparam("first"),
-            d.day < bindparam("last"),
+            d.block >= bindparam("first"),
+            d.block < bindparam("last"),
             _owned(d.owner_id, scoped),
         )
         .group_by(d.stay_stage_id, d.stay_bucket)

@@ -49,7 +49,7 @@ from storage.models import (
     OperationItemRow,
     ReportContactRow,
     ReportMoveRow,
-    ReportStayDayRow,
+    ReportStayBlockRow,
     StageChangeRow,
     StageRow,
 )
@@ -141,8 +141,8 @@ MOVE_COLUMNS = (
     "age_bucket",
 )
 
-STAY_DAY_COLUMNS = ("stay_stage_id", "stay_bucket", "day", "owner_id", "n", "total_s")
-STAY_DAY_KEY = STAY_DAY_COLUMNS[:4]
+STAY_BLOCK_COLUMNS = ("stay_stage_id", "stay_bucket", "block", "owner_id", "n", "total_s")
+STAY_BLOCK_KEY = STAY_BLOCK_COLUMNS[:4]
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +280,7 @@ async def refresh(session: AsyncSession, contacts: Sequence[int] | None) -> None
     if contacts is None:
         fresh.clear()
         await session.execute(delete(ReportMoveRow))
-        await session.execute(delete(ReportStayDayRow))
+        await session.execute(delete(ReportStayBlockRow))
         await session.execute(delete(ReportContactRow))
         after = 0
         while True:
@@ -350,7 +350,7 @@ async def _recompute(
         changes = [change.change_id for rows in history.values() for change in rows]
         for start in range(0, len(changes), CHUNK):
             chunk = changes[start : start + CHUNK]
-            await _move_stay_days(session, ReportMoveRow.change_id.in_(chunk), -1)
+            await _move_stay_blocks(session, ReportMoveRow.change_id.in_(chunk), -1)
             await session.execute(delete(ReportMoveRow).where(ReportMoveRow.change_id.in_(chunk)))
         await session.execute(delete(ReportContactRow).where(ReportContactRow.contact_id.in_(ids)))
     contact_rows, move_rows = [], []
@@ -370,10 +370,17 @@ async def _insert(
         await bulk.insert(session, ReportContactRow, CONTACT_COLUMNS, contact_rows)
     if move_rows:
         await bulk.insert(session, ReportMoveRow, MOVE_COLUMNS, move_rows)
-        await _add_stay_days(session, move_rows)
+        await _add_stay_blocks(session, move_rows)
 
 
-DAY = 86_400
+BLOCK = 32 * 86_400  # report_stay_blocks: stays counted per 32 days (UTC, from 1970)
+
+
+def _block(at_s: int) -> int:
+    """The block of a moment; times before 1970 all go to block -1, which no report reads."""
+    return at_s // BLOCK if at_s >= 0 else -1
+
+
 _STAY = MOVE_COLUMNS.index("stay_stage_id")
 _STAY_S = MOVE_COLUMNS.index("stay_s")
 _BUCKET = MOVE_COLUMNS.index("stay_bucket")
@@ -381,59 +388,59 @@ _AT = MOVE_COLUMNS.index("at_s")
 _OWNER = MOVE_COLUMNS.index("owner_id")
 
 
-async def _add_stay_days(session: AsyncSession, move_rows: Sequence[tuple[Any, ...]]) -> None:
-    """report_stay_days gains the stays these new report_moves rows end."""
+async def _add_stay_blocks(session: AsyncSession, move_rows: Sequence[tuple[Any, ...]]) -> None:
+    """report_stay_blocks gains the stays these new report_moves rows end."""
     days: dict[tuple[int, int, int, int], list[int]] = {}
     for row in move_rows:
         if row[_STAY] == NO_STAGE:
             continue
-        key = (row[_STAY], row[_BUCKET], row[_AT] // DAY, row[_OWNER])
+        key = (row[_STAY], row[_BUCKET], _block(row[_AT]), row[_OWNER])
         figures = days.setdefault(key, [0, 0])
         figures[0] += 1
         figures[1] += row[_STAY_S]
     if days:
         rows = [(*key, n, total) for key, (n, total) in sorted(days.items())]
-        await _upsert_stay_days(session, rows)
+        await _upsert_stay_blocks(session, rows)
 
 
-async def _upsert_stay_days(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Add (stage, bucket, day, owner, n, total) to report_stay_days, in key order (so that two
+async def _upsert_stay_blocks(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add (stage, bucket, block, owner, n, total) to report_stay_blocks, in key order (so that two
     transactions on PostgreSQL lock the rows they share in the same order)."""
-    d = ReportStayDayRow
+    d = ReportStayBlockRow
     for start in range(0, len(rows), CHUNK):
         values = [
-            dict(zip(STAY_DAY_COLUMNS, row, strict=True)) for row in rows[start : start + CHUNK]
+            dict(zip(STAY_BLOCK_COLUMNS, row, strict=True)) for row in rows[start : start + CHUNK]
         ]
         upsert = _dialect_insert(session)(d).values(values)
         await session.execute(
             upsert.on_conflict_do_update(
-                index_elements=STAY_DAY_KEY,
+                index_elements=STAY_BLOCK_KEY,
                 set_={"n": d.n + upsert.excluded.n, "total_s": d.total_s + upsert.excluded.total_s},
             )
         )
 
 
-async def _move_stay_days(session: AsyncSession, moves: ColumnElement[bool], sign: int) -> None:
+async def _move_stay_blocks(session: AsyncSession, moves: ColumnElement[bool], sign: int) -> None:
     """Add (sign 1) or take away (-1) the stays of the report_moves rows `moves` select."""
-    m, d = ReportMoveRow, ReportStayDayRow
-    day = m.at_s // DAY
+    m, d = ReportMoveRow, ReportStayBlockRow
+    block = case((m.at_s < 0, -1), else_=m.at_s // BLOCK)
     grouped = (
         select(
             m.stay_stage_id,
             m.stay_bucket,
-            day,
+            block,
             m.owner_id,
             sign * func.count(),
             sign * func.sum(m.stay_s),
         )
         .where(moves, m.stay_stage_id != NO_STAGE)
-        .group_by(m.stay_stage_id, m.stay_bucket, day, m.owner_id)
-        .order_by(m.stay_stage_id, m.stay_bucket, day, m.owner_id)
+        .group_by(m.stay_stage_id, m.stay_bucket, block, m.owner_id)
+        .order_by(m.stay_stage_id, m.stay_bucket, block, m.owner_id)
     )
-    upsert = _dialect_insert(session)(d).from_select(list(STAY_DAY_COLUMNS), grouped)
+    upsert = _dialect_insert(session)(d).from_select(list(STAY_BLOCK_COLUMNS), grouped)
     await session.execute(
         upsert.on_conflict_do_update(
-            index_elements=STAY_DAY_KEY,
+            index_elements=STAY_BLOCK_KEY,
             set_={"n": d.n + upsert.excluded.n, "total_s": d.total_s + upsert.excluded.total_s},
         )
     )
@@ -446,8 +453,8 @@ def _dialect_insert(session: AsyncSession) -> Any:
 
 async def forget_history(session: AsyncSession, changes: ColumnElement[bool]) -> None:
     """Before history rows go (and their report_moves rows with them, by the foreign key): the
-    stays they ended leave report_stay_days. `changes`: a condition on stage_changes.id's."""
-    await _move_stay_days(session, changes, -1)
+    stays they ended leave report_stay_blocks. `changes`: a condition on stage_changes.id's."""
+    await _move_stay_blocks(session, changes, -1)
 
 
 def mark_stale(session: AsyncSession, contact_ids: Iterable[int | None]) -> None:
@@ -724,7 +731,7 @@ async def _append(session: AsyncSession, rows: ColumnElement[bool], at: datetime
         .where(rows, in_order)
     )
     await session.execute(insert(ReportMoveRow).from_select(list(MOVE_COLUMNS), new_rows))
-    await _move_stay_days(session, ReportMoveRow.change_id.in_(select(h.id).where(rows)), 1)
+    await _move_stay_blocks(session, ReportMoveRow.change_id.in_(select(h.id).where(rows)), 1)
     stage = cast(h.to_stage_id, String)
     path = func.ltrim(func.replace(" " + rc.path + " ", " " + stage + " ", " ") + stage)
     # Touched: dated after the creation, to the microsecond; the contact's own time is read

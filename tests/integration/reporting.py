@@ -14,7 +14,7 @@ from domain.ports import ContactFilter
 from domain.report_reference import ReferenceReports, ReportData
 from domain.reports import Period
 from storage.db import make_sessionmaker
-from storage.models import Base, ReportContactRow, ReportMoveRow, ReportStayDayRow
+from storage.models import Base, ReportContactRow, ReportMoveRow, ReportStayBlockRow
 from storage.reports import refresh
 from storage.uow import SqlUnitOfWork
 
@@ -54,9 +54,9 @@ async def assert_reports_match_reference(
 
 
 async def report_tables(services: Services) -> list[list[tuple[Any, ...]]]:
-    """The report tables' rows (those of report_stay_days whose stays all went, n = 0, left
+    """The report tables' rows (those of report_stay_blocks whose stays all went, n = 0, left
     out: a recount does not write them)."""
-    days = ReportStayDayRow.__table__
+    days = ReportStayBlockRow.__table__
     async with services.engine.connect() as connection:
         return [
             [

@@ -96,14 +96,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("change_id"),
     )
     op.create_table(
-        "report_stay_days",
+        "report_stay_blocks",
         sa.Column("stay_stage_id", sa.Integer(), nullable=False),
         sa.Column("stay_bucket", sa.Integer(), nullable=False),
-        sa.Column("day", sa.Integer(), nullable=False),
+        sa.Column("block", sa.Integer(), nullable=False),
         sa.Column("owner_id", sa.Integer(), nullable=False),
         sa.Column("n", sa.Integer(), nullable=False),
         sa.Column("total_s", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("stay_stage_id", "stay_bucket", "day", "owner_id"),
+        sa.PrimaryKeyConstraint("stay_stage_id", "stay_bucket", "block", "owner_id"),
     )
     # A bulk move's before-image of the report row, for its undo (plain ALTER TABLE: a batch
     # rebuild would copy the table).
@@ -129,7 +129,7 @@ def downgrade() -> None:
         "before_report_last_at_s",
     ):
         op.execute(f"ALTER TABLE operation_items DROP COLUMN {column}")
-    op.drop_table("report_stay_days")
+    op.drop_table("report_stay_blocks")
     op.drop_table("report_moves")
     op.drop_table("report_contacts")
     op.create_table(
