@@ -1,12 +1,13 @@
 """The report tables (docs/reports.md, "How the database keeps up"): how their rows are computed
 from contacts, stage_changes and activities, and kept in step by every write.
 
-`report_contacts` has a row per contact and `report_moves` one per history row. Every write that
-changes a contact's history, activities, owner, source or stage brings that contact's rows in
-step in the same transaction; `refresh(connection, None)` is the recount from scratch the tests
-compare with. Stage ids are kept as they are, so positions still apply when a report runs;
-which rows enter the won or the lost category is worked out with the categories as they are
-now, and recategorizing a stage refreshes every contact that ever entered or left it."""
+`report_contacts` has a row per contact, `report_moves` one per history row, and
+`report_stay_blocks` the stays that ended per block of 32 days. Every write that changes a
+contact's history, activities, owner, source or stage brings that contact's rows in step in
+the same transaction; `refresh(session, None)` is the recount from scratch the tests compare
+with. Stage ids are kept as they are, so positions still apply when a report runs; which rows
+enter the won or the lost category is worked out with the categories as they are now, and
+recategorizing a stage rewrites the entries that change (`recategorized`)."""
 
 from __future__ import annotations
 
