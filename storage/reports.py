@@ -266,6 +266,17 @@ def seconds(moment: SQLColumnExpression[Any], dialect: str) -> ColumnElement[int
     return cast(func.strftime("%s", func.substr(moment, 1, 19)), Integer)
 
 
+def _entry_sql(
+    known: Categories, to: SQLColumnExpression[Any], came_from: SQLColumnExpression[Any]
+) -> ColumnElement[int]:
+    """`Categories.entry` in SQL, for a move's columns (a stage id, 0 or NULL for none)."""
+
+    def entering(ids: frozenset[int]) -> ColumnElement[bool]:
+        return and_(to.in_(ids), or_(came_from.is_(None), came_from.not_in(ids)))
+
+    return case((entering(known.won), WON), (entering(known.lost), LOST), else_=0)
+
+
 async def categories(session: AsyncSession) -> Categories:
     rows = (await session.execute(select(StageRow.id, StageRow.category))).all()
     return Categories(
@@ -391,16 +402,16 @@ _OWNER = MOVE_COLUMNS.index("owner_id")
 
 async def _add_stay_blocks(session: AsyncSession, move_rows: Sequence[tuple[Any, ...]]) -> None:
     """report_stay_blocks gains the stays these new report_moves rows end."""
-    days: dict[tuple[int, int, int, int], list[int]] = {}
+    blocks: dict[tuple[int, int, int, int], list[int]] = {}
     for row in move_rows:
         if row[_STAY] == NO_STAGE:
             continue
         key = (row[_STAY], row[_BUCKET], _block(row[_AT]), row[_OWNER])
-        figures = days.setdefault(key, [0, 0])
+        figures = blocks.setdefault(key, [0, 0])
         figures[0] += 1
         figures[1] += row[_STAY_S]
-    if days:
-        rows = [(*key, n, total) for key, (n, total) in sorted(days.items())]
+    if blocks:
+        rows = [(*key, n, total) for key, (n, total) in sorted(blocks.items())]
         await _upsert_stay_blocks(session, rows)
 
 
@@ -412,13 +423,7 @@ async def _upsert_stay_blocks(session: AsyncSession, rows: Sequence[tuple[Any, .
         values = [
             dict(zip(STAY_BLOCK_COLUMNS, row, strict=True)) for row in rows[start : start + CHUNK]
         ]
-        upsert = _dialect_insert(session)(d).values(values)
-        await session.execute(
-            upsert.on_conflict_do_update(
-                index_elements=STAY_BLOCK_KEY,
-                set_={"n": d.n + upsert.excluded.n, "total_s": d.total_s + upsert.excluded.total_s},
-            )
-        )
+        await _add_to_blocks(session, _dialect_insert(session)(d).values(values))
 
 
 async def _move_stay_blocks(session: AsyncSession, moves: ColumnElement[bool], sign: int) -> None:
@@ -438,11 +443,19 @@ async def _move_stay_blocks(session: AsyncSession, moves: ColumnElement[bool], s
         .group_by(m.stay_stage_id, m.stay_bucket, block, m.owner_id)
         .order_by(m.stay_stage_id, m.stay_bucket, block, m.owner_id)
     )
-    upsert = _dialect_insert(session)(d).from_select(list(STAY_BLOCK_COLUMNS), grouped)
+    await _add_to_blocks(
+        session, _dialect_insert(session)(d).from_select(list(STAY_BLOCK_COLUMNS), grouped)
+    )
+
+
+async def _add_to_blocks(session: AsyncSession, upsert: Any) -> None:
+    """Run an INSERT of block rows that adds to the rows already there."""
+    d = ReportStayBlockRow
+    excluded = upsert.excluded
     await session.execute(
         upsert.on_conflict_do_update(
             index_elements=STAY_BLOCK_KEY,
-            set_={"n": d.n + upsert.excluded.n, "total_s": d.total_s + upsert.excluded.total_s},
+            set_={"n": d.n + excluded.n, "total_s": d.total_s + excluded.total_s},
         )
     )
 
@@ -454,7 +467,7 @@ def _dialect_insert(session: AsyncSession) -> Any:
 
 async def forget_history(session: AsyncSession, changes: ColumnElement[bool]) -> None:
     """Before history rows go (and their report_moves rows with them, by the foreign key): the
-    stays they ended leave report_stay_blocks. `changes`: a condition on stage_changes.id's."""
+    stays they ended leave report_stay_blocks. `changes`: a condition on report_moves."""
     await _move_stay_blocks(session, changes, -1)
 
 
@@ -572,12 +585,7 @@ async def recategorized(session: AsyncSession, stage_id: int) -> None:
     that have such rows. Set-based, writing only what changes (a recategorization touches a
     few of a contact's rows, and rewriting them all would cost minutes on a million)."""
     m, rc = ReportMoveRow, ReportContactRow
-    known = await categories(session)
-
-    def entering(ids: frozenset[int]) -> ColumnElement[bool]:
-        return and_(m.to_stage_id.in_(ids), m.from_stage_id.not_in(ids))
-
-    entry = case((entering(known.won), WON), (entering(known.lost), LOST), else_=0)
+    entry = _entry_sql(await categories(session), m.to_stage_id, m.from_stage_id)
     touching = or_(m.to_stage_id == stage_id, m.from_stage_id == stage_id)
     await session.execute(
         update(m).where(touching, m.entry != entry).values(entry=entry),
@@ -699,14 +707,7 @@ async def _append(session: AsyncSession, rows: ColumnElement[bool], at: datetime
         select(rc.contact_id).join(h, h.contact_id == rc.contact_id).where(rows, ~in_order)
     )
     mark_stale(session, late)
-    known = await categories(session)
-
-    def entering(ids: frozenset[int]) -> ColumnElement[bool]:
-        return and_(
-            h.to_stage_id.in_(ids), or_(h.from_stage_id.is_(None), h.from_stage_id.not_in(ids))
-        )
-
-    entry = case((entering(known.won), WON), (entering(known.lost), LOST), else_=0)
+    entry = _entry_sql(await categories(session), h.to_stage_id, h.from_stage_id)
     stay = at_s - rc.last_at_s
     has_stay = and_(rc.last_stage_id != NO_STAGE, rc.last_at_s.is_not(None))
     to = func.coalesce(h.to_stage_id, NO_STAGE)
