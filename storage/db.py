@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
+import threading
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -19,6 +22,13 @@ from sqlalchemy.types import TypeDecorator
 
 BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 64 * 1024
+# Of a new database file (an existing one keeps its own): bulk writes touch fewer, fuller pages,
+# about a tenth faster for a stage deletion of a million contacts than with 4 KiB.
+PAGE_SIZE = 16_384
+# The checkpointer copies the write-ahead log into the database at most this often.
+CHECKPOINT_INTERVAL_S = 1.0
+
+log = logging.getLogger(__name__)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -57,6 +67,9 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         _tune_sqlite(engine)
+        path = engine.url.database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            _Checkpointer(path).watch(engine)
     return engine
 
 
@@ -70,6 +83,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         # Take transaction control from the driver so that BEGIN and SAVEPOINT work as written.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -78,6 +92,9 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         # into indexes of a million entries in no particular order, and a page that must be
         # read back for most of those inserts makes them several times slower.
         cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        # The checkpointer's thread copies the log into the database instead: a commit that
+        # wrote hundreds of megabytes would otherwise copy them again before it returns.
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -86,3 +103,54 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         # otherwise fail with SQLITE_BUSY when another writer commits in between, and the busy
         # timeout cannot help with that.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class _Checkpointer:
+    """Copies SQLite's write-ahead log into the database file on a thread and connection of its
+    own, after commits (at most once per CHECKPOINT_INTERVAL_S), so that no commit waits for it.
+    A passive checkpoint blocks neither readers nor writers; it copies what no reader still
+    needs, and the log is reused from its start once all of it has been copied. The last
+    connection to close (usually this one, when the engine is disposed) empties the log."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._committed = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+
+    def watch(self, engine: AsyncEngine) -> None:
+        # A connection goes back to the pool after its transaction ended (SQLAlchemy's commit
+        # event comes before the commit).
+        event.listen(engine.sync_engine, "checkin", lambda *_: self._committed.set())
+        event.listen(engine.sync_engine, "engine_disposed", lambda _engine: self._stop())
+        self._thread.start()
+
+    def _stop(self) -> None:
+        self._stopping.set()
+        self._committed.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        connection: sqlite3.Connection | None = None
+        try:
+            while self._committed.wait() and not self._stopping.is_set():
+                self._committed.clear()
+                try:
+                    connection = connection or self._connect()
+                    row = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    _, logged, copied = row
+                except sqlite3.Error:
+                    log.exception("checkpoint of %s failed", self._path)
+                    logged, copied = 1, 0
+                if copied < logged:  # a reader still needs part of the log: try again later
+                    self._committed.set()
+                # Commits that come meanwhile set the event again: one checkpoint takes them all.
+                self._stopping.wait(CHECKPOINT_INTERVAL_S)
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return connection

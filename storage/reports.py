@@ -690,14 +690,29 @@ async def moved_in_bulk(
     """Bring in step the contacts of a bulk move: the history rows of `operation_id` with ids
     above `after_change_id`, one per contact, all dated `at` and made by a system path."""
     h = StageChangeRow
-    await _append(session, and_(h.operation_id == operation_id, h.id > after_change_id), at)
+    new_moves = None
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite has one writer at a time, holding the database from BEGIN IMMEDIATE to the
+        # commit: every report_moves row above the operation's first history row is one of its
+        # rows, read in key order instead of being looked up one by one.
+        new_moves = ReportMoveRow.change_id > after_change_id
+    rows = and_(h.operation_id == operation_id, h.id > after_change_id)
+    await _append(session, rows, at, new_moves=new_moves)
 
 
-async def _append(session: AsyncSession, rows: ColumnElement[bool], at: datetime | None) -> None:
+async def _append(
+    session: AsyncSession,
+    rows: ColumnElement[bool],
+    at: datetime | None,
+    *,
+    new_moves: ColumnElement[bool] | None = None,
+) -> None:
     """Set-based, without reading any history: each of the history rows `rows` (at most one per
     contact, none made by a person in chat) goes at the end of its contact's history, where
     report_contacts says what the contact's last row was. A contact with a row dated after the
-    new one is refreshed the slow way instead. `at`: the time of every row, when they share it."""
+    new one is refreshed the slow way instead. `at`: the time of every row, when they share it;
+    `new_moves`: the report_moves rows this adds, when the caller can name them more cheaply
+    than by their history rows."""
     rc, h, c = ReportContactRow, StageChangeRow, ContactRow
     dialect = session.get_bind().dialect.name
     at_s: Any = literal(epoch_seconds(at)) if at is not None else seconds(h.at, dialect)
@@ -733,7 +748,9 @@ async def _append(session: AsyncSession, rows: ColumnElement[bool], at: datetime
         .where(rows, in_order)
     )
     await session.execute(insert(ReportMoveRow).from_select(list(MOVE_COLUMNS), new_rows))
-    await _move_stay_blocks(session, ReportMoveRow.change_id.in_(select(h.id).where(rows)), 1)
+    if new_moves is None:
+        new_moves = ReportMoveRow.change_id.in_(select(h.id).where(rows))
+    await _move_stay_blocks(session, new_moves, 1)
     stage = cast(h.to_stage_id, String)
     path = func.ltrim(func.replace(" " + rc.path + " ", " " + stage + " ", " ") + stage)
     # Touched: dated after the creation, to the microsecond; the contact's own time is read

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -54,10 +56,39 @@ async def test_sqlite_runs_with_wal_foreign_keys_and_a_busy_timeout(tmp_path: Pa
     async with engine.connect() as connection:
         pragmas = [
             (await connection.execute(text(f"PRAGMA {name}"))).scalar()
-            for name in ("journal_mode", "foreign_keys", "busy_timeout")
+            for name in ("journal_mode", "foreign_keys", "busy_timeout", "wal_autocheckpoint")
         ]
     await engine.dispose()
-    assert pragmas == ["wal", 1, 10_000]
+    # No commit copies the log into the database: the checkpointer's thread does.
+    assert pragmas == ["wal", 1, 10_000, 0]
+
+
+async def test_the_write_ahead_log_is_copied_into_the_database_by_a_thread_and_emptied_at_the_end(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE notes (body TEXT)"))
+        # Some 1,600 pages of the log, more than SQLite's own checkpoint would let through.
+        await connection.execute(
+            text(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) "
+                "INSERT INTO notes SELECT printf('%.5000c', 'x') FROM n"
+            )
+        )
+        page_size = (await connection.execute(text("PRAGMA page_size"))).scalar()
+    # The checkpointer thread copies the log into the database file soon after the commit.
+    for _ in range(100):
+        if path.stat().st_size > 20_000_000:
+            break
+        await asyncio.sleep(0.05)
+    assert path.stat().st_size > 20_000_000
+    assert page_size == 16_384
+    await engine.dispose()
+    assert not any(thread.name == "sqlite-checkpoint" for thread in threading.enumerate())
+    # The last connection closed emptied the log.
+    assert not (tmp_path / "log.db-wal").exists()
 
 
 async def test_a_contact_round_trips_with_tags_amount_and_utc_times(services: Services) -> None:
