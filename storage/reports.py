@@ -685,10 +685,16 @@ async def unmoved(session: AsyncSession, operation_id: int) -> set[int]:
 
 
 async def moved_in_bulk(
-    session: AsyncSession, *, operation_id: int, after_change_id: int, at: datetime
+    session: AsyncSession,
+    *,
+    operation_id: int,
+    after_change_id: int,
+    at: datetime,
+    to_stage_id: int | None,
 ) -> None:
     """Bring in step the contacts of a bulk move: the history rows of `operation_id` with ids
-    above `after_change_id`, one per contact, all dated `at` and made by a system path."""
+    above `after_change_id`, one per contact, all dated `at`, moving to `to_stage_id` and made
+    by a system path."""
     h = StageChangeRow
     new_moves = None
     if session.get_bind().dialect.name == "sqlite":
@@ -697,7 +703,10 @@ async def moved_in_bulk(
         # rows, read in key order instead of being looked up one by one.
         new_moves = ReportMoveRow.change_id > after_change_id
     rows = and_(h.operation_id == operation_id, h.id > after_change_id)
-    await _append(session, rows, at, new_moves=new_moves)
+    await _append(session, rows, at, new_moves=new_moves, to_stage_id=to_stage_id)
+
+
+_VARIES = object()
 
 
 async def _append(
@@ -706,13 +715,16 @@ async def _append(
     at: datetime | None,
     *,
     new_moves: ColumnElement[bool] | None = None,
+    to_stage_id: object = _VARIES,  # a stage id, None, or _VARIES
 ) -> None:
     """Set-based, without reading any history: each of the history rows `rows` (at most one per
     contact, none made by a person in chat) goes at the end of its contact's history, where
     report_contacts says what the contact's last row was. A contact with a row dated after the
     new one is refreshed the slow way instead. `at`: the time of every row, when they share it;
     `new_moves`: the report_moves rows this adds, when the caller can name them more cheaply
-    than by their history rows."""
+    than by their history rows; `to_stage_id`: the stage every row moves to, when they share
+    it (a move into an open stage enters neither won nor lost, which spares every row the
+    test)."""
     rc, h, c = ReportContactRow, StageChangeRow, ContactRow
     dialect = session.get_bind().dialect.name
     at_s: Any = literal(epoch_seconds(at)) if at is not None else seconds(h.at, dialect)
@@ -722,7 +734,9 @@ async def _append(
         select(rc.contact_id).join(h, h.contact_id == rc.contact_id).where(rows, ~in_order)
     )
     mark_stale(session, late)
-    entry = _entry_sql(await categories(session), h.to_stage_id, h.from_stage_id)
+    known = await categories(session)
+    entering = to_stage_id is _VARIES or to_stage_id in known.won | known.lost
+    entry = _entry_sql(known, h.to_stage_id, h.from_stage_id) if entering else literal(0)
     stay = at_s - rc.last_at_s
     has_stay = and_(rc.last_stage_id != NO_STAGE, rc.last_at_s.is_not(None))
     to = func.coalesce(h.to_stage_id, NO_STAGE)
@@ -762,20 +776,20 @@ async def _append(
         (rc.created_s > at_s, False),
         else_=after_creation,
     )
-    await session.execute(
-        update(rc)
-        .where(rc.contact_id == h.contact_id, rows, in_order)
-        .values(
-            stage_id=to,
-            last_stage_id=to,
-            last_at_s=at_s,
-            path=case((h.to_stage_id.is_(None), rc.path), else_=path),
-            entered_s=case(
-                (h.to_stage_id.is_(None), rc.entered_s), else_=func.coalesce(rc.entered_s, at_s)
-            ),
-            last_won_s=case((entry == WON, at_s), else_=rc.last_won_s),
-            last_lost_s=case((entry == LOST, at_s), else_=rc.last_lost_s),
-            touched=touched,
+    values: dict[str, Any] = {
+        "stage_id": to,
+        "last_stage_id": to,
+        "last_at_s": at_s,
+        "path": case((h.to_stage_id.is_(None), rc.path), else_=path),
+        "entered_s": case(
+            (h.to_stage_id.is_(None), rc.entered_s), else_=func.coalesce(rc.entered_s, at_s)
         ),
+        "touched": touched,
+    }
+    if entering:
+        values["last_won_s"] = case((entry == WON, at_s), else_=rc.last_won_s)
+        values["last_lost_s"] = case((entry == LOST, at_s), else_=rc.last_lost_s)
+    await session.execute(
+        update(rc).where(rc.contact_id == h.contact_id, rows, in_order).values(values),
         execution_options={"synchronize_session": False},
     )

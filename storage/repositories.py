@@ -677,6 +677,7 @@ class SqlContactRepository:
                 operation_id=move.operation_id,
                 after_change_id=last_change,
                 at=move.at,
+                to_stage_id=move.to_stage_id,
             )
         else:
             await refresh_reports(self._session, moving)
@@ -1704,9 +1705,9 @@ async def _new_ids(
     rows = model.__table__
     assert isinstance(rows, Table)
     if session.get_bind().dialect.name == "postgresql":
-        sequence = select(
-            func.nextval(func.pg_get_serial_sequence(rows.name, "id"))
-        ).select_from(func.generate_series(1, count))
+        sequence = select(func.nextval(func.pg_get_serial_sequence(rows.name, "id"))).select_from(
+            func.generate_series(1, count)
+        )
         return list(await session.scalars(sequence))
     # SQLite: the transaction holds the database's write lock from its start (BEGIN
     # IMMEDIATE), so nobody else takes the ids after the largest.
