@@ -475,5 +475,13 @@ class UnitOfWork(Protocol):
     async def rollback(self) -> None: ...
 
 
-UnitOfWorkFactory = Callable[[], UnitOfWork]
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, *, bulk: bool = False) -> UnitOfWork:
+        """A new unit of work. `bulk`: it writes up to millions of rows in set-based statements
+        whose every reference (to a contact, stage, user or operation) was read or written in
+        the same transaction, and it deletes nothing through a cascade; storage may then skip
+        the checks a database would repeat for every row (SQLite's foreign-key checks)."""
+        ...
+
+
 Clock = Callable[[], datetime]

@@ -28,6 +28,7 @@ from domain.ports import (
     UserRepository,
     ViewRepository,
 )
+from storage.db import UNCHECKED_REFERENCES
 from storage.report_queries import SqlReportRepository
 from storage.reports import forget, refresh_stale
 from storage.repositories import (
@@ -99,12 +100,16 @@ def _collided(error: DBAPIError) -> bool:
 
 
 class SqlUnitOfWork(_Repositories):
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, bulk: bool = False) -> None:
         self._sessions = sessions
+        self._bulk = bulk
 
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
         self._bind(self._session)
+        if self._bulk:
+            # Begins the transaction now, telling the engine (storage.db) what kind it is.
+            await self._session.connection(execution_options={UNCHECKED_REFERENCES: True})
         return self
 
     async def __aexit__(

@@ -173,7 +173,7 @@ class ImportService:
         in_child = len(data) >= self._child_from
         async with (
             _fewer_collections(),
-            self._uow() as uow,
+            self._uow(bulk=True) as uow,
             batches(data, parsed, parse_options, size=self._batch, in_child=in_child) as stream,
         ):
             run = _Run(uow, actor, options, self._policy, now, report, parsed.columns)

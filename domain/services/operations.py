@@ -144,7 +144,7 @@ class OperationService:
         stage; if any refuses, nothing moves."""
         now = self._clock()
         scope = Scope.of(actor)
-        async with self._uow() as uow:
+        async with self._uow(bulk=True) as uow:
             pipeline = Pipeline(await uow.stages.list())
             target = pipeline.find(stage_name)
             all_stages = {s.id: s for s in await uow.stages.list(include_archived=True)}

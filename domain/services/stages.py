@@ -140,7 +140,7 @@ class StageService:
     ) -> DeleteResult:
         """Archive a stage, first moving its contacts (each move in history, source reassign)."""
         now = self._clock()
-        async with self._uow() as uow:
+        async with self._uow(bulk=True) as uow:
             pipeline, stage, target, count, move = await self._checked_delete(
                 uow, actor, name, reassign_to, no_stage, reason
             )

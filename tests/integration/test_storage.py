@@ -9,7 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import insert, text
+from sqlalchemy.exc import IntegrityError
 
 from bot.container import Services
 from domain.access import SYSTEM
@@ -17,9 +18,12 @@ from domain.errors import DuplicateContact, DuplicateStageName
 from domain.model import Category, Contact, Role, Source, User
 from domain.ports import ContactWrite
 from domain.services.contacts import ContactDraft
+from domain.services.imports import ImportOptions
+from domain.services.operations import Selection
 from storage import migrate
 from storage.db import make_engine, make_sessionmaker
 from storage.migrate import alembic_config
+from storage.models import StageChangeRow
 from storage.uow import SqlUnitOfWork
 
 
@@ -89,6 +93,31 @@ async def test_the_write_ahead_log_is_copied_into_the_database_by_a_thread_and_e
     assert not any(thread.name == "sqlite-checkpoint" for thread in threading.enumerate())
     # The last connection closed emptied the log.
     assert not (tmp_path / "log.db-wal").exists()
+
+
+async def test_bulk_writes_leave_every_reference_whole_and_later_writes_are_checked_again(
+    services: Services,
+) -> None:
+    await services.stages.apply_template(SYSTEM, "amis")
+    data = (
+        "email,name,stage,owner,tags\nan@x.vn,An,Khách VIP,Lan,Hội chợ\nbinh@x.vn,Bình,MQL,Mai,\n"
+    ).encode()
+    options = ImportOptions(create_stages=True, create_owners=True)
+    imported = await services.imports.run(SYSTEM, data, options)
+    assert (imported.created, imported.rejected) == (2, 0), imported.errors
+    await services.operations.bulk_move(SYSTEM, Selection(query="Bình"), "SQL")
+    await services.stages.delete(SYSTEM, "SQL", reassign_to="Lead")
+    if services.engine.dialect.name == "sqlite":
+        async with services.engine.connect() as connection:
+            assert (await connection.execute(text("PRAGMA foreign_key_check"))).all() == []
+    # The same pooled connection, in an ordinary transaction: a dangling reference is refused.
+    with pytest.raises(IntegrityError):
+        async with services.engine.begin() as connection:
+            await connection.execute(
+                insert(StageChangeRow).values(
+                    contact_id=10**9, at=datetime.now(UTC), source=Source.MANUAL.value
+                )
+            )
 
 
 async def test_a_contact_round_trips_with_tags_amount_and_utc_times(services: Services) -> None:

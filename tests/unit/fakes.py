@@ -65,7 +65,7 @@ class FakeDatabase:
         self.state = State()
         self.commits = 0
 
-    def uow(self) -> FakeUnitOfWork:
+    def uow(self, *, bulk: bool = False) -> FakeUnitOfWork:
         return FakeUnitOfWork(self)
 
 
