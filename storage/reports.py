@@ -739,7 +739,11 @@ async def _append(
     entry = _entry_sql(known, h.to_stage_id, h.from_stage_id) if entering else literal(0)
     stay = at_s - rc.last_at_s
     has_stay = and_(rc.last_stage_id != NO_STAGE, rc.last_at_s.is_not(None))
-    to = func.coalesce(h.to_stage_id, NO_STAGE)
+    to: Any = func.coalesce(h.to_stage_id, NO_STAGE)
+    if isinstance(to_stage_id, int):
+        to = literal(to_stage_id)
+    elif to_stage_id is None:
+        to = literal(NO_STAGE)
     new_rows = (
         select(
             h.id,
@@ -765,7 +769,9 @@ async def _append(
     if new_moves is None:
         new_moves = ReportMoveRow.change_id.in_(select(h.id).where(rows))
     await _move_stay_blocks(session, new_moves, 1)
-    stage = cast(h.to_stage_id, String)
+    stage: Any = cast(h.to_stage_id, String)
+    if isinstance(to_stage_id, int):
+        stage = literal(str(to_stage_id))
     path = func.ltrim(func.replace(" " + rc.path + " ", " " + stage + " ", " ") + stage)
     # Touched: dated after the creation, to the microsecond; the contact's own time is read
     # only when both fall in the same second.
@@ -776,16 +782,15 @@ async def _append(
         (rc.created_s > at_s, False),
         else_=after_creation,
     )
-    values: dict[str, Any] = {
-        "stage_id": to,
-        "last_stage_id": to,
-        "last_at_s": at_s,
-        "path": case((h.to_stage_id.is_(None), rc.path), else_=path),
-        "entered_s": case(
-            (h.to_stage_id.is_(None), rc.entered_s), else_=func.coalesce(rc.entered_s, at_s)
-        ),
-        "touched": touched,
-    }
+    values: dict[str, Any] = {"stage_id": to, "last_stage_id": to, "last_at_s": at_s}
+    values["touched"] = touched
+    entered = func.coalesce(rc.entered_s, at_s)
+    if to_stage_id is _VARIES:
+        values["path"] = case((h.to_stage_id.is_(None), rc.path), else_=path)
+        values["entered_s"] = case((h.to_stage_id.is_(None), rc.entered_s), else_=entered)
+    elif to_stage_id is not None:  # a move to no stage changes neither path nor first entry
+        values["path"] = path
+        values["entered_s"] = entered
     if entering:
         values["last_won_s"] = case((entry == WON, at_s), else_=rc.last_won_s)
         values["last_lost_s"] = case((entry == LOST, at_s), else_=rc.last_lost_s)
