@@ -663,10 +663,7 @@ async def unmoved(session: AsyncSession, operation_id: int) -> set[int]:
         m.change_id == h.id,
         ~later,
     )
-    contacts = set(await session.scalars(select(i.contact_id).where(*restorable)))
-    if not contacts:
-        return contacts
-    await session.execute(
+    restored = await session.scalars(
         update(rc)
         .where(rc.contact_id == i.contact_id, *restorable)
         .values(
@@ -678,10 +675,11 @@ async def unmoved(session: AsyncSession, operation_id: int) -> set[int]:
             last_stage_id=m.stay_stage_id,
             last_won_s=case((m.entry == WON, m.prev_entry_s), else_=rc.last_won_s),
             last_lost_s=case((m.entry == LOST, m.prev_entry_s), else_=rc.last_lost_s),
-        ),
+        )
+        .returning(rc.contact_id),
         execution_options={"synchronize_session": False},
     )
-    return contacts
+    return set(restored)
 
 
 async def moved_in_bulk(
