@@ -694,13 +694,14 @@ async def moved_in_bulk(
     above `after_change_id`, one per contact, all dated `at`, moving to `to_stage_id` and made
     by a system path."""
     h = StageChangeRow
+    rows = and_(h.operation_id == operation_id, h.id > after_change_id)
     new_moves = None
     if session.get_bind().dialect.name == "sqlite":
         # SQLite has one writer at a time, holding the database from BEGIN IMMEDIATE to the
-        # commit: every report_moves row above the operation's first history row is one of its
-        # rows, read in key order instead of being looked up one by one.
+        # commit: every history row (and report_moves row) above the operation's first one is
+        # one of its rows, read in key order instead of looked up one by one.
+        rows = h.id > after_change_id
         new_moves = ReportMoveRow.change_id > after_change_id
-    rows = and_(h.operation_id == operation_id, h.id > after_change_id)
     await _append(session, rows, at, new_moves=new_moves, to_stage_id=to_stage_id)
 
 
