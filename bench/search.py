@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import sqlite3
 import statistics
 import tempfile
 import time
+from contextlib import closing
 from datetime import UTC, datetime
 
 from sqlalchemy import insert, literal, select, update
@@ -179,8 +181,8 @@ async def all_in_one_stage(url: str, count: int, seed: int, stage: str) -> Servi
     print(f"(report tables of {count:,} contacts recounted in {took:.1f} s)")
     if services.engine.dialect.name == "sqlite":
         # Timings start from a settled database, not while the setup's log is being copied.
-        async with services.engine.connect() as connection:
-            await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        with closing(sqlite3.connect(services.engine.url.database or "")) as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return services
 
 
