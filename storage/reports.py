@@ -739,10 +739,10 @@ async def _append(
     stay = at_s - rc.last_at_s
     has_stay = and_(rc.last_stage_id != NO_STAGE, rc.last_at_s.is_not(None))
     to: Any = func.coalesce(h.to_stage_id, NO_STAGE)
-    if isinstance(to_stage_id, int):
-        to = literal(to_stage_id)
-    elif to_stage_id is None:
-        to = literal(NO_STAGE)
+    stage: Any = cast(h.to_stage_id, String)  # as the path writes it
+    if to_stage_id is not _VARIES:
+        to = literal(NO_STAGE if to_stage_id is None else to_stage_id)
+        stage = literal(str(to_stage_id))
     new_rows = (
         select(
             h.id,
@@ -768,9 +768,6 @@ async def _append(
     if new_moves is None:
         new_moves = ReportMoveRow.change_id.in_(select(h.id).where(rows))
     await _move_stay_blocks(session, new_moves, 1)
-    stage: Any = cast(h.to_stage_id, String)
-    if isinstance(to_stage_id, int):
-        stage = literal(str(to_stage_id))
     path = func.ltrim(func.replace(" " + rc.path + " ", " " + stage + " ", " ") + stage)
     # Touched: dated after the creation, to the microsecond; the contact's own time is read
     # only when both fall in the same second.
@@ -781,8 +778,12 @@ async def _append(
         (rc.created_s > at_s, False),
         else_=after_creation,
     )
-    values: dict[str, Any] = {"stage_id": to, "last_stage_id": to, "last_at_s": at_s}
-    values["touched"] = touched
+    values: dict[str, Any] = {
+        "stage_id": to,
+        "last_stage_id": to,
+        "last_at_s": at_s,
+        "touched": touched,
+    }
     entered = func.coalesce(rc.entered_s, at_s)
     if to_stage_id is _VARIES:
         values["path"] = case((h.to_stage_id.is_(None), rc.path), else_=path)
