@@ -3,6 +3,9 @@ row ends, entries into won and lost with the previous one, the path, first respo
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from storage.reports import (
     CONTACT_COLUMNS,
     LOST,
@@ -12,6 +15,8 @@ from storage.reports import (
     Categories,
     Change,
     Facts,
+    _rows_of_history,
+    _rows_of_one,
     bucket,
     rows_of,
 )
@@ -77,3 +82,24 @@ def test_the_first_response_is_the_earliest_of_a_manual_move_and_an_activity() -
     untouched, _ = rows(change(1, CREATED, LEAD))
     assert not untouched["touched"]
     assert (untouched["responded_s"], untouched["response_bucket"]) == (None, NO_BUCKET)
+
+
+@given(
+    at=st.integers(-(10**6), 10**10),
+    to=st.sampled_from([None, LEAD, SQL, CUSTOMER, LOYAL, GONE]),
+    came_from=st.sampled_from([None, LEAD, CUSTOMER, GONE]),
+    manual=st.booleans(),
+    owner=st.sampled_from([None, 3]),
+    stage=st.sampled_from([None, LEAD]),
+)
+def test_a_contact_with_one_history_row_gets_the_rows_the_general_loop_gives(
+    at: int,
+    to: int | None,
+    came_from: int | None,
+    manual: bool,
+    owner: int | None,
+    stage: int | None,
+) -> None:
+    facts = Facts(7, owner, None, stage, CREATED)
+    one = Change(9, at, to, came_from, manual, at > CREATED)
+    assert _rows_of_one(facts, one, AMIS) == _rows_of_history(facts, [one], None, AMIS)
