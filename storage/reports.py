@@ -105,6 +105,7 @@ NO_OWNER = 0
 NO_STAGE = 0
 WON, LOST = 1, 2  # report_moves.entry
 CHUNK = 5000  # contacts refreshed together
+FEW_TIMES = 16  # distinct times of appended rows worth a statement each
 
 STALE = "stale_report_contacts"  # session.info: contacts to refresh before the commit
 FRESH = "fresh_report_contacts"  # session.info: contacts created here, with their history
@@ -608,7 +609,7 @@ async def _append_or_refresh(
     already: set[int] = session.info.setdefault(STALE, set())
     counts = Counter(contact_ids)
     appending = {
-        c.contact_id: c.id
+        c.contact_id: c
         for c in changes
         if c.id is not None
         and counts.get(c.contact_id) == 1
@@ -616,9 +617,16 @@ async def _append_or_refresh(
         and c.contact_id not in already
     }
     mark_stale(session, (i for i in contact_ids if i not in appending))
-    rows = list(appending.values())
-    for start in range(0, len(rows), CHUNK):
-        await _append(session, StageChangeRow.id.in_(rows[start : start + CHUNK]), None)
+    # Rows of one time (an import's own, most often) are appended with that time as a constant:
+    # the database would otherwise work out the seconds of each row's time once per use.
+    by_time: dict[datetime | None, list[int]] = {}
+    for change in appending.values():
+        by_time.setdefault(change.at, []).append(change.id or 0)
+    if len(by_time) > FEW_TIMES:
+        by_time = {None: [i for ids in by_time.values() for i in ids]}
+    for at, rows in by_time.items():
+        for start in range(0, len(rows), CHUNK):
+            await _append(session, StageChangeRow.id.in_(rows[start : start + CHUNK]), at)
 
 
 async def refresh_stale(session: AsyncSession) -> None:
