@@ -98,6 +98,22 @@ async def test_every_write_keeps_the_report_tables_equal_to_a_recount(services: 
     await assert_reports_match_reference(services, [SYSTEM, manager, agent, other], period)
 
 
+async def test_an_import_moving_contacts_at_many_different_times_keeps_the_tables_in_step(
+    services: Services,
+) -> None:
+    await services.stages.apply_template(SYSTEM, "amis")
+    people = range(1, 21)
+    first = "email,stage,created_at\n" + "".join(f"p{n}@x.vn,Lead,2024-01-01\n" for n in people)
+    assert (await services.imports.run(SYSTEM, first.encode(), ImportOptions())).created == 20
+    # Each contact moves on a day of its own: more times than one statement each is worth.
+    moves = "email,stage,stage_changed_at\n" + "".join(
+        f"p{n}@x.vn,{'MQL' if n % 2 else 'Customer'},2024-02-{n:02d}\n" for n in people
+    )
+    report = await services.imports.run(SYSTEM, moves.encode(), ImportOptions())
+    assert (report.updated, report.rejected) == (20, 0), report.errors
+    await assert_report_tables_in_step(services)
+
+
 async def test_recategorizing_a_stage_corrects_a_past_period_at_once(services: Services) -> None:
     await services.stages.apply_template(SYSTEM, "outbound")
     data = (
@@ -135,9 +151,7 @@ async def test_a_bulk_move_behind_a_later_dated_history_row_is_placed_in_history
     lead, mql = await contacts.stage_by_name("Lead"), await contacts.stage_by_name("MQL")
     tomorrow = utcnow() + timedelta(days=1)
     async with SqlUnitOfWork(make_sessionmaker(services.engine)) as uow:
-        await uow.history.add(
-            StageChange(late.id, lead.id, mql.id, tomorrow, None, Source.IMPORT)
-        )
+        await uow.history.add(StageChange(late.id, lead.id, mql.id, tomorrow, None, Source.IMPORT))
         await uow.commit()
     await assert_report_tables_in_step(services)
     moved = await services.operations.bulk_move(SYSTEM, Selection(query="Sớm"), "SQL")
@@ -185,9 +199,7 @@ async def test_length_buckets_are_the_same_in_the_database_as_in_python(
     """Rows appended set-based get their buckets from SQL, the others from Python: the two must
     agree on every length, and buckets must never decrease as lengths grow (the medians rely on
     it)."""
-    lengths = sorted(
-        {-5, *range(0, 300), *(2**k + d for k in range(8, 52) for d in (-1, 0, 1, 3))}
-    )
+    lengths = sorted({-5, *range(0, 300), *(2**k + d for k in range(8, 52) for d in (-1, 0, 1, 3))})
     in_python = [bucket(n) for n in lengths]
     assert in_python == sorted(in_python)
     values = union_all(*(select(literal(n, BigInteger).label("n")) for n in lengths)).subquery()
