@@ -148,11 +148,18 @@ class ContactRepository(Protocol):
         every writing unit of work holds the database's one write lock anyway)."""
         ...
 
-    async def add_many(self, contacts: list[Contact], *, operation_id: int | None = None) -> None:
+    async def add_many(
+        self,
+        contacts: list[Contact],
+        *,
+        operation_id: int | None = None,
+        search_texts: Sequence[str] | None = None,
+    ) -> None:
         """Insert new contacts in bulk (their company ids already set), setting their ids; if
         created by an operation, undoing it removes them. Each has a phone, an email or an
         external id, and these must be free: a clash (another transaction took one meanwhile)
-        raises Conflict, and the whole transaction is refused."""
+        raises Conflict, and the whole transaction is refused. `search_texts`, when given, are
+        the contacts' domain.text.search_text, worked out by the caller beforehand."""
         ...
 
     async def update_many(self, writes: list[ContactWrite]) -> list[int]:

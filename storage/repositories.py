@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import replace
 from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
@@ -73,7 +72,7 @@ from domain.ports import (
     SearchCriteria,
 )
 from domain.services.contacts import duplicate_of
-from domain.text import clean_name, fold
+from domain.text import clean_name, fold, search_text
 from storage import bulk
 from storage import reports as report_rows
 from storage.models import (
@@ -208,7 +207,7 @@ class SqlContactRepository:
         contact.company_id = company_id
         row = ContactRow(
             **_contact_values(contact),
-            search_text=_search_text(contact.name, fold(company_name) if company_name else None),
+            search_text=search_text(contact.name, fold(company_name) if company_name else None),
         )
         try:
             async with self._session.begin_nested():
@@ -233,7 +232,7 @@ class SqlContactRepository:
             .where(ContactRow.id == contact.id, ContactRow.version == expected_version)
             .values(
                 **_contact_values(contact),
-                search_text=_search_text(contact.name, company.name_key if company else None),
+                search_text=search_text(contact.name, company.name_key if company else None),
             )
             .execution_options(synchronize_session=False)
         )
@@ -444,12 +443,23 @@ class SqlContactRepository:
         self._company_key.update({company_id: key for key, company_id in ids.items()})
         return {name: ids[key] for name, key in keys.items() if key in ids}
 
-    async def add_many(self, contacts: list[Contact], *, operation_id: int | None = None) -> None:
-        await self._company_keys({c.company_id for c in contacts if c.company_id is not None})
+    async def add_many(
+        self,
+        contacts: list[Contact],
+        *,
+        operation_id: int | None = None,
+        search_texts: Sequence[str] | None = None,
+    ) -> None:
+        if search_texts is None:
+            await self._company_keys({c.company_id for c in contacts if c.company_id is not None})
+            search_texts = [self._search_text(c) for c in contacts]
         ids = await _new_ids(self._session, ContactRow, len(contacts))
         for contact, contact_id in zip(contacts, ids, strict=True):
             contact.id = contact_id
-        rows = [(c.id, *_contact_fields(c), self._search_text(c), operation_id) for c in contacts]
+        rows = [
+            (c.id, *_contact_fields(c), text, operation_id)
+            for c, text in zip(contacts, search_texts, strict=True)
+        ]
         try:
             await bulk.insert(
                 self._session,
@@ -520,7 +530,7 @@ class SqlContactRepository:
 
     def _search_text(self, contact: Contact) -> str:
         key = self._company_key.get(contact.company_id) if contact.company_id else None
-        return _search_text(contact.name, key)
+        return search_text(contact.name, key)
 
     async def _company_keys(self, company_ids: set[int]) -> None:
         """Remembers the keys of these companies (for search texts). Companies are never renamed
@@ -744,7 +754,7 @@ class SqlContactRepository:
         if row is None:
             return
         company = await self._session.get(CompanyRow, row.company_id) if row.company_id else None
-        text_value = _search_text(row.name, company.name_key if company else None)
+        text_value = search_text(row.name, company.name_key if company else None)
         await self._session.execute(
             sql_update(ContactRow).where(ContactRow.id == contact_id).values(search_text=text_value)
         )
@@ -790,7 +800,21 @@ class SqlHistoryRepository:
 
     async def add_many(self, changes: list[StageChange]) -> None:
         ids = await _new_ids(self._session, StageChangeRow, len(changes))
-        changes = [replace(change, id=i) for change, i in zip(changes, ids, strict=True)]
+        # Positional, not dataclasses.replace: a third of the time, for a million new contacts.
+        changes = [
+            StageChange(
+                change.contact_id,
+                change.from_stage_id,
+                change.to_stage_id,
+                change.at,
+                change.by_user_id,
+                change.source,
+                change.reason,
+                change.operation_id,
+                change_id,
+            )
+            for change, change_id in zip(changes, ids, strict=True)
+        ]
         await bulk.insert(
             self._session,
             StageChangeRow,
@@ -1633,11 +1657,6 @@ def _scope_filter(scope: Scope) -> ColumnElement[bool]:
             ContactRow.owner_id.in_(select(UserRow.id).where(UserRow.team == scope.team))
         )
     return or_(*conditions)
-
-
-def _search_text(name: str | None, company_key: str | None) -> str:
-    """What search looks in: the folded name and the company's key (its folded name)."""
-    return " ".join(part for part in (fold(name or ""), company_key) if part)
 
 
 # A contact's columns, in the order bulk writes give them.

@@ -36,7 +36,7 @@ from domain.model import (
 )
 from domain.ports import Clock, Conflict, ContactWrite, UnitOfWork, UnitOfWorkFactory
 from domain.stages import stage_name
-from domain.text import fold
+from domain.text import fold, search_text
 from domain.transitions import Move, Policy, plan_move
 
 BATCH = 5000  # rows matched and written together
@@ -246,6 +246,9 @@ class _NewContact:
     row: int
     contact: Contact
     reason: str | None  # the lost reason of its first stage, when lost
+    # What search looks in, worked out while the batch before is written rather than in the
+    # writing itself, which the database waits for.
+    search_text: str
 
 
 @dataclass(slots=True)
@@ -456,7 +459,9 @@ class _Run:
         if batch.new:
             try:
                 await self.uow.contacts.add_many(
-                    [n.contact for n in batch.new], operation_id=operation_id
+                    [n.contact for n in batch.new],
+                    operation_id=operation_id,
+                    search_texts=[n.search_text for n in batch.new],
                 )
             except Conflict:
                 raise ImportRefused(
@@ -631,7 +636,13 @@ class _Run:
             contact.company_id = self.companies.get(row.company)
             if contact.company_id is None:
                 batch.new_companies.append((contact, row.company))
-        batch.new.append(_NewContact(row.row, contact, move.reason if move else None))
+        # The company's key is its folded name: companies are found and created by it.
+        company_key = self._fold(row.company) if row.company is not None else None
+        batch.new.append(
+            _NewContact(
+                row.row, contact, move.reason if move else None, search_text(row.name, company_key)
+            )
+        )
 
     async def _update(
         self,

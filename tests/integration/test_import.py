@@ -40,6 +40,29 @@ async def test_an_update_only_import_matched_by_a_differently_written_phone_crea
     assert an.contact.source == "Zalo"
 
 
+async def test_imported_contacts_are_found_by_their_folded_names_and_companies(
+    amis: Services,
+) -> None:
+    await amis.contacts.add(SYSTEM, ContactDraft(name="Nguyễn Văn An", company="Đại Phát"))
+    data = (
+        "name,phone,company\n"
+        "Trần Thị Bích,0912000001,ĐẠI PHÁT\n"
+        "Lê Minh Châu,0912000002,Hoà Bình Co\n"
+        ",0912000003,\n"
+    ).encode()
+    report = await amis.imports.run(SYSTEM, data, ImportOptions())
+    assert (report.created, report.rejected) == (3, 0)
+
+    async def names(query: str) -> list[str | None]:
+        return sorted(d.contact.name for d in await amis.contacts.find(SYSTEM, query))
+
+    assert await names("dai phat") == ["Nguyễn Văn An", "Trần Thị Bích"]
+    assert await names("TRAN thi") == ["Trần Thị Bích"]
+    assert await names("hoa binh") == ["Lê Minh Châu"]
+    assert await names("chau") == ["Lê Minh Châu"]
+    assert await names("0912000003") == [None]
+
+
 async def test_a_dry_run_reports_the_same_counts_and_changes_nothing(amis: Services) -> None:
     data = "name,email,stage\nLan,lan@x.vn,Lead\nBình,binh@x.vn,Nowhere\n".encode()
     dry = await amis.imports.run(SYSTEM, data, ImportOptions(dry_run=True))

@@ -248,7 +248,13 @@ class FakeContacts(_Repo):
             or (c.external_id and c.external_id in external_ids)
         ]
 
-    async def add_many(self, contacts: list[Contact], *, operation_id: int | None = None) -> None:
+    async def add_many(
+        self,
+        contacts: list[Contact],
+        *,
+        operation_id: int | None = None,
+        search_texts: Sequence[str] | None = None,
+    ) -> None:
         for contact in contacts:
             contact.id = self.s.new_id()
             self.s.contacts[contact.id] = copy.deepcopy(contact)
