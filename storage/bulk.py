@@ -263,10 +263,9 @@ def _parameters(
         # The first row tells most columns apart without a look at the others.
         if flat[index] is None and flat[index::width].count(None) == len(chunk)
     )
-    if not nulls:
-        return tuple(flat), ()
-    bound = [flat[index::width] for index in range(width) if index not in nulls]
-    return tuple(chain.from_iterable(zip(*bound, strict=True))), nulls
+    for removed, index in enumerate(reversed(nulls)):  # the last first: the others stay put
+        del flat[index :: width - removed]
+    return tuple(flat), nulls
 
 
 def _converted(
