@@ -793,28 +793,33 @@ class SqlContactRepository:
 class SqlHistoryRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        self._given_up_to = 0  # the largest id new_ids gave out
 
     async def add(self, change: StageChange) -> None:
         await self._session.execute(insert(StageChangeRow).values(_change_values(change)))
         await refresh_reports(self._session, [change.contact_id])
 
     async def add_many(self, changes: list[StageChange]) -> None:
-        ids = await _new_ids(self._session, StageChangeRow, len(changes))
-        # Positional, not dataclasses.replace: a third of the time, for a million new contacts.
-        changes = [
-            StageChange(
-                change.contact_id,
-                change.from_stage_id,
-                change.to_stage_id,
-                change.at,
-                change.by_user_id,
-                change.source,
-                change.reason,
-                change.operation_id,
-                change_id,
-            )
-            for change, change_id in zip(changes, ids, strict=True)
-        ]
+        without = [change for change in changes if change.id is None]
+        if without:
+            ids = iter(await self.new_ids(len(without)))
+            # Positional, not dataclasses.replace: a third of the time, a million times.
+            changes = [
+                change
+                if change.id is not None
+                else StageChange(
+                    change.contact_id,
+                    change.from_stage_id,
+                    change.to_stage_id,
+                    change.at,
+                    change.by_user_id,
+                    change.source,
+                    change.reason,
+                    change.operation_id,
+                    next(ids),
+                )
+                for change in changes
+            ]
         await bulk.insert(
             self._session,
             StageChangeRow,
@@ -835,6 +840,13 @@ class SqlHistoryRepository:
             ],
         )
         await report_rows.appended(self._session, changes)
+
+    async def new_ids(self, count: int) -> list[int]:
+        # After those given out before, which may not be inserted yet.
+        ids = await _new_ids(self._session, StageChangeRow, count, after=self._given_up_to)
+        if ids:
+            self._given_up_to = ids[-1]
+        return ids
 
     async def latest_times(self, contact_ids: Collection[int]) -> dict[int, datetime]:
         # At the driver's level (an import asks for thousands of contacts a batch, and
@@ -1712,12 +1724,17 @@ def _changed_columns(changed: frozenset[str]) -> tuple[str, ...]:
 
 
 async def _new_ids(
-    session: AsyncSession, model: type[ContactRow] | type[StageChangeRow], count: int
+    session: AsyncSession,
+    model: type[ContactRow] | type[StageChangeRow],
+    count: int,
+    *,
+    after: int = 0,
 ) -> list[int]:
-    """Ids for rows about to be inserted in bulk. Inserting them with their ids spares reading
-    back a row each (RETURNING: the SQLite driver's thread takes Python's lock for each row
-    read, and waits for it while this thread is busy), and lets the report rows of new contacts
-    and history be written from what was inserted."""
+    """Ids for rows about to be inserted in bulk, all above `after` (ids given out before and
+    maybe not inserted yet). Inserting rows with their ids spares reading back a row each
+    (RETURNING: the SQLite driver's thread takes Python's lock for each row read, and waits for
+    it while this thread is busy), and lets the report rows of new contacts and history be
+    written from what was inserted."""
     if not count:
         return []
     rows = model.__table__
@@ -1730,7 +1747,7 @@ async def _new_ids(
     # SQLite: the transaction holds the database's write lock from its start (BEGIN
     # IMMEDIATE), so nobody else takes the ids after the largest.
     largest = await session.scalar(select(func.max(rows.c.id)))
-    first = (largest or 0) + 1
+    first = max(largest or 0, after) + 1
     return list(range(first, first + count))
 
 

@@ -470,23 +470,24 @@ class _Run:
                 ) from None
         history = []
         actor_id, source = self.actor.id, Source.IMPORT
-        for new in batch.new:
+        staged = [new for new in batch.new if new.contact.stage_id is not None]
+        for new, change_id in zip(staged, await self.uow.history.new_ids(len(staged)), strict=True):
             contact = new.contact
             assert contact.id is not None
-            if contact.stage_id is not None:
-                assert contact.stage_entered_at is not None
-                history.append(
-                    StageChange(
-                        contact.id,
-                        None,
-                        contact.stage_id,
-                        contact.stage_entered_at,
-                        actor_id,
-                        source,
-                        new.reason,
-                        operation_id,
-                    )
+            assert contact.stage_entered_at is not None
+            history.append(
+                StageChange(
+                    contact.id,
+                    None,
+                    contact.stage_id,
+                    contact.stage_entered_at,
+                    actor_id,
+                    source,
+                    new.reason,
+                    operation_id,
+                    change_id,
                 )
+            )
         history += [change.move for change in changes if change.move is not None]
         items = [change.item for change in changes]
         await self.uow.history.add_many(history)
