@@ -29,7 +29,6 @@ from typing import IO, Any, Final
 
 from domain.errors import ImportRefused
 from domain.imports import ImportRow, ParsedFile, RowError, parse
-from domain.text import fold, search_text
 
 CHILD_FROM: Final = 8 * 1024 * 1024  # bytes of file from which a child process reads it
 READ_STEP: Final = 500  # rows read here between two chances for the event loop to go on
@@ -43,7 +42,6 @@ _ROW_FIELDS: Final = tuple(f.name for f in dataclasses.fields(ImportRow))
 _row_values = attrgetter(*_ROW_FIELDS)
 _LENGTH: Final = struct.Struct("!Q")
 _SEND_STEP: Final = 1 << 20
-FOLDED_MAX: Final = 65_536  # companies' keys remembered while reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +88,7 @@ async def batches(
 
 async def _read_here(parsed: ParsedFile, size: int) -> AsyncIterator[Batch]:
     counter = _RowCounter(parsed.errors)
-    searched = _SearchTexts()
     while rows := await _some_rows(parsed, size):
-        searched.fill(rows)
         yield Batch(rows, counter.read(rows))
     yield Batch([], counter.read([]))
 
@@ -140,9 +136,7 @@ def _read_in_child(request: IO[bytes], reply: IO[bytes]) -> None:
     try:
         parsed = parse(data, **parse_options)
         counter = _RowCounter(parsed.errors)
-        searched = _SearchTexts()
         while rows := list(islice(parsed.rows, size)):
-            searched.fill(rows)
             rows_read = counter.read(rows)
             reply.write(_frame(("rows", ([_row_values(row) for row in rows], rows_read))))
         reply.write(_frame(("rows", ([], counter.read([])))))
@@ -150,28 +144,6 @@ def _read_in_child(request: IO[bytes], reply: IO[bytes]) -> None:
     except ImportRefused as refused:
         reply.write(_frame(("refused", refused.message)))
     reply.flush()
-
-
-class _SearchTexts:
-    """Fills in the rows' search texts. A company's key is its folded name (companies are
-    found and created by it), and a file names few companies: each is folded once."""
-
-    def __init__(self) -> None:
-        self._company_keys: dict[str, str] = {}
-
-    def fill(self, rows: Sequence[ImportRow]) -> None:
-        keys = self._company_keys
-        if len(keys) >= FOLDED_MAX:
-            keys.clear()
-        for row in rows:
-            company = row.company
-            if company is None:
-                row.search_text = search_text(row.name, None)
-                continue
-            key = keys.get(company)
-            if key is None:
-                key = keys[company] = fold(company)
-            row.search_text = search_text(row.name, key)
 
 
 class _RowCounter:

@@ -136,10 +136,6 @@ class ImportRow:
     stage_changed_at: datetime | None = None  # UTC
     lost_reason: str | None = None
     custom_fields: dict[str, str] = field(default_factory=dict)
-    # What search looks in for a contact made from this row (domain.text.search_text of its
-    # name and company): worked out as the rows are read, by domain.import_batches, which for a
-    # large file is another process, on another core.
-    search_text: str | None = None
 
     def identifiers(self) -> dict[str, str]:
         """The row's phone, email and external id that are present."""

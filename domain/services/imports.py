@@ -36,7 +36,7 @@ from domain.model import (
 )
 from domain.ports import Clock, Conflict, ContactWrite, UnitOfWork, UnitOfWorkFactory
 from domain.stages import stage_name
-from domain.text import fold
+from domain.text import fold, search_text
 from domain.transitions import Move, Policy, plan_move
 
 BATCH = 5000  # rows matched and written together
@@ -246,8 +246,8 @@ class _NewContact:
     row: int
     contact: Contact
     reason: str | None  # the lost reason of its first stage, when lost
-    # What search looks in, worked out as the row was read (for a large file, on another
-    # core) rather than in the writing, which the database waits for.
+    # What search looks in, worked out while the batch before is written rather than in the
+    # writing itself, which the database waits for.
     search_text: str
 
 
@@ -637,9 +637,12 @@ class _Run:
             contact.company_id = self.companies.get(row.company)
             if contact.company_id is None:
                 batch.new_companies.append((contact, row.company))
-        assert row.search_text is not None  # domain.import_batches fills it in
+        # The company's key is its folded name: companies are found and created by it.
+        company_key = self._fold(row.company) if row.company is not None else None
         batch.new.append(
-            _NewContact(row.row, contact, move.reason if move else None, row.search_text)
+            _NewContact(
+                row.row, contact, move.reason if move else None, search_text(row.name, company_key)
+            )
         )
 
     async def _update(
