@@ -284,12 +284,18 @@ def _memoized(convert: Converter) -> Converter:
     Equal values convert alike; converted dicts are shared, so readers copy before changing."""
     memo: dict[Any, Any] = {}
     missing = object()  # a miss costs no exception: most values of a column may be distinct
+    hashable = True  # until a value is not: then the others likely are not either (a list in
+    # each before-image), and an exception each would cost more than the memo saves
 
     def converted(value: Any) -> Any:
+        nonlocal hashable
+        if not hashable:
+            return convert(value)
         try:
             key = tuple(value.items()) if isinstance(value, dict) else value
             result = memo.get(key, missing)
         except TypeError:  # unhashable
+            hashable = False
             return convert(value)
         if result is missing:
             memo[key] = result = convert(value)
