@@ -45,7 +45,7 @@ FOLDED_MAX = 65_536  # tags folded and remembered, per import
 YIELD_EVERY = 64  # rows decided between two chances for the database thread to go on
 # Allocations between two collections of the youngest generation while an import runs (Python's
 # default is 700): see `_fewer_collections`.
-GC_YOUNG_THRESHOLD = 500_000
+GC_YOUNG_THRESHOLD = 200_000
 # The scalar fields an import may change, and how a contact's value is kept in a before-image.
 PROFILE = ("name", "phone", "email", "external_id", "source", "value", "owner_id", "company_id")
 MOVED = ("stage_id", "stage_entered_at", "last_activity_at")  # the fields a stage change sets
@@ -846,10 +846,11 @@ async def _fewer_collections() -> AsyncIterator[None]:
     keeps setting off collections, and now and then a full one that walks every object of the
     process: with the default thresholds that took about a third of the time of matching a
     file already imported. Nearly all of it is freed by reference counting anyway; the
-    collector still runs, some seven hundred times less often. (A collection of the youngest
+    collector still runs, some three hundred times less often. (A collection of the youngest
     generation walks every object made since the one before and still alive: a batch's
-    contacts, rows and before-images. At 50,000 such collections still took about 0.8 s of a
-    file of 262,144 rows half of which change contacts; at 500,000, 0.3 s.)"""
+    contacts, rows and before-images. At 50,000 such collections took about 0.8 s of a file of
+    262,144 rows half of which change contacts; at 200,000, 0.3 s, for 9 MiB more at the peak;
+    at 500,000, no less time and 33 MiB more.)"""
     if _Collections.running == 0:
         _Collections.saved = gc.get_threshold()
         young, *older = _Collections.saved
