@@ -148,11 +148,18 @@ class ContactRepository(Protocol):
         every writing unit of work holds the database's one write lock anyway)."""
         ...
 
-    async def add_many(self, contacts: list[Contact], *, operation_id: int | None = None) -> None:
+    async def add_many(
+        self,
+        contacts: list[Contact],
+        *,
+        operation_id: int | None = None,
+        search_texts: Sequence[str] | None = None,
+    ) -> None:
         """Insert new contacts in bulk (their company ids already set), setting their ids; if
         created by an operation, undoing it removes them. Each has a phone, an email or an
         external id, and these must be free: a clash (another transaction took one meanwhile)
-        raises Conflict, and the whole transaction is refused."""
+        raises Conflict, and the whole transaction is refused. `search_texts`, when given, are
+        the contacts' domain.text.search_text, worked out by the caller beforehand."""
         ...
 
     async def update_many(self, writes: list[ContactWrite]) -> list[int]:
@@ -177,7 +184,17 @@ class ContactRepository(Protocol):
 
 class HistoryRepository(Protocol):
     async def add(self, change: StageChange) -> None: ...
-    async def add_many(self, changes: list[StageChange]) -> None: ...
+    async def add_many(self, changes: list[StageChange]) -> None:
+        """Insert history rows in bulk; a change without an id gets one (those with one keep it:
+        see new_ids)."""
+        ...
+
+    async def new_ids(self, count: int) -> list[int]:
+        """Ids for `count` changes that add_many inserts next in this unit of work (before any
+        change is added otherwise), for a caller that makes a great many of them: a change is
+        immutable, and giving it its id later means making it again."""
+        ...
+
     async def for_contact(self, contact_id: int) -> list[StageChange]: ...
     async def latest(self, contact_id: int) -> StageChange | None: ...
     async def latest_times(self, contact_ids: Collection[int]) -> dict[int, datetime]:

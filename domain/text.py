@@ -28,6 +28,12 @@ def _fold_word(word: str) -> str:
     return " ".join(bare.casefold().split())
 
 
+def search_text(name: str | None, company_key: str | None) -> str:
+    """What search looks in for a contact: its folded name and its company's key (the folded
+    company name)."""
+    return " ".join(part for part in (fold(name or ""), company_key) if part)
+
+
 def words(text: str) -> list[str]:
     """The folded words of a text, as search indexes them."""
     return _WORD.findall(fold(text))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 import pytest
 
 from bot.container import Services
@@ -9,7 +11,7 @@ from domain.access import SYSTEM
 from domain.errors import DomainError
 from domain.model import Category, FieldKind
 from domain.services.contacts import ContactDraft
-from domain.services.imports import ImportOptions, Mode
+from domain.services.imports import ImportOptions, ImportService, Mode
 from tests.conftest import shared_path
 
 
@@ -38,6 +40,35 @@ async def test_an_update_only_import_matched_by_a_differently_written_phone_crea
     assert await amis.contacts.find(SYSTEM, "0900000000") == []
     [an] = await amis.contacts.find(SYSTEM, "an")
     assert an.contact.source == "Zalo"
+
+
+@pytest.mark.parametrize("read_by_a_child", [False, True])
+async def test_imported_contacts_are_found_by_their_folded_names_and_companies(
+    amis: Services, read_by_a_child: bool
+) -> None:
+    await amis.contacts.add(SYSTEM, ContactDraft(name="Nguyễn Văn An", company="Đại Phát"))
+    data = (
+        "name,phone,company\n"
+        "Trần Thị Bích,0912000001,ĐẠI PHÁT\n"
+        "Lê Minh Châu,0912000002,Hoà Bình Co\n"
+        ",0912000003,\n"
+    ).encode()
+    imports = amis.imports
+    if read_by_a_child:  # as a large file is read
+        imports = ImportService(
+            imports._uow, default_region="VN", zone=ZoneInfo("Asia/Ho_Chi_Minh"), child_from=0
+        )
+    report = await imports.run(SYSTEM, data, ImportOptions())
+    assert (report.created, report.rejected) == (3, 0)
+
+    async def names(query: str) -> list[str | None]:
+        return sorted(d.contact.name for d in await amis.contacts.find(SYSTEM, query))
+
+    assert await names("dai phat") == ["Nguyễn Văn An", "Trần Thị Bích"]
+    assert await names("TRAN thi") == ["Trần Thị Bích"]
+    assert await names("hoa binh") == ["Lê Minh Châu"]
+    assert await names("chau") == ["Lê Minh Châu"]
+    assert await names("0912000003") == [None]
 
 
 async def test_a_dry_run_reports_the_same_counts_and_changes_nothing(amis: Services) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import Integer, String
 from sqlalchemy.dialects import sqlite
 
 from bot.container import Services
@@ -55,6 +56,20 @@ async def test_contacts_found_in_bulk_are_the_contacts_read_one_by_one(amis: Ser
     assert an.tags == sorted(["VIP", "hội chợ"])
     assert an.created_at == datetime(2024, 3, 1, 10, 20, 30, 123456, tzinfo=UTC)
     assert an.created_at.tzinfo is UTC
+
+
+def test_columns_null_in_every_row_of_a_bulk_write_are_written_as_null_on_sqlite() -> None:
+    types = [Integer(), Integer(), String(), Integer()]
+    rows = [(1, None, "a", None), (2, None, None, None)]
+    parameters, nulls = bulk._parameters(rows, types, sqlite.dialect())
+    assert (parameters, nulls) == ((1, "a", 2, None), (1, 3))
+    marks = bulk._placeholders("qmark", len(rows), len(types), nulls=nulls)
+    assert marks == "(?, NULL, ?, NULL), (?, NULL, ?, NULL)"
+    numbered = bulk._placeholders("numeric_dollar", 2, 3, ("INT", "TEXT", "INT"), (1,))
+    assert (
+        numbered
+        == "(CAST($1 AS INT), NULL, CAST($2 AS INT)), (CAST($3 AS INT), NULL, CAST($4 AS INT))"
+    )
 
 
 @pytest.mark.parametrize(

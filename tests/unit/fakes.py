@@ -248,7 +248,13 @@ class FakeContacts(_Repo):
             or (c.external_id and c.external_id in external_ids)
         ]
 
-    async def add_many(self, contacts: list[Contact], *, operation_id: int | None = None) -> None:
+    async def add_many(
+        self,
+        contacts: list[Contact],
+        *,
+        operation_id: int | None = None,
+        search_texts: Sequence[str] | None = None,
+    ) -> None:
         for contact in contacts:
             contact.id = self.s.new_id()
             self.s.contacts[contact.id] = copy.deepcopy(contact)
@@ -302,7 +308,13 @@ class FakeHistory(_Repo):
 
     async def add_many(self, changes: list[StageChange]) -> None:
         for change in changes:
-            await self.add(change)
+            if change.id is None:
+                await self.add(change)
+            else:
+                self.s.history.append(change)
+
+    async def new_ids(self, count: int) -> list[int]:
+        return [self.s.new_id() for _ in range(count)]
 
     async def for_contact(self, contact_id: int) -> list[StageChange]:
         rows = [c for c in self.s.history if c.contact_id == contact_id]
