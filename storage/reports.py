@@ -575,8 +575,9 @@ async def appended(session: AsyncSession, changes: Sequence[StageChange]) -> Non
     stale = []
     done: set[int] = set()
     seconds_of = _memoized_seconds()
-    # In history order, to the microsecond: a batch may hold several rows of a new contact.
-    for change in sorted(changes, key=attrgetter("at", "id")):
+    # In history order, to the microsecond, when a batch holds several rows of a contact.
+    once_each = len({change.contact_id for change in changes}) == len(changes)
+    for change in changes if once_each else sorted(changes, key=attrgetter("at", "id")):
         assert change.id is not None
         known = fresh.get(change.contact_id)
         if known is None:
