@@ -11,8 +11,9 @@ recategorizing a stage rewrites the entries that change (`recategorized`)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
@@ -567,10 +568,31 @@ def _memoized_seconds() -> Callable[[datetime], int]:
     return seconds_of
 
 
-async def appended(session: AsyncSession, changes: Sequence[StageChange]) -> None:
-    """History rows added in bulk (with their ids). Contacts created in this unit of work get
-    their report rows now, from what was written; the others are refreshed before the commit
-    (a contact changed again later in the unit of work is refreshed then, rows replaced)."""
+async def appended(
+    session: AsyncSession,
+    changes: Sequence[StageChange],
+    write: Callable[[], Awaitable[object]],
+) -> None:
+    """History rows added in bulk (with their ids), by `write`. Contacts created in this unit of
+    work get their report rows now, from what was written, worked out while the database runs
+    the write; the others are refreshed before the commit (a contact changed again later in
+    the unit of work is refreshed then, rows replaced)."""
+    known = await categories(session)
+    writing = asyncio.ensure_future(write())
+    await asyncio.sleep(0)  # the write hands its first statement to the database's thread
+    try:
+        contact_rows, move_rows, stale = _rows_appended(session, changes, known)
+    finally:
+        await writing
+    await _insert(session, contact_rows, move_rows)
+    await _append_or_refresh(session, changes, stale)
+
+
+def _rows_appended(
+    session: AsyncSession, changes: Sequence[StageChange], known: Categories
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[int]]:
+    """The report rows of the contacts created in this unit of work that `changes` belong to,
+    and the other contacts the changes belong to."""
     fresh: dict[int, tuple[Facts, datetime, list[Change]]] = session.info.get(FRESH, {})
     stale = []
     done: set[int] = set()
@@ -579,11 +601,11 @@ async def appended(session: AsyncSession, changes: Sequence[StageChange]) -> Non
     once_each = len({change.contact_id for change in changes}) == len(changes)
     for change in changes if once_each else sorted(changes, key=attrgetter("at", "id")):
         assert change.id is not None
-        known = fresh.get(change.contact_id)
-        if known is None:
+        item = fresh.get(change.contact_id)
+        if item is None:
             stale.append(change.contact_id)
             continue
-        _, created_at, history = known
+        _, created_at, history = item
         history.append(
             Change(
                 change.id,
@@ -595,9 +617,8 @@ async def appended(session: AsyncSession, changes: Sequence[StageChange]) -> Non
             )
         )
         done.add(change.contact_id)
-    if done:
-        await _write_fresh(session, [fresh.pop(i) for i in done])
-    await _append_or_refresh(session, changes, stale)
+    contact_rows, move_rows = _rows_of_fresh([fresh.pop(i) for i in done], known)
+    return contact_rows, move_rows, stale
 
 
 async def _append_or_refresh(
@@ -643,15 +664,19 @@ async def refresh_stale(session: AsyncSession) -> None:
 async def _write_fresh(
     session: AsyncSession, fresh: Sequence[tuple[Facts, datetime, list[Change]]]
 ) -> None:
-    if not fresh:
-        return
-    known = await categories(session)
+    if fresh:
+        await _insert(session, *_rows_of_fresh(fresh, await categories(session)))
+
+
+def _rows_of_fresh(
+    fresh: Sequence[tuple[Facts, datetime, list[Change]]], known: Categories
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     contact_rows, move_rows = [], []
     for facts, _, history in fresh:
         row, moves = rows_of(facts, history, None, known)
         contact_rows.append(row)
         move_rows += moves
-    await _insert(session, contact_rows, move_rows)
+    return contact_rows, move_rows
 
 
 def forget(session: AsyncSession) -> None:

@@ -834,26 +834,25 @@ class SqlHistoryRepository:
                 )
                 for change in changes
             ]
-        await bulk.insert(
+        rows = [
+            (
+                change.id,
+                change.contact_id,
+                change.from_stage_id,
+                change.to_stage_id,
+                change.at,
+                change.by_user_id,
+                change.source.value,
+                change.reason,
+                change.operation_id,
+            )
+            for change in changes
+        ]
+        await report_rows.appended(
             self._session,
-            StageChangeRow,
-            ("id", *HISTORY_COLUMNS),
-            [
-                (
-                    change.id,
-                    change.contact_id,
-                    change.from_stage_id,
-                    change.to_stage_id,
-                    change.at,
-                    change.by_user_id,
-                    change.source.value,
-                    change.reason,
-                    change.operation_id,
-                )
-                for change in changes
-            ],
+            changes,
+            lambda: bulk.insert(self._session, StageChangeRow, ("id", *HISTORY_COLUMNS), rows),
         )
-        await report_rows.appended(self._session, changes)
 
     async def new_ids(self, count: int) -> list[int]:
         # After those given out before, which may not be inserted yet.
