@@ -9,11 +9,12 @@ that what is stored and read back is exactly what the ORM would store and read."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import chain
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
@@ -26,6 +27,8 @@ from storage.models import Base
 MAX_PARAMETERS = 32_766
 
 Converter = Callable[[Any], Any]
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 async def insert(
@@ -52,6 +55,20 @@ async def insert(
         if returning:
             out += result.all()
     return out
+
+
+async def overlapped(statements: Awaitable[T], work: Callable[[], U]) -> tuple[T, U]:
+    """Run `statements` (of the session, one at a time as always) and `work` (Python that uses
+    no database) at once: the database's own work runs in its thread (SQLite) or server while
+    this thread works, instead of one after the other."""
+    running = asyncio.ensure_future(statements)
+    await asyncio.sleep(0)  # the first statement goes to the database now
+    try:
+        done = work()
+    except BaseException:
+        await asyncio.gather(running, return_exceptions=True)  # the session is free again
+        raise
+    return await running, done
 
 
 async def update(

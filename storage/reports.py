@@ -11,7 +11,6 @@ recategorizing a stage rewrites the entries that change (`recategorized`)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -569,21 +568,16 @@ def _memoized_seconds() -> Callable[[datetime], int]:
 
 
 async def appended(
-    session: AsyncSession,
-    changes: Sequence[StageChange],
-    write: Callable[[], Awaitable[object]],
+    session: AsyncSession, changes: Sequence[StageChange], write: Awaitable[object]
 ) -> None:
     """History rows added in bulk (with their ids), by `write`. Contacts created in this unit of
     work get their report rows now, from what was written, worked out while the database runs
     the write; the others are refreshed before the commit (a contact changed again later in
     the unit of work is refreshed then, rows replaced)."""
     known = await categories(session)
-    writing = asyncio.ensure_future(write())
-    await asyncio.sleep(0)  # the write hands its first statement to the database's thread
-    try:
-        contact_rows, move_rows, stale = _rows_appended(session, changes, known)
-    finally:
-        await writing
+    _, (contact_rows, move_rows, stale) = await bulk.overlapped(
+        write, lambda: _rows_appended(session, changes, known)
+    )
     await _insert(session, contact_rows, move_rows)
     await _append_or_refresh(session, changes, stale)
 

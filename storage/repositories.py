@@ -851,7 +851,7 @@ class SqlHistoryRepository:
         await report_rows.appended(
             self._session,
             changes,
-            lambda: bulk.insert(self._session, StageChangeRow, ("id", *HISTORY_COLUMNS), rows),
+            bulk.insert(self._session, StageChangeRow, ("id", *HISTORY_COLUMNS), rows),
         )
 
     async def new_ids(self, count: int) -> list[int]:
