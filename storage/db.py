@@ -123,7 +123,8 @@ class _Checkpointer:
     own, after commits (at most once per CHECKPOINT_INTERVAL_S), so that no commit waits for it.
     A passive checkpoint blocks neither readers nor writers; it copies what no reader still
     needs, and the log is reused from its start once all of it has been copied. The last
-    connection to close (usually this one, when the engine is disposed) empties the log."""
+    connection to close (usually this one, when the engine is disposed) empties the log. An
+    engine is not used after it was disposed (Services.close, the migrations' own engine)."""
 
     def __init__(self, path: str) -> None:
         self._path = path
