@@ -12,9 +12,10 @@ recategorizing a stage rewrites the entries that change (`recategorized`)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -541,7 +542,7 @@ def created(session: AsyncSession, contacts: Iterable[Contact]) -> None:
     """Remember contacts inserted in bulk in this unit of work: their report rows are computed
     from what was written (with `appended`, their first history rows), without reading back."""
     fresh: dict[int, tuple[Facts, datetime, list[Change]]] = session.info.setdefault(FRESH, {})
-    seconds_of = _memoized_seconds()
+    seconds_of = cache(epoch_seconds)  # most rows of an import share the import's own time
     for contact in contacts:
         assert contact.id is not None
         facts = Facts(
@@ -552,19 +553,6 @@ def created(session: AsyncSession, contacts: Iterable[Contact]) -> None:
             seconds_of(contact.created_at),
         )
         fresh[contact.id] = (facts, contact.created_at, [])
-
-
-def _memoized_seconds() -> Callable[[datetime], int]:
-    """`epoch_seconds`, once per distinct time: most rows of an import share the import's."""
-    memo: dict[datetime, int] = {}
-
-    def seconds_of(moment: datetime) -> int:
-        found = memo.get(moment)
-        if found is None:
-            memo[moment] = found = epoch_seconds(moment)
-        return found
-
-    return seconds_of
 
 
 async def appended(
@@ -590,7 +578,7 @@ def _rows_appended(
     fresh: dict[int, tuple[Facts, datetime, list[Change]]] = session.info.get(FRESH, {})
     stale = []
     done: set[int] = set()
-    seconds_of = _memoized_seconds()
+    seconds_of = cache(epoch_seconds)
     # In history order, to the microsecond, when a batch holds several rows of a contact.
     once_each = len({change.contact_id for change in changes}) == len(changes)
     for change in changes if once_each else sorted(changes, key=attrgetter("at", "id")):
