@@ -3,11 +3,11 @@ work does, once per use case."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, TypeVar
 
 from domain.access import Scope
 from domain.model import (
@@ -462,6 +462,9 @@ class ReportRepository(Protocol):
         ...
 
 
+T = TypeVar("T")
+
+
 class UnitOfWork(Protocol):
     stages: StageRepository
     contacts: ContactRepository
@@ -488,6 +491,18 @@ class UnitOfWork(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+    async def flush(self) -> None:
+        """Waits until the writes made so far have reached the database, and raises the first
+        failure among them (a Conflict...). In a bulk unit of work, writes may return before
+        the database has run them, so that the next batch is worked out meanwhile; any read,
+        and the commit, waits for them anyway."""
+        ...
+
+    def behind(self, step: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        """Starts `step` (reads, most often), to run after the writes made so far and before
+        those made later, without waiting for them here; its outcome, when awaited."""
+        ...
+
     async def commit(self) -> None: ...
     async def rollback(self) -> None: ...
 

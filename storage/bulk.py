@@ -9,17 +9,19 @@ that what is stored and read back is exactly what the ORM would store and read."
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import chain
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Executable
 
+from storage import pipeline
 from storage.db import UTCDateTime
 from storage.models import Base
 
@@ -27,8 +29,6 @@ from storage.models import Base
 MAX_PARAMETERS = 32_766
 
 Converter = Callable[[Any], Any]
-T = TypeVar("T")
-U = TypeVar("U")
 
 
 async def insert(
@@ -38,37 +38,44 @@ async def insert(
     rows: Sequence[Sequence[Any]],
     *,
     returning: Sequence[str] = (),
+    refused: Callable[[], Exception] | None = None,
 ) -> list[tuple[Any, ...]]:
     """INSERT the rows (one value per column, in order); the `returning` columns of the inserted
-    rows, in no particular order."""
+    rows, in no particular order. `refused`, when given, is raised instead of the database's
+    integrity error (a unique index's). In a pipeline (storage.pipeline), rows returned nothing
+    are sent and this returns before the database has run them."""
     table = _table(model)
     dialect = session.get_bind().dialect
     types = [table.c[name].type for name in columns]
     head = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
     tail = f" RETURNING {', '.join(returning)}" if returning else ""
     connection = await session.connection()
+    behind = None if returning else await pipeline.of(session)
     out: list[tuple[Any, ...]] = []
     for chunk in _chunks(rows, len(columns)):
         parameters, nulls = _parameters(chunk, types, dialect)
-        values = _placeholders(dialect.paramstyle, len(chunk), len(columns), nulls=nulls)
-        result = await connection.exec_driver_sql(head + values + tail, parameters)
+        sql = head + _placeholders(dialect.paramstyle, len(chunk), len(columns), nulls=nulls) + tail
+        if behind is not None:
+            await behind.send(sql, parameters, refused=refused)
+            continue
+        try:
+            result = await connection.exec_driver_sql(sql, parameters)
+        except IntegrityError:
+            if refused is None:
+                raise
+            raise refused() from None
         if returning:
             out += result.all()
     return out
 
 
-async def overlapped(statements: Awaitable[T], work: Callable[[], U]) -> tuple[T, U]:
-    """Run `statements` (of the session, one at a time as always) and `work` (Python that uses
-    no database) at once: the database's own work runs in its thread (SQLite) or server while
-    this thread works, instead of one after the other."""
-    running = asyncio.ensure_future(statements)
-    await asyncio.sleep(0)  # the first statement goes to the database now
-    try:
-        done = work()
-    except BaseException:
-        await asyncio.gather(running, return_exceptions=True)  # the session is free again
-        raise
-    return await running, done
+async def execute(session: AsyncSession, statement: Executable) -> None:
+    """Run a statement that returns nothing: in a pipeline, sent to run behind."""
+    behind = await pipeline.of(session)
+    if behind is not None:
+        await behind.send(statement)
+    else:
+        await session.execute(statement)
 
 
 async def update(

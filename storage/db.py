@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from storage import pipeline
+
 BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 64 * 1024
 # Of a new database file (an existing one keeps its own): bulk writes touch fewer, fuller pages,
@@ -71,6 +73,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("pool_size", 1)
         kwargs.setdefault("max_overflow", 0)
     engine = create_async_engine(url, **kwargs)
+    pipeline.watch(engine)
     if engine.dialect.name == "sqlite":
         _tune_sqlite(engine)
         path = engine.url.database

@@ -12,7 +12,7 @@ recategorizing a stage rewrites the entries that change (`recategorized`)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -110,6 +110,7 @@ FEW_TIMES = 16  # distinct times of appended rows worth a statement each
 
 STALE = "stale_report_contacts"  # session.info: contacts to refresh before the commit
 FRESH = "fresh_report_contacts"  # session.info: contacts created here, with their history
+CATEGORIES = "stage_categories"  # session.info: what `categories` read
 
 CONTACT_COLUMNS = (
     "contact_id",
@@ -337,11 +338,22 @@ def _entry_sql(
 
 
 async def categories(session: AsyncSession) -> Categories:
-    rows = (await session.execute(select(StageRow.id, StageRow.category))).all()
-    return Categories(
-        won=frozenset(i for i, c in rows if c == Category.WON.value),
-        lost=frozenset(i for i, c in rows if c == Category.LOST.value),
-    )
+    """The won and the lost stages, read once per transaction until a stage is added or
+    changed (`stages_changed`): an import asks for every batch, and a read waits for the
+    writes sent before it (storage.pipeline)."""
+    known: Categories | None = session.info.get(CATEGORIES)
+    if known is None:
+        rows = (await session.execute(select(StageRow.id, StageRow.category))).all()
+        known = Categories(
+            won=frozenset(i for i, c in rows if c == Category.WON.value),
+            lost=frozenset(i for i, c in rows if c == Category.LOST.value),
+        )
+        session.info[CATEGORIES] = known
+    return known
+
+
+def stages_changed(session: AsyncSession) -> None:
+    session.info.pop(CATEGORIES, None)
 
 
 async def refresh(session: AsyncSession, contacts: Sequence[int] | None) -> None:
@@ -511,11 +523,12 @@ async def _add_to_blocks(session: AsyncSession, upsert: Any) -> None:
     """Run an INSERT of block rows that adds to the rows already there."""
     d = ReportStayBlockRow
     excluded = upsert.excluded
-    await session.execute(
+    await bulk.execute(
+        session,
         upsert.on_conflict_do_update(
             index_elements=STAY_BLOCK_KEY,
             set_={"n": d.n + excluded.n, "total_s": d.total_s + excluded.total_s},
-        )
+        ),
     )
 
 
@@ -555,17 +568,12 @@ def created(session: AsyncSession, contacts: Iterable[Contact]) -> None:
         fresh[contact.id] = (facts, contact.created_at, [])
 
 
-async def appended(
-    session: AsyncSession, changes: Sequence[StageChange], write: Awaitable[object]
-) -> None:
-    """History rows added in bulk (with their ids), by `write`. Contacts created in this unit of
-    work get their report rows now, from what was written, worked out while the database runs
-    the write; the others are refreshed before the commit (a contact changed again later in
-    the unit of work is refreshed then, rows replaced)."""
-    known = await categories(session)
-    _, (contact_rows, move_rows, stale) = await bulk.overlapped(
-        write, lambda: _rows_appended(session, changes, known)
-    )
+async def appended(session: AsyncSession, changes: Sequence[StageChange]) -> None:
+    """History rows just added in bulk (with their ids). Contacts created in this unit of work
+    get their report rows now, from what was written (worked out while the database runs the
+    history's insert, in a pipeline); the others are refreshed before the commit (a contact
+    changed again later in the unit of work is refreshed then, rows replaced)."""
+    contact_rows, move_rows, stale = _rows_appended(session, changes, await categories(session))
     await _insert(session, contact_rows, move_rows)
     await _append_or_refresh(session, changes, stale)
 
@@ -662,9 +670,11 @@ def _rows_of_fresh(
 
 
 def forget(session: AsyncSession) -> None:
-    """After a rollback: nothing remembered was written."""
+    """After a rollback or a commit: what was remembered is written or undone, and others may
+    change the stages before the next transaction."""
     session.info.pop(STALE, None)
     session.info.pop(FRESH, None)
+    session.info.pop(CATEGORIES, None)
 
 
 async def recategorized(session: AsyncSession, stage_id: int) -> None:

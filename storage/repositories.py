@@ -134,6 +134,7 @@ class SqlStageRepository:
         )
         self._session.add(row)
         await self._flush_name(stage.name)
+        report_rows.stages_changed(self._session)
         stage.id = row.id
         return stage
 
@@ -155,6 +156,7 @@ class SqlStageRepository:
             )
         )
         await self._flush_name(stage.name)
+        report_rows.stages_changed(self._session)
         if category != stage.category.value:
             await report_rows.recategorized(self._session, stage.id)
 
@@ -171,6 +173,10 @@ class SqlStageRepository:
                 await self._session.flush()
         except IntegrityError:
             raise DuplicateStageName(name) from None
+
+
+def _identifiers_taken() -> Conflict:
+    return Conflict("another contact took one of these identifiers meanwhile")
 
 
 class _StaleContacts(Exception):
@@ -462,25 +468,24 @@ class SqlContactRepository:
             (c.id, *_contact_fields(c), text, operation_id)
             for c, text in zip(contacts, search_texts, strict=True)
         ]
-        try:
-            await bulk.insert(
-                self._session,
-                ContactRow,
-                ("id", *CONTACT_COLUMNS, "created_by_operation_id"),
-                rows,
-            )
-        except IntegrityError:
-            raise Conflict("another contact took one of these identifiers meanwhile") from None
+        await bulk.insert(
+            self._session,
+            ContactRow,
+            ("id", *CONTACT_COLUMNS, "created_by_operation_id"),
+            rows,
+            refused=_identifiers_taken,
+        )
         if ids and operation_id is not None and self._session.get_bind().dialect.name == "sqlite":
             # The insert trigger leaves contacts an import creates to this one statement
             # (migration 0012): FTS5 takes a batch's words at once for less.
-            await self._session.execute(
+            await bulk.execute(
+                self._session,
                 insert(CONTACT_SEARCH).from_select(
                     ["rowid", "search_text"],
                     select(ContactRow.id, ContactRow.search_text).where(
                         ContactRow.id.between(ids[0], ids[-1])
                     ),
-                )
+                ),
             )
         await self._add_tags(contacts)
         report_rows.created(self._session, contacts)
@@ -848,11 +853,8 @@ class SqlHistoryRepository:
             )
             for change in changes
         ]
-        await report_rows.appended(
-            self._session,
-            changes,
-            bulk.insert(self._session, StageChangeRow, ("id", *HISTORY_COLUMNS), rows),
-        )
+        await bulk.insert(self._session, StageChangeRow, ("id", *HISTORY_COLUMNS), rows)
+        await report_rows.appended(self._session, changes)
 
     async def new_ids(self, count: int) -> list[int]:
         # After those given out before, which may not be inserted yet.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,6 +30,7 @@ from domain.ports import (
     UserRepository,
     ViewRepository,
 )
+from storage import pipeline
 from storage.db import UNCHECKED_REFERENCES
 from storage.report_queries import SqlReportRepository
 from storage.reports import forget, refresh_stale
@@ -49,6 +52,8 @@ from storage.repositories import (
     SqlUserRepository,
     SqlViewRepository,
 )
+
+T = TypeVar("T")
 
 
 class _Repositories:
@@ -103,6 +108,7 @@ class SqlUnitOfWork(_Repositories):
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, bulk: bool = False) -> None:
         self._sessions = sessions
         self._bulk = bulk
+        self._pipeline: pipeline.Pipeline | None = None
 
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
@@ -110,6 +116,7 @@ class SqlUnitOfWork(_Repositories):
         if self._bulk:
             # Begins the transaction now, telling the engine (storage.db) what kind it is.
             await self._session.connection(execution_options={UNCHECKED_REFERENCES: True})
+            self._pipeline = await pipeline.start(self._session)
         return self
 
     async def __aexit__(
@@ -118,6 +125,7 @@ class SqlUnitOfWork(_Repositories):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self._stop_pipeline()
         # Whatever was not committed is rolled back: a refused operation changes nothing.
         await self._session.rollback()
         forget(self._session)
@@ -125,13 +133,31 @@ class SqlUnitOfWork(_Repositories):
         if isinstance(exc, DBAPIError) and _collided(exc):
             raise Conflict(str(exc.orig)) from exc
 
+    async def flush(self) -> None:
+        if self._pipeline is not None:
+            await self._pipeline.drain()
+
+    def behind(self, step: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        if self._pipeline is not None:
+            return self._pipeline.behind(step)
+        return asyncio.ensure_future(step())
+
     async def commit(self) -> None:
         await refresh_stale(self._session)
+        await self.flush()
         await self._session.commit()
+        forget(self._session)
+        await self._stop_pipeline()  # the connection goes back to the pool
 
     async def rollback(self) -> None:
+        await self._stop_pipeline()
         forget(self._session)
         await self._session.rollback()
+
+    async def _stop_pipeline(self) -> None:
+        if self._pipeline is not None:
+            await self._pipeline.stop()
+            self._pipeline = None
 
 
 class SharedSessionUnitOfWork(_Repositories):
@@ -152,6 +178,12 @@ class SharedSessionUnitOfWork(_Repositories):
         tb: TracebackType | None,
     ) -> None:
         return None
+
+    async def flush(self) -> None:
+        return None
+
+    def behind(self, step: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        return asyncio.ensure_future(step())
 
     async def commit(self) -> None:
         await refresh_stale(self._session)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import enum
 import gc
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,8 +45,9 @@ PROGRESS_EVERY = 10_000  # rows between two progress reports (a chat shows them 
 FOLDED_MAX = 65_536  # tags folded and remembered, per import
 YIELD_EVERY = 64  # rows decided between two chances for the database thread to go on
 # Allocations between two collections of the youngest generation while an import runs (Python's
-# default is 700): see `_fewer_collections`.
+# default is 700): see `_tuned_for_imports`.
 GC_YOUNG_THRESHOLD = 200_000
+SWITCH_INTERVAL = 0.0001  # seconds; see _tuned_for_imports
 # The scalar fields an import may change, and how a contact's value is kept in a before-image.
 PROFILE = ("name", "phone", "email", "external_id", "source", "value", "owner_id", "company_id")
 MOVED = ("stage_id", "stage_entered_at", "last_activity_at")  # the fields a stage change sets
@@ -172,7 +174,7 @@ class ImportService:
         )
         in_child = len(data) >= self._child_from
         async with (
-            _fewer_collections(),
+            _tuned_for_imports(),
             self._uow(bulk=True) as uow,
             batches(data, parsed, parse_options, size=self._batch, in_child=in_child) as stream,
         ):
@@ -183,20 +185,20 @@ class ImportService:
             incoming = aiter(stream)
             try:
                 # The database works in its own thread (SQLite) or server while this one works
-                # out what the rows do: while batch N is decided, batch N-1 is written and then
-                # batch N+1 looked up, in that order. (Each batch is looked up before the one
-                # before it is written; a row matching a contact that batch changes is refused
-                # all the same: `_Run.changed`.)
+                # out what the rows do. In the order the database gets them: batch N+1 is
+                # looked up, then batch N-1 written, while batch N is decided. (A row matching
+                # a contact that an earlier batch changes is refused all the same: `_Run.changed`;
+                # and no row shares an identifier with an earlier one.)
                 batch = await anext(incoming, None)
                 if batch is not None:
                     run.look_up_next(batch.rows)
                 while batch is not None:
                     found = await run.looked_up()
-                    if decided is not None:
-                        await run.write(decided)
                     following = await anext(incoming, None)
                     if following is not None:
                         run.look_up_next(following.rows)
+                    if decided is not None:
+                        await run.write(decided)
                     decided = await run.decide(batch.rows, found, read=batch.read)
                     read = batch.read
                     if progress is not None and run.applied - reported >= self._progress_every:
@@ -205,7 +207,14 @@ class ImportService:
                     batch = following
                 if decided is not None:
                     await run.write(decided)
-                    await run.written()
+                await run.written()
+                await uow.flush()
+            except Conflict:
+                await run.abandon()
+                raise ImportRefused(
+                    "Another contact took one of the file's phones, emails or external ids "
+                    "during the import; import the file again."
+                ) from None
             except BaseException:
                 await run.abandon()
                 raise
@@ -291,7 +300,7 @@ class _Run:
         self.changed: dict[int, int] = {}  # contact id -> the row that changed it
         self.operation: Operation | None = None
         self.writing: asyncio.Task[None] | None = None  # the batch being written
-        self.looking: asyncio.Task[_Found] | None = None  # the next batch being looked up
+        self.looking: Awaitable[_Found] | None = None  # the next batch being looked up
         self.applied = 0  # data rows read up to the last batch written
         self.fields: list[CustomFieldDef] = []
         self.match_all = set(options.match) == set(IDENTIFIERS)
@@ -312,15 +321,8 @@ class _Run:
         )
 
     def look_up_next(self, rows: Sequence[ImportRow]) -> None:
-        """Starts looking the rows up, in the background once the batch being written is."""
-        writing = self.writing
-
-        async def look_up() -> _Found:
-            if writing is not None:
-                await writing  # a failed write fails the look-up after it with its error
-            return await self.look_up(rows)
-
-        self.looking = asyncio.create_task(look_up())
+        """Starts looking the rows up, after the writes asked for so far."""
+        self.looking = self.uow.behind(lambda: self.look_up(rows))
 
     async def looked_up(self) -> _Found:
         """What `look_up_next` found."""
@@ -385,24 +387,20 @@ class _Run:
         self.writing = asyncio.create_task(self._write(batch))
 
     async def written(self) -> None:
-        """Waits for the batch being written, if any, and for the next batch's look-up, which
-        comes after it: until then the database is not free for anything else."""
+        """Waits until the batch being written is sent to the database (which runs what it is
+        sent in order: a read after it waits for it)."""
         writing, self.writing = self.writing, None
         if writing is not None:
             await writing
-        if self.looking is not None:
-            await asyncio.wait([self.looking])  # its outcome is for `looked_up`
 
     async def abandon(self) -> None:
-        """After a failure, waits for the batch being written and the look-up after it: the
-        unit of work must not end under them, and their own failures, if any, are not the
-        ones to report."""
-        with contextlib.suppress(Exception):
-            await self.written()
-        looking, self.looking = self.looking, None
-        if looking is not None:
-            with contextlib.suppress(Exception):
-                await looking
+        """After a failure, waits for the batch being written and the look-up: the unit of work
+        must not end under them, and their own failures, if any, are not the ones to report."""
+        for step in (self.writing, self.looking):
+            if step is not None:
+                with contextlib.suppress(Exception):
+                    await step
+        self.writing = self.looking = None
 
     async def _known_companies(self, rows: Sequence[ImportRow]) -> None:
         unknown = {r.company for r in rows if r.company and r.company not in self.companies}
@@ -456,22 +454,19 @@ class _Run:
                         )
                 changes = [c for c in changes if c.item.contact_id not in stale]
         operation_id = self._operation_id()
+        staged = [new for new in batch.new if new.contact.stage_id is not None]
+        # Asked first: the writes below run behind this code (UnitOfWork.flush), and a read
+        # would wait for them.
+        change_ids = await self.uow.history.new_ids(len(staged))
         if batch.new:
-            try:
-                await self.uow.contacts.add_many(
-                    [n.contact for n in batch.new],
-                    operation_id=operation_id,
-                    search_texts=[n.search_text for n in batch.new],
-                )
-            except Conflict:
-                raise ImportRefused(
-                    "Another contact took one of the file's phones, emails or external ids "
-                    "during the import; import the file again."
-                ) from None
+            await self.uow.contacts.add_many(
+                [n.contact for n in batch.new],
+                operation_id=operation_id,
+                search_texts=[n.search_text for n in batch.new],
+            )
         history = []
         actor_id, source = self.actor.id, Source.IMPORT
-        staged = [new for new in batch.new if new.contact.stage_id is not None]
-        for new, change_id in zip(staged, await self.uow.history.new_ids(len(staged)), strict=True):
+        for new, change_id in zip(staged, change_ids, strict=True):
             contact = new.contact
             assert contact.id is not None
             assert contact.stage_entered_at is not None
@@ -489,9 +484,8 @@ class _Run:
                 )
             )
         history += [change.move for change in changes if change.move is not None]
-        items = [change.item for change in changes]
         await self.uow.history.add_many(history)
-        await self.uow.operations.add_items(items)
+        await self.uow.operations.add_items([change.item for change in changes])
         self.report.created += len(batch.new)
         self.report.updated += len(changes)
         self.applied = batch.read
@@ -831,37 +825,47 @@ class _Run:
         return self.operation.id
 
 
-class _Collections:
-    """How many imports of this process run with fewer collections, and the thresholds to
-    put back when the last one ends."""
+class _Tuning:
+    """How many imports of this process run with the settings of `_tuned_for_imports`, and the
+    settings to put back when the last one ends."""
 
     running = 0
-    saved: tuple[int, int, int] = (700, 10, 10)
+    thresholds: tuple[int, int, int] = (700, 10, 10)
+    switch_interval = 0.005
 
 
 @contextlib.asynccontextmanager
-async def _fewer_collections() -> AsyncIterator[None]:
-    """Python's cyclic garbage collector runs less often while imports are under way. An import
-    makes and drops tens of thousands of objects a batch (rows, contacts, parameters), which
-    keeps setting off collections, and now and then a full one that walks every object of the
-    process: with the default thresholds that took about a third of the time of matching a
-    file already imported. Nearly all of it is freed by reference counting anyway; the
-    collector still runs, some three hundred times less often. (A collection of the youngest
-    generation walks every object made since the one before and still alive: a batch's
-    contacts, rows and before-images. At 50,000 such collections took about 0.8 s of a file of
-    262,144 rows half of which change contacts; at 200,000, 0.3 s, for 9 MiB more at the peak;
-    at 500,000, no less time and 33 MiB more.)"""
-    if _Collections.running == 0:
-        _Collections.saved = gc.get_threshold()
-        young, *older = _Collections.saved
+async def _tuned_for_imports() -> AsyncIterator[None]:
+    """While imports are under way:
+
+    - Python's cyclic garbage collector runs less often. An import makes and drops tens of
+      thousands of objects a batch (rows, contacts, parameters), which keeps setting off
+      collections, and now and then a full one that walks every object of the process: with
+      the default thresholds that took about a third of the time of matching a file already
+      imported. Nearly all of it is freed by reference counting anyway; the collector still
+      runs, some three hundred times less often. (A collection of the youngest generation walks
+      every object made since the one before and still alive: a batch's contacts, rows and
+      before-images. At 50,000 such collections took about 0.8 s of a file of 262,144 rows half
+      of which change contacts; at 200,000, 0.3 s, for 9 MiB more at the peak; at 500,000, no
+      less time and 33 MiB more.)
+    - Python's lock changes threads more often. The database's thread (SQLite's) takes the lock
+      between statements and to bind their values, and while this thread works out the next
+      batch it waited up to the default interval, 5 ms, each time: a million new rows took 28 s
+      instead of 24 s."""
+    if _Tuning.running == 0:
+        _Tuning.thresholds = gc.get_threshold()
+        _Tuning.switch_interval = sys.getswitchinterval()
+        young, *older = _Tuning.thresholds
         gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
-    _Collections.running += 1
+        sys.setswitchinterval(min(_Tuning.switch_interval, SWITCH_INTERVAL))
+    _Tuning.running += 1
     try:
         yield
     finally:
-        _Collections.running -= 1
-        if _Collections.running == 0:
-            gc.set_threshold(*_Collections.saved)
+        _Tuning.running -= 1
+        if _Tuning.running == 0:
+            gc.set_threshold(*_Tuning.thresholds)
+            sys.setswitchinterval(_Tuning.switch_interval)
 
 
 def _label(identifier: str) -> str:

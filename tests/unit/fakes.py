@@ -5,13 +5,14 @@ on commit, so a refused operation leaves the database exactly as it was, as real
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 from domain.access import Scope
 from domain.errors import DuplicateStageName
@@ -35,6 +36,8 @@ from domain.model import (
 )
 from domain.ports import BulkMove, ContactFilter, ContactWrite, DuplicateEvent, SearchCriteria
 from domain.text import fold, words
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -570,6 +573,12 @@ class FakeUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         pass
+
+    async def flush(self) -> None:
+        pass
+
+    def behind(self, step: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        return asyncio.ensure_future(step())
 
     async def commit(self) -> None:
         self._database.state = copy.deepcopy(self._state)
