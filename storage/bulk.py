@@ -78,6 +78,16 @@ async def execute(session: AsyncSession, statement: Executable) -> None:
         await session.execute(statement)
 
 
+async def execute_sql(session: AsyncSession, sql: str, parameters: Sequence[Any]) -> None:
+    """Run SQL written for the driver that returns nothing: in a pipeline, sent to run
+    behind."""
+    behind = await pipeline.of(session)
+    if behind is not None:
+        await behind.send(sql, parameters)
+    else:
+        await (await session.connection()).exec_driver_sql(sql, tuple(parameters))
+
+
 async def update(
     session: AsyncSession,
     model: type[Base],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -36,16 +37,36 @@ Parameters = Sequence[Any] | Mapping[str, Any] | None
 class Pipeline:
     """What was sent on one connection and not yet waited for."""
 
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: AsyncConnection, driver: Any = None) -> None:
         self._connection = connection
+        # SQLite's driver (aiosqlite) runs what it is given in order, in its thread: a write
+        # given to it straight away runs as soon as the one before it ends, without waiting
+        # for this thread to be free to hand it over (a batch's Python keeps it busy for
+        # milliseconds at a time).
+        self._driver = driver
         self._info = connection.info  # the database connection's, which outlives this
         self._last: asyncio.Future[Any] | None = None
+        self._queued: asyncio.Future[Any] | None = None  # the last given to the driver as sent
+        self._sent: list[asyncio.Future[Any]] = []  # since the last drain
+        self._outside = 0  # writes run so far other than those sent or in steps
+        self._remembered: dict[str, tuple[Any, int]] = {}
+
+    def remember(self, key: str, value: Any) -> None:
+        """Keep a value just read (the largest id of a table) for `remembered`."""
+        self._remembered[key] = (value, self._outside)
+
+    def remembered(self, key: str) -> Any | None:
+        """The value kept under `key`, if nothing but reads and what was sent to this pipeline
+        or run in its steps has run since: a value those cannot change (the largest id of a
+        table that only inserts with ids given out beforehand write to) is still true then."""
+        value, outside = self._remembered.get(key, (None, -1))
+        return value if outside == self._outside else None
 
     @property
     def pending(self) -> bool:
         """Whether anything was sent since the last drain (run or not: a failure among them is
         still to be raised)."""
-        return self._last is not None
+        return bool(self._sent)
 
     async def send(
         self,
@@ -58,19 +79,29 @@ class Pipeline:
         instead of an integrity error of the database (a unique index's). Returns as soon as
         the database could start on it."""
         connection = self._connection
+        # SQLAlchemy's statements go through SQLAlchemy, which compiles each shape once.
+        driver = self._driver if isinstance(statement, str) else None
 
         async def write() -> None:
             try:
-                if isinstance(statement, str):
+                if driver is not None:
+                    await driver.execute(statement, parameters)
+                elif isinstance(statement, str):
                     await connection.exec_driver_sql(statement, parameters)
                 else:
                     await connection.execute(statement, parameters)
-            except IntegrityError:
+            except (IntegrityError, sqlite3.IntegrityError):
                 if refused is None:
                     raise
                 raise refused() from None
 
-        self.behind(write)
+        before = self._last
+        if driver is not None and (before is None or before.done() or before is self._queued):
+            # The driver gets it when the task starts, within the sleep below, after
+            # whatever it got before.
+            self._queued = self._add(asyncio.ensure_future(write()))
+        else:
+            self.behind(write)
         await asyncio.sleep(0)  # lets the write reach the database before this task goes on
 
     def behind(self, step: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
@@ -80,19 +111,26 @@ class Pipeline:
 
         async def run() -> T:
             if before is not None:
-                await before  # its failure is this step's: nothing after it runs
+                await before  # its failure is this step's
             _in_step.set(True)  # in this task's context only
             return await step()
 
-        future = asyncio.ensure_future(run())
+        return self._add(asyncio.ensure_future(run()))
+
+    def _add(self, future: asyncio.Future[T]) -> asyncio.Future[T]:
         self._last = future
+        self._sent.append(future)
         return future
 
     async def drain(self) -> None:
-        """Wait for everything sent so far; raise the first failure among it."""
-        last, self._last = self._last, None
-        if last is not None:
-            await last
+        """Wait for everything sent so far; raise the first failure among it. (What was sent
+        after a failure may have run: a transaction with a failure is only ever rolled back.)"""
+        sent, self._sent = self._sent, []
+        self._last = self._queued = None
+        outcomes = await asyncio.gather(*sent, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def stop(self) -> None:
         """Waits for what was sent, whatever became of it (after a failure elsewhere, the
@@ -112,8 +150,13 @@ def watch(engine: AsyncEngine) -> None:
     event.listen(engine.sync_engine, "commit", _drained)
 
 
-def _after_pipeline(connection: Connection, *_: Any) -> None:
-    if not _in_step.get():
+def _after_pipeline(connection: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+    if _in_step.get():
+        return
+    pipeline: Pipeline | None = connection.info.get(PIPELINE)
+    if pipeline is not None:
+        if statement.lstrip()[:6].upper() != "SELECT":
+            pipeline._outside += 1
         _drained(connection)
 
 
@@ -127,7 +170,10 @@ def _drained(connection: Connection) -> None:
 async def start(session: AsyncSession) -> Pipeline:
     """A pipeline on the session's connection, until it is stopped."""
     connection = await session.connection()
-    pipeline = Pipeline(connection)
+    driver = None
+    if connection.dialect.name == "sqlite":
+        driver = (await connection.get_raw_connection()).driver_connection
+    pipeline = Pipeline(connection, driver)
     connection.info[PIPELINE] = pipeline
     return pipeline
 

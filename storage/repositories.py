@@ -74,7 +74,7 @@ from domain.ports import (
 )
 from domain.services.contacts import duplicate_of
 from domain.text import clean_name, fold, search_text
-from storage import bulk
+from storage import bulk, pipeline
 from storage import reports as report_rows
 from storage.models import (
     AccessRequestRow,
@@ -188,6 +188,7 @@ class SqlContactRepository:
         self._session = session
         self._company_key: dict[int, str] = {}
         self._tag_id_by_key: dict[str, int] = {}
+        self._given_up_to = 0  # the largest id add_many gave out
 
     async def get(self, contact_id: int) -> Contact | None:
         row = await self._session.get(ContactRow, contact_id, populate_existing=True)
@@ -461,7 +462,9 @@ class SqlContactRepository:
         if search_texts is None:
             await self._company_keys({c.company_id for c in contacts if c.company_id is not None})
             search_texts = [self._search_text(c) for c in contacts]
-        ids = await _new_ids(self._session, ContactRow, len(contacts))
+        ids = await _new_ids(self._session, ContactRow, len(contacts), after=self._given_up_to)
+        if ids:
+            self._given_up_to = ids[-1]
         for contact, contact_id in zip(contacts, ids, strict=True):
             contact.id = contact_id
         rows = [
@@ -478,14 +481,11 @@ class SqlContactRepository:
         if ids and operation_id is not None and self._session.get_bind().dialect.name == "sqlite":
             # The insert trigger leaves contacts an import creates to this one statement
             # (migration 0012): FTS5 takes a batch's words at once for less.
-            await bulk.execute(
+            await bulk.execute_sql(
                 self._session,
-                insert(CONTACT_SEARCH).from_select(
-                    ["rowid", "search_text"],
-                    select(ContactRow.id, ContactRow.search_text).where(
-                        ContactRow.id.between(ids[0], ids[-1])
-                    ),
-                ),
+                "INSERT INTO contact_search (rowid, search_text) "
+                "SELECT id, search_text FROM contacts WHERE id BETWEEN ? AND ?",
+                (ids[0], ids[-1]),
             )
         await self._add_tags(contacts)
         report_rows.created(self._session, contacts)
@@ -1760,9 +1760,15 @@ async def _new_ids(
         )
         return list(await session.scalars(sequence))
     # SQLite: the transaction holds the database's write lock from its start (BEGIN
-    # IMMEDIATE), so nobody else takes the ids after the largest.
-    largest = await session.scalar(select(func.max(rows.c.id)))
-    first = max(largest or 0, after) + 1
+    # IMMEDIATE), so nobody else takes the ids after the largest. In a pipeline, the largest
+    # is read again only after a statement that may have inserted rows with ids of their own.
+    behind = await pipeline.of(session)
+    largest = behind.remembered(rows.name) if behind is not None else None
+    if largest is None:
+        largest = await session.scalar(select(func.max(rows.c.id))) or 0
+        if behind is not None:
+            behind.remember(rows.name, largest)
+    first = max(largest, after) + 1
     return list(range(first, first + count))
 
 

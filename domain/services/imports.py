@@ -393,6 +393,14 @@ class _Run:
         if writing is not None:
             await writing
 
+    async def quiet(self) -> None:
+        """Waits until nothing else uses the unit of work: the batch being written is sent, and
+        the next batch looked up (its outcome is for `looked_up`). Storage may begin a
+        savepoint (adding a stage, an owner), which no other task's reads may run beside."""
+        await self.written()
+        if self.looking is not None:
+            await asyncio.wait([asyncio.ensure_future(self.looking)])
+
     async def abandon(self) -> None:
         """After a failure, waits for the batch being written and the look-up: the unit of work
         must not end under them, and their own failures, if any, are not the ones to report."""
@@ -432,7 +440,7 @@ class _Run:
     async def _latest(self, contact_id: int, latest: dict[int, datetime | None]) -> datetime | None:
         if contact_id in latest:
             return latest[contact_id]
-        await self.written()
+        await self.quiet()
         change = await self.uow.history.latest(contact_id)
         return change.at if change else None
 
@@ -441,7 +449,9 @@ class _Run:
         their history rows and what undo needs, in a few set-based statements."""
         changes = batch.changes
         if changes:
-            stale = set(await self.uow.contacts.update_many([c.write for c in changes]))
+            # In its place among the look-ups, not beside one: it may begin a savepoint.
+            writes = [c.write for c in changes]
+            stale = set(await self.uow.behind(lambda: self.uow.contacts.update_many(writes)))
             if stale:
                 for change in changes:
                     if change.item.contact_id in stale:
@@ -794,7 +804,7 @@ class _Run:
                 "stage", f"there is no stage called {name!r} (--create-stages adds it)"
             )
         position = len([s for s in self.stages.values() if s.category is Category.OPEN]) + 1
-        await self.written()
+        await self.quiet()
         stage = await self.uow.stages.add(Stage(None, stage_name(name), Category.OPEN, position))
         self.stages[fold(name)] = self.stages_as_written[name] = stage
         assert stage.id is not None
@@ -812,7 +822,7 @@ class _Run:
         if owner is None:
             if not self.options.create_owners:
                 raise RowRefused("owner", f"nobody is called {name!r} (--create-owners adds them)")
-            await self.written()
+            await self.quiet()
             owner = await self.uow.users.add(User(None, name.strip()[:100], Role.AGENT))
             self.owners[fold(name)] = owner
             self.report.owners_created.append(owner.name)

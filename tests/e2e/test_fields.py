@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from domain.access import SYSTEM
 from domain.model import FieldKind
-from tests.e2e.conftest import ADMIN_ID, LAN, Driver, Team, button, click, press, stage_of
+from tests.e2e.conftest import (
+    ADMIN_ID,
+    LAN,
+    Driver,
+    Team,
+    button,
+    click,
+    press,
+    press_until,
+    stage_of,
+)
 from tests.e2e.test_export import download
 
 
@@ -89,8 +99,8 @@ async def test_a_view_moves_all_its_contacts_and_exports_them(driver: Driver, te
     [offer] = await press(driver, LAN, listing, "Move all")
     assert "1 contact(s) are in this view" in offer["text"]
     [confirm] = await press(driver, LAN, offer, "MQL")
-    [done] = await press(driver, LAN, confirm, "Confirm")
-    assert "Moved 1 contact(s) to MQL" in done["text"]
+    # The message says what is moving, then what moved.
+    [done] = await press_until(driver, LAN, confirm, "Confirm", "Moved 1 contact(s) to MQL")
     assert await stage_of(driver, team.an) == "MQL"
     assert await stage_of(driver, team.bich) == "Lead"
     [undone] = await press(driver, LAN, done, "Undo")

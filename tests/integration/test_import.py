@@ -183,3 +183,62 @@ async def test_a_column_named_like_a_custom_field_fills_it_and_built_in_headers_
     [found] = await amis.contacts.find(SYSTEM, "0912345678")
     assert found.contact.custom_fields == {"Ngân sách": "15000000"}
     assert found.contact.source == "Zalo"
+
+
+async def test_an_import_in_many_batches_mixing_changes_new_stages_owners_and_companies(
+    amis: Services,
+) -> None:
+    """Batches of two rows, so that each batch's changes, the next one's look-up and the stages,
+    owners and companies created on the way all meet while earlier writes are still running."""
+    first = "phone,name,stage\n" + "".join(f"091200000{n},Khách {n},Lead\n" for n in range(6))
+    await amis.imports.run(SYSTEM, first.encode(), ImportOptions())
+    second = (
+        "phone,name,stage,company,owner,tags\n"
+        "0912000000,Khách 0,SQL,,,\n"
+        "0913000001,Mới 1,Hội thảo,,,\n"
+        "0912000001,Khách 1 (đổi),Lead,Công ty Mới,,\n"
+        "0913000002,Mới 2,Lead,Công ty Mới,Chị Hoa,vip\n"
+        "0912000002,Khách 2,Hội thảo,,,\n"
+        "0912000003,Khách 3,Lead,,Chị Hoa,\n"
+        "0913000003,Mới 3,MQL,Công ty Khác,,\n"
+        "0912000004,Khách 4,Nowhere Else,,,\n"
+    )
+    imports = ImportService(
+        amis.imports._uow, default_region="VN", zone=ZoneInfo("Asia/Ho_Chi_Minh"), batch=2
+    )
+    report = await imports.run(
+        SYSTEM, second.encode(), ImportOptions(create_stages=True, create_owners=True)
+    )
+    assert (report.created, report.updated, report.unchanged, report.rejected) == (3, 5, 0, 0)
+    assert report.stages_created == ["Hội thảo", "Nowhere Else"]
+    assert report.owners_created == ["Chị Hoa"]
+
+    async def card(phone: str) -> tuple[str | None, str | None, str | None, list[str]]:
+        [found] = await amis.contacts.find(SYSTEM, phone)
+        return (
+            found.contact.name,
+            found.stage.name if found.stage else None,
+            found.owner.name if found.owner else None,
+            found.contact.tags,
+        )
+
+    assert await card("0912000000") == ("Khách 0", "SQL", None, [])
+    assert await card("0912000001") == ("Khách 1 (đổi)", "Lead", None, [])
+    assert await card("0912000002") == ("Khách 2", "Hội thảo", None, [])
+    assert await card("0912000003") == ("Khách 3", "Lead", "Chị Hoa", [])
+    assert await card("0912000004") == ("Khách 4", "Nowhere Else", None, [])
+    assert await card("0913000001") == ("Mới 1", "Hội thảo", None, [])
+    assert await card("0913000002") == ("Mới 2", "Lead", "Chị Hoa", ["vip"])
+
+    async def company(phone: str) -> int | None:
+        [found] = await amis.contacts.find(SYSTEM, phone)
+        return found.contact.company_id
+
+    # One company made of the name written twice, in two batches; another for the other name.
+    assert await company("0912000001") == await company("0913000002") is not None
+    assert await company("0913000003") not in (None, await company("0913000002"))
+    assert report.operation_id is not None
+    undone = await amis.operations.undo(SYSTEM, report.operation_id)
+    assert undone.reverted == 8
+    assert await card("0912000002") == ("Khách 2", "Lead", None, [])
+    assert await amis.contacts.find(SYSTEM, "0913000002") == []
