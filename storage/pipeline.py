@@ -119,6 +119,8 @@ class Pipeline:
 
     def _add(self, future: asyncio.Future[T]) -> asyncio.Future[T]:
         self._last = future
+        # Those done well are forgotten: a step's outcome (a batch's contacts) is its caller's.
+        self._sent = [f for f in self._sent if not f.done() or f.cancelled() or f.exception()]
         self._sent.append(future)
         return future
 

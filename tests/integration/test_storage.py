@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +18,7 @@ from bot.container import Services
 from domain.access import SYSTEM
 from domain.errors import DuplicateContact, DuplicateStageName
 from domain.model import Category, Contact, Role, Source, User
-from domain.ports import ContactWrite
+from domain.ports import Conflict, ContactWrite
 from domain.services.contacts import ContactDraft
 from domain.services.imports import ImportOptions
 from domain.services.operations import Selection
@@ -118,6 +120,72 @@ async def test_bulk_writes_leave_every_reference_whole_and_later_writes_are_chec
                     contact_id=10**9, at=datetime.now(UTC), source=Source.MANUAL.value
                 )
             )
+
+
+async def test_a_bulk_unit_of_work_writes_behind_in_order_and_reads_wait_for_the_writes(
+    services: Services,
+) -> None:
+    sessions = make_sessionmaker(services.engine)
+
+    def contact(n: int) -> Contact:
+        return Contact(None, f"Khách {n}", phone=f"+8491200000{n}")
+
+    async def count() -> int:
+        return len(await uow.contacts.find_many(phones=phones, emails=[], external_ids=[]))
+
+    phones = [f"+8491200000{n}" for n in range(4)]
+    async with SqlUnitOfWork(sessions, bulk=True) as uow:
+        await uow.contacts.add_many([contact(0), contact(1)])
+        counted_between = uow.behind(count)  # after the first two, before the others
+        await uow.contacts.add_many([contact(2), contact(3)])
+        assert await counted_between == 2
+        assert await count() == 4  # a read here waits for every write sent before it
+        await uow.commit()
+    # The next unit of work, ordinary, on the same pooled connection writes at once.
+    async with SqlUnitOfWork(sessions) as uow:
+        with pytest.raises(Conflict):
+            await uow.contacts.add_many([contact(0)])
+
+
+async def test_a_failed_write_behind_is_raised_and_nothing_of_the_unit_of_work_is_kept(
+    services: Services,
+) -> None:
+    sessions = make_sessionmaker(services.engine)
+    await services.contacts.add(SYSTEM, ContactDraft(name="An", phone="0912000001"))
+
+    async def add_one_new_then_one_taken() -> None:
+        async with SqlUnitOfWork(sessions, bulk=True) as uow:
+            await uow.contacts.add_many([Contact(None, "Bình", phone="+84912000002")])
+            # This may return before the database refuses it.
+            await uow.contacts.add_many([Contact(None, "Copy of An", phone="+84912000001")])
+            await uow.flush()
+            await uow.commit()
+
+    with pytest.raises(Conflict):
+        await add_one_new_then_one_taken()
+    assert await services.contacts.find(SYSTEM, "0912000002") == []
+    [an] = await services.contacts.find(SYSTEM, "0912000001")
+    assert an.contact.name == "An"
+
+
+async def test_a_pipeline_keeps_no_outcome_of_a_step_once_it_is_done(services: Services) -> None:
+    """An import's look-ups return a batch's contacts: a million rows' worth, kept by mistake,
+    took 1.2 GB."""
+
+    class Found:
+        pass
+
+    async def look_up() -> Found:
+        return Found()
+
+    async def nothing() -> None:
+        return None
+
+    async with SqlUnitOfWork(make_sessionmaker(services.engine), bulk=True) as uow:
+        found = weakref.ref(await uow.behind(look_up))
+        await uow.behind(nothing)
+        gc.collect()
+        assert found() is None
 
 
 async def test_a_contact_round_trips_with_tags_amount_and_utc_times(services: Services) -> None:
