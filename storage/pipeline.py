@@ -7,7 +7,8 @@ In a pipeline, a write is sent and the code goes on building the next one (or th
 while the database runs it. Everything runs in the order it was sent: a step given to `behind`
 (the next batch's reads) runs between the writes sent before it and those sent after it, and
 any other statement on the connection (a read, a commit) first waits for everything sent. The
-first failure is raised there, or by `Pipeline.drain`, and nothing sent after it runs."""
+first failure is raised there, or by `Pipeline.drain`; what was sent after it may have run, in
+a transaction that is then only ever rolled back."""
 
 from __future__ import annotations
 
