@@ -50,7 +50,7 @@ async def insert(
     head = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
     tail = f" RETURNING {', '.join(returning)}" if returning else ""
     connection = await session.connection()
-    behind = None if returning else await pipeline.of(session)
+    behind = None if returning else pipeline.of(connection)
     out: list[tuple[Any, ...]] = []
     for chunk in _chunks(rows, len(columns)):
         parameters, nulls = _parameters(chunk, types, dialect)
@@ -69,23 +69,19 @@ async def insert(
     return out
 
 
-async def execute(session: AsyncSession, statement: Executable) -> None:
-    """Run a statement that returns nothing: in a pipeline, sent to run behind."""
-    behind = await pipeline.of(session)
+async def execute(
+    session: AsyncSession, statement: str | Executable, parameters: Sequence[Any] = ()
+) -> None:
+    """Run a statement that returns nothing (SQL written for the driver, with its parameters,
+    or SQLAlchemy's): in a pipeline, sent to run behind."""
+    connection = await session.connection()
+    behind = pipeline.of(connection)
     if behind is not None:
-        await behind.send(statement)
+        await behind.send(statement, tuple(parameters) if isinstance(statement, str) else None)
+    elif isinstance(statement, str):
+        await connection.exec_driver_sql(statement, tuple(parameters))
     else:
         await session.execute(statement)
-
-
-async def execute_sql(session: AsyncSession, sql: str, parameters: Sequence[Any]) -> None:
-    """Run SQL written for the driver that returns nothing: in a pipeline, sent to run
-    behind."""
-    behind = await pipeline.of(session)
-    if behind is not None:
-        await behind.send(sql, parameters)
-    else:
-        await (await session.connection()).exec_driver_sql(sql, tuple(parameters))
 
 
 async def update(

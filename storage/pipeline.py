@@ -181,6 +181,6 @@ async def start(session: AsyncSession) -> Pipeline:
     return pipeline
 
 
-async def of(session: AsyncSession) -> Pipeline | None:
-    """The pipeline on the session's connection, if there is one."""
-    return (await session.connection()).info.get(PIPELINE)
+def of(connection: AsyncConnection) -> Pipeline | None:
+    """The pipeline on the connection, if there is one."""
+    return connection.info.get(PIPELINE)

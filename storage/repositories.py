@@ -481,7 +481,7 @@ class SqlContactRepository:
         if ids and operation_id is not None and self._session.get_bind().dialect.name == "sqlite":
             # The insert trigger leaves contacts an import creates to this one statement
             # (migration 0012): FTS5 takes a batch's words at once for less.
-            await bulk.execute_sql(
+            await bulk.execute(
                 self._session,
                 "INSERT INTO contact_search (rowid, search_text) "
                 "SELECT id, search_text FROM contacts WHERE id BETWEEN ? AND ?",
@@ -1762,7 +1762,7 @@ async def _new_ids(
     # SQLite: the transaction holds the database's write lock from its start (BEGIN
     # IMMEDIATE), so nobody else takes the ids after the largest. In a pipeline, the largest
     # is read again only after a statement that may have inserted rows with ids of their own.
-    behind = await pipeline.of(session)
+    behind = pipeline.of(await session.connection())
     largest = behind.remembered(rows.name) if behind is not None else None
     if largest is None:
         largest = await session.scalar(select(func.max(rows.c.id))) or 0
