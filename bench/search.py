@@ -15,7 +15,7 @@ import statistics
 import tempfile
 import time
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, literal, select, update
 
@@ -80,6 +80,7 @@ GIVEN = [
     "Sarah",
     "James",
 ]
+TWO_YEARS_S = 2 * 365 * 86_400
 QUERIES = [
     "nguyen van an",
     "tran thi",
@@ -130,6 +131,8 @@ async def fill(url: str, count: int, seed: int) -> int:
             name = " ".join(part for part in parts if part)
             company_id = rng.randrange(1, len(companies) + 1) if rng.random() < 0.4 else None
             company = companies[company_id - 1] if company_id else ""
+            # Created over the last two years; creation is the contact's first activity.
+            created_at = now - timedelta(seconds=rng.randrange(TWO_YEARS_S))
             rows.append(
                 {
                     "name": name,
@@ -138,7 +141,8 @@ async def fill(url: str, count: int, seed: int) -> int:
                     "company_id": company_id,
                     "owner_id": agent.id if n % 50 == 0 else rng.randrange(2, 51),
                     "custom_fields": {},
-                    "created_at": now,
+                    "created_at": created_at,
+                    "last_activity_at": created_at,
                     "version": 1,
                     "search_text": fold(f"{name} {company}"),
                 }

@@ -787,10 +787,12 @@ async def moved_in_bulk(
     after_change_id: int,
     at: datetime,
     to_stage_id: int | None,
+    rebuild: bool = False,
 ) -> None:
     """Bring in step the contacts of a bulk move: the history rows of `operation_id` with ids
     above `after_change_id`, one per contact, all dated `at`, moving to `to_stage_id` and made
-    by a system path."""
+    by a system path. `rebuild`: the move is a large share of the contacts, for which the indexes
+    it rewrites are created anew rather than updated (bulk.indexes_rebuilt)."""
     h = StageChangeRow
     rows = and_(h.operation_id == operation_id, h.id > after_change_id)
     new_moves = None
@@ -800,10 +802,20 @@ async def moved_in_bulk(
         # one of its rows, read in key order instead of looked up one by one.
         rows = h.id > after_change_id
         new_moves = ReportMoveRow.change_id > after_change_id
-    await _append(session, rows, at, new_moves=new_moves, to_stage_id=to_stage_id)
+    await _append(
+        session,
+        rows,
+        at,
+        new_moves=new_moves,
+        to_stage_id=to_stage_id,
+        rebuilt=_MOVED_INDEXES if rebuild else (),
+    )
 
 
 _VARIES = object()
+# The indexes of report_contacts a move rewrites: the path's, and the idle index, which loses
+# each contact the move touches for the first time.
+_MOVED_INDEXES = ("ix_report_contacts_path", "ix_report_contacts_idle")
 
 
 async def _append(
@@ -813,6 +825,7 @@ async def _append(
     *,
     new_moves: ColumnElement[bool] | None = None,
     to_stage_id: object = _VARIES,  # a stage id, None, or _VARIES
+    rebuilt: Sequence[str] = (),
 ) -> None:
     """Set-based, without reading any history: each of the history rows `rows` (at most one per
     contact, none made by a person in chat) goes at the end of its contact's history, where
@@ -821,7 +834,7 @@ async def _append(
     `new_moves`: the report_moves rows this adds, when the caller can name them more cheaply
     than by their history rows; `to_stage_id`: the stage every row moves to, when they share
     it (a move into an open stage enters neither won nor lost, which spares every row the
-    test)."""
+    test); `rebuilt`: indexes of report_contacts to create anew after the update."""
     rc, h, c = ReportContactRow, StageChangeRow, ContactRow
     dialect = session.get_bind().dialect.name
     at_s: Any = literal(epoch_seconds(at)) if at is not None else seconds(h.at, dialect)
@@ -892,7 +905,8 @@ async def _append(
     if entering:
         values["last_won_s"] = case((entry == WON, at_s), else_=rc.last_won_s)
         values["last_lost_s"] = case((entry == LOST, at_s), else_=rc.last_lost_s)
-    await session.execute(
-        update(rc).where(rc.contact_id == h.contact_id, rows, in_order).values(values),
-        execution_options={"synchronize_session": False},
-    )
+    async with bulk.indexes_rebuilt(session, rebuilt):
+        await session.execute(
+            update(rc).where(rc.contact_id == h.contact_id, rows, in_order).values(values),
+            execution_options={"synchronize_session": False},
+        )

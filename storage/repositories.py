@@ -105,6 +105,8 @@ from storage.reports import refresh as refresh_reports
 
 # SQLite's FTS5 index of contacts.search_text (created by the migrations, kept by triggers, and
 # for contacts an import creates by `add_many`).
+# The indexes of the contacts' columns a stage change sets.
+_STAGE_INDEXES = ("ix_contacts_stage_id", "ix_contacts_last_activity_at")
 CONTACT_SEARCH = table("contact_search", column("rowid", Integer), column("search_text", Text))
 
 
@@ -625,6 +627,7 @@ class SqlContactRepository:
         if not in_bulk:
             moving = list(await self._session.scalars(select(ContactRow.id).where(where)))
         last_change = await self._session.scalar(select(func.max(StageChangeRow.id))) or 0
+        rebuild = False  # the indexes of what a move sets (bulk.indexes_rebuilt)
         if move.operation_id is not None:
             # With what its undo needs to put the report row back as it was.
             rc = ReportContactRow
@@ -644,7 +647,7 @@ class SqlContactRepository:
                 .outerjoin(rc, rc.contact_id == ContactRow.id)
                 .where(where)
             )
-            await self._session.execute(
+            saved = await self._session.execute(
                 insert(OperationItemRow).from_select(
                     [
                         "operation_id",
@@ -660,6 +663,11 @@ class SqlContactRepository:
                     ],
                     before,
                 )
+            )
+            rebuild = in_bulk and await bulk.worth_rebuilding(
+                self._session,
+                ContactRow,
+                saved.rowcount,  # type: ignore[attr-defined]
             )
         history = select(
             ContactRow.id,
@@ -686,18 +694,19 @@ class SqlContactRepository:
                 history,
             )
         )
-        result = await self._session.execute(
-            sql_update(ContactRow)
-            .where(where)
-            .values(
-                stage_id=move.to_stage_id,
-                stage_entered_at=move.at,
-                last_activity_at=move.at,
-                version=ContactRow.version + 1,
-                updated_by_id=move.by_user_id,
+        async with bulk.indexes_rebuilt(self._session, _STAGE_INDEXES if rebuild else ()):
+            result = await self._session.execute(
+                sql_update(ContactRow)
+                .where(where)
+                .values(
+                    stage_id=move.to_stage_id,
+                    stage_entered_at=move.at,
+                    last_activity_at=move.at,
+                    version=ContactRow.version + 1,
+                    updated_by_id=move.by_user_id,
+                )
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
-        )
         if in_bulk:
             assert move.operation_id is not None
             await report_rows.moved_in_bulk(
@@ -706,6 +715,7 @@ class SqlContactRepository:
                 after_change_id=last_change,
                 at=move.at,
                 to_stage_id=move.to_stage_id,
+                rebuild=rebuild,
             )
         else:
             await refresh_reports(self._session, moving)

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 
 from bot.container import Services
 from domain.access import SYSTEM
 from domain.errors import InvalidInput
-from domain.model import Role, Source
+from domain.model import Role, Source, utcnow
 from domain.services.contacts import ContactDraft
 from domain.services.operations import Selection, UndoNeedsConfirmation
+from storage import bulk
+from tests.integration.reporting import assert_report_tables_in_step
 
 
-async def amis_with(services: Services, stage: str, count: int) -> list[int]:
+async def amis_with(
+    services: Services, stage: str, count: int, created_at: datetime | None = None
+) -> list[int]:
     await services.stages.apply_template(SYSTEM, "amis")
     ids = []
     for n in range(count):
         contact = await services.contacts.add(
-            SYSTEM, ContactDraft(name=f"Hội chợ {n}", stage=stage)
+            SYSTEM, ContactDraft(name=f"Hội chợ {n}", stage=stage, created_at=created_at)
         )
         assert contact.id is not None
         ids.append(contact.id)
@@ -115,3 +123,76 @@ async def test_agents_see_and_undo_only_their_own_operations(services: Services)
     assert mine.id is not None
     with pytest.raises(Exception, match="no operation"):
         await services.operations.undo(other, mine.id)
+
+
+async def index_definitions(services: Services) -> set[tuple[str, str]]:
+    if services.engine.dialect.name == "sqlite":
+        query = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    else:
+        query = "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+    async with services.engine.connect() as connection:
+        return {(name, sql) for name, sql in await connection.exec_driver_sql(query)}
+
+
+async def test_moving_most_contacts_rebuilds_their_indexes_as_they_were(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A move of a large share of the contacts creates the indexes of what it sets anew (on
+    SQLite, bulk.indexes_rebuilt): same definitions after, data and reports exact, undoable."""
+    monkeypatch.setattr(bulk, "REBUILD_MIN_ROWS", 1)
+    # Created a month ago: the move goes at the end of their report rows (an UPDATE of them).
+    ids = await amis_with(services, "MQL", 6, utcnow() - timedelta(days=30))
+    await services.contacts.add(SYSTEM, ContactDraft(name="Khách cũ", stage="Lead"))
+    indexes = await index_definitions(services)
+    statements: list[str] = []
+    event.listen(
+        services.engine.sync_engine,
+        "before_cursor_execute",
+        lambda _conn, _cursor, statement, *_: statements.append(statement),
+    )
+    before = await snapshot(services, ids)
+    deleted = await services.stages.delete(SYSTEM, "MQL", reassign_to="SQL")
+    assert deleted.moved == 6
+    dropped = [s.split()[2].strip('"') for s in statements if s.startswith("DROP INDEX")]
+    created = [s.split()[2] for s in statements if s.startswith("CREATE INDEX")]
+    assert sorted(dropped) == sorted(created)
+    if services.engine.dialect.name == "sqlite":
+        assert set(dropped) == {
+            "ix_contacts_stage_id",
+            "ix_contacts_last_activity_at",
+            "ix_report_contacts_path",
+            "ix_report_contacts_idle",
+        }
+    assert await index_definitions(services) == indexes
+    await assert_report_tables_in_step(services)
+    summaries = {s.stage.name: s.contacts for s in await services.stages.summaries()}
+    assert (summaries["SQL"], summaries["Lead"]) == (6, 1)
+    assert deleted.operation_id is not None
+    await services.operations.undo(SYSTEM, deleted.operation_id)
+    assert await snapshot(services, ids) == before
+    await assert_report_tables_in_step(services)
+
+
+async def test_a_move_failing_while_indexes_are_dropped_changes_nothing(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if services.engine.dialect.name != "sqlite":
+        pytest.skip("indexes are rebuilt on SQLite only")
+    monkeypatch.setattr(bulk, "REBUILD_MIN_ROWS", 1)
+    ids = await amis_with(services, "MQL", 4, utcnow() - timedelta(days=30))
+    before = await snapshot(services, ids)
+    indexes = await index_definitions(services)
+    async with services.engine.begin() as connection:  # fails while the path index is dropped
+        await connection.exec_driver_sql(
+            "CREATE TRIGGER failing BEFORE UPDATE ON report_contacts "
+            "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+    with pytest.raises(DBAPIError, match="disk I/O error"):
+        await services.stages.delete(SYSTEM, "MQL", reassign_to="SQL")
+    async with services.engine.begin() as connection:
+        await connection.exec_driver_sql("DROP TRIGGER failing")
+    assert await index_definitions(services) == indexes
+    assert await snapshot(services, ids) == before
+    assert "MQL" in [s.stage.name for s in await services.stages.summaries()]
+    assert await services.operations.recent(SYSTEM) == []
+    await assert_report_tables_in_step(services)
