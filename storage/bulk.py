@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Executable
 
 from storage import pipeline
-from storage.db import UTCDateTime
+from storage.db import CACHE_SETTING, LARGE_MOVE_CACHE_KIB, UTCDateTime
 from storage.models import Base
 
 # SQLite's default SQLITE_MAX_VARIABLE_NUMBER; asyncpg allows 32,767.
@@ -99,6 +99,15 @@ async def worth_rebuilding(session: AsyncSession, model: type[Base], rows: int) 
         return False
     total = await session.scalar(select(func.count()).select_from(_table(model)))
     return rows * REBUILD_SHARE >= (total or 0)
+
+
+async def keep_more_pages(session: AsyncSession) -> None:
+    """On SQLite, lets this transaction keep LARGE_MOVE_CACHE_KIB of pages (storage.db)."""
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    connection = await session.connection()
+    await connection.exec_driver_sql(f"PRAGMA cache_size=-{LARGE_MOVE_CACHE_KIB}")
+    (await connection.get_raw_connection()).info[CACHE_SETTING] = LARGE_MOVE_CACHE_KIB
 
 
 @asynccontextmanager

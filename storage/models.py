@@ -454,13 +454,15 @@ class ReportMoveRow(Base):
             sqlite_where=text("entry > 0"),
             postgresql_where=text("entry > 0"),
         ),
+        # By owner before length: the stays a bulk move ends (all at one moment) are added up
+        # per owner in this order (storage.reports.moved_in_bulk).
         Index(
             "ix_report_moves_stay",
             "stay_stage_id",
             "stay_bucket",
             "at_s",
-            "stay_s",
             "owner_id",
+            "stay_s",
             "creation",
         ),
     )

@@ -52,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.ports import ClosedOverTime, Owners, PathGroup, ReportWindow, SourceGroup
 from domain.reports import Closed, OwnerFigures, StayFigures, middle_mean
 from storage.models import ReportContactRow, ReportMoveRow, ReportStayBlockRow, StageRow, UserRow
-from storage.reports import BLOCK, MAX_BUCKET, NO_BUCKET
+from storage.reports import BLOCK, NO_BUCKET, in_buckets
 
 NO_OWNER = 0
 NO_STAGE = 0
@@ -275,14 +275,6 @@ m = ReportMoveRow.__table__.c
 d = ReportStayBlockRow.__table__.c
 
 
-def _in_buckets(
-    column: SQLColumnExpression[int], *extra: int, top: int = MAX_BUCKET
-) -> ColumnElement[bool]:
-    """The length buckets up to `top`, written out (a constant list compiles once)."""
-    values = ", ".join(str(b) for b in (*extra, *range(top + 1)))
-    return column.op("IN")(literal_column(f"({values})"))
-
-
 @cache
 def _current_stages(scoped: bool) -> Statement:
     """Per path and current stage (the path index, in its order), to be added up per stage."""
@@ -344,7 +336,7 @@ def _closed(first: int, stop: int, scoped: bool, top: int | None) -> Statement:
     """Parts `first` to `stop` of the range counts; with `top`, read under each owner and age
     bucket up to it (the index led by the owner), else over the period (led by the time)."""
     owned = (
-        (m.owner_id.in_(OWNERS), _in_buckets(m.age_bucket, top=top))
+        (m.owner_id.in_(OWNERS), in_buckets(m.age_bucket, top=top))
         if top is not None
         else (_owned(m.owner_id, scoped),)
     )
@@ -396,7 +388,7 @@ def _responses(top: int) -> Statement:
         select(r.owner_id, r.response_bucket, func.count())
         .where(
             r.owner_id.in_(OWNERS),
-            _in_buckets(r.response_bucket, NO_BUCKET, top=top),
+            in_buckets(r.response_bucket, NO_BUCKET, top=top),
             r.created_s >= START,
             r.created_s < END,
         )
@@ -437,7 +429,7 @@ def _first_entries(entry: int, owner: ColumnElement[bool], top: int) -> list[Col
         m.entry == entry,
         ENTRIES,
         owner,
-        _in_buckets(m.age_bucket, top=top),
+        in_buckets(m.age_bucket, top=top),
         m.at_s >= START,
         m.at_s < END,
         _first_since(START),
@@ -450,7 +442,7 @@ def _stays(scoped: bool) -> Statement:
         select(m.stay_stage_id, m.stay_bucket, func.count(), func.sum(m.stay_s))
         .where(
             m.stay_stage_id.in_(bindparam("stages", expanding=True)),
-            _in_buckets(m.stay_bucket),
+            in_buckets(m.stay_bucket),
             m.at_s >= START,
             m.at_s < END,
             _owned(m.owner_id, scoped),
@@ -465,7 +457,7 @@ def _stay_blocks(scoped: bool) -> Statement:
         select(d.stay_stage_id, d.stay_bucket, func.sum(d.n), func.sum(d.total_s))
         .where(
             d.stay_stage_id.in_(bindparam("stages", expanding=True)),
-            _in_buckets(d.stay_bucket),
+            in_buckets(d.stay_bucket),
             d.block >= bindparam("first"),
             d.block < bindparam("last"),
             _owned(d.owner_id, scoped),
@@ -480,7 +472,7 @@ def _moves(scoped: bool) -> Statement:
     row (those that end no stay under stage 0 and bucket -1)."""
     return select(func.sum(case((m.creation, 0), else_=1))).where(
         m.stay_stage_id.in_(bindparam("stages", expanding=True)),
-        _in_buckets(m.stay_bucket, NO_BUCKET),
+        in_buckets(m.stay_bucket, NO_BUCKET),
         m.at_s >= START,
         m.at_s < END,
         _owned(m.owner_id, scoped),

@@ -34,6 +34,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     update,
@@ -78,6 +79,14 @@ def bucket(seconds: int) -> int:
 
 
 MAX_BUCKET = _EXACT + (_LAST_BITS - 4) * _PER_DOUBLING - 1
+
+
+def in_buckets(
+    column: SQLColumnExpression[int], *extra: int, top: int = MAX_BUCKET
+) -> ColumnElement[bool]:
+    """The length buckets up to `top`, written out (a constant list compiles once)."""
+    values = ", ".join(str(b) for b in (*extra, *range(top + 1)))
+    return column.op("IN")(literal_column(f"({values})"))
 
 
 def bucket_sql(seconds: SQLColumnExpression[Any]) -> ColumnElement[int]:
@@ -519,6 +528,33 @@ async def _move_stay_blocks(session: AsyncSession, moves: ColumnElement[bool], s
     )
 
 
+async def _add_stays_at(session: AsyncSession, moves: ColumnElement[bool], at_s: int) -> None:
+    """`_move_stay_blocks(moves, 1)` for report_moves rows all made at `at_s`: read from the stay
+    index by stage and bucket, at that moment, in its order (owner first), with no sort. The
+    lists of stages and buckets let the database seek each pair's moment."""
+    m, d = ReportMoveRow, ReportStayBlockRow
+    grouped = (
+        select(
+            m.stay_stage_id,
+            m.stay_bucket,
+            literal(_block(at_s)),
+            m.owner_id,
+            func.count(),
+            func.sum(m.stay_s),
+        )
+        .where(
+            m.stay_stage_id.in_(select(StageRow.id)),
+            in_buckets(m.stay_bucket),
+            m.at_s == at_s,
+            moves,
+        )
+        .group_by(m.stay_stage_id, m.stay_bucket, m.at_s, m.owner_id)
+    )
+    await _add_to_blocks(
+        session, _dialect_insert(session)(d).from_select(list(STAY_BLOCK_COLUMNS), grouped)
+    )
+
+
 async def _add_to_blocks(session: AsyncSession, upsert: Any) -> None:
     """Run an INSERT of block rows that adds to the rows already there."""
     d = ReportStayBlockRow
@@ -878,7 +914,10 @@ async def _append(
     await session.execute(insert(ReportMoveRow).from_select(list(MOVE_COLUMNS), new_rows))
     if new_moves is None:
         new_moves = ReportMoveRow.change_id.in_(select(h.id).where(rows))
-    await _move_stay_blocks(session, new_moves, 1)
+    if at is None:
+        await _move_stay_blocks(session, new_moves, 1)
+    else:
+        await _add_stays_at(session, new_moves, epoch_seconds(at))
     path = func.ltrim(func.replace(" " + rc.path + " ", " " + stage + " ", " ") + stage)
     # Touched: dated after the creation, to the microsecond; the contact's own time is read
     # only when both fall in the same second.

@@ -628,6 +628,8 @@ class SqlContactRepository:
             moving = list(await self._session.scalars(select(ContactRow.id).where(where)))
         last_change = await self._session.scalar(select(func.max(StageChangeRow.id))) or 0
         rebuild = False  # the indexes of what a move sets (bulk.indexes_rebuilt)
+        if in_bulk:  # a limit: a small move uses few pages
+            await bulk.keep_more_pages(self._session)
         if move.operation_id is not None:
             # With what its undo needs to put the report row back as it was.
             rc = ReportContactRow
