@@ -776,11 +776,12 @@ async def recategorized(session: AsyncSession, stage_id: int) -> None:
     )
 
 
-async def unmoved(session: AsyncSession, operation_id: int) -> set[int]:
+async def unmoved(session: AsyncSession, operation_id: int, *, rebuild: bool = False) -> set[int]:
     """Before an undo deletes a bulk move's history rows: the report rows of the contacts it
     reverts (unchanged since), whose moved row is still their latest, go back to what the move
     kept of them; the row's report_moves row goes with it (knowing the stay it ended, hence the
-    row before, and the previous entry). Returns those contacts: the others are refreshed."""
+    row before, and the previous entry). Returns those contacts: the others are refreshed.
+    `rebuild`: as for `moved_in_bulk`."""
     i, h, m, c, rc = OperationItemRow, StageChangeRow, ReportMoveRow, ContactRow, ReportContactRow
     after = aliased(StageChangeRow)
     later = exists().where(
@@ -797,23 +798,24 @@ async def unmoved(session: AsyncSession, operation_id: int) -> set[int]:
         m.change_id == h.id,
         ~later,
     )
-    restored = await session.scalars(
-        update(rc)
-        .where(rc.contact_id == i.contact_id, *restorable)
-        .values(
-            stage_id=func.coalesce(i.before_stage_id, NO_STAGE),
-            path=i.before_report_path,
-            touched=i.before_report_touched,
-            entered_s=i.before_report_entered_s,
-            last_at_s=i.before_report_last_at_s,
-            last_stage_id=m.stay_stage_id,
-            last_won_s=case((m.entry == WON, m.prev_entry_s), else_=rc.last_won_s),
-            last_lost_s=case((m.entry == LOST, m.prev_entry_s), else_=rc.last_lost_s),
+    async with bulk.indexes_rebuilt(session, _MOVED_INDEXES if rebuild else ()):
+        restored = await session.scalars(
+            update(rc)
+            .where(rc.contact_id == i.contact_id, *restorable)
+            .values(
+                stage_id=func.coalesce(i.before_stage_id, NO_STAGE),
+                path=i.before_report_path,
+                touched=i.before_report_touched,
+                entered_s=i.before_report_entered_s,
+                last_at_s=i.before_report_last_at_s,
+                last_stage_id=m.stay_stage_id,
+                last_won_s=case((m.entry == WON, m.prev_entry_s), else_=rc.last_won_s),
+                last_lost_s=case((m.entry == LOST, m.prev_entry_s), else_=rc.last_lost_s),
+            )
+            .returning(rc.contact_id),
+            execution_options={"synchronize_session": False},
         )
-        .returning(rc.contact_id),
-        execution_options={"synchronize_session": False},
-    )
-    return set(restored)
+        return set(restored)
 
 
 async def moved_in_bulk(

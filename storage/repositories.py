@@ -1172,8 +1172,12 @@ class SqlOperationRepository:
             .join(ContactRow, ContactRow.id == item.contact_id)
             .where(item.operation_id == operation_id, ContactRow.version == item.after_version)
         )
+        items = await self._session.scalar(
+            select(func.count()).where(item.operation_id == operation_id)
+        )
+        rebuild = await bulk.worth_rebuilding(self._session, ContactRow, items or 0)
         # Before the history rows go: bulk moves put their report rows back as they were.
-        restored_reports = await report_rows.unmoved(self._session, operation_id)
+        restored_reports = await report_rows.unmoved(self._session, operation_id, rebuild=rebuild)
         undone_moves = and_(
             StageChangeRow.operation_id == operation_id,
             StageChangeRow.contact_id.in_(unchanged),
@@ -1189,22 +1193,23 @@ class SqlOperationRepository:
             ContactRow.version == CREATED_VERSION,
         )
         removed = await self._session.execute(delete(ContactRow).where(created))
-        restored = await self._session.execute(
-            sql_update(ContactRow)
-            .where(
-                ContactRow.id == item.contact_id,
-                item.operation_id == operation_id,
-                ContactRow.version == item.after_version,
+        async with bulk.indexes_rebuilt(self._session, _STAGE_INDEXES if rebuild else ()):
+            restored = await self._session.execute(
+                sql_update(ContactRow)
+                .where(
+                    ContactRow.id == item.contact_id,
+                    item.operation_id == operation_id,
+                    ContactRow.version == item.after_version,
+                )
+                .values(
+                    stage_id=item.before_stage_id,
+                    stage_entered_at=item.before_stage_entered_at,
+                    last_activity_at=item.before_last_activity_at,
+                    version=ContactRow.version + 1,
+                    updated_by_id=by_user_id,
+                )
+                .execution_options(synchronize_session=False)
             )
-            .values(
-                stage_id=item.before_stage_id,
-                stage_entered_at=item.before_stage_entered_at,
-                last_activity_at=item.before_last_activity_at,
-                version=ContactRow.version + 1,
-                updated_by_id=by_user_id,
-            )
-            .execution_options(synchronize_session=False)
-        )
         reverted = await self._session.scalars(
             select(OperationItemRow.contact_id).where(OperationItemRow.operation_id == operation_id)
         )
