@@ -31,11 +31,12 @@ MAX_PARAMETERS = 32_766
 
 Converter = Callable[[Any], Any]
 
-# On SQLite, a statement that moves the index entries of a quarter of a big table's rows is
-# faster with the index dropped and created again: CREATE INDEX sorts once (0.2 s for a million
-# contacts' stages), where moving each entry is a deletion and an insertion from the root
-# (0.85 s for the same million). Figures: docs/reports.md, "Speed".
-REBUILD_SHARE = 4  # rebuild when the rows written are at least 1/REBUILD_SHARE of the table
+# On SQLite, a statement that moves the index entries of a large share of a big table's rows
+# is faster with the indexes dropped and created again: creating sorts once, where moving an
+# entry is a deletion and an insertion from the root. For a stage deletion of a million
+# contacts, creating the four indexes takes about 1.9 s and moving their entries 4.5 s: moving
+# costs as much as creating from 40 % of the table (docs/architecture.md).
+REBUILD_SHARE = 0.4
 REBUILD_MIN_ROWS = 50_000
 
 
@@ -98,7 +99,7 @@ async def worth_rebuilding(session: AsyncSession, model: type[Base], rows: int) 
     if rows < REBUILD_MIN_ROWS or session.get_bind().dialect.name != "sqlite":
         return False
     total = await session.scalar(select(func.count()).select_from(_table(model)))
-    return rows * REBUILD_SHARE >= (total or 0)
+    return rows >= REBUILD_SHARE * (total or 0)
 
 
 async def keep_more_pages(session: AsyncSession) -> None:

@@ -30,7 +30,7 @@ PAGE_SIZE = 16_384
 # SQLite checks no foreign key in it. Its statements copy references the same transaction read
 # or wrote, and the checks, a look-up in the referenced table per reference per row, made up
 # about a tenth of a stage deletion of a million contacts.
-BULK = "stagekeeper_bulk"
+UNCHECKED_REFERENCES = "stagekeeper_unchecked_references"
 # The pages a move of a large share of the contacts keeps (storage.bulk.keep_more_pages), until
 # the connection's next transaction: it inserts their stays into an index in no particular
 # order. An import is faster with CACHE_KIB (23 s against 25 s for a million new contacts).
@@ -116,11 +116,11 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(connection: Any) -> None:
         # Only outside a transaction does SQLite take this setting; the connection (kept by the
         # pool across transactions) remembers what it was last set to.
-        bulk = connection.get_execution_options().get(BULK, False)
+        checked = not connection.get_execution_options().get(UNCHECKED_REFERENCES, False)
         settings = connection.connection.info
-        if settings.get("bulk", False) != bulk:
-            connection.exec_driver_sql(f"PRAGMA foreign_keys={'OFF' if bulk else 'ON'}")
-            settings["bulk"] = bulk
+        if settings.get("foreign_keys", True) != checked:
+            connection.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if checked else 'OFF'}")
+            settings["foreign_keys"] = checked
         if settings.pop(CACHE_SETTING, CACHE_KIB) != CACHE_KIB:
             connection.exec_driver_sql(f"PRAGMA cache_size=-{CACHE_KIB}")
         # IMMEDIATE takes the write lock up front: a transaction that reads and then writes can

@@ -31,7 +31,7 @@ from domain.ports import (
     ViewRepository,
 )
 from storage import pipeline
-from storage.db import BULK
+from storage.db import UNCHECKED_REFERENCES
 from storage.report_queries import SqlReportRepository
 from storage.reports import forget, refresh_stale
 from storage.repositories import (
@@ -115,7 +115,7 @@ class SqlUnitOfWork(_Repositories):
         self._bind(self._session)
         if self._bulk:
             # Begins the transaction now, telling the engine (storage.db) what kind it is.
-            await self._session.connection(execution_options={BULK: True})
+            await self._session.connection(execution_options={UNCHECKED_REFERENCES: True})
             self._pipeline = await pipeline.start(self._session)
         return self
 

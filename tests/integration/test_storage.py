@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.container import Services
 from domain.access import SYSTEM
@@ -22,8 +23,8 @@ from domain.ports import Conflict, ContactWrite
 from domain.services.contacts import ContactDraft
 from domain.services.imports import ImportOptions
 from domain.services.operations import Selection
-from storage import migrate
-from storage.db import make_engine, make_sessionmaker
+from storage import bulk, migrate
+from storage.db import CACHE_KIB, LARGE_MOVE_CACHE_KIB, make_engine, make_sessionmaker
 from storage.migrate import alembic_config
 from storage.models import StageChangeRow
 from storage.uow import SqlUnitOfWork
@@ -120,6 +121,25 @@ async def test_bulk_writes_leave_every_reference_whole_and_later_writes_are_chec
                     contact_id=10**9, at=datetime.now(UTC), source=Source.MANUAL.value
                 )
             )
+
+
+async def test_a_large_move_keeps_more_pages_for_its_own_transaction_only(
+    services: Services,
+) -> None:
+    if services.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's page cache")
+
+    async def cache_kib(session: AsyncSession) -> int:
+        return -int(await session.scalar(text("PRAGMA cache_size")) or 0)
+
+    async with services.engine.connect() as connection:  # one connection throughout
+        session = AsyncSession(bind=connection)
+        assert await cache_kib(session) == CACHE_KIB
+        await bulk.keep_more_pages(session)
+        assert await cache_kib(session) == LARGE_MOVE_CACHE_KIB
+        await session.commit()
+        assert await cache_kib(session) == CACHE_KIB  # the next transaction
+        await session.close()
 
 
 async def test_a_bulk_unit_of_work_writes_behind_in_order_and_reads_wait_for_the_writes(
