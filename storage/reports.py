@@ -846,6 +846,7 @@ async def moved_in_bulk(
         at,
         new_moves=new_moves,
         to_stage_id=to_stage_id,
+        one_moment=True,
         rebuilt=_MOVED_INDEXES if rebuild else (),
     )
 
@@ -863,6 +864,7 @@ async def _append(
     *,
     new_moves: ColumnElement[bool] | None = None,
     to_stage_id: object = _VARIES,  # a stage id, None, or _VARIES
+    one_moment: bool = False,
     rebuilt: Sequence[str] = (),
 ) -> None:
     """Set-based, without reading any history: each of the history rows `rows` (at most one per
@@ -872,7 +874,10 @@ async def _append(
     `new_moves`: the report_moves rows this adds, when the caller can name them more cheaply
     than by their history rows; `to_stage_id`: the stage every row moves to, when they share
     it (a move into an open stage enters neither won nor lost, which spares every row the
-    test); `rebuilt`: indexes of report_contacts to create anew after the update."""
+    test); `one_moment`: the rows are nearly all the history rows made at `at` (a bulk move's),
+    whose stays are added up from that moment of the stay index (an import's batches, made at
+    one moment too, would each read the stays of all batches before); `rebuilt`: indexes of
+    report_contacts to create anew after the update."""
     rc, h, c = ReportContactRow, StageChangeRow, ContactRow
     dialect = session.get_bind().dialect.name
     at_s: Any = literal(epoch_seconds(at)) if at is not None else seconds(h.at, dialect)
@@ -916,10 +921,10 @@ async def _append(
     await session.execute(insert(ReportMoveRow).from_select(list(MOVE_COLUMNS), new_rows))
     if new_moves is None:
         new_moves = ReportMoveRow.change_id.in_(select(h.id).where(rows))
-    if at is None:
-        await _move_stay_blocks(session, new_moves, 1)
-    else:
+    if one_moment and at is not None:
         await _add_stays_at(session, new_moves, epoch_seconds(at))
+    else:
+        await _move_stay_blocks(session, new_moves, 1)
     path = func.ltrim(func.replace(" " + rc.path + " ", " " + stage + " ", " ") + stage)
     # Touched: dated after the creation, to the microsecond; the contact's own time is read
     # only when both fall in the same second.
