@@ -1172,12 +1172,21 @@ class SqlOperationRepository:
             .join(ContactRow, ContactRow.id == item.contact_id)
             .where(item.operation_id == operation_id, ContactRow.version == item.after_version)
         )
-        items = await self._session.scalar(
-            select(func.count()).where(item.operation_id == operation_id)
-        )
-        rebuild = await bulk.worth_rebuilding(self._session, ContactRow, items or 0)
+        # Every item restores a contact; those of bulk moves restore its report row too.
+        items, moves = (
+            await self._session.execute(
+                select(func.count(), func.count(item.before_report_path)).where(
+                    item.operation_id == operation_id
+                )
+            )
+        ).one()
+        rebuild = await bulk.worth_rebuilding(self._session, ContactRow, items)
         # Before the history rows go: bulk moves put their report rows back as they were.
-        restored_reports = await report_rows.unmoved(self._session, operation_id, rebuild=rebuild)
+        restored_reports = await report_rows.unmoved(
+            self._session,
+            operation_id,
+            rebuild=await bulk.worth_rebuilding(self._session, ContactRow, moves),
+        )
         undone_moves = and_(
             StageChangeRow.operation_id == operation_id,
             StageChangeRow.contact_id.in_(unchanged),
