@@ -105,9 +105,9 @@ from storage.reports import refresh as refresh_reports
 
 # SQLite's FTS5 index of contacts.search_text (created by the migrations, kept by triggers, and
 # for contacts an import creates by `add_many`).
-# The indexes of the contacts' columns a stage change sets.
-_STAGE_INDEXES = ("ix_contacts_stage_id", "ix_contacts_last_activity_at")
 CONTACT_SEARCH = table("contact_search", column("rowid", Integer), column("search_text", Text))
+# The indexes of the contacts' columns a stage change sets (rebuilt by large moves).
+_STAGE_INDEXES = ("ix_contacts_stage_id", "ix_contacts_last_activity_at")
 
 
 class SqlStageRepository:
