@@ -506,10 +506,28 @@ async def _upsert_stay_blocks(session: AsyncSession, rows: Sequence[tuple[Any, .
         await _add_to_blocks(session, _dialect_insert(session)(d).values(values))
 
 
-async def _move_stay_blocks(session: AsyncSession, moves: ColumnElement[bool], sign: int) -> None:
-    """Add (sign 1) or take away (-1) the stays of the report_moves rows `moves` select."""
+async def _move_stay_blocks(
+    session: AsyncSession, moves: ColumnElement[bool], sign: int, *, at_s: int | None = None
+) -> None:
+    """Add (sign 1) or take away (-1) the stays of the report_moves rows `moves` select, in key
+    order (see `_upsert_stay_blocks`). `at_s`: they were all made at that moment (a bulk
+    move's), and are read from the stay index by stage and bucket at that moment, in its order
+    (owner first), without sorting them; the lists of stages and buckets let the database seek
+    each pair's moment."""
     m, d = ReportMoveRow, ReportStayBlockRow
-    block = case((m.at_s < 0, -1), else_=m.at_s // BLOCK)
+    if at_s is None:
+        block: Any = case((m.at_s < 0, -1), else_=m.at_s // BLOCK)
+        where: tuple[ColumnElement[bool], ...] = (moves, m.stay_stage_id != NO_STAGE)
+        key = (m.stay_stage_id, m.stay_bucket, block, m.owner_id)
+    else:
+        block = literal(_block(at_s))
+        where = (
+            moves,
+            m.stay_stage_id.in_(select(StageRow.id)),
+            in_buckets(m.stay_bucket),
+            m.at_s == at_s,
+        )
+        key = (m.stay_stage_id, m.stay_bucket, m.at_s, m.owner_id)
     grouped = (
         select(
             m.stay_stage_id,
@@ -519,36 +537,9 @@ async def _move_stay_blocks(session: AsyncSession, moves: ColumnElement[bool], s
             sign * func.count(),
             sign * func.sum(m.stay_s),
         )
-        .where(moves, m.stay_stage_id != NO_STAGE)
-        .group_by(m.stay_stage_id, m.stay_bucket, block, m.owner_id)
-        .order_by(m.stay_stage_id, m.stay_bucket, block, m.owner_id)
-    )
-    await _add_to_blocks(
-        session, _dialect_insert(session)(d).from_select(list(STAY_BLOCK_COLUMNS), grouped)
-    )
-
-
-async def _add_stays_at(session: AsyncSession, moves: ColumnElement[bool], at_s: int) -> None:
-    """`_move_stay_blocks(moves, 1)` for report_moves rows all made at `at_s`: read from the stay
-    index by stage and bucket, at that moment, in its order (owner first), with no sort. The
-    lists of stages and buckets let the database seek each pair's moment."""
-    m, d = ReportMoveRow, ReportStayBlockRow
-    grouped = (
-        select(
-            m.stay_stage_id,
-            m.stay_bucket,
-            literal(_block(at_s)),
-            m.owner_id,
-            func.count(),
-            func.sum(m.stay_s),
-        )
-        .where(
-            m.stay_stage_id.in_(select(StageRow.id)),
-            in_buckets(m.stay_bucket),
-            m.at_s == at_s,
-            moves,
-        )
-        .group_by(m.stay_stage_id, m.stay_bucket, m.at_s, m.owner_id)
+        .where(*where)
+        .group_by(*key)
+        .order_by(*key)
     )
     await _add_to_blocks(
         session, _dialect_insert(session)(d).from_select(list(STAY_BLOCK_COLUMNS), grouped)
@@ -921,10 +912,8 @@ async def _append(
     await session.execute(insert(ReportMoveRow).from_select(list(MOVE_COLUMNS), new_rows))
     if new_moves is None:
         new_moves = ReportMoveRow.change_id.in_(select(h.id).where(rows))
-    if one_moment and at is not None:
-        await _add_stays_at(session, new_moves, epoch_seconds(at))
-    else:
-        await _move_stay_blocks(session, new_moves, 1)
+    moment = epoch_seconds(at) if one_moment and at is not None else None
+    await _move_stay_blocks(session, new_moves, 1, at_s=moment)
     path = func.ltrim(func.replace(" " + rc.path + " ", " " + stage + " ", " ") + stage)
     # Touched: dated after the creation, to the microsecond; the contact's own time is read
     # only when both fall in the same second.
