@@ -78,10 +78,11 @@ class BotRuntime:
         )
         update = self.dispatcher.update
         update.outer_middleware(self.in_flight)
-        update.outer_middleware(OncePerUpdate(UpdateLedger(make_sessionmaker(services.engine))))
         update.outer_middleware(CurrentUser(services.users))
         update.outer_middleware(PersonLocale(self.i18n))
         update.outer_middleware(AccessGate())
+        # Last, so that what the middlewares before it write is no step of the update.
+        update.outer_middleware(OncePerUpdate(UpdateLedger(make_sessionmaker(services.engine))))
         self.dispatcher.include_routers(*handlers.routers())
         self.dispatcher.startup.register(self.publish_commands)
         self.polling = asyncio.Event()
