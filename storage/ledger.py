@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -70,17 +70,14 @@ async def record_step(session: AsyncSession, delivery: Delivery) -> bool:
         return True
     counted = await session.execute(
         update(ProcessedUpdateRow)
-        .where(*_key(delivery), ProcessedUpdateRow.steps == step - 1)
+        .where(_key(delivery.bot_id, delivery.update_id), ProcessedUpdateRow.steps == step - 1)
         .values(steps=step)
     )
     return int(counted.rowcount) == 1  # type: ignore[attr-defined]
 
 
-def _key(delivery: Delivery) -> tuple[object, object]:
-    return (
-        ProcessedUpdateRow.bot_id == delivery.bot_id,
-        ProcessedUpdateRow.update_id == delivery.update_id,
-    )
+def _key(bot_id: int, update_id: int) -> ColumnElement[bool]:
+    return and_(ProcessedUpdateRow.bot_id == bot_id, ProcessedUpdateRow.update_id == update_id)
 
 
 class UpdateLedger:
@@ -95,8 +92,7 @@ class UpdateLedger:
             row = (
                 await connection.execute(
                     select(ProcessedUpdateRow.steps, ProcessedUpdateRow.answered).where(
-                        ProcessedUpdateRow.bot_id == bot_id,
-                        ProcessedUpdateRow.update_id == update_id,
+                        _key(bot_id, update_id)
                     )
                 )
             ).first()
@@ -108,11 +104,14 @@ class UpdateLedger:
 
     async def answered(self, delivery: Delivery) -> None:
         """The delivery's handling ended: later deliveries of the update are ignored."""
+        mark = (
+            update(ProcessedUpdateRow)
+            .where(_key(delivery.bot_id, delivery.update_id))
+            .values(answered=True)
+        )
         async with self._sessions() as session:
             if delivery.committed or delivery.done:
-                await session.execute(
-                    update(ProcessedUpdateRow).where(*_key(delivery)).values(answered=True)
-                )
+                await session.execute(mark)
             else:
                 session.add(
                     ProcessedUpdateRow(
@@ -127,9 +126,7 @@ class UpdateLedger:
                 await session.commit()
             except IntegrityError:  # a concurrent delivery of it wrote the row first
                 await session.rollback()
-                await session.execute(
-                    update(ProcessedUpdateRow).where(*_key(delivery)).values(answered=True)
-                )
+                await session.execute(mark)
                 await session.commit()
 
     async def forget_old(self) -> int:
