@@ -53,7 +53,8 @@ async def deployment(database_url: str, tmp_path: Path) -> AsyncIterator[Deploym
     assert an.id is not None
     telegram = TelegramHere()
     await telegram.start()
-    worker = Worker("crashing", worker_settings(telegram, database_url, redis_url=REDIS_URL), tmp_path)
+    settings = worker_settings(telegram, database_url, redis_url=REDIS_URL)
+    worker = Worker("crashing", settings, tmp_path)
     await worker.start()
     try:
         async with aiohttp.ClientSession() as http:
@@ -73,20 +74,20 @@ def spread(total: int) -> list[int]:
     return sorted({1 + round(i * (total - 1) / (SAMPLE - 1)) for i in range(SAMPLE)})
 
 
-async def answered(services: Services, update_id: int) -> bool:
-    async with services.engine.connect() as connection:
-        row = await connection.scalar(
-            select(ProcessedUpdateRow.answered).where(ProcessedUpdateRow.update_id == update_id)
-        )
-    return bool(row)
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    for _ in range(600):
-        if await condition():
-            return
+async def answered(services: Services, update_id: int) -> None:
+    """Waits until the update's handling ended (the ledger says so)."""
+    query = select(ProcessedUpdateRow.answered).where(ProcessedUpdateRow.update_id == update_id)
+    deadline = asyncio.get_running_loop().time() + 60
+    while asyncio.get_running_loop().time() < deadline:
+        async with services.engine.connect() as connection:
+            if await connection.scalar(query):
+                return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"never: {what}")
+    raise AssertionError(f"update {update_id} was never answered")
+
+
+async def bot_messages(driver: Driver, user: int, since: int) -> list[dict[str, Any]]:
+    return [m for m in (await driver.changes(user, since))["messages"] if m["from"] == "bot"]
 
 
 async def bot_texts(driver: Driver, user: int, since: int) -> list[str]:
@@ -113,7 +114,7 @@ async def crash_everywhere(
     send = await prepare()
     since = await driver.cursor(user)
     update_id = await send()
-    await eventually(lambda: answered(deployment.services, update_id), "the update answered")
+    await answered(deployment.services, update_id)
     assert await effect_count() == 1
     total = worker.points()[update_id]
     for times, point in enumerate(spread(total), start=2):
@@ -123,7 +124,7 @@ async def crash_everywhere(
         update_id = await send()
         assert await worker.died(), f"the worker did not die at point {point} of {total}"
         await worker.start()
-        await eventually(lambda: answered(deployment.services, update_id), "the update answered")
+        await answered(deployment.services, update_id)
         assert await effect_count() == times, f"killed at point {point} of {total}"
         texts = await bot_texts(driver, user, since)
         assert any(r in text for r in replies for text in texts), f"point {point}: {texts}"
@@ -149,7 +150,7 @@ async def stage_buttons(deployment: Deployment) -> dict[str, Any]:
     [found] = await driver.ask(LAN, "nguyen van an")
     since = await driver.cursor(LAN)
     await driver.click(LAN, found["message_id"], button(found, "Stage"))
-    [stages] = [m for m in (await driver.changes(LAN, since))["messages"] if m["from"] == "bot"]
+    [stages] = await bot_messages(driver, LAN, since)
     return stages
 
 
@@ -180,7 +181,7 @@ async def test_a_lost_reason_is_recorded_once_wherever_the_worker_dies(
         stages = await stage_buttons(deployment)
         since = await driver.cursor(LAN)
         await driver.click(LAN, stages["message_id"], button(stages, "Disqualified"))
-        [reasons] = [m for m in (await driver.changes(LAN, since))["messages"] if m["from"] == "bot"]
+        [reasons] = await bot_messages(driver, LAN, since)
         return lambda: clicked(driver, LAN, reasons, "Price")
 
     async def lost_for_price() -> int:
@@ -213,7 +214,7 @@ async def test_new_creates_the_contact_once_wherever_the_worker_dies(
         [source] = await driver.ask(LAN, "Công ty Sao Mai")
         since = await driver.cursor(LAN)
         await driver.click(LAN, source["message_id"], button(source, "Zalo"))
-        [stage] = [m for m in (await driver.changes(LAN, since))["messages"] if m["from"] == "bot"]
+        [stage] = await bot_messages(driver, LAN, since)
         return lambda: clicked(driver, LAN, stage, "MQL")
 
     async def created() -> int:

@@ -66,9 +66,7 @@ async def two_workers(postgres_url: str, tmp_path: Path) -> AsyncIterator[TwoWor
     workers: list[Worker] = []
     proxy = AlternatingProxy(workers)
     await proxy.start()
-    settings = worker_settings(
-        telegram, postgres_url, redis_url=REDIS_URL, WEBHOOK_URL=proxy.url
-    )
+    settings = worker_settings(telegram, postgres_url, redis_url=REDIS_URL, WEBHOOK_URL=proxy.url)
     workers += [Worker(name, settings, tmp_path) for name in ("one", "two")]
     try:
         for worker in workers:

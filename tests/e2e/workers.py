@@ -174,7 +174,7 @@ HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "con
 def worker_settings(
     telegram: TelegramHere, database_url: str, *, redis_url: str | None = None, **extra: str
 ) -> dict[str, str]:
-    settings = {
+    return {
         "DATABASE_URL": database_url,
         "BOT_TOKEN": TOKEN,
         "WEBHOOK_SECRET": SECRET,
@@ -186,4 +186,3 @@ def worker_settings(
         "REDIS_URL": redis_url or "",
         **extra,
     }
-    return settings
