@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import aiohttp
 import pytest
 
-from bot.entrypoints import SANDBOX_TOKEN, Sandbox
+from bot.container import build_services
+from bot.entrypoints import SANDBOX_TOKEN, Sandbox, sandbox_state_file
+from bot.settings import Settings
 from tests.e2e.conftest import ADMIN_ID, Driver
 
 
@@ -81,6 +84,54 @@ async def test_stopping_the_bot_lets_an_update_in_flight_finish(
     assert len(await driver.requests("sendMessage")) == 2
     [reply] = await driver.replies(ADMIN_ID, sent, wait=0)
     assert "/find" in reply["text"]
+
+
+async def test_a_restarted_sandbox_goes_on_where_it_was(e2e_settings: Settings) -> None:
+    """`stagekeeper sandbox` stopped and started again on the same database: the web chat still
+    knows its people, and the first message after the restart is answered (its update id is
+    not one the bot's ledger has taken already)."""
+    update_ids: list[int] = []
+    people = []
+    async with aiohttp.ClientSession() as http:
+        for run in ("before", "after"):
+            services = build_services(e2e_settings)
+            sandbox = Sandbox(services, port=0)
+            await sandbox.start()
+            try:
+                assert sandbox.runtime is not None
+                driver = Driver(sandbox.url, http, services, sandbox.runtime)
+                if run == "before":
+                    await driver.user(ADMIN_ID, "Quân")
+                    await driver.ask(ADMIN_ID, "/start")
+                sent = await driver.post("/sandbox/send", user_id=ADMIN_ID, text="/help")
+                update_ids.append(sent["update_id"])
+                [reply] = await driver.replies(ADMIN_ID, sent["message_id"], wait=10)
+                assert "/find" in reply["text"]
+                async with http.get(f"{sandbox.url}/sandbox/users") as response:
+                    people.append((await response.json())["users"])
+            finally:
+                await sandbox.stop()
+                await services.close()
+    assert update_ids[1] > update_ids[0]
+    assert people[1] == people[0]
+    assert [person["first_name"] for person in people[1]] == ["Quân"]
+
+
+@pytest.mark.parametrize(
+    ("database_url", "state_file"),
+    [
+        ("sqlite+aiosqlite:///stagekeeper-sandbox.db", "stagekeeper-sandbox.db-sandbox.json"),
+        ("sqlite+aiosqlite:////srv/crm/team.db", "/srv/crm/team.db-sandbox.json"),
+        ("postgresql+asyncpg://crm:pw@db/crm", "stagekeeper-sandbox.json"),
+        ("sqlite+aiosqlite://", None),
+        ("sqlite+aiosqlite:///:memory:", None),
+    ],
+)
+def test_the_sandbox_keeps_its_state_beside_a_sqlite_database(
+    database_url: str, state_file: str | None
+) -> None:
+    expected = None if state_file is None else Path(state_file)
+    assert sandbox_state_file(database_url) == expected
 
 
 async def test_the_command_menu_is_published_per_language_and_for_admins(driver: Driver) -> None:
