@@ -10,9 +10,11 @@ import aiohttp
 import pytest
 
 from bot.container import build_services
-from bot.entrypoints import SANDBOX_TOKEN, Sandbox, sandbox_state_file
+from bot.entrypoints import SANDBOX_TOKEN, Sandbox, WebhookServer, sandbox_state_file
 from bot.settings import Settings
-from tests.e2e.conftest import ADMIN_ID, Driver
+from domain.access import SYSTEM
+from domain.model import Role
+from tests.e2e.conftest import ADMIN_ID, WEBHOOK_SECRET, Driver
 
 
 async def test_start_is_answered(driver: Driver) -> None:
@@ -65,6 +67,46 @@ async def test_the_webhook_refuses_a_wrong_secret(driver: Driver) -> None:
             headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
             async with http.post(url, json=update, headers=headers) as response:
                 assert response.status == 401
+
+
+async def test_the_webhook_asks_telegram_for_the_configured_connections(
+    sandbox_of_driver: Sandbox,
+) -> None:
+    sandbox = sandbox_of_driver
+    await sandbox.stop_bot()
+    settings = sandbox.services.settings.model_copy(
+        update={"telegram_api_base": sandbox.url, "webhook_max_connections": 7}
+    )
+    webhook = WebhookServer(
+        build_services(settings, sandbox.services.engine),
+        token=sandbox.token,
+        secret=WEBHOOK_SECRET,
+        public_url=None,
+        host="127.0.0.1",
+        port=0,
+    )
+    await webhook.start()
+    try:
+        url = f"{sandbox.url}/bot{sandbox.token}/getWebhookInfo"
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            info = (await response.json())["result"]
+        assert info["max_connections"] == 7
+    finally:
+        await webhook.stop()
+
+
+async def test_several_people_writing_at_once_are_all_answered(driver: Driver) -> None:
+    """Behind the webhook their updates are handled side by side (max_connections 40)."""
+    people = range(2101, 2109)
+    for telegram_id in people:
+        await driver.services.users.add(
+            SYSTEM, f"Agent {telegram_id}", Role.AGENT, telegram_id=telegram_id
+        )
+        await driver.user(telegram_id)
+    sent = {telegram_id: await driver.send(telegram_id, "/help") for telegram_id in people}
+    for telegram_id, message_id in sent.items():
+        [reply] = await driver.replies(telegram_id, message_id, wait=15)
+        assert "/find" in reply["text"]
 
 
 @pytest.mark.parametrize("bot_mode", ["polling"], indirect=True)

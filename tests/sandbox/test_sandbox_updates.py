@@ -266,9 +266,7 @@ async def test_webhook_delivers_to_several_chats_at_once_and_to_each_chat_in_ord
     assert info["pending_update_count"] == 0
 
 
-async def test_webhook_with_one_connection_delivers_one_update_at_a_time(
-    sandbox, holding_receiver
-):
+async def test_webhook_with_one_connection_delivers_one_update_at_a_time(sandbox, holding_receiver):
     receiver = holding_receiver
     for user_id in (1, 2, 3):
         await sandbox.add_user(user_id)
