@@ -98,7 +98,7 @@ def chat_of(update: dict[str, Any]) -> Hashable:
         chat = payload.get("chat") or (payload.get("message") or {}).get("chat")
         sender = payload.get("from")
         if isinstance(chat, dict) and "id" in chat:
-            return chat["id"]
+            return int(chat["id"])
         if isinstance(sender, dict) and "id" in sender:
-            return sender["id"]
+            return int(sender["id"])
     return ("update", update.get("update_id"))
