@@ -152,6 +152,7 @@ class BotRuntime:
             url,
             secret_token=secret,
             allowed_updates=self.dispatcher.resolve_used_update_types(),
+            max_connections=self.settings.webhook_max_connections,
         )
 
     async def close(self) -> None:
