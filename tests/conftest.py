@@ -57,7 +57,7 @@ def postgres_url() -> str:
     return POSTGRES_URL
 
 
-async def _empty_postgres(url: str) -> None:
+async def empty_postgres(url: str) -> None:
     tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
     engine = make_engine(url)
     async with engine.begin() as connection:
@@ -73,7 +73,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite+aiosqlite:///{path}"
     url: str = request.getfixturevalue("postgres_url")
-    await _empty_postgres(url)
+    await empty_postgres(url)
     return url
 
 

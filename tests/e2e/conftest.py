@@ -4,14 +4,17 @@ webhook mode, and a driver that talks to the emulator as Telegram users do."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
 from bot.container import Services, build_services
 from bot.entrypoints import Sandbox, WebhookServer
@@ -20,6 +23,9 @@ from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.model import Role
 from domain.services.contacts import ContactDraft
+from storage.db import is_sqlite
+from tests.conftest import empty_postgres
+from tests.e2e.workers import AlternatingProxy, Worker, settings_environment
 
 ADMIN_ID = 1001
 WEBHOOK_SECRET = "e2e-secret-token"
@@ -116,24 +122,35 @@ class Driver:
 
 
 @pytest.fixture
-def e2e_settings(tmp_path: Path, sqlite_template: Path) -> Settings:
-    path = tmp_path / "e2e.db"
-    shutil.copy(sqlite_template, path)
+def e2e_settings(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Settings:
+    if request.getfixturevalue("bot_mode") == "workers":
+        url: str = request.getfixturevalue("postgres_url")
+    else:
+        path = tmp_path / "e2e.db"
+        shutil.copy(sqlite_template, path)
+        url = f"sqlite+aiosqlite:///{path}"
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
-        database_url=f"sqlite+aiosqlite:///{path}",
+        database_url=url,
         admin_ids=[ADMIN_ID],
         scheduler=False,  # the digest tests run it themselves
     )
 
 
-@pytest.fixture(params=["polling", "webhook"])
-async def bot_mode(request: pytest.FixtureRequest) -> str:
+# STAGEKEEPER_TEST_BOT_MODES=workers (.ci/run) runs the suite against two worker processes on
+# PostgreSQL and Redis behind a strictly alternating proxy (tests/e2e/workers.py).
+BOT_MODES = os.environ.get("STAGEKEEPER_TEST_BOT_MODES", "polling,webhook").split(",")
+
+
+@pytest.fixture(params=BOT_MODES)
+def bot_mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
 async def sandbox_of_driver(e2e_settings: Settings) -> AsyncIterator[Sandbox]:
+    if not is_sqlite(e2e_settings.database_url):
+        await empty_postgres(e2e_settings.database_url)
     services = build_services(e2e_settings)
     sandbox = Sandbox(services, port=0)
     await sandbox.start()
@@ -143,7 +160,9 @@ async def sandbox_of_driver(e2e_settings: Settings) -> AsyncIterator[Sandbox]:
 
 
 @pytest.fixture
-async def driver(sandbox_of_driver: Sandbox, bot_mode: str) -> AsyncIterator[Driver]:
+async def driver(
+    sandbox_of_driver: Sandbox, bot_mode: str, tmp_path: Path
+) -> AsyncIterator[Driver]:
     """A sandbox with the bot attached in `bot_mode`; the bot is stopped after the test."""
     sandbox = sandbox_of_driver
     services = sandbox.services
@@ -162,12 +181,55 @@ async def driver(sandbox_of_driver: Sandbox, bot_mode: str) -> AsyncIterator[Dri
             port=0,
         )
         await webhook.start()
+    if bot_mode == "workers":
+        await sandbox.stop_bot()
+        async with (
+            two_workers(sandbox, tmp_path) as (proxy, runtime),
+            aiohttp.ClientSession() as http,
+        ):
+            yield Driver(sandbox.url, http, services, runtime, proxy.url)
+        return
     runtime = webhook.runtime if webhook is not None else sandbox.runtime
     assert runtime is not None
     async with aiohttp.ClientSession() as http:
         yield Driver(sandbox.url, http, services, runtime, webhook.url if webhook else None)
     if webhook is not None:
         await webhook.stop()
+
+
+@asynccontextmanager
+async def two_workers(
+    sandbox: Sandbox, log_dir: Path
+) -> AsyncIterator[tuple[AlternatingProxy, BotRuntime]]:
+    """Two `stagekeeper webhook` processes on the sandbox's database and Redis, behind a proxy
+    that alternates strictly between them; and a bot runtime in this process that handles no
+    update, for the tests that run the scheduled jobs themselves."""
+    redis_url = os.environ.get("STAGEKEEPER_TEST_REDIS_URL")
+    if not redis_url:
+        pytest.fail("the workers mode needs Redis: STAGEKEEPER_TEST_REDIS_URL is not set")
+    redis = Redis.from_url(redis_url)
+    await redis.flushdb()
+    await redis.aclose()
+    settings = sandbox.services.settings.model_copy(update={"telegram_api_base": sandbox.url})
+    workers: list[Worker] = []
+    proxy = AlternatingProxy(workers)
+    await proxy.start()
+    environment = {
+        **settings_environment(settings),
+        "BOT_TOKEN": sandbox.token,
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "WEBHOOK_URL": proxy.url,
+        "REDIS_URL": redis_url,
+    }
+    workers += [Worker(name, environment, log_dir) for name in ("one", "two")]
+    runtime = BotRuntime(settings, replace(sandbox.services, settings=settings), sandbox.token)
+    try:
+        await asyncio.gather(*(worker.start() for worker in workers))
+        yield proxy, runtime
+    finally:
+        await asyncio.gather(*(worker.stop() for worker in workers))
+        await proxy.stop()
+        await runtime.close()
 
 
 # --- a small sales team, and shortcuts to press buttons ------------------------------------

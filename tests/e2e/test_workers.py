@@ -18,7 +18,7 @@ from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.model import Role
 from domain.services.contacts import ContactDraft
-from tests.conftest import _empty_postgres
+from tests.conftest import empty_postgres
 from tests.e2e.conftest import Driver, button, press, press_until, stage_of
 from tests.e2e.workers import AlternatingProxy, TelegramHere, Worker, worker_settings
 
@@ -46,7 +46,7 @@ async def two_workers(postgres_url: str, tmp_path: Path) -> AsyncIterator[TwoWor
         if os.environ.get("CI") == "true":
             pytest.fail("CI must test several workers: STAGEKEEPER_TEST_REDIS_URL is not set")
         pytest.skip('no Redis: run `eval "$(bash .ci/services.sh)"` to test several workers')
-    await _empty_postgres(postgres_url)
+    await empty_postgres(postgres_url)
     redis = Redis.from_url(REDIS_URL)
     await redis.flushdb()
     await redis.aclose()

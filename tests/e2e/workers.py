@@ -10,12 +10,14 @@ import os
 import signal
 import socket
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
+from pydantic import SecretStr
 
+from bot.settings import Settings
 from sandbox import Emulator
 from sandbox.app import MAX_REQUEST_SIZE
 
@@ -135,6 +137,8 @@ class AlternatingProxy:
     def __init__(self, workers: list[Worker]) -> None:
         self.workers = workers
         self.taken: list[tuple[int | None, str]] = []  # (update id, worker) in order
+        self.handled: Counter[int] = Counter()  # update id: times a worker answered it 2xx
+        self.changed = asyncio.Event()
         self._turn = 0
         self.app = web.Application(client_max_size=MAX_REQUEST_SIZE)
         self.app.router.add_route("*", "/{path:.*}", self._forward)
@@ -153,9 +157,10 @@ class AlternatingProxy:
         worker = self.workers[self._turn % len(self.workers)]
         self._turn += 1
         body = await request.read()
+        update_id = None
         if request.path == WEBHOOK_PATH:
-            update: dict[str, Any] = await request.json()
-            self.taken.append((update.get("update_id"), worker.name))
+            update_id = (await request.json()).get("update_id")
+            self.taken.append((update_id, worker.name))
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         try:
             async with self._http.request(
@@ -163,6 +168,10 @@ class AlternatingProxy:
             ) as answer:
                 payload = await answer.read()
                 kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS}
+                if update_id is not None and 200 <= answer.status < 300:
+                    self.handled[update_id] += 1
+                    self.changed.set()
+                    self.changed = asyncio.Event()
                 return web.Response(body=payload, status=answer.status, headers=kept)
         except aiohttp.ClientError:
             return web.Response(status=502, text=f"{worker.name} did not answer")
@@ -186,3 +195,24 @@ def worker_settings(
         "REDIS_URL": redis_url or "",
         **extra,
     }
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The environment that gives a worker process these settings (those not at their
+    default)."""
+    environment = {}
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value == getattr(defaults, name):
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, list):
+            value = ",".join(str(item) for item in value)
+        elif isinstance(value, dict):
+            value = ";".join(f"{key}={item}" for key, item in value.items())
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        environment[name.upper()] = "" if value is None else str(value)
+    return environment

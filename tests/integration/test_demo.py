@@ -35,7 +35,7 @@ from domain.errors import InvalidInput
 from domain.model import Category, Role
 from domain.services.contacts import ContactDraft
 from domain.stages import TEMPLATES
-from tests.conftest import _empty_postgres
+from tests.conftest import empty_postgres
 
 NOW = datetime(2025, 6, 2, 9, 30, tzinfo=UTC)
 ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -199,7 +199,7 @@ def sqlite_demo(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="module")
 def postgres_demo(postgres_url: str) -> Loaded:
     async def fresh() -> Loaded:
-        await _empty_postgres(postgres_url)
+        await empty_postgres(postgres_url)
         return await _load_and_read(postgres_url)
 
     return _in_thread(fresh)
