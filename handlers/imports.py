@@ -8,7 +8,7 @@ import io
 
 from aiogram import Bot, F, Router
 from aiogram.fsm.context import FSMContext
-from aiogram.types import BufferedInputFile, CallbackQuery, Message
+from aiogram.types import BufferedInputFile, CallbackQuery, Message, Update
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
@@ -75,7 +75,10 @@ async def received_file(
         await message.answer(_("The file is over 20 MB; import it with stagekeeper import."))
         return
     await state.update_data(
-        import_file=document.file_id, import_name=document.file_name, import_map={}
+        import_file=document.file_id,
+        import_name=document.file_name,
+        import_map={},
+        import_taken_by=None,
     )
     await _dry_run(message, user, imports, bot, state, pace)
 
@@ -223,16 +226,23 @@ async def confirmed(
     bot: Bot,
     state: FSMContext,
     pace: ProgressPace,
+    event_update: Update,
 ) -> None:
     data = await state.get_data()
     file_id = data.get("import_file")
     if user.role is not Role.ADMIN or not file_id or query.message is None:
         await query.answer(_("Send the file again."), show_alert=True)
         return
-    await state.update_data(import_file=None)
+    # The file stays pending until its import is done, so that this update, delivered again
+    # after a worker died mid-way, still finds it; another tap on the button does not.
+    if data.get("import_taken_by") not in (None, event_update.update_id):
+        await query.answer(_("This file is being imported already."), show_alert=True)
+        return
     if not callback_data.go:
+        await state.update_data(import_file=None)
         await show(query, _("Import cancelled; nothing changed."), None)
         return
+    await state.update_data(import_taken_by=event_update.update_id)
     await query.answer()
     await show(query, _("Importing…"), None, answered=True)
     shown = query.message if isinstance(query.message, Message) else None
@@ -246,8 +256,10 @@ async def confirmed(
         data_file = await _download(bot, file_id)
         report = await imports.run(user, data_file, options, _progress(progress, dry=False))
     except DomainError as error:
+        await state.update_data(import_file=None, import_taken_by=None)
         await progress.finish(refusal(error))
         return
+    await state.update_data(import_file=None, import_taken_by=None)
     keys = InlineKeyboardBuilder()
     if report.operation_id is not None:
         keys.button(text="↩ " + _("Undo"), callback_data=UndoOpCb(id=report.operation_id))

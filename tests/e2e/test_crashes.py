@@ -224,3 +224,30 @@ async def test_new_creates_the_contact_once_wherever_the_worker_dies(
         return len(names)
 
     await crash_everywhere(deployment, LAN, prepare, created, "Added", "Phạm Thu Hà")
+
+
+@needs_redis
+async def test_an_import_is_applied_once_wherever_the_worker_dies(deployment: Deployment) -> None:
+    driver = deployment.driver
+    files = 0
+
+    async def prepare() -> Callable[[], Awaitable[int]]:
+        nonlocal files
+        files += 1
+        rows = "".join(
+            f"0977 {files:03d} {row:03d},Nhập Thử {files} {row},Lead\n" for row in (1, 2)
+        )
+        since = await driver.cursor(ADMIN)
+        await driver.upload(ADMIN, f"contacts-{files}.csv", ("phone,name,stage\n" + rows).encode())
+        [summary] = await bot_messages(driver, ADMIN, since)
+        assert "2 to create" in summary["text"]
+        return lambda: clicked(driver, ADMIN, summary, "Import")
+
+    async def imports() -> int:
+        operations = await deployment.services.operations.recent(SYSTEM, limit=100)
+        found = await deployment.services.contacts.find(SYSTEM, "Nhập Thử", limit=100)
+        applied = sum(1 for operation in operations if operation.kind == "import")
+        assert len(found) == 2 * applied, f"{len(found)} contacts from {applied} imports"
+        return applied
+
+    await crash_everywhere(deployment, ADMIN, prepare, imports, "Imported")
