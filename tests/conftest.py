@@ -29,6 +29,7 @@ def require(present: bool, reason: str) -> None:
     server, ../shared): skips it with `reason`, which says how to get that, when it is absent;
     but fails it on CI (`CI=true`), which installs everything (.ci/run), so that a test CI
     cannot run is noticed rather than skipped."""
+    __tracebackhide__ = True  # the skip is reported at the test's line
     if present:
         return
     if ON_CI:
