@@ -3,7 +3,7 @@ webhook mode, and a driver that talks to the emulator as Telegram users do.
 
 A test reads a chat when what it waits for has happened, never after a pause, which a loaded
 machine can make too short: the bot has finished handling the update the test sent
-(`Driver.handled`), or a message the bot sends on its own has come (`until`, `bot_messages`).
+(`Driver.handled`), or a message the bot sends on its own has come (`until`, `until_count`).
 The sandbox's own wait ("the bot said something, then stayed quiet for 200 ms") is only a way
 to sleep until the bot next says something."""
 
