@@ -1,12 +1,15 @@
 """PNG charts for reports and the digest, drawn headless with matplotlib and sized for a phone:
 large type, few colours, every bar labelled with its number. Text is in the reader's language;
-DejaVu Sans draws Vietnamese, and a CJK font (WenQuanYi Micro Hei, or Noto Sans CJK) Chinese."""
+DejaVu Sans draws Vietnamese, and a CJK font (WenQuanYi Micro Hei, or Noto Sans CJK) Chinese;
+without one, Chinese is drawn as boxes and the log says once which package to install."""
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 import textwrap
+import threading
 from collections.abc import Sequence
 from datetime import date
 
@@ -18,7 +21,10 @@ from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
+
+log = logging.getLogger(__name__)
 
 # A CJK font without a bold face is drawn regular in bold titles; nothing to warn about.
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
@@ -27,11 +33,48 @@ WIDTH, HEIGHT, DPI = 6.4, 4.8, 150  # 960 × 720 px: sharp on a phone, small to 
 PALETTE = ("#2E7D32", "#1565C0", "#F9A825", "#6A1B9A", "#00838F", "#EF6C00", "#AD1457", "#546E7A")
 WON, LOST, NEUTRAL = "#2E7D32", "#C62828", "#1565C0"
 _FALLBACKS = ("WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans CJK JP", "Droid Sans Fallback")
+CJK_PACKAGE = "fonts-wqy-microhei"  # Debian's package of the first of _FALLBACKS
+# Text no font of DejaVu's draws: Han ideographs (with extension A and the compatibility ones),
+# CJK punctuation, kana, Hangul and full-width forms.
+_CJK_TEXT = re.compile(
+    "[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]"
+)
+_told = threading.Lock()  # charts are drawn in worker threads too
+_told_no_cjk_font = False
 
 
 def _fonts() -> list[str]:
     installed = {font.name for font in font_manager.fontManager.ttflist}
     return ["DejaVu Sans", *(name for name in _FALLBACKS if name in installed)]
+
+
+def cjk_font() -> str | None:
+    """The CJK font charts draw Chinese with: the first of the fallbacks installed (and in
+    matplotlib's font list), or None."""
+    family = matplotlib.rcParams["font.family"]
+    names = [family] if isinstance(family, str) else family
+    return next((name for name in names if name in _FALLBACKS), None)
+
+
+def _tell_if_cjk_is_drawn_as_boxes(figure: Figure) -> None:
+    """Once per process, a one-line warning naming the package to install when a chart has
+    CJK text and no font to draw it (matplotlib only warns glyph by glyph, and not in the log)."""
+    global _told_no_cjk_font
+    if _told_no_cjk_font or cjk_font() is not None:
+        return
+    if not any(_CJK_TEXT.search(text.get_text()) for text in figure.findobj(Text)):
+        return
+    with _told:
+        if _told_no_cjk_font:
+            return
+        _told_no_cjk_font = True
+    log.warning(
+        "charts draw Chinese as boxes: no CJK font (%s) is installed; install Debian's %s, "
+        "delete matplotlib's font cache (%s) and restart",
+        ", ".join(_FALLBACKS),
+        CJK_PACKAGE,
+        matplotlib.get_cachedir(),
+    )
 
 
 matplotlib.rcParams.update(
@@ -174,6 +217,7 @@ def _short(label: str, limit: int = 22) -> str:
 
 
 def _png(figure: Figure) -> bytes:
+    _tell_if_cjk_is_drawn_as_boxes(figure)
     figure.tight_layout()
     out = io.BytesIO()
     figure.savefig(out, format="png")

@@ -21,6 +21,20 @@ from storage.models import Base
 
 POSTGRES_URL = os.environ.get("STAGEKEEPER_TEST_POSTGRES_URL")
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+ON_CI = os.environ.get("CI") == "true"
+
+
+def require(present: bool, reason: str) -> None:
+    """For a test that needs something pip does not install (a system font, Chromium, a
+    server, ../shared): skips it with `reason`, which says how to get that, when it is absent;
+    but fails it on CI (`CI=true`), which installs everything (.ci/run), so that a test CI
+    cannot run is noticed rather than skipped."""
+    __tracebackhide__ = True  # the skip is reported at the test's line
+    if present:
+        return
+    if ON_CI:
+        pytest.fail(f"CI must run this test: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def _migrate(url: str, *, afresh: bool = False) -> None:
@@ -49,10 +63,12 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    if not POSTGRES_URL:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must test PostgreSQL: STAGEKEEPER_TEST_POSTGRES_URL is not set")
-        pytest.skip('no PostgreSQL: run `eval "$(bash .ci/services.sh)"` to test it too')
+    require(
+        bool(POSTGRES_URL),
+        'no PostgreSQL (STAGEKEEPER_TEST_POSTGRES_URL is not set): run `eval "$(bash '
+        '.ci/services.sh)"` to test it too',
+    )
+    assert POSTGRES_URL
     _migrate(POSTGRES_URL, afresh=True)
     return POSTGRES_URL
 
@@ -85,8 +101,7 @@ async def services(database_url: str) -> AsyncIterator[Services]:
 
 
 def shared_path(*parts: str) -> Path:
-    """A file of ../shared; skips the test with the reason when it is absent."""
+    """A file of ../shared; skips the test with the reason when it is absent (fails on CI)."""
     path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent (../shared is provided beside the repository on CI)")
+    require(path.exists(), f"{path} is absent (../shared is provided beside the repository on CI)")
     return path

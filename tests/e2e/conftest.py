@@ -1,12 +1,19 @@
 """End-to-end harness: the emulator and the bot on free loopback ports, in long-polling or in
-webhook mode, and a driver that talks to the emulator as Telegram users do."""
+webhook mode, and a driver that talks to the emulator as Telegram users do.
+
+A test reads a chat when what it waits for has happened, never after a pause, which a loaded
+machine can make too short: the bot has finished handling the update the test sent
+(`Driver.handled`), or a message the bot sends on its own has come (`until`, `until_count`).
+The sandbox's own wait ("the bot said something, then stayed quiet for 200 ms") is only a way
+to sleep until the bot next says something."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,6 +21,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiogram import Bot, Dispatcher
+from aiogram.types import Update
 from redis.asyncio import Redis
 
 from bot.container import Services, build_services
@@ -29,6 +38,47 @@ from tests.e2e.workers import AlternatingProxy, Worker, settings_environment
 
 ADMIN_ID = 1001
 WEBHOOK_SECRET = "e2e-secret-token"
+PATIENCE = 60.0  # seconds to wait for what must happen; only a broken bot takes that long
+
+
+class HandledUpdates:
+    """How many times the bot has finished handling each update, whatever came of it: counted
+    around the dispatcher's `feed_update`, which polling and the webhook both call, or by the
+    proxy in front of worker processes."""
+
+    def __init__(self) -> None:
+        self.times: Counter[int] = Counter()
+        self._changed = asyncio.Event()
+
+    def note(self, update_id: int) -> None:
+        self.times[update_id] += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    @classmethod
+    def around(cls, dispatcher: Dispatcher) -> HandledUpdates:
+        handled = cls()
+        feed_update = dispatcher.feed_update
+
+        async def counted(bot: Bot, update: Update, **kwargs: Any) -> Any:
+            try:
+                return await feed_update(bot, update, **kwargs)
+            finally:
+                handled.note(update.update_id)
+
+        dispatcher.feed_update = counted  # type: ignore[method-assign]
+        return handled
+
+    async def wait(self, update_id: int, times: int = 1) -> None:
+        try:
+            async with asyncio.timeout(PATIENCE):
+                while self.times[update_id] < times:
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"the bot handled update {update_id} {self.times[update_id]} time(s), not "
+                f"{times}, in {PATIENCE:.0f} s"
+            ) from None
 
 
 class Driver:
@@ -41,12 +91,21 @@ class Driver:
         services: Services,
         runtime: BotRuntime,
         api_url: str | None = None,
+        handled: HandledUpdates | None = None,
     ) -> None:
+        """`handled`: where to learn that the bot handled an update, when it runs elsewhere
+        than in `runtime`."""
         self.base_url = base_url
         self.http = http
         self.services = services
         self.runtime = runtime  # the bot being driven (polling or behind the webhook)
         self.api_url = (api_url or base_url) + "/api/v1"  # the webhook server's, in that mode
+        self._handled = handled or HandledUpdates.around(runtime.dispatcher)
+
+    async def handled(self, sent: dict[str, Any], times: int = 1) -> None:
+        """Until the bot has finished handling the update of `sent` (what `send`, `upload` or
+        `click` returned) `times` times: whatever it said in reply is in the chat by then."""
+        await self._handled.wait(int(sent["update_id"]), times)
 
     async def event(self, key: str, **event: Any) -> tuple[int, Any]:
         """Posts an event to the HTTP API with the API key `key`; returns status and body."""
@@ -62,16 +121,22 @@ class Driver:
     async def user(self, user_id: int, first_name: str = "Lan", language: str = "en") -> None:
         await self.post("/sandbox/users", id=user_id, first_name=first_name, language_code=language)
 
-    async def send(self, user_id: int, text: str) -> int:
-        """Sends a message as the user; returns its message id."""
-        return int((await self.post("/sandbox/send", user_id=user_id, text=text))["message_id"])
+    async def send(self, user_id: int, text: str) -> dict[str, Any]:
+        """Sends a message as the user; returns its message_id and update_id."""
+        sent: dict[str, Any] = await self.post("/sandbox/send", user_id=user_id, text=text)
+        return sent
 
-    async def click(self, user_id: int, message_id: int, data: str) -> Any:
-        return await self.post("/sandbox/click", user_id=user_id, message_id=message_id, data=data)
+    async def click(self, user_id: int, message_id: int, data: str) -> dict[str, Any]:
+        """Presses a button; returns the update_id and the callback_query_id."""
+        sent: dict[str, Any] = await self.post(
+            "/sandbox/click", user_id=user_id, message_id=message_id, data=data
+        )
+        return sent
 
     async def upload(
         self, user_id: int, filename: str, content: bytes, caption: str | None = None
-    ) -> int:
+    ) -> dict[str, Any]:
+        """Sends a file as the user; returns its message_id and update_id."""
         form = aiohttp.FormData()
         form.add_field("user_id", str(user_id))
         form.add_field("file", content, filename=filename, content_type="text/csv")
@@ -79,9 +144,13 @@ class Driver:
             form.add_field("caption", caption)
         async with self.http.post(f"{self.base_url}/sandbox/upload", data=form) as response:
             assert response.status == 200, await response.text()
-            return int((await response.json())["message_id"])
+            sent: dict[str, Any] = await response.json()
+            return sent
 
-    async def chat(self, user_id: int, after: int = 0, wait: float = 5.0) -> Any:
+    async def chat(self, user_id: int, after: int = 0, wait: float = 0.0) -> Any:
+        """The chat's messages created or changed after message `after`; with `wait`, not
+        before the bot said something after it and then stayed quiet for 200 ms (or `wait`
+        seconds passed)."""
         params = {"after": str(after), "timeout": str(wait)}
         async with self.http.get(f"{self.base_url}/sandbox/chat/{user_id}", params=params) as r:
             assert r.status == 200, await r.text()
@@ -91,22 +160,25 @@ class Driver:
         """The chat's current change counter, to ask later for what changed since."""
         return int((await self.chat(user_id, after=10**9, wait=0))["cursor"])
 
-    async def changes(self, user_id: int, since: int, wait: float = 5.0) -> Any:
-        """Messages created or edited, and buttons answered, after `since` (a cursor), once the
-        bot has been quiet for a moment."""
+    async def changes(self, user_id: int, since: int, wait: float = 0.0) -> Any:
+        """Messages created or edited, and buttons answered, after `since` (a cursor); with
+        `wait`, not before the bot changed something after it and then stayed quiet for 200 ms
+        (or `wait` seconds passed)."""
         params = {"since": str(since), "timeout": str(wait)}
         async with self.http.get(f"{self.base_url}/sandbox/chat/{user_id}", params=params) as r:
             assert r.status == 200, await r.text()
             return await r.json()
 
-    async def replies(self, user_id: int, after: int, wait: float = 5.0) -> list[Any]:
-        """The bot's messages (new or edited) after message `after`, once the bot is quiet."""
-        chat = await self.chat(user_id, after, wait)
-        return [m for m in chat["messages"] if m["from"] == "bot"]
+    async def replies(self, user_id: int, after: int) -> list[Any]:
+        """The bot's messages (new or edited) after message `after`."""
+        return bot_messages(await self.chat(user_id, after))
 
-    async def ask(self, user_id: int, text: str, wait: float = 5.0) -> list[Any]:
+    async def ask(self, user_id: int, text: str) -> list[Any]:
+        """Sends a message as the user; returns the bot's messages new or edited since, once
+        the bot has handled it."""
         sent = await self.send(user_id, text)
-        return await self.replies(user_id, sent, wait)
+        await self.handled(sent)
+        return await self.replies(user_id, sent["message_id"])
 
     async def fault(self, method: str, error_code: int | str, count: int, **extra: Any) -> None:
         await self.post(
@@ -187,7 +259,9 @@ async def driver(
             two_workers(sandbox, tmp_path) as (proxy, runtime),
             aiohttp.ClientSession() as http,
         ):
-            yield Driver(sandbox.url, http, services, runtime, proxy.url)
+            handled = HandledUpdates()
+            proxy.on_handled = handled.note
+            yield Driver(sandbox.url, http, services, runtime, proxy.url, handled)
         return
     runtime = webhook.runtime if webhook is not None else sandbox.runtime
     assert runtime is not None
@@ -285,14 +359,15 @@ async def click(
     driver: Driver, user: int, message: dict[str, Any], data: str
 ) -> tuple[list[Any], dict[str, Any] | None]:
     """Sends a callback with `data` from `message`; returns the bot's messages that changed or
-    appeared, and the bot's answer to the callback."""
+    appeared, and the bot's answer to the callback, once the bot has handled it."""
     since = await driver.cursor(user)
     sent = await driver.click(user, message["message_id"], data)
+    await driver.handled(sent)
     chat = await driver.changes(user, since)
     answers = [
         a for a in chat["callback_answers"] if a["callback_query_id"] == sent["callback_query_id"]
     ]
-    return [m for m in chat["messages"] if m["from"] == "bot"], (answers[0] if answers else None)
+    return bot_messages(chat), (answers[0] if answers else None)
 
 
 async def stage_of(driver: Driver, contact_id: int) -> str | None:
@@ -300,17 +375,63 @@ async def stage_of(driver: Driver, contact_id: int) -> str | None:
     return card.stage.name if card.stage else None
 
 
+def bot_messages(chat: dict[str, Any]) -> list[Any]:
+    """The bot's messages of a chat view."""
+    return [m for m in chat["messages"] if m["from"] == "bot"]
+
+
+def text_of(message: dict[str, Any]) -> str:
+    return str(message["text"] or message["caption"] or "")
+
+
+async def until_messages(
+    driver: Driver, user: int, since: int, done: Callable[[list[Any]], bool], what: str
+) -> list[Any]:
+    """The bot's messages changed since `since` (a cursor), once `done` holds for them: for
+    what the bot sends on its own (a digest, a notification, a background task's result).
+    Between looks it sleeps until the bot next changes something, for at most PATIENCE s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PATIENCE
+    while True:
+        chat = await driver.changes(user, since)
+        messages = bot_messages(chat)
+        if done(messages):
+            return messages
+        left = deadline - loop.time()
+        if left <= 0:
+            raise AssertionError(f"no {what} in {PATIENCE:.0f} s; the bot's messages: {messages}")
+        await driver.changes(user, chat["cursor"], wait=min(left, 5.0))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Until `check()` holds (looked at every 50 ms), for what no message announces."""
+    try:
+        async with asyncio.timeout(PATIENCE):
+            while True:
+                if await check():
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not {what} after {PATIENCE:.0f} s") from None
+
+
 async def until(driver: Driver, user: int, since: int, text: str) -> list[Any]:
     """The bot's messages changed since `since` (a cursor), once one of them contains `text`:
     for a message the bot edits along the way (progress) before it shows the result."""
-    deadline = asyncio.get_running_loop().time() + 60
-    while asyncio.get_running_loop().time() < deadline:
-        chat = await driver.changes(user, since, wait=1)
-        messages = [m for m in chat["messages"] if m["from"] == "bot"]
-        if any(text in (m["text"] or m["caption"] or "") for m in messages):
-            return messages
-        await asyncio.sleep(0.05)  # the chat answers at once while older changes are there
-    raise AssertionError(f"no message with {text!r}")
+    return await until_messages(
+        driver,
+        user,
+        since,
+        lambda messages: any(text in text_of(m) for m in messages),
+        f"message with {text!r}",
+    )
+
+
+async def until_count(driver: Driver, user: int, since: int, count: int) -> list[Any]:
+    """The bot's messages changed since `since` (a cursor), once there are `count` of them."""
+    return await until_messages(
+        driver, user, since, lambda messages: len(messages) >= count, f"{count} message(s)"
+    )
 
 
 async def press_until(

@@ -99,7 +99,8 @@ async def test_a_forged_button_naming_another_agents_lead_is_refused(
     [card] = await driver.ask(LAN, "nguyen van an")
     mql = (await driver.services.contacts.stage_by_name("MQL")).id
     click = await driver.click(LAN, card["message_id"], f"mv:{team.bich}:{mql}:1")
-    chat = await driver.chat(LAN, after=card["message_id"], wait=3)
+    await driver.handled(click)
+    chat = await driver.chat(LAN, after=card["message_id"])
     [answer] = [
         a for a in chat["callback_answers"] if a["callback_query_id"] == click["callback_query_id"]
     ]
@@ -153,12 +154,12 @@ async def test_the_second_of_two_simultaneous_changes_is_told_who_changed_it(
 async def test_an_update_delivered_twice_changes_the_stage_once(driver: Driver, team: Team) -> None:
     [card] = await driver.ask(LAN, "nguyen van an")
     [stages] = await press(driver, LAN, card, "Stage")
-    since = await driver.cursor(LAN)
     sent = await driver.click(LAN, stages["message_id"], button(stages, "MQL"))
-    await driver.changes(LAN, since)
-    await driver.post("/sandbox/redeliver", update_id=sent["update_id"])
+    await driver.handled(sent)
     since = await driver.cursor(LAN)
-    assert (await driver.changes(LAN, since, wait=1))["messages"] == []
+    await driver.post("/sandbox/redeliver", update_id=sent["update_id"])
+    await driver.handled(sent, times=2)
+    assert (await driver.changes(LAN, since))["messages"] == []
     history = await driver.services.contacts.history(SYSTEM, team.an)
     assert [h.to_stage_id for h in history].count(history[-1].to_stage_id) == 1
     assert len(history) == 2

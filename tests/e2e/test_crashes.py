@@ -22,8 +22,8 @@ from domain.access import SYSTEM
 from domain.model import Role
 from domain.services.contacts import ContactDraft
 from storage.models import ProcessedUpdateRow
-from tests.e2e.conftest import Driver, button
-from tests.e2e.workers import TelegramHere, Worker, worker_settings
+from tests.e2e.conftest import Driver, HandledUpdates, button, press
+from tests.e2e.workers import AlternatingProxy, TelegramHere, Worker, worker_settings
 
 LAN = 2003
 ADMIN = 1001
@@ -53,17 +53,23 @@ async def deployment(database_url: str, tmp_path: Path) -> AsyncIterator[Deploym
     assert an.id is not None
     telegram = TelegramHere()
     await telegram.start()
-    settings = worker_settings(telegram, database_url, redis_url=REDIS_URL)
+    proxy = AlternatingProxy([])  # tells which updates the worker answered
+    await proxy.start()
+    handled = HandledUpdates()
+    proxy.on_handled = handled.note
+    settings = worker_settings(telegram, database_url, redis_url=REDIS_URL, WEBHOOK_URL=proxy.url)
     worker = Worker("crashing", settings, tmp_path)
+    proxy.workers.append(worker)
     await worker.start()
     try:
         async with aiohttp.ClientSession() as http:
-            driver = Driver(telegram.url, http, services, None)  # type: ignore[arg-type]
+            driver = Driver(telegram.url, http, services, None, None, handled)  # type: ignore[arg-type]
             for user_id, name in ((LAN, "Lan"), (ADMIN, "Ada")):
                 await driver.user(user_id, name)
             yield Deployment(driver, worker, services, an.id)
     finally:
         await worker.stop()
+        await proxy.stop()
         await telegram.stop()
         await services.close()
 
@@ -158,9 +164,7 @@ async def stage_buttons(deployment: Deployment) -> dict[str, Any]:
         await services.contacts.set_stage(SYSTEM, deployment.an, lead.id, reason="test")
     driver = deployment.driver
     [found] = await driver.ask(LAN, "nguyen van an")
-    since = await driver.cursor(LAN)
-    await driver.click(LAN, found["message_id"], button(found, "Stage"))
-    [stages] = await bot_messages(driver, LAN, since)
+    [stages] = await press(driver, LAN, found, "Stage")
     return stages
 
 
@@ -189,9 +193,7 @@ async def test_a_lost_reason_is_recorded_once_wherever_the_worker_dies(
 
     async def prepare() -> Callable[[], Awaitable[int]]:
         stages = await stage_buttons(deployment)
-        since = await driver.cursor(LAN)
-        await driver.click(LAN, stages["message_id"], button(stages, "Disqualified"))
-        [reasons] = await bot_messages(driver, LAN, since)
+        [reasons] = await press(driver, LAN, stages, "Disqualified")
         return lambda: clicked(driver, LAN, reasons, "Price")
 
     async def lost_for_price() -> int:
@@ -222,9 +224,7 @@ async def test_new_creates_the_contact_once_wherever_the_worker_dies(
         await driver.ask(LAN, f"Phạm Thu Hà {made}")
         await driver.ask(LAN, f"0987 111 {made:03d}")
         [source] = await driver.ask(LAN, "Công ty Sao Mai")
-        since = await driver.cursor(LAN)
-        await driver.click(LAN, source["message_id"], button(source, "Zalo"))
-        [stage] = await bot_messages(driver, LAN, since)
+        [stage] = await press(driver, LAN, source, "Zalo")
         return lambda: clicked(driver, LAN, stage, "MQL")
 
     async def created() -> int:
@@ -248,7 +248,8 @@ async def test_an_import_is_applied_once_wherever_the_worker_dies(deployment: De
             f"0977 {files:03d} {row:03d},Nhập Thử {files} {row},Lead\n" for row in (1, 2)
         )
         since = await driver.cursor(ADMIN)
-        await driver.upload(ADMIN, f"contacts-{files}.csv", ("phone,name,stage\n" + rows).encode())
+        file = ("phone,name,stage\n" + rows).encode()
+        await driver.handled(await driver.upload(ADMIN, f"contacts-{files}.csv", file))
         [summary] = await bot_messages(driver, ADMIN, since)
         assert "2 to create" in summary["text"]
         return lambda: clicked(driver, ADMIN, summary, "Import")

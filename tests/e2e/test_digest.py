@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -15,7 +14,16 @@ from domain.access import SYSTEM
 from domain.model import ActivityKind, DigestSection, Role, utcnow
 from domain.services.contacts import ContactDraft
 from storage.models import ContactRow
-from tests.e2e.conftest import ADMIN_ID, LAN, MANAGER, Driver, press
+from tests.e2e.conftest import (
+    ADMIN_ID,
+    LAN,
+    MANAGER,
+    PATIENCE,
+    Driver,
+    bot_messages,
+    press,
+    until_count,
+)
 
 
 @pytest.fixture
@@ -57,10 +65,6 @@ async def morning(driver: Driver) -> dict[str, int]:
         await driver.user(telegram_id, name)
         await driver.ask(telegram_id, "/help")  # a bot can only write to who wrote to it
     return ids
-
-
-def bot_messages(chat: dict[str, Any]) -> list[dict[str, Any]]:
-    return [m for m in chat["messages"] if m["from"] == "bot"]
 
 
 async def test_an_agent_gets_the_idle_leads_once_however_often_the_job_runs(
@@ -117,7 +121,7 @@ async def test_a_task_that_falls_due_is_reminded_once(
 
 
 async def test_the_scheduler_runs_in_one_process_and_a_restart_sends_nothing_twice(
-    driver: Driver, morning: dict[str, int]
+    driver: Driver, morning: dict[str, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runtime = driver.runtime
     url = driver.services.settings.database_url
@@ -125,17 +129,26 @@ async def test_the_scheduler_runs_in_one_process_and_a_restart_sends_nothing_twi
     first, second = SchedulerHost(runtime.scheduled, url), SchedulerHost(runtime.scheduled, url)
     first.start()
     second.start()
-    [message] = bot_messages(await driver.changes(LAN, since, wait=10))
+    [message] = await until_count(driver, LAN, since, 1)
     assert "waiting for you" in message["text"]
     assert [first.running, second.running].count(True) == 1
     await first.stop()
     await second.stop()
+    ran = asyncio.Event()
+    send_morning_messages = runtime.scheduled.send_morning_messages
+
+    async def morning_run() -> int:
+        sent = await send_morning_messages()
+        ran.set()
+        return sent
+
+    monkeypatch.setattr(runtime.scheduled, "send_morning_messages", morning_run)
     restarted = SchedulerHost(runtime.scheduled, url)
     restarted.start()
-    await asyncio.sleep(2)  # its first run happens at once
+    await asyncio.wait_for(ran.wait(), PATIENCE)  # its first run happens at once
     assert restarted.running
     await restarted.stop()
-    assert bot_messages(await driver.changes(LAN, since, wait=0)) == [message]
+    assert bot_messages(await driver.changes(LAN, since)) == [message]
 
 
 async def test_an_admin_sets_how_long_a_stage_may_sit_untouched(driver: Driver) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime, time, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,7 +15,7 @@ from bot.cli import main
 from domain.access import SYSTEM
 from domain.model import Role, utcnow
 from domain.services.contacts import ContactDraft
-from tests.e2e.conftest import ADMIN_ID, LAN, MANAGER, OTTO, Driver
+from tests.e2e.conftest import ADMIN_ID, LAN, MANAGER, OTTO, Driver, bot_messages
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")  # everyone's digest zone here (the default)
 
@@ -62,10 +61,6 @@ async def yesterday(driver: Driver) -> None:
         await driver.ask(telegram_id, "/help")  # a bot can only write to who wrote to it
 
 
-def bot_messages(chat: dict[str, Any]) -> list[dict[str, Any]]:
-    return [m for m in chat["messages"] if m["from"] == "bot"]
-
-
 async def cursors(driver: Driver) -> dict[int, int]:
     return {who: await driver.cursor(who) for who in (ADMIN_ID, MANAGER, LAN, OTTO)}
 
@@ -103,7 +98,7 @@ async def test_each_manager_and_admin_gets_yesterday_of_their_scope_once(
     [agent] = bot_messages(await driver.changes(LAN, since[LAN]))
     assert "leads of yours are waiting" in agent["text"]
     assert "Idle Ivy" in str(agent["reply_markup"])
-    assert bot_messages(await driver.changes(OTTO, since[OTTO], wait=0.5)) == []
+    assert bot_messages(await driver.changes(OTTO, since[OTTO])) == []
 
 
 async def test_the_sections_a_manager_chose_and_a_quiet_day(driver: Driver) -> None:
@@ -155,7 +150,7 @@ async def test_digest_now_prints_with_dry_run_then_sends_once(
         "Lan": "idle",
     }
     for who, cursor in since.items():
-        assert bot_messages(await driver.changes(who, cursor, wait=0.2)) == [], who
+        assert bot_messages(await driver.changes(who, cursor)) == [], who
 
     assert await asyncio.to_thread(main, ["digest", "--now", "--json", *url]) == 0
     assert json.loads(capsys.readouterr().out) == {"sent": 3}

@@ -19,7 +19,7 @@ from domain.access import SYSTEM
 from domain.model import Role
 from domain.services.contacts import ContactDraft
 from tests.conftest import empty_postgres
-from tests.e2e.conftest import Driver, button, press, press_until, stage_of
+from tests.e2e.conftest import Driver, HandledUpdates, button, press, press_until, stage_of
 from tests.e2e.workers import AlternatingProxy, TelegramHere, Worker, worker_settings
 
 LAN = 2003
@@ -72,7 +72,9 @@ async def two_workers(postgres_url: str, tmp_path: Path) -> AsyncIterator[TwoWor
         for worker in workers:
             await worker.start()
         async with aiohttp.ClientSession() as http:
-            driver = Driver(telegram.url, http, services, None)  # type: ignore[arg-type]
+            handled = HandledUpdates()
+            proxy.on_handled = handled.note
+            driver = Driver(telegram.url, http, services, None, None, handled)  # type: ignore[arg-type]
             for user_id, name in ((LAN, "Lan"), (ADMIN, "Ada")):
                 await driver.user(user_id, name)
             yield TwoWorkers(driver, proxy, services, an.id)

@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import sys
-from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -137,8 +137,7 @@ class AlternatingProxy:
     def __init__(self, workers: list[Worker]) -> None:
         self.workers = workers
         self.taken: list[tuple[int | None, str]] = []  # (update id, worker) in order
-        self.handled: Counter[int] = Counter()  # update id: times a worker answered it 2xx
-        self.changed = asyncio.Event()
+        self.on_handled: Callable[[int], None] | None = None  # an update a worker answered 2xx
         self._turn = 0
         self.app = web.Application(client_max_size=MAX_REQUEST_SIZE)
         self.app.router.add_route("*", "/{path:.*}", self._forward)
@@ -168,10 +167,8 @@ class AlternatingProxy:
             ) as answer:
                 payload = await answer.read()
                 kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS}
-                if update_id is not None and 200 <= answer.status < 300:
-                    self.handled[update_id] += 1
-                    self.changed.set()
-                    self.changed = asyncio.Event()
+                if update_id is not None and 200 <= answer.status < 300 and self.on_handled:
+                    self.on_handled(update_id)
                 return web.Response(body=payload, status=answer.status, headers=kept)
         except aiohttp.ClientError:
             return web.Response(status=502, text=f"{worker.name} did not answer")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from sandbox.methods import METHODS, TYPE_LIMITS, Limit
+from tests.conftest import require
 
 API_JSON = Path(__file__).parents[2].parent / "shared" / "telegram-bot-api" / "api.json"
 LIMIT_IN_DESCRIPTION = re.compile(r"(\d+)-(\d+) (characters|bytes)")
@@ -17,8 +18,7 @@ LIMIT_IN_DESCRIPTION = re.compile(r"(\d+)-(\d+) (characters|bytes)")
 
 @pytest.fixture(scope="module")
 def api() -> dict[str, Any]:
-    if not API_JSON.exists():
-        pytest.skip(f"the Bot API description is not at {API_JSON}")
+    require(API_JSON.exists(), f"the Bot API description is not at {API_JSON} (../shared, on CI)")
     return json.loads(API_JSON.read_text(encoding="utf-8"))
 
 

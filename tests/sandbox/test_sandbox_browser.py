@@ -8,15 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import async_playwright
+
+from tests.conftest import require
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/sandbox-web-chat.png")
 SCREENSHOT_BEFORE_CLICK = Path("/tmp/sandbox-web-chat-card.png")
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Chromium is not installed at {CHROMIUM}"),
-]
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(autouse=True)
+def chromium() -> None:
+    """Debian's Chromium (Playwright drives it; its own browser download is not needed)."""
+    require(CHROMIUM.exists(), f"Chromium is not at {CHROMIUM}: `apt-get install chromium`")
 
 
 async def tiny_bot(sandbox: Any) -> None:
@@ -52,9 +58,8 @@ async def tiny_bot(sandbox: Any) -> None:
 
 
 async def test_user_starts_the_bot_and_presses_a_button(sandbox):
-    playwright_api = pytest.importorskip("playwright.async_api")
     bot = asyncio.create_task(tiny_bot(sandbox))
-    async with playwright_api.async_playwright() as playwright:
+    async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=str(CHROMIUM),
             args=[

@@ -30,6 +30,7 @@ from domain.imports import (
 )
 from domain.phones import parse_phone
 from domain.text import clean_name
+from tests.conftest import require
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SAIGON = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -388,8 +389,8 @@ def test_map_of_a_column_the_file_lacks_is_refused_listing_its_columns() -> None
         read("phone,name\n0912345678,An\n", parse_map(["Mobile=phone"]))
 
 
-@pytest.mark.skipif(not MAVEN.exists(), reason=f"the shared datasets are not at {MAVEN}")
 def test_the_maven_sales_pipeline_imports_with_a_mapping() -> None:
+    require(MAVEN.exists(), f"the shared datasets are not at {MAVEN} (../shared, on CI)")
     mapping = parse_map(
         [
             "opportunity_id=external_id",
