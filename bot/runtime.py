@@ -90,9 +90,7 @@ class BotRuntime:
         pacer = Pacer(settings.notify_rate)
         self.notifier = LeadNotifier(self.bot, services, self.i18n, pacer=pacer)
         self.scheduled = ScheduledMessages(self.bot, services, self.i18n, pacer)
-        self.scheduler = (
-            SchedulerHost(self.scheduled, settings.database_url) if settings.scheduler else None
-        )
+        self.scheduler = SchedulerHost(self.scheduled) if settings.scheduler else None
 
     def start_scheduler(self) -> None:
         """Join the processes that may run the scheduler (the one holding the lease does)."""

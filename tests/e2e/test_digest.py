@@ -120,9 +120,8 @@ async def test_the_scheduler_runs_in_one_process_and_a_restart_sends_nothing_twi
     driver: Driver, morning: dict[str, int]
 ) -> None:
     runtime = driver.runtime
-    url = driver.services.settings.database_url
     since = await driver.cursor(LAN)
-    first, second = SchedulerHost(runtime.scheduled, url), SchedulerHost(runtime.scheduled, url)
+    first, second = SchedulerHost(runtime.scheduled), SchedulerHost(runtime.scheduled)
     first.start()
     second.start()
     [message] = bot_messages(await driver.changes(LAN, since, wait=10))
@@ -130,7 +129,7 @@ async def test_the_scheduler_runs_in_one_process_and_a_restart_sends_nothing_twi
     assert [first.running, second.running].count(True) == 1
     await first.stop()
     await second.stop()
-    restarted = SchedulerHost(runtime.scheduled, url)
+    restarted = SchedulerHost(runtime.scheduled)
     restarted.start()
     await asyncio.sleep(2)  # its first run happens at once
     assert restarted.running
