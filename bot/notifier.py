@@ -1,7 +1,7 @@
 """Messages the bot sends on its own: the morning digest and idle-lead list, and task
 reminders. Paced under Telegram's limit of about 30 messages a second (429 answers are retried
 after their `retry_after` by the session's middleware); a person who blocked the bot has their
-messages stopped instead of failing the run."""
+messages paused instead of failing the run, until they write to the bot again."""
 
 from __future__ import annotations
 
@@ -9,20 +9,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from aiogram import Bot
+from aiogram import BaseMiddleware, Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
-from aiogram.types import BufferedInputFile
+from aiogram.types import BufferedInputFile, TelegramObject
 from aiogram.utils.i18n import I18n
 
 from bot.container import Services
-from domain.services.digests import Due
+from domain.model import User
+from domain.services.digests import DigestService, Due
 from handlers import digest as render
 from handlers.i18n import language_of
 
 log = logging.getLogger(__name__)
 
 MESSAGES_PER_SECOND = 25
+# Telegram's 403 to a bot writing first to someone who never wrote to it.
+NOT_STARTED = "can't initiate conversation"
 
 
 class Pacer:
@@ -92,9 +96,14 @@ class ScheduledMessages:
             await self._send(
                 lambda: self.bot.send_message(chat_id, message.text, reply_markup=message.keyboard)
             )
-        except TelegramForbiddenError:
-            log.info("user %s blocked the bot; their morning messages stop", user_id)
-            await self.services.digests.blocked(user_id)
+        except TelegramForbiddenError as error:
+            if NOT_STARTED in error.message:
+                # Someone known before they ever opened the bot (an admin from the settings,
+                # the demo's people): nothing to pause, the first message they write starts it.
+                log.info("user %s has not started the bot yet; not messaged", user_id)
+            else:
+                log.info("user %s blocked the bot; their messages pause", user_id)
+                await self.services.digests.blocked(user_id)
             return False
         except TelegramBadRequest as error:  # e.g. the chat is gone
             log.warning("could not message user %s: %s", user_id, error.message)
@@ -128,3 +137,28 @@ async def preview(services: Services, i18n: I18n) -> list[tuple[Due, render.Comp
         if message is not None:
             found.append((due, message))
     return found
+
+
+class ResumeMessages(BaseMiddleware):
+    """Whoever writes to the bot or taps one of its buttons can be reached again: their
+    messages, paused when a send to them was refused, start again. For the dispatcher's
+    message and callback-query observers, which run after the update's middlewares (`user`
+    is known and active there)."""
+
+    def __init__(self, digests: DigestService) -> None:
+        self._digests = digests
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        user: User | None = data.get("user")
+        if user is not None:
+            try:
+                if await self._digests.resume(user):
+                    log.info("user %s wrote to the bot; their messages resume", user.id)
+            except Exception:  # their message matters more: the next one tries again
+                log.exception("could not resume the messages of user %s", user.id)
+        return await handler(event, data)

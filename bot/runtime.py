@@ -27,7 +27,7 @@ from bot.middlewares import (
     OncePerUpdate,
     RetryRequests,
 )
-from bot.notifier import Pacer, ScheduledMessages
+from bot.notifier import Pacer, ResumeMessages, ScheduledMessages
 from bot.scheduler import SchedulerHost
 from bot.settings import Settings
 from handlers.commands import publish_commands, publish_default_commands
@@ -90,6 +90,10 @@ class BotRuntime:
         pacer = Pacer(settings.notify_rate)
         self.notifier = LeadNotifier(self.bot, services, self.i18n, pacer=pacer)
         self.scheduled = ScheduledMessages(self.bot, services, self.i18n, pacer)
+        # On the observers, not the update: they run after every update middleware.
+        resume = ResumeMessages(services.digests)
+        self.dispatcher.message.outer_middleware(resume)
+        self.dispatcher.callback_query.outer_middleware(resume)
         self.scheduler = SchedulerHost(self.scheduled) if settings.scheduler else None
 
     def start_scheduler(self) -> None:

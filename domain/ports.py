@@ -287,6 +287,10 @@ class DigestRepository(Protocol):
         ...
 
     async def save(self, settings: DigestSettings) -> None: ...
+    async def unpause(self, user_id: int) -> bool:
+        """Clear the person's `blocked_at`; False (and nothing written) when it was not set."""
+        ...
+
     async def claim(self, user_id: int, day: date, kind: str, at: datetime) -> bool:
         """Record that `kind` is being sent to the person for `day`; False when it was
         claimed already, so that nothing is ever sent twice."""

@@ -1074,6 +1074,21 @@ class SqlDigestRepository:
         await self._session.merge(row)
         await self._session.flush()
 
+    async def unpause(self, user_id: int) -> bool:
+        # Read first: this runs for every message and tap, and almost always finds nothing to
+        # write, so it should not ask for a write where a read tells.
+        paused = await self._session.scalar(
+            select(DigestSettingsRow.blocked_at).where(DigestSettingsRow.user_id == user_id)
+        )
+        if paused is None:
+            return False
+        await self._session.execute(
+            sql_update(DigestSettingsRow)
+            .where(DigestSettingsRow.user_id == user_id)
+            .values(blocked_at=None)
+        )
+        return True
+
     async def claim(self, user_id: int, day: date, kind: str, at: datetime) -> bool:
         dialect = self._session.get_bind().dialect.name
         insert_row = postgresql_insert if dialect == "postgresql" else sqlite_insert

@@ -15,7 +15,7 @@ from domain.access import SYSTEM
 from domain.model import ActivityKind, DigestSection, Role, utcnow
 from domain.services.contacts import ContactDraft
 from storage.models import ContactRow
-from tests.e2e.conftest import ADMIN_ID, LAN, MANAGER, Driver, press
+from tests.e2e.conftest import ADMIN_ID, LAN, MANAGER, OTTO, Driver, press
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ async def test_an_agent_gets_the_idle_leads_once_however_often_the_job_runs(
     assert "Patient Pete" not in keys  # MQL allows 30 days
 
 
-async def test_a_person_who_blocked_the_bot_is_paused_not_retried(
+async def test_a_person_who_blocked_the_bot_is_paused_until_they_write_again(
     driver: Driver, morning: dict[str, int]
 ) -> None:
     notifier = driver.runtime.scheduled
@@ -90,8 +90,37 @@ async def test_a_person_who_blocked_the_bot_is_paused_not_retried(
     assert lan is not None
     settings = await driver.services.digests.settings_of(lan)
     assert settings.blocked_at is not None
-    [reply] = await driver.ask(LAN, "/digest")  # writing again unblocks the bot
-    assert "paused" in reply["text"]
+    await driver.ask(LAN, "/help")  # writing again unblocks the bot, and resumes the messages
+    [reply] = await driver.ask(LAN, "/digest")
+    assert "Status: on" in reply["text"]
+    assert (await driver.services.digests.settings_of(lan)).blocked_at is None
+
+
+async def test_someone_who_never_opened_the_bot_is_not_paused_and_is_reminded_once_they_do(
+    driver: Driver, morning: dict[str, int]
+) -> None:
+    """Like the demo's people: known (an admin from the settings, an import) before they
+    ever wrote to the bot, which cannot write to them first."""
+    services = driver.services
+    otto = await services.users.add(SYSTEM, "Otto", Role.AGENT, team="north", telegram_id=OTTO)
+    await driver.user(OTTO, "Otto")  # a Telegram user who has not started the bot
+    notifier = driver.runtime.scheduled
+
+    async def task_due(text: str) -> None:
+        contact = await services.contacts.add(otto, ContactDraft(name=f"Lead for {text}"))
+        assert contact.id is not None
+        due = utcnow() - timedelta(minutes=1)
+        await services.contacts.log_activity(otto, contact.id, ActivityKind.TASK, text, due_at=due)
+
+    await task_due("first call")
+    assert await notifier.send_task_reminders() == 0
+    assert (await services.digests.settings_of(otto)).blocked_at is None
+    await driver.ask(OTTO, "/start")
+    since = await driver.cursor(OTTO)
+    await task_due("second call")
+    assert await notifier.send_task_reminders() == 1
+    [reminder] = bot_messages(await driver.changes(OTTO, since))
+    assert "second call" in reminder["text"]
 
 
 async def test_a_task_that_falls_due_is_reminded_once(
