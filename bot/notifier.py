@@ -63,10 +63,17 @@ class ScheduledMessages:
                 continue  # another run took it
             try:
                 message = await self.compose(due)
+            except Exception:
+                # Nothing went out: give the claim back, so that the next tick tries again.
+                log.exception("the %s for user %s failed", due.kind, due.user_id)
+                await self.services.digests.unclaim(due)
+                continue
+            try:
                 delivered = message is not None and await self._deliver(
                     due.user.telegram_id, due.user_id, message
                 )
             except Exception:
+                # It may have reached them (a timeout after Telegram took it): keep the claim.
                 log.exception("the %s for user %s failed", due.kind, due.user_id)
                 continue
             if delivered:
@@ -85,7 +92,14 @@ class ScheduledMessages:
             with self.i18n.context(), self.i18n.use_locale(language):
                 message = render.task_reminder(reminder, self.services.settings.zone)
             assert owner.id is not None
-            if await self._deliver(owner.telegram_id, owner.id, message):
+            try:
+                delivered = await self._deliver(owner.telegram_id, owner.id, message)
+            except Exception:
+                # The others are claimed too and must still go out; this one may have reached
+                # its reader (a timeout after Telegram took it), so it is not sent again.
+                log.exception("the reminder of task %s failed", reminder.task.id)
+                continue
+            if delivered:
                 sent += 1
         return sent
 

@@ -296,6 +296,10 @@ class DigestRepository(Protocol):
         claimed already, so that nothing is ever sent twice."""
         ...
 
+    async def unclaim(self, user_id: int, day: date, kind: str) -> None:
+        """Forget a claim whose message was not sent."""
+        ...
+
     async def mark_sent(self, user_id: int, day: date, kind: str, at: datetime) -> None: ...
     async def claimed(self, day: date, kind: str) -> set[int]:
         """Who has `kind` for `day` claimed already."""

@@ -1099,6 +1099,16 @@ class SqlDigestRepository:
         )
         return int(result.rowcount) == 1  # type: ignore[attr-defined]
 
+    async def unclaim(self, user_id: int, day: date, kind: str) -> None:
+        await self._session.execute(
+            delete(DeliveryRow).where(
+                DeliveryRow.user_id == user_id,
+                DeliveryRow.day == day,
+                DeliveryRow.kind == kind,
+                DeliveryRow.sent_at.is_(None),
+            )
+        )
+
     async def mark_sent(self, user_id: int, day: date, kind: str, at: datetime) -> None:
         await self._session.execute(
             sql_update(DeliveryRow)

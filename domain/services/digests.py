@@ -159,6 +159,12 @@ class DigestService:
             await uow.commit()
         return taken
 
+    async def unclaim(self, due: Due) -> None:
+        """Give back a claimed message that was not sent, for a later run to send."""
+        async with self._uow() as uow:
+            await uow.digests.unclaim(due.user_id, due.day, due.kind)
+            await uow.commit()
+
     async def sent(self, due: Due) -> None:
         async with self._uow() as uow:
             await uow.digests.mark_sent(due.user_id, due.day, due.kind, self._clock())

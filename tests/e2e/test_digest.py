@@ -14,6 +14,8 @@ from bot.scheduler import SchedulerHost
 from domain.access import SYSTEM
 from domain.model import ActivityKind, DigestSection, Role, utcnow
 from domain.services.contacts import ContactDraft
+from domain.services.digests import Due
+from handlers.digest import Composed
 from storage.models import ContactRow
 from tests.e2e.conftest import ADMIN_ID, LAN, MANAGER, OTTO, Driver, press
 
@@ -201,3 +203,48 @@ async def test_digest_settings_in_chat(driver: Driver, morning: dict[str, int]) 
     assert DigestSection.CHART not in stored.sections
     [lan] = await driver.ask(LAN, "/digest")
     assert "Funnel chart" not in str(lan["reply_markup"])  # agents get their idle leads only
+
+
+async def test_a_morning_message_that_failed_before_sending_goes_out_at_the_next_tick(
+    driver: Driver, morning: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notifier = driver.runtime.scheduled
+    compose = notifier.compose
+    failed = []
+
+    async def fails_once(due: Due) -> Composed | None:
+        if due.user.telegram_id == LAN and not failed:
+            failed.append(due)
+            raise RuntimeError("database is locked")  # what a tick meets while SQLite is busy
+        return await compose(due)
+
+    monkeypatch.setattr(notifier, "compose", fails_once)
+    since = await driver.cursor(LAN)
+    await notifier.send_morning_messages()
+    assert failed
+    assert await notifier.send_morning_messages() == 1
+    [message] = bot_messages(await driver.changes(LAN, since))
+    assert "leads of yours are waiting" in message["text"]
+
+
+async def test_one_reminder_that_fails_does_not_hold_back_the_others(
+    driver: Driver, morning: dict[str, int]
+) -> None:
+    services = driver.services
+    lan = await services.users.by_telegram_id(LAN)
+    boss = await services.users.by_telegram_id(MANAGER)
+    assert lan is not None
+    assert boss is not None
+    mine = await services.contacts.add(boss, ContactDraft(name="Boss's Bao", stage="Lead"))
+    assert mine.id is not None
+    for who, contact_id, text, minutes in (
+        (lan, morning["Fresh Fred"], "call Fred", 2),  # due first, reminded first
+        (boss, mine.id, "call Bao", 1),
+    ):
+        due = utcnow() - timedelta(minutes=minutes)
+        await services.contacts.log_activity(who, contact_id, ActivityKind.TASK, text, due_at=due)
+    since = await driver.cursor(MANAGER)
+    await driver.fault("sendMessage", 409, count=1)  # an answer nothing expects
+    assert await driver.runtime.scheduled.send_task_reminders() == 1
+    [reminder] = bot_messages(await driver.changes(MANAGER, since))
+    assert "call Bao" in reminder["text"]
