@@ -94,7 +94,9 @@ class BotRuntime:
         resume = ResumeMessages(services.digests)
         self.dispatcher.message.outer_middleware(resume)
         self.dispatcher.callback_query.outer_middleware(resume)
-        self.scheduler = SchedulerHost(self.scheduled) if settings.scheduler else None
+        self.scheduler = (
+            SchedulerHost(self.scheduled, self.notifier) if settings.scheduler else None
+        )
 
     def start_scheduler(self) -> None:
         """Join the processes that may run the scheduler (the one holding the lease does)."""

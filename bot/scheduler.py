@@ -36,6 +36,7 @@ from storage.db import make_sessionmaker
 from storage.lease import Lease
 
 if TYPE_CHECKING:
+    from bot.lead_notifier import LeadNotifier
     from bot.notifier import ScheduledMessages
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
 CHECK_EVERY = 10.0  # seconds between lease renewals (well within LEASE)
 TICK_SECONDS = 60.0  # how often due messages and tasks are looked for
+NOTICES_SECONDS = 1.0  # how often notices written by other processes are looked for
 
 
 class SchedulerHost:
@@ -51,12 +53,18 @@ class SchedulerHost:
     def __init__(
         self,
         notifier: ScheduledMessages,
+        notices: LeadNotifier | None = None,
         *,
         tick: float = TICK_SECONDS,
         check_every: float = CHECK_EVERY,
         lease: timedelta = LEASE,
     ) -> None:
+        """`notices`: the process's new-lead notifier, which then sends only while this
+        process holds the lease."""
         self._notifier = notifier
+        self._notices = notices
+        if notices is not None:
+            notices.hand_over()
         self._tick = tick
         self._check_every = check_every
         self._lease = Lease(
@@ -128,16 +136,21 @@ class SchedulerHost:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone="UTC",
         )
-        jobs: dict[str, Callable[[], Awaitable[int]]] = {
+        jobs: dict[str, Callable[[], Awaitable[object]]] = {
             "morning": self._notifier.send_morning_messages,
             "task-reminders": self._notifier.send_task_reminders,
         }
+        every = dict.fromkeys(jobs, self._tick)
+        if self._notices is not None:
+            self._notices.take_over()
+            jobs["lead-notices"] = self._notices.look_for_pending
+            every["lead-notices"] = min(self._tick, NOTICES_SECONDS)
         for job_id, job in jobs.items():
             scheduler.add_job(
                 _logged,
                 "interval",
                 args=(job_id, job),
-                seconds=self._tick,
+                seconds=every[job_id],
                 id=job_id,
                 replace_existing=True,
                 next_run_time=utcnow(),  # at once: a morning missed while down goes out now
@@ -147,12 +160,14 @@ class SchedulerHost:
         log.info("this process runs the scheduler")
 
     def _stop_scheduler(self) -> None:
+        if self._notices is not None:
+            self._notices.hand_over()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
 
 
-async def _logged(job_id: str, job: Callable[[], Awaitable[int]]) -> None:
+async def _logged(job_id: str, job: Callable[[], Awaitable[object]]) -> None:
     """One tick of a job. A failure is logged here, where its traceback is ours to keep, and
     leaves the next tick to try again: what was not sent is still due in the database."""
     try:
