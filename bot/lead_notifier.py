@@ -24,7 +24,7 @@ from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.i18n import I18n
 
 from bot.container import Services
-from bot.notifier import Pacer
+from bot.notifier import PER_CHAT_SECONDS, Pacer
 from domain.errors import DomainError
 from domain.model import Notice, User, utcnow
 from handlers import leads
@@ -32,7 +32,6 @@ from handlers.i18n import language_of
 
 log = logging.getLogger(__name__)
 
-PER_CHAT_SECONDS = 1.0
 IN_FLIGHT = 8  # messages composed or sent at once: Telegram answers in ~100 ms, the pace is 40 ms
 STOP_GRACE_SECONDS = 5.0
 
@@ -185,7 +184,7 @@ class LeadNotifier:
         if message is None:
             return
         text, keyboard = message
-        await self._pacer.wait()
+        await self._pacer.wait(person.telegram_id)
         try:
             await self._bot.send_message(person.telegram_id, text, reply_markup=keyboard)
         except (TelegramForbiddenError, TelegramBadRequest) as error:

@@ -25,24 +25,55 @@ from handlers.i18n import language_of
 log = logging.getLogger(__name__)
 
 MESSAGES_PER_SECOND = 25
+PER_CHAT_SECONDS = 1.0  # Telegram's limit for one chat
 # Telegram's 403 to a bot writing first to someone who never wrote to it.
 NOT_STARTED = "can't initiate conversation"
 
 
 class Pacer:
-    """At most `rate` calls a second, across every caller of this pacer."""
+    """At most `rate` messages a second across every caller of this pacer, and `per_chat`
+    seconds at least between two messages to one chat, whichever path sends them (new-lead
+    notices, morning messages and their charts, reminders)."""
 
-    def __init__(self, rate: float = MESSAGES_PER_SECOND) -> None:
+    def __init__(
+        self, rate: float = MESSAGES_PER_SECOND, per_chat: float = PER_CHAT_SECONDS
+    ) -> None:
         self._gap = 1 / rate
+        self._per_chat = per_chat
         self._next = 0.0
         self._lock = asyncio.Lock()
+        self._chats: dict[int, asyncio.Lock] = {}
+        self._chat_free_at: dict[int, float] = {}
 
-    async def wait(self) -> None:
+    async def wait(self, chat_id: int | None = None) -> None:
+        if chat_id is None:
+            await self._turn()
+            return
+        chat = self._chats.setdefault(chat_id, asyncio.Lock())
+        async with chat:  # one message to a chat at a time, each after the one before
+            free_in = self._chat_free_at.get(chat_id, 0.0) - time.monotonic()
+            if free_in > 0:
+                await asyncio.sleep(free_in)
+            self._chat_free_at[chat_id] = await self._turn() + self._per_chat
+        if not chat.locked() and len(self._chats) > 1000:
+            self._forget_idle_chats()
+
+    async def _turn(self) -> float:
+        """Wait for the next free moment overall; returns it."""
         async with self._lock:
             now = time.monotonic()
             if self._next > now:
                 await asyncio.sleep(self._next - now)
-            self._next = max(now, self._next) + self._gap
+            at = max(now, self._next)
+            self._next = at + self._gap
+        return at
+
+    def _forget_idle_chats(self) -> None:
+        now = time.monotonic()
+        for chat_id, lock in list(self._chats.items()):
+            if not lock.locked() and self._chat_free_at.get(chat_id, 0.0) <= now:
+                del self._chats[chat_id]
+                self._chat_free_at.pop(chat_id, None)
 
 
 class ScheduledMessages:
@@ -108,7 +139,8 @@ class ScheduledMessages:
             return False
         try:
             await self._send(
-                lambda: self.bot.send_message(chat_id, message.text, reply_markup=message.keyboard)
+                chat_id,
+                lambda: self.bot.send_message(chat_id, message.text, reply_markup=message.keyboard),
             )
         except TelegramForbiddenError as error:
             if NOT_STARTED in error.message:
@@ -125,15 +157,15 @@ class ScheduledMessages:
         if message.chart is not None:
             photo = BufferedInputFile(message.chart, filename="funnel.png")
             try:
-                await self._send(lambda: self.bot.send_photo(chat_id, photo))
+                await self._send(chat_id, lambda: self.bot.send_photo(chat_id, photo))
             except Exception:
                 # The text is out, so the message counts as sent: trying again would send the
                 # text a second time for the sake of a picture.
                 log.exception("the chart for user %s could not be sent", user_id)
         return True
 
-    async def _send(self, call: Callable[[], Awaitable[object]]) -> None:
-        await self.pacer.wait()
+    async def _send(self, chat_id: int, call: Callable[[], Awaitable[object]]) -> None:
+        await self.pacer.wait(chat_id)
         await call()
 
 

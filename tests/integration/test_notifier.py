@@ -19,7 +19,7 @@ from bot.notifier import Pacer, ScheduledMessages
 from bot.scheduler import SchedulerHost
 from bot.settings import Settings
 from domain.access import SYSTEM
-from domain.model import Notice, Role
+from domain.model import ActivityKind, Notice, Role, utcnow
 from domain.services.events import EventDraft
 from handlers.i18n import build_i18n
 
@@ -199,3 +199,25 @@ async def test_of_several_processes_only_the_lease_holder_sends_what_any_of_them
     leads = [[m for m in bot.sent if "new lead" in m.text] for bot in bots]
     assert sorted(m.chat_id for m in leads[holder]) == [5000, 5001]
     assert leads[other] == []
+
+
+async def test_a_reminder_and_a_new_lead_for_one_person_come_a_second_apart(
+    services: Services,
+) -> None:
+    await agents(services, 1)
+    [agent] = await services.users.everyone()
+    [notice] = await new_leads(services, 1)
+    await services.contacts.log_activity(
+        agent, notice.contact_id, ActivityKind.TASK, "call back", due_at=utcnow()
+    )
+    bot = RecordingBot()
+    pacer = Pacer()
+    told = LeadNotifier(bot, services, build_i18n(), pacer=pacer)  # type: ignore[arg-type]
+    scheduled = ScheduledMessages(bot, services, build_i18n(), pacer)  # type: ignore[arg-type]
+    await told.start()  # sends the pending notice
+    assert await scheduled.send_task_reminders() == 1
+    await until_idle(told)
+    await told.stop()
+    first, second = bot.sent
+    assert {first.chat_id, second.chat_id} == {agent.telegram_id}
+    assert second.at - first.at >= 1.0 - 0.01  # monotonic clock granularity
