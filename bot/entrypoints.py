@@ -17,6 +17,7 @@ from sandbox import Emulator
 from sandbox.app import MAX_REQUEST_SIZE
 from sandbox.state import User as SandboxUser
 from storage import migrate
+from storage.db import is_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,11 @@ async def serve_webhook(services: Services) -> None:
         )
     if not settings.webhook_url:
         raise StartupRefused("WEBHOOK_URL is not set (the public https address of this server)")
+    if not settings.redis_url and not is_sqlite(settings.database_url):
+        log.warning(
+            "REDIS_URL is not set: conversations live in this process's memory, so run this "
+            "as the ONLY webhook worker (set REDIS_URL to run several)"
+        )
     await services.users.ensure_admins(settings.admin_ids)
     server = WebhookServer(
         services,

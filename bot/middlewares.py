@@ -103,8 +103,10 @@ class InFlightUpdates(BaseMiddleware):
 
 
 class OncePerUpdate(BaseMiddleware):
-    """An update delivered twice (a webhook retry, a redelivery after a restart) has its effect
-    once. An update whose handling failed is forgotten, so a redelivery may try again."""
+    """Every effect of an update once, and an answer to every delivery that was not answered
+    (storage.ledger): the units of work it commits are counted with the update, in their own
+    transactions; a redelivery after a crash answers, committing only the steps not yet done;
+    a delivery of an update already answered is ignored."""
 
     def __init__(self, ledger: UpdateLedger) -> None:
         self._ledger = ledger
@@ -116,15 +118,20 @@ class OncePerUpdate(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         assert isinstance(event, Update)
-        bot_id = data["bot"].id
-        if not await self._ledger.take(bot_id, event.update_id):
-            log.info("update %s was delivered again; ignored", event.update_id)
+        delivery = await self._ledger.open(data["bot"].id, event.update_id)
+        if delivery.answered:
+            log.info("update %s was answered before; ignored", event.update_id)
             return None
-        try:
-            return await handler(event, data)
-        except Exception:
-            await self._ledger.release(bot_id, event.update_id)
-            raise
+        if delivery.seen:
+            log.info(
+                "update %s delivered again after %d step(s) committed; answering",
+                event.update_id,
+                delivery.done,
+            )
+        with self._ledger.handling(delivery):
+            result = await handler(event, data)
+        await self._ledger.answered(delivery)
+        return result
 
 
 class CurrentUser(BaseMiddleware):

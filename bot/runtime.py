@@ -13,12 +13,12 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
 import handlers
 from bot.container import Services
+from bot.conversations import conversation_storage
 from bot.lead_notifier import LeadNotifier
 from bot.middlewares import (
     AccessGate,
@@ -58,8 +58,10 @@ class BotRuntime:
         self.bot = build_bot(settings, token)
         self.in_flight = InFlightUpdates()
         self.i18n = build_i18n(settings.default_language)
+        storage, isolation = conversation_storage(settings.redis_url)
         self.dispatcher = Dispatcher(
-            storage=MemoryStorage(),
+            storage=storage,
+            events_isolation=isolation,
             stages=services.stages,
             contacts=services.contacts,
             users=services.users,
@@ -78,10 +80,11 @@ class BotRuntime:
         )
         update = self.dispatcher.update
         update.outer_middleware(self.in_flight)
-        update.outer_middleware(OncePerUpdate(UpdateLedger(make_sessionmaker(services.engine))))
         update.outer_middleware(CurrentUser(services.users))
         update.outer_middleware(PersonLocale(self.i18n))
         update.outer_middleware(AccessGate())
+        # Last, so that what the middlewares before it write is no step of the update.
+        update.outer_middleware(OncePerUpdate(UpdateLedger(make_sessionmaker(services.engine))))
         self.dispatcher.include_routers(*handlers.routers())
         self.dispatcher.startup.register(self.publish_commands)
         self.polling = asyncio.Event()

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
 
     bot_token: SecretStr | None = None
     database_url: str = DEFAULT_DATABASE_URL
+    # Conversation state and per-person ordering shared by several workers (bot.conversations).
+    redis_url: str | None = None
     timezone: str = "Asia/Ho_Chi_Minh"
     default_phone_region: str = "VN"
     admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)

@@ -50,6 +50,18 @@ class DuplicateStageName(DomainError):
         )
 
 
+class SelectionChanged(DomainError):
+    """A bulk operation confirmed for a number of contacts that its selection no longer holds."""
+
+    code = "selection_changed"
+
+    def __init__(self, confirmed: int, now: int) -> None:
+        super().__init__(
+            f"{now} contact(s) match now, not the {confirmed} confirmed; nothing was moved. "
+            "Ask again to see the new selection."
+        )
+
+
 class LastWonStage(DomainError):
     code = "last_won_stage"
 

@@ -4,6 +4,8 @@ one."""
 
 from __future__ import annotations
 
+import secrets
+
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.fsm.context import FSMContext
@@ -47,7 +49,9 @@ async def offer_targets(
     state: FSMContext,
 ) -> tuple[str, InlineKeyboardMarkup | None]:
     """The first step of a bulk move, for a search or a view: how many contacts, and the
-    stages to choose from. The selection waits in the person's state for the choice."""
+    stages to choose from. The selection waits in the person's state for the choice (in Redis
+    when several workers serve the bot), named by an id in the buttons: a button of an older
+    selection is refused rather than applied to this one."""
     label = render.e(selection.query or "")
     try:
         plan = await operations.plan_bulk_move(user, selection)
@@ -55,14 +59,21 @@ async def offer_targets(
         return refusal(error), None
     if not plan.contacts:
         return _("Nothing found for “{query}”.").format(query=label), None
-    await state.update_data(bulk={"query": selection.query, "view": selection.view_id})
+    selection_id = secrets.token_hex(4)
+    pending = {
+        "id": selection_id,
+        "query": selection.query,
+        "view": selection.view_id,
+        "count": plan.contacts,
+    }
+    await state.update_data(bulk=pending)
     counts = ", ".join(f"{render.e(name)}: {count}" for name, count in plan.by_stage.items())
     keys = InlineKeyboardBuilder()
     for summary in await stages.summaries():
         assert summary.stage.id is not None
         keys.button(
             text=f"{render.CATEGORY_MARK[summary.stage.category]} {summary.stage.name}",
-            callback_data=BulkCb(stage=summary.stage.id),
+            callback_data=BulkCb(sel=selection_id, stage=summary.stage.id),
         )
     keys.adjust(2)
     text = (
@@ -83,31 +94,35 @@ async def move_chosen(
     policy: Policy,
 ) -> None:
     pending = (await state.get_data()).get("bulk")
-    if not isinstance(pending, dict):
+    if not isinstance(pending, dict) or pending.get("id") != callback_data.sel:
         await query.answer(_("This list is out of date; ask again."), show_alert=True)
         return
     selection = Selection(query=pending.get("query"), view_id=pending.get("view"))
+    confirmed = int(pending["count"])
     try:
         target = await stages.get(callback_data.stage)
-        plan = await operations.plan_bulk_move(user, selection)
     except DomainError as error:
         await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
         return
     if not callback_data.go:
         keys = InlineKeyboardBuilder()
         text = _("Move {count} contact(s) to {stage}?").format(
-            count=plan.contacts, stage=render.e(target.name)
+            count=confirmed, stage=render.e(target.name)
         )
         if target.category is Category.LOST:
             text += "\n" + _("They become lost: choose the reason to record.")
             for number, listed in enumerate(policy.lost_reasons):
                 if not is_other(listed):
                     keys.button(
-                        text=listed, callback_data=BulkCb(stage=callback_data.stage, go=1, r=number)
+                        text=listed,
+                        callback_data=BulkCb(
+                            sel=callback_data.sel, stage=callback_data.stage, go=1, r=number
+                        ),
                     )
         else:
             keys.button(
-                text="✅ " + _("Confirm"), callback_data=BulkCb(stage=callback_data.stage, go=1)
+                text="✅ " + _("Confirm"),
+                callback_data=BulkCb(sel=callback_data.sel, stage=callback_data.stage, go=1),
             )
         keys.adjust(2)
         await show(query, text, keys.as_markup())
@@ -121,11 +136,13 @@ async def move_chosen(
     # One set-based statement per starting stage: no count along the way, so the message says
     # what is moving until it says what moved.
     moving = _("Moving {count} contact(s) to {stage}…").format(
-        count=render.number(plan.contacts), stage=render.e(target.name)
+        count=render.number(confirmed), stage=render.e(target.name)
     )
     await show(query, moving, None, answered=True)
     try:
-        operation = await operations.bulk_move(user, selection, target.name, reason=reason)
+        operation = await operations.bulk_move(
+            user, selection, target.name, reason=reason, confirmed=confirmed
+        )
     except DomainError as error:
         await show(query, refusal(error), None, answered=True)
         return

@@ -127,9 +127,10 @@ class UndoOpCb(CallbackData, prefix="uo"):
 
 
 class BulkCb(CallbackData, prefix="bulk"):
-    """Move the contacts of the pending /move search to stage `stage` (`go` 1 to confirm,
-    `r` a lost reason number)."""
+    """Move the contacts of the pending selection `sel` (kept in the person's conversation
+    state) to stage `stage` (`go` 1 to confirm, `r` a lost reason number)."""
 
+    sel: str
     stage: int
     go: int = 0
     r: int = -1

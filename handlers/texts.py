@@ -38,6 +38,9 @@ REFUSALS = {
     "duplicate_contact": __("A contact with that phone, email or id exists already."),
     "automation_declined": __("Automation does not move this lead."),
     "field_value": __("That value does not fit this field."),
+    "selection_changed": __(
+        "The selection changed since you confirmed it; nothing was moved. Ask again."
+    ),
 }
 
 

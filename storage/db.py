@@ -31,6 +31,9 @@ PAGE_SIZE = 16_384
 # or wrote, and the checks, a look-up in the referenced table per reference per row, made up
 # about a tenth of a stage deletion of a million contacts.
 UNCHECKED_REFERENCES = "stagekeeper_unchecked_references"
+# An execution option of a connection that only reads: on SQLite its transaction begins deferred,
+# taking no write lock, so it waits for no writer (an import holding the lock included).
+READ_ONLY = "stagekeeper_read_only"
 # The pages a move of a large share of the contacts keeps (storage.bulk.keep_more_pages), until
 # the connection's next transaction: it inserts their stays into an index in no particular
 # order. An import is faster with CACHE_KIB (23 s against 25 s for a million new contacts).
@@ -128,7 +131,8 @@ def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         # IMMEDIATE takes the write lock up front: a transaction that reads and then writes can
         # otherwise fail with SQLITE_BUSY when another writer commits in between, and the busy
         # timeout cannot help with that.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class _Checkpointer:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -203,13 +204,16 @@ class AccessRequestRow(Base):
 
 
 class ProcessedUpdateRow(Base):
-    """Telegram updates already taken: a webhook retry or a second delivery has no effect."""
+    """What a Telegram update did (storage.ledger): how many of its units of work committed,
+    and whether its handling ended."""
 
     __tablename__ = "processed_updates"
 
     bot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     taken_at: Mapped[datetime] = mapped_column(index=True)
+    steps: Mapped[int] = mapped_column(default=0, server_default="0")
+    answered: Mapped[bool] = mapped_column(default=False, server_default=true())
 
 
 class SavedViewRow(Base):

@@ -30,7 +30,7 @@ from domain.ports import (
     UserRepository,
     ViewRepository,
 )
-from storage import pipeline
+from storage import ledger, pipeline
 from storage.db import UNCHECKED_REFERENCES
 from storage.report_queries import SqlReportRepository
 from storage.reports import forget, refresh_stale
@@ -145,6 +145,11 @@ class SqlUnitOfWork(_Repositories):
     async def commit(self) -> None:
         await refresh_stale(self._session)
         await self.flush()
+        delivery = ledger.current()
+        if delivery is not None and not await ledger.record_step(self._session, delivery):
+            # A redelivered update whose effect is already stored: answer, change nothing.
+            await self.rollback()
+            return
         await self._session.commit()
         forget(self._session)
         await self._stop_pipeline()  # the connection goes back to the pool

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from domain.access import Scope
-from domain.errors import DomainError, InvalidInput, NotFound
+from domain.errors import DomainError, InvalidInput, NotFound, SelectionChanged
 from domain.model import Operation, Role, Source, User, utcnow
 from domain.ports import BulkMove, Clock, ContactFilter, UnitOfWork, UnitOfWorkFactory
 from domain.services.views import view_selection
@@ -136,12 +136,19 @@ class OperationService:
         return BulkPlan(None, sum(counts.values()), by_stage)
 
     async def bulk_move(
-        self, actor: User, selection: Selection, stage_name: str, *, reason: str | None = None
+        self,
+        actor: User,
+        selection: Selection,
+        stage_name: str,
+        *,
+        reason: str | None = None,
+        confirmed: int | None = None,
     ) -> Operation:
         """Move every contact of a selection (in the actor's scope) to a stage, in one
         transaction, each move in history with source `bulk`; undoable. Set-based: one
         statement per starting stage, however many contacts. The rules apply to each starting
-        stage; if any refuses, nothing moves."""
+        stage; if any refuses, nothing moves. `confirmed`: the number of contacts the person
+        agreed to; a selection that holds another number now is refused."""
         now = self._clock()
         scope = Scope.of(actor)
         async with self._uow(bulk=True) as uow:
@@ -152,6 +159,8 @@ class OperationService:
             counts = await uow.contacts.count_by_stage(where, scope)
             if not counts:
                 raise InvalidInput("No contact matches; nothing to move.")
+            if confirmed is not None and sum(counts.values()) != confirmed:
+                raise SelectionChanged(confirmed, sum(counts.values()))
             moves = []
             for stage_id in counts:
                 current = all_stages.get(stage_id) if stage_id else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.access import SYSTEM
+from domain.services.contacts import ContactDraft
 from tests.e2e.conftest import (
     ADMIN_ID,
     LAN,
@@ -106,6 +107,22 @@ async def test_a_bulk_move_is_confirmed_then_undone(driver: Driver, team: Team) 
     assert await stage_of(driver, team.an) == "Lead"
     [nothing] = await driver.ask(ADMIN_ID, "/undo")
     assert "no bulk operation" in nothing["text"]
+
+
+async def test_a_bulk_move_moves_what_was_confirmed_or_nothing(driver: Driver, team: Team) -> None:
+    [older] = await driver.ask(ADMIN_ID, "/move nguyen")
+    [plan] = await driver.ask(ADMIN_ID, "/move minh phat")
+    _, refused = await click(driver, ADMIN_ID, older, button(older, "SQL"))
+    assert refused is not None
+    assert "out of date" in refused["text"]
+    [confirm] = await press(driver, ADMIN_ID, plan, "SQL")
+    assert "Move 1 contact(s) to SQL?" in confirm["text"]
+    lan = await driver.services.users.by_telegram_id(LAN)
+    assert lan is not None
+    await driver.services.contacts.add(lan, ContactDraft(name="Lê Minh Phát", stage="Lead"))
+    [changed] = await press_until(driver, ADMIN_ID, confirm, "Confirm", "nothing was moved")
+    assert "2 contact(s) match now, not the 1 confirmed" in changed["text"]
+    assert await stage_of(driver, team.an) == "Lead"
 
 
 async def test_undo_asks_before_reverting_around_a_contact_changed_since(
