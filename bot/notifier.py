@@ -13,7 +13,7 @@ from typing import Any
 
 from aiogram import BaseMiddleware, Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
-from aiogram.types import BufferedInputFile, TelegramObject
+from aiogram.types import BufferedInputFile, TelegramObject, Update
 from aiogram.utils.i18n import I18n
 
 from bot.container import Services
@@ -187,9 +187,9 @@ async def preview(services: Services, i18n: I18n) -> list[tuple[Due, render.Comp
 
 class ResumeMessages(BaseMiddleware):
     """Whoever writes to the bot or taps one of its buttons can be reached again: their
-    messages, paused when a send to them was refused, start again. For the dispatcher's
-    message and callback-query observers, which run after the update's middlewares (`user`
-    is known and active there)."""
+    messages, paused when a send to them was refused, start again. An update middleware after
+    AccessGate (the person is known and active) and before OncePerUpdate, so that its write is
+    no step of the update."""
 
     def __init__(self, digests: DigestService) -> None:
         self._digests = digests
@@ -201,7 +201,8 @@ class ResumeMessages(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         user: User | None = data.get("user")
-        if user is not None:
+        wrote = isinstance(event, Update) and (event.message or event.callback_query)
+        if user is not None and wrote:
             try:
                 if await self._digests.resume(user):
                     log.info("user %s wrote to the bot; their messages resume", user.id)

@@ -83,6 +83,7 @@ class BotRuntime:
         update.outer_middleware(CurrentUser(services.users))
         update.outer_middleware(PersonLocale(self.i18n))
         update.outer_middleware(AccessGate())
+        update.outer_middleware(ResumeMessages(services.digests))
         # Last, so that what the middlewares before it write is no step of the update.
         update.outer_middleware(OncePerUpdate(UpdateLedger(make_sessionmaker(services.engine))))
         self.dispatcher.include_routers(*handlers.routers())
@@ -93,10 +94,6 @@ class BotRuntime:
         pacer = Pacer(settings.notify_rate)
         self.notifier = LeadNotifier(self.bot, services, self.i18n, pacer=pacer)
         self.scheduled = ScheduledMessages(self.bot, services, self.i18n, pacer)
-        # On the observers, not the update: they run after every update middleware.
-        resume = ResumeMessages(services.digests)
-        self.dispatcher.message.outer_middleware(resume)
-        self.dispatcher.callback_query.outer_middleware(resume)
         self.scheduler = (
             SchedulerHost(self.scheduled, self.notifier) if settings.scheduler else None
         )
