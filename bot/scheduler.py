@@ -13,7 +13,8 @@ logged with its traceback, and the next tick tries again.
 
 Several processes may serve one database (webhook workers): a lease in the database decides
 which one runs the scheduler; the others check the lease every few seconds and take over when
-its holder stops renewing it."""
+its holder stops renewing it. The holder is also the one process that sends new-lead notices
+(bot/lead_notifier.py), so one pacer covers all that the deployment sends on its own."""
 
 from __future__ import annotations
 
