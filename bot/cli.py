@@ -729,8 +729,10 @@ async def _refusing_startup(serving: Awaitable[None]) -> None:
 
 
 def _reset_sandbox_database() -> None:
-    """--demo starts from a fresh sandbox database each time."""
-    for suffix in ("", "-wal", "-shm"):
+    """--demo starts from a fresh sandbox database (and emulated Telegram) each time."""
+    from bot.entrypoints import SANDBOX_STATE_SUFFIX
+
+    for suffix in ("", "-wal", "-shm", SANDBOX_STATE_SUFFIX):
         Path(SANDBOX_DATABASE + suffix).unlink(missing_ok=True)
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy.engine import make_url
 
 from bot.api import mount_api
 from bot.container import Services
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SANDBOX_TOKEN = "1000000001:stagekeeper-sandbox"
 SANDBOX_ADMIN_ID = 1001
+SANDBOX_STATE_SUFFIX = "-sandbox.json"
 
 
 class StartupRefused(Exception):
@@ -118,6 +121,19 @@ class WebhookServer:
         await self.runtime.close()
 
 
+def sandbox_state_file(database_url: str) -> Path | None:
+    """Where the emulator keeps what Telegram remembers across a restart (people, update and
+    message ids): beside a SQLite database file, as its ledger of handled updates and the people
+    the bot knows live there; in the working directory for a server database; nowhere for a
+    database in memory, which a restart forgets too."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return Path("stagekeeper" + SANDBOX_STATE_SUFFIX)
+    if not url.database or url.database == ":memory:" or url.query.get("mode") == "memory":
+        return None
+    return Path(url.database + SANDBOX_STATE_SUFFIX)
+
+
 class Sandbox:
     """The emulator, the web chat, the HTTP API and the bot on one port, the bot polling the
     emulator."""
@@ -128,7 +144,10 @@ class Sandbox:
         self.port = port
         token = services.settings.bot_token
         self.token = token.get_secret_value() if token else SANDBOX_TOKEN
-        self.emulator = Emulator(default_token=self.token)
+        self.emulator = Emulator(
+            default_token=self.token,
+            state_file=sandbox_state_file(services.settings.database_url),
+        )
         self.app = web.Application(client_max_size=MAX_REQUEST_SIZE)
         self.emulator.install(self.app)
         mount_api(self.app, services, self._notify)
@@ -187,8 +206,8 @@ async def serve_sandbox(services: Services, *, host: str, port: int, demo: bool)
         for person in summary.people:
             if person.telegram_id is not None:
                 first_name = person.name.split()[-1]
-                sandbox.emulator.users[person.telegram_id] = SandboxUser(
-                    person.telegram_id, first_name, language_code="vi"
+                sandbox.emulator.add_user(
+                    SandboxUser(person.telegram_id, first_name, language_code="vi")
                 )
     print(f"Stagekeeper sandbox: open {sandbox.url} in a browser (Ctrl+C stops it).")
     if demo:

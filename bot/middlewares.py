@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiogram import BaseMiddleware, Bot
 from aiogram.client.session.middlewares.base import (
     BaseRequestMiddleware,
     NextRequestMiddlewareType,
 )
-from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
-from aiogram.methods import Response, TelegramMethod
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.methods import AnswerCallbackQuery, Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import TelegramObject, Update
 
@@ -67,6 +72,26 @@ class RetryRequests(BaseRequestMiddleware):
                 await self._sleep(delay)
                 delay = min(delay * 2, self.max_delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+class LateCallbackAnswers(BaseRequestMiddleware):
+    """A button's answer that Telegram no longer takes (answered already, by an earlier delivery
+    of the update, or older than its time limit) is dropped: the rest of the reply still goes
+    out, and the update is not failed over a spinner that has stopped anyway."""
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        try:
+            return await make_request(bot, method)
+        except TelegramBadRequest as error:
+            if not isinstance(method, AnswerCallbackQuery) or "query is too old" not in str(error):
+                raise
+            log.info("a button's answer came too late; dropped")
+            return Response[TelegramType](ok=True, result=cast(TelegramType, True))
 
 
 class InFlightUpdates(BaseMiddleware):

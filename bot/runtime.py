@@ -24,6 +24,7 @@ from bot.middlewares import (
     AccessGate,
     CurrentUser,
     InFlightUpdates,
+    LateCallbackAnswers,
     OncePerUpdate,
     RetryRequests,
 )
@@ -44,6 +45,7 @@ SHUTDOWN_GRACE_SECONDS = 20.0
 def build_bot(settings: Settings, token: str, *, retrying: bool = True) -> Bot:
     """`retrying=False` for a quick check that Telegram answers at all."""
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
+    session.middleware(LateCallbackAnswers())
     if retrying:
         session.middleware(RetryRequests())
     return Bot(token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
@@ -151,6 +153,7 @@ class BotRuntime:
             url,
             secret_token=secret,
             allowed_updates=self.dispatcher.resolve_used_update_types(),
+            max_connections=self.settings.webhook_max_connections,
         )
 
     async def close(self) -> None:

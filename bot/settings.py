@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     webhook_host: str = "0.0.0.0"
     webhook_port: int = 8080
     webhook_path: str = "/telegram/webhook"
+    # Updates Telegram may post at once (Telegram's default is 40; one chat's come one by one).
+    webhook_max_connections: int = Field(default=40, ge=1, le=100)
     default_language: str = "en"
     log_level: str = "INFO"
     idle_days: int = Field(default=7, ge=1, le=365)

@@ -315,15 +315,18 @@ async def typed_reason(
     message: Message, user: User, contacts: ContactService, state: FSMContext, zone: ZoneInfo
 ) -> None:
     data = await state.get_data()
-    await state.clear()
     try:
         result = await contacts.set_stage(
             user, data["id"], data["stage"], reason=message.text, expected_version=data["v"]
         )
     except DomainError as error:
+        await state.clear()
         await message.answer(refusal(error))
         await send_card(message, contacts, user, data["id"], zone)
         return
+    # Only now: a worker that dies before the move committed leaves the question open, so that
+    # the message delivered again is still taken as the reason.
+    await state.clear()
     await send_card(message, contacts, user, data["id"], zone, undo=_undo_of(result))
 
 

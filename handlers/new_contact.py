@@ -221,7 +221,6 @@ async def _create(
     message: Message, state: FSMContext, user: User, contacts: ContactService, zone: ZoneInfo
 ) -> None:
     data = await state.get_data()
-    await state.clear()
     draft = ContactDraft(
         name=data.get("name"),
         phone=data.get("phone"),
@@ -236,6 +235,7 @@ async def _create(
             assert contact.id is not None
             contact = await contacts.reassign(user, contact.id, data["owner_id"])
     except DuplicateContact as duplicate:  # someone added it since the phone was checked
+        await state.clear()
         existing, visible = await contacts.existing(user, phone=draft.phone, email=draft.email)
         if existing is None:
             await message.answer(refusal(duplicate))
@@ -243,8 +243,12 @@ async def _create(
             await _offer_existing(message, existing, visible)
         return
     except DomainError as error:
+        await state.clear()
         await message.answer(refusal(error))
         return
+    # Only now: a worker that dies before the contact committed leaves the steps in place for
+    # the update delivered again.
+    await state.clear()
     assert contact.id is not None
     await message.answer(_("Added."))
     await send_card(message, contacts, user, contact.id, zone)

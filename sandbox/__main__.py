@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from aiohttp import web
 
@@ -16,8 +17,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="the bot token user routes use")
     parser.add_argument("--callback-answer-timeout", type=float, default=15.0)
+    parser.add_argument(
+        "--state-file", type=Path, help="keep users and update ids here across restarts"
+    )
     args = parser.parse_args()
-    emulator = Emulator(args.token, callback_answer_timeout=args.callback_answer_timeout)
+    emulator = Emulator(
+        args.token,
+        callback_answer_timeout=args.callback_answer_timeout,
+        state_file=args.state_file,
+    )
     web.run_app(create_app(emulator), host=args.host, port=args.port)
 
 

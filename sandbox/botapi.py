@@ -279,7 +279,8 @@ class BotApi:
         bot.webhook = Webhook(
             url=url,
             secret_token=secret,
-            max_connections=params.get("max_connections", 40),
+            # Telegram's range is 1-100 (40 when not given); outside it, the nearest end.
+            max_connections=min(max(params.get("max_connections", 40), 1), 100),
             allowed_updates=params.get("allowed_updates"),
         )
         if self._http is None:

@@ -1,14 +1,23 @@
-"""Everything the emulated Telegram remembers: bots, users, their private chats, files, faults."""
+"""Everything the emulated Telegram remembers: bots, users, their private chats, files, faults.
+
+With a state file, what Telegram itself would still know after a restart survives one: the users,
+each bot's next update id, who blocked it, and which chats were started and how far their
+message ids and event numbers went. (Messages, files and pending updates do not.)
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
+import json
+import os
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from sandbox.errors import ApiError
@@ -158,22 +167,24 @@ class Conversation:
         self.messages: dict[int, StoredMessage] = {}
         self.callback_answers: list[CallbackAnswer] = []
         self.started = False  # a bot cannot write first to a user who never wrote to it
-        self.event_seq = 0
+        self.event_seq = 0  # goes on after a restart, so a chat view's cursor stays valid
         self.last_bot_activity = 0.0  # event loop time
         self.changed = Signal()
-        self._message_ids = itertools.count(1)
+        self.last_message_id = 0  # message ids go on after a restart, as Telegram's do
 
     def next_event(self, by_bot: bool) -> int:
         self.event_seq += 1
         if by_bot:
             self.last_bot_activity = asyncio.get_running_loop().time()
         self.changed.fire()
+        self.bot.on_change()
         return self.event_seq
 
     def add_message(self, sender: Literal["bot", "user"], **content: Any) -> StoredMessage:
+        self.last_message_id += 1
         seq = self.next_event(by_bot=sender == "bot")
         message = StoredMessage(
-            message_id=next(self._message_ids),
+            message_id=self.last_message_id,
             sender=sender,
             date=int(time.time()),
             created_seq=seq,
@@ -229,8 +240,11 @@ RECENT_UPDATES = 1000  # updates kept for redelivery
 
 
 class BotAccount:
-    def __init__(self, bot_id: int) -> None:
+    def __init__(
+        self, bot_id: int, next_update_id: int = 1, on_change: Callable[[], None] | None = None
+    ) -> None:
         self.id = bot_id
+        self.on_change = on_change or (lambda: None)  # something worth keeping changed
         self.username = f"sandbox_{bot_id}_bot"
         self.updates: list[dict[str, Any]] = []
         self.updates_changed = Signal()
@@ -243,7 +257,7 @@ class BotAccount:
         self.blocked_by: set[int] = set()
         self.callback_queries: dict[str, PendingCallbackQuery] = {}
         self.recent_updates: dict[int, dict[str, Any]] = {}
-        self._update_ids = itertools.count(1)
+        self.next_update_id = next_update_id
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -255,7 +269,9 @@ class BotAccount:
 
     def enqueue(self, kind: str, payload: dict[str, Any]) -> int:
         """Queues an update; like Telegram, skips kinds outside allowed_updates."""
-        update_id = next(self._update_ids)
+        update_id = self.next_update_id
+        self.next_update_id += 1
+        self.on_change()
         allowed = self.webhook.allowed_updates if self.webhook else None
         allowed = allowed or self.allowed_updates
         if not allowed or kind in allowed:
@@ -311,24 +327,86 @@ class SandboxState:
         callback_answer_timeout: float = 15.0,
         webhook_retry_delay: float = 0.1,
         webhook_max_retry_delay: float = 5.0,
+        state_file: Path | None = None,
     ) -> None:
+        """`state_file`: where to keep what survives a restart (read now if it exists, written
+        on every change); None keeps everything in memory only."""
         if not TOKEN_PATTERN.fullmatch(default_token):
             raise ValueError(f"not a bot token: {default_token!r}")
         self.default_token = default_token
         self.callback_answer_timeout = callback_answer_timeout
         self.webhook_retry_delay = webhook_retry_delay
         self.webhook_max_retry_delay = webhook_max_retry_delay
+        self.state_file = None  # nothing to write while reading it
+        self._next_update_ids: dict[int, int] = {}
         self.reset()
+        if state_file is not None and state_file.exists():
+            self._restore(state_file)
+        self.state_file = state_file
 
     def reset(self) -> None:
+        """Forgets everything but each bot's next update id: like Telegram, the emulator never
+        issues an update id twice, which a bot's ledger of handled updates would ignore."""
         for bot in getattr(self, "bots", {}).values():
             bot.stop_webhook_delivery()
+            self._next_update_ids[bot.id] = bot.next_update_id
         self.bots: dict[int, BotAccount] = {}
         self.users: dict[int, User] = {}
         self.files: dict[str, StoredFile] = {}
         self.faults: dict[tuple[int, str], list[Fault]] = {}
         self.requests: list[dict[str, Any]] = []
         self._file_numbers = itertools.count(1)
+        self.remember()
+
+    def add_user(self, user: User) -> None:
+        self.users[user.id] = user
+        self.remember()
+
+    def remember(self) -> None:
+        """Writes the state file after a change worth keeping (a small file: at once, whole,
+        and replaced atomically, so a crash leaves the old state or the new one)."""
+        if self.state_file is None:
+            return
+        bots: dict[str, Any] = {
+            str(bot_id): {"next_update_id": next_id}
+            for bot_id, next_id in self._next_update_ids.items()
+        }
+        for bot in self.bots.values():
+            bots[str(bot.id)] = {
+                "next_update_id": bot.next_update_id,
+                "blocked_by": sorted(bot.blocked_by),
+                "chats": {  # the started ones
+                    str(user_id): {
+                        "last_message_id": conversation.last_message_id,
+                        "event_seq": conversation.event_seq,
+                    }
+                    for user_id, conversation in bot.conversations.items()
+                    if conversation.started
+                },
+            }
+        state = {"users": [asdict(user) for user in self.users.values()], "bots": bots}
+        partial = self.state_file.with_name(self.state_file.name + ".partial")
+        partial.write_text(json.dumps(state, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(partial, self.state_file)
+
+    def _restore(self, state_file: Path) -> None:
+        try:
+            state = json.loads(state_file.read_text(encoding="utf-8"))
+            for fields in state["users"]:
+                self.users[fields["id"]] = User(**fields)
+            for bot_id, saved in state["bots"].items():
+                bot = self.bot(int(bot_id))
+                bot.next_update_id = self._next_update_ids[bot.id] = saved["next_update_id"]
+                bot.blocked_by = set(saved.get("blocked_by", []))
+                for user_id, chat in saved.get("chats", {}).items():
+                    conversation = self.conversation(bot, self.users[int(user_id)])
+                    conversation.started = True
+                    conversation.last_message_id = chat["last_message_id"]
+                    conversation.event_seq = chat["event_seq"]
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(
+                f"{state_file} is not a sandbox state file ({error!r}); delete it to start afresh"
+            ) from None
 
     def bot_for_token(self, token: str) -> BotAccount:
         match = TOKEN_PATTERN.fullmatch(token)
@@ -338,7 +416,8 @@ class SandboxState:
 
     def bot(self, bot_id: int) -> BotAccount:
         if bot_id not in self.bots:
-            self.bots[bot_id] = BotAccount(bot_id)
+            next_update_id = self._next_update_ids.get(bot_id, 1)
+            self.bots[bot_id] = BotAccount(bot_id, next_update_id, self.remember)
         return self.bots[bot_id]
 
     def conversation(self, bot: BotAccount, user: User) -> Conversation:

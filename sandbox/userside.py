@@ -147,7 +147,8 @@ class UserSide:
         return user
 
     def _conversation_for_user_action(self, bot: BotAccount, user: User) -> Conversation:
-        # Writing to a bot you blocked means pressing "Restart" first, which unblocks it.
+        # Writing to a bot you blocked means pressing "Restart" first, which unblocks it. (The
+        # state file learns of both with the message or callback the user action adds.)
         bot.blocked_by.discard(user.id)
         conversation = self.state.conversation(bot, user)
         conversation.started = True
@@ -182,6 +183,7 @@ class UserSide:
         if "blocked" in body:
             blocked = body["blocked"] in (True, "true", "1", 1)
             (bot.blocked_by.add if blocked else bot.blocked_by.discard)(user_id)
+        self.state.remember()
         return web.json_response({**user.to_api(), "blocked": user_id in bot.blocked_by})
 
     async def send(self, request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@ webhook mode, and a driver that talks to the emulator as Telegram users do."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -240,11 +241,13 @@ async def stage_of(driver: Driver, contact_id: int) -> str | None:
 async def until(driver: Driver, user: int, since: int, text: str) -> list[Any]:
     """The bot's messages changed since `since` (a cursor), once one of them contains `text`:
     for a message the bot edits along the way (progress) before it shows the result."""
-    for _ in range(60):
+    deadline = asyncio.get_running_loop().time() + 60
+    while asyncio.get_running_loop().time() < deadline:
         chat = await driver.changes(user, since, wait=1)
         messages = [m for m in chat["messages"] if m["from"] == "bot"]
         if any(text in (m["text"] or m["caption"] or "") for m in messages):
             return messages
+        await asyncio.sleep(0.05)  # the chat answers at once while older changes are there
     raise AssertionError(f"no message with {text!r}")
 
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import aiohttp
 import pytest
 
-from bot.entrypoints import SANDBOX_TOKEN, Sandbox
-from tests.e2e.conftest import ADMIN_ID, Driver
+from bot.container import build_services
+from bot.entrypoints import SANDBOX_TOKEN, Sandbox, WebhookServer, sandbox_state_file
+from bot.settings import Settings
+from domain.access import SYSTEM
+from domain.model import Role
+from tests.e2e.conftest import ADMIN_ID, WEBHOOK_SECRET, Driver
 
 
 async def test_start_is_answered(driver: Driver) -> None:
@@ -64,6 +69,46 @@ async def test_the_webhook_refuses_a_wrong_secret(driver: Driver) -> None:
                 assert response.status == 401
 
 
+async def test_the_webhook_asks_telegram_for_the_configured_connections(
+    sandbox_of_driver: Sandbox,
+) -> None:
+    sandbox = sandbox_of_driver
+    await sandbox.stop_bot()
+    settings = sandbox.services.settings.model_copy(
+        update={"telegram_api_base": sandbox.url, "webhook_max_connections": 7}
+    )
+    webhook = WebhookServer(
+        build_services(settings, sandbox.services.engine),
+        token=sandbox.token,
+        secret=WEBHOOK_SECRET,
+        public_url=None,
+        host="127.0.0.1",
+        port=0,
+    )
+    await webhook.start()
+    try:
+        url = f"{sandbox.url}/bot{sandbox.token}/getWebhookInfo"
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            info = (await response.json())["result"]
+        assert info["max_connections"] == 7
+    finally:
+        await webhook.stop()
+
+
+async def test_several_people_writing_at_once_are_all_answered(driver: Driver) -> None:
+    """Behind the webhook their updates are handled side by side (max_connections 40)."""
+    people = range(2101, 2109)
+    for telegram_id in people:
+        await driver.services.users.add(
+            SYSTEM, f"Agent {telegram_id}", Role.AGENT, telegram_id=telegram_id
+        )
+        await driver.user(telegram_id)
+    sent = {telegram_id: await driver.send(telegram_id, "/help") for telegram_id in people}
+    for telegram_id, message_id in sent.items():
+        [reply] = await driver.replies(telegram_id, message_id, wait=15)
+        assert "/find" in reply["text"]
+
+
 @pytest.mark.parametrize("bot_mode", ["polling"], indirect=True)
 async def test_stopping_the_bot_lets_an_update_in_flight_finish(
     driver: Driver, sandbox_of_driver: Sandbox
@@ -81,6 +126,54 @@ async def test_stopping_the_bot_lets_an_update_in_flight_finish(
     assert len(await driver.requests("sendMessage")) == 2
     [reply] = await driver.replies(ADMIN_ID, sent, wait=0)
     assert "/find" in reply["text"]
+
+
+async def test_a_restarted_sandbox_goes_on_where_it_was(e2e_settings: Settings) -> None:
+    """`stagekeeper sandbox` stopped and started again on the same database: the web chat still
+    knows its people, and the first message after the restart is answered (its update id is
+    not one the bot's ledger has taken already)."""
+    update_ids: list[int] = []
+    people = []
+    async with aiohttp.ClientSession() as http:
+        for run in ("before", "after"):
+            services = build_services(e2e_settings)
+            sandbox = Sandbox(services, port=0)
+            await sandbox.start()
+            try:
+                assert sandbox.runtime is not None
+                driver = Driver(sandbox.url, http, services, sandbox.runtime)
+                if run == "before":
+                    await driver.user(ADMIN_ID, "Quân")
+                    await driver.ask(ADMIN_ID, "/start")
+                sent = await driver.post("/sandbox/send", user_id=ADMIN_ID, text="/help")
+                update_ids.append(sent["update_id"])
+                [reply] = await driver.replies(ADMIN_ID, sent["message_id"], wait=10)
+                assert "/find" in reply["text"]
+                async with http.get(f"{sandbox.url}/sandbox/users") as response:
+                    people.append((await response.json())["users"])
+            finally:
+                await sandbox.stop()
+                await services.close()
+    assert update_ids[1] > update_ids[0]
+    assert people[1] == people[0]
+    assert [person["first_name"] for person in people[1]] == ["Quân"]
+
+
+@pytest.mark.parametrize(
+    ("database_url", "state_file"),
+    [
+        ("sqlite+aiosqlite:///stagekeeper-sandbox.db", "stagekeeper-sandbox.db-sandbox.json"),
+        ("sqlite+aiosqlite:////srv/crm/team.db", "/srv/crm/team.db-sandbox.json"),
+        ("postgresql+asyncpg://crm:pw@db/crm", "stagekeeper-sandbox.json"),
+        ("sqlite+aiosqlite://", None),
+        ("sqlite+aiosqlite:///:memory:", None),
+    ],
+)
+def test_the_sandbox_keeps_its_state_beside_a_sqlite_database(
+    database_url: str, state_file: str | None
+) -> None:
+    expected = None if state_file is None else Path(state_file)
+    assert sandbox_state_file(database_url) == expected
 
 
 async def test_the_command_menu_is_published_per_language_and_for_admins(driver: Driver) -> None:

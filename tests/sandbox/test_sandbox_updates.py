@@ -180,3 +180,111 @@ async def test_an_update_can_be_delivered_again_unchanged(sandbox):
     assert await sandbox.api("getUpdates") == [first]
     response = await sandbox.client.post("/sandbox/redeliver", json={"update_id": 999})
     assert response.status == 404
+
+
+class HoldingReceiver:
+    """A webhook endpoint that holds each request open until the test lets it go (or lets all go
+    from then on), and logs when each update arrived and when it was answered."""
+
+    def __init__(self) -> None:
+        self.holding = True
+        self.log: list[tuple[str, str]] = []  # ("arrived" | "answered", message text)
+        self.holds: list[asyncio.Event] = []  # one a request, in the order they arrived
+        self.open = 0
+        self.most_open = 0
+        self.changed = asyncio.Condition()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        text = (await request.json())["message"]["text"]
+        hold = asyncio.Event()
+        async with self.changed:
+            self.log.append(("arrived", text))
+            self.holds.append(hold)
+            self.open += 1
+            self.most_open = max(self.most_open, self.open)
+            self.changed.notify_all()
+        if self.holding:
+            await hold.wait()
+        async with self.changed:
+            self.log.append(("answered", text))
+            self.open -= 1
+            self.changed.notify_all()
+        return web.json_response({})
+
+    async def until(self, condition: Any) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(condition), 10)
+
+    def arrived(self) -> list[str]:
+        return [text for event, text in self.log if event == "arrived"]
+
+    def let_all_go(self) -> None:
+        self.holding = False
+        for hold in self.holds:
+            hold.set()
+
+
+@pytest.fixture
+async def holding_receiver() -> Any:
+    receiver = HoldingReceiver()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    receiver.url = str(server.make_url("/hook"))  # type: ignore[attr-defined]
+    yield receiver
+    receiver.let_all_go()
+    await server.close()
+
+
+async def test_webhook_delivers_to_several_chats_at_once_and_to_each_chat_in_order(
+    sandbox, holding_receiver
+):
+    receiver = holding_receiver
+    for user_id in (1, 2, 3, 4):
+        await sandbox.add_user(user_id)
+        for letter in "ab":
+            await sandbox.say(user_id, f"{user_id}{letter}")
+    await sandbox.api("setWebhook", url=receiver.url, max_connections=3)
+    assert (await sandbox.api("getWebhookInfo"))["max_connections"] == 3
+
+    # Three chats' first updates are in flight together; "1b" waits for "1a" to be answered
+    # although it was queued before "2a".
+    await receiver.until(lambda: receiver.open == 3)
+    assert receiver.arrived() == ["1a", "2a", "3a"]
+
+    # From now on every request is answered at once: all arrive, and each chat's second update
+    # only after its first was answered.
+    receiver.let_all_go()
+    await receiver.until(lambda: len(receiver.arrived()) == 8 and receiver.open == 0)
+    assert sorted(receiver.arrived()) == [f"{u}{letter}" for u in (1, 2, 3, 4) for letter in "ab"]
+    for user_id in (1, 2, 3, 4):
+        answered_first = receiver.log.index(("answered", f"{user_id}a"))
+        assert answered_first < receiver.log.index(("arrived", f"{user_id}b"))
+    assert receiver.most_open <= 3
+    info = await sandbox.api("getWebhookInfo")
+    assert info["pending_update_count"] == 0
+
+
+async def test_webhook_with_one_connection_delivers_one_update_at_a_time(sandbox, holding_receiver):
+    receiver = holding_receiver
+    for user_id in (1, 2, 3):
+        await sandbox.add_user(user_id)
+        await sandbox.say(user_id, f"{user_id}a")
+    await sandbox.api("setWebhook", url=receiver.url, max_connections=1)
+    for delivered in range(3):
+        # The next update comes only once the one before was answered.
+        await receiver.until(lambda n=delivered: len(receiver.holds) == n + 1)
+        assert receiver.open == 1
+        receiver.holds[delivered].set()
+    await receiver.until(lambda: receiver.open == 0)
+    assert receiver.arrived() == ["1a", "2a", "3a"]
+    assert receiver.most_open == 1
+
+
+async def test_webhook_connections_are_kept_within_telegrams_range(sandbox, holding_receiver):
+    for asked, given in ((0, 1), (1000, 100)):
+        await sandbox.api("setWebhook", url=holding_receiver.url, max_connections=asked)
+        assert (await sandbox.api("getWebhookInfo"))["max_connections"] == given
+    await sandbox.api("setWebhook", url=holding_receiver.url)
+    assert (await sandbox.api("getWebhookInfo"))["max_connections"] == 40

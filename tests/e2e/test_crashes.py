@@ -1,0 +1,226 @@
+"""A worker killed (SIGKILL) at any point of an update's handling: the update is delivered again,
+to the worker started anew, and then every effect is there once and the person has an answer.
+The points are the statements, commits and Bot API calls of the update (tests/e2e/worker.py); a
+few spread over all of them are tried, or every one with STAGEKEEPER_TEST_CRASH_POINTS=all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import select
+
+from bot.container import Services, build_services
+from bot.settings import Settings
+from domain.access import SYSTEM
+from domain.model import Role
+from domain.services.contacts import ContactDraft
+from storage.models import ProcessedUpdateRow
+from tests.e2e.conftest import Driver, button
+from tests.e2e.workers import TelegramHere, Worker, worker_settings
+
+LAN = 2003
+ADMIN = 1001
+SAMPLE = 5  # points tried per update, spread over its points (first and last included)
+REDIS_URL = os.environ.get("STAGEKEEPER_TEST_REDIS_URL")
+
+
+@dataclass
+class Deployment:
+    driver: Driver
+    worker: Worker
+    services: Services
+    an: int
+
+
+@pytest.fixture
+async def deployment(database_url: str, tmp_path: Path) -> AsyncIterator[Deployment]:
+    services = build_services(
+        Settings(_env_file=None, database_url=database_url, admin_ids=[ADMIN], scheduler=False)  # type: ignore[call-arg]
+    )
+    await services.stages.apply_template(SYSTEM, "amis")
+    await services.users.ensure_admins([ADMIN])
+    lan = await services.users.add(SYSTEM, "Lan", Role.AGENT, team="north", telegram_id=LAN)
+    an = await services.contacts.add(
+        lan, ContactDraft(name="Nguyễn Văn An", phone="+84912345678", stage="Lead")
+    )
+    assert an.id is not None
+    telegram = TelegramHere()
+    await telegram.start()
+    settings = worker_settings(telegram, database_url, redis_url=REDIS_URL)
+    worker = Worker("crashing", settings, tmp_path)
+    await worker.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            driver = Driver(telegram.url, http, services, None)  # type: ignore[arg-type]
+            for user_id, name in ((LAN, "Lan"), (ADMIN, "Ada")):
+                await driver.user(user_id, name)
+            yield Deployment(driver, worker, services, an.id)
+    finally:
+        await worker.stop()
+        await telegram.stop()
+        await services.close()
+
+
+def spread(total: int) -> list[int]:
+    if os.environ.get("STAGEKEEPER_TEST_CRASH_POINTS") == "all" or total <= SAMPLE:
+        return list(range(1, total + 1))
+    return sorted({1 + round(i * (total - 1) / (SAMPLE - 1)) for i in range(SAMPLE)})
+
+
+async def answered(services: Services, update_id: int) -> None:
+    """Waits until the update's handling ended (the ledger says so)."""
+    query = select(ProcessedUpdateRow.answered).where(ProcessedUpdateRow.update_id == update_id)
+    deadline = asyncio.get_running_loop().time() + 60
+    while asyncio.get_running_loop().time() < deadline:
+        async with services.engine.connect() as connection:
+            if await connection.scalar(query):
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"update {update_id} was never answered")
+
+
+async def bot_messages(driver: Driver, user: int, since: int) -> list[dict[str, Any]]:
+    return [m for m in (await driver.changes(user, since))["messages"] if m["from"] == "bot"]
+
+
+async def bot_texts(driver: Driver, user: int, since: int) -> list[str]:
+    chat = await driver.changes(user, since, wait=0)
+    texts = [m["text"] or m["caption"] or "" for m in chat["messages"] if m["from"] == "bot"]
+    return texts + [a["text"] or "" for a in chat["callback_answers"]]
+
+
+Prepare = Callable[[], Awaitable[Callable[[], Awaitable[int]]]]
+
+
+async def crash_everywhere(
+    deployment: Deployment,
+    user: int,
+    prepare: Prepare,
+    effect_count: Callable[[], Awaitable[int]],
+    *replies: str,
+) -> None:
+    """`prepare` brings the chat to where the update is one step away and returns what sends it
+    (returning its update id). Once without a crash to count its points, then killed at each
+    of a spread of them: every time, the effect is there once more and one of `replies` is in
+    the chat (what the first delivery sent before it died counts: the person saw it)."""
+    driver, worker = deployment.driver, deployment.worker
+    send = await prepare()
+    since = await driver.cursor(user)
+    update_id = await send()
+    await answered(deployment.services, update_id)
+    assert await effect_count() == 1
+    total = worker.points()[update_id]
+    for times, point in enumerate(spread(total), start=2):
+        send = await prepare()
+        since = await driver.cursor(user)
+        worker.die_at(point)
+        update_id = await send()
+        assert await worker.died(), f"the worker did not die at point {point} of {total}"
+        await worker.start()
+        await answered(deployment.services, update_id)
+        assert await effect_count() == times, f"killed at point {point} of {total}"
+        texts = await bot_texts(driver, user, since)
+        assert any(r in text for r in replies for text in texts), f"point {point}: {texts}"
+
+
+async def sent(driver: Driver, user: int, text: str) -> int:
+    return int((await driver.post("/sandbox/send", user_id=user, text=text))["update_id"])
+
+
+async def clicked(driver: Driver, user: int, message: dict[str, Any], label: str) -> int:
+    reply = await driver.click(user, message["message_id"], button(message, label))
+    return int(reply["update_id"])
+
+
+async def stage_buttons(deployment: Deployment) -> dict[str, Any]:
+    """The card of An, back in Lead, with its stage buttons shown."""
+    services = deployment.services
+    lead = await services.contacts.stage_by_name("Lead")
+    card = await services.contacts.get(SYSTEM, deployment.an)
+    if card.stage is None or card.stage.name != "Lead":
+        await services.contacts.set_stage(SYSTEM, deployment.an, lead.id, reason="test")
+    driver = deployment.driver
+    [found] = await driver.ask(LAN, "nguyen van an")
+    since = await driver.cursor(LAN)
+    await driver.click(LAN, found["message_id"], button(found, "Stage"))
+    [stages] = await bot_messages(driver, LAN, since)
+    return stages
+
+
+async def moves_to(deployment: Deployment, stage: str) -> int:
+    history = await deployment.services.contacts.history(SYSTEM, deployment.an)
+    target = await deployment.services.contacts.stage_by_name(stage)
+    return sum(1 for change in history if change.to_stage_id == target.id)
+
+
+async def test_a_stage_button_moves_the_lead_once_wherever_the_worker_dies(
+    deployment: Deployment,
+) -> None:
+    async def prepare() -> Callable[[], Awaitable[int]]:
+        stages = await stage_buttons(deployment)
+        return lambda: clicked(deployment.driver, LAN, stages, "MQL")
+
+    await crash_everywhere(
+        deployment, LAN, prepare, lambda: moves_to(deployment, "MQL"), "MQL (open)"
+    )
+
+
+async def test_a_lost_reason_is_recorded_once_wherever_the_worker_dies(
+    deployment: Deployment,
+) -> None:
+    driver = deployment.driver
+
+    async def prepare() -> Callable[[], Awaitable[int]]:
+        stages = await stage_buttons(deployment)
+        since = await driver.cursor(LAN)
+        await driver.click(LAN, stages["message_id"], button(stages, "Disqualified"))
+        [reasons] = await bot_messages(driver, LAN, since)
+        return lambda: clicked(driver, LAN, reasons, "Price")
+
+    async def lost_for_price() -> int:
+        history = await deployment.services.contacts.history(SYSTEM, deployment.an)
+        return sum(1 for change in history if change.reason == "Price")
+
+    await crash_everywhere(deployment, LAN, prepare, lost_for_price, "Disqualified (lost)")
+
+
+needs_redis = pytest.mark.skipif(
+    REDIS_URL is None and os.environ.get("CI") != "true",
+    reason='no Redis: run `eval "$(bash .ci/services.sh)"` (conversations of a killed worker '
+    "survive only in Redis)",
+)
+
+
+@needs_redis
+async def test_new_creates_the_contact_once_wherever_the_worker_dies(
+    deployment: Deployment,
+) -> None:
+    driver = deployment.driver
+    made = 0
+
+    async def prepare() -> Callable[[], Awaitable[int]]:
+        nonlocal made
+        made += 1
+        await driver.ask(LAN, "/new")
+        await driver.ask(LAN, f"Phạm Thu Hà {made}")
+        await driver.ask(LAN, f"0987 111 {made:03d}")
+        [source] = await driver.ask(LAN, "Công ty Sao Mai")
+        since = await driver.cursor(LAN)
+        await driver.click(LAN, source["message_id"], button(source, "Zalo"))
+        [stage] = await bot_messages(driver, LAN, since)
+        return lambda: clicked(driver, LAN, stage, "MQL")
+
+    async def created() -> int:
+        found = await deployment.services.contacts.find(SYSTEM, "Phạm Thu Hà", limit=100)
+        names = [f.contact.name for f in found]
+        assert len(names) == len(set(names)), f"a contact made twice: {names}"
+        return len(names)
+
+    await crash_everywhere(deployment, LAN, prepare, created, "Added", "Phạm Thu Hà")

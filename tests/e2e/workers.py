@@ -1,0 +1,188 @@
+"""Bot workers in processes of their own, as a deployment runs them: `stagekeeper webhook`
+(tests/e2e/worker.py) on one database, the sandbox's Bot API in the test's process, and, for
+several workers, a proxy in front of them that alternates strictly between them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from sandbox import Emulator
+from sandbox.app import MAX_REQUEST_SIZE
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "1000000002:stagekeeper-workers"
+SECRET = "workers-secret"
+WEBHOOK_PATH = "/telegram/webhook"
+START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, int(runner.addresses[0][1])
+
+
+class TelegramHere:
+    """The sandbox's Bot API and user side, in this process."""
+
+    def __init__(self) -> None:
+        self.emulator = Emulator(default_token=TOKEN)
+        self.app = web.Application(client_max_size=MAX_REQUEST_SIZE)
+        self.emulator.install(self.app)
+        self.url = ""
+
+    async def start(self) -> None:
+        self._runner, port = await serve(self.app)
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+
+class Worker:
+    """One `stagekeeper webhook` process on a fixed port, so that it can be started again
+    where it was."""
+
+    def __init__(self, name: str, settings: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.crash_file = log_dir / f"{name}.crash"
+        self.points_file = log_dir / f"{name}.points"
+        self.log = log_dir / f"{name}.log"
+        self.env = {
+            **os.environ,
+            **settings,
+            "WEBHOOK_HOST": "127.0.0.1",
+            "WEBHOOK_PORT": str(self.port),
+            "WEBHOOK_URL": settings.get("WEBHOOK_URL", self.url),
+            "STAGEKEEPER_TEST_CRASH_AT": str(self.crash_file),
+            "STAGEKEEPER_TEST_POINTS": str(self.points_file),
+        }
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("a") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.e2e.worker",
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
+        async with aiohttp.ClientSession() as http:
+            for _ in range(int(START_TIMEOUT * 10)):
+                if self.process.returncode is not None:
+                    raise AssertionError(f"{self.name} exited: {self.log.read_text()[-3000:]}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{self.url}/api/v1/healthz") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"{self.name} did not start: {self.log.read_text()[-3000:]}")
+
+    def die_at(self, point: int) -> None:
+        """The next update this worker begins to handle kills it at its `point`-th point."""
+        self.crash_file.write_text(str(point))
+
+    async def died(self) -> bool:
+        """Waits for the process to end; True if it was killed."""
+        assert self.process is not None
+        code = await self.process.wait()
+        return code == -signal.SIGKILL
+
+    def points(self) -> dict[int, int]:
+        """The points of each update it handled to the end."""
+        if not self.points_file.exists():
+            return {}
+        pairs = (line.split() for line in self.points_file.read_text().splitlines())
+        return {int(update): int(count) for update, count in pairs}
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), 30)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+class AlternatingProxy:
+    """A load balancer that sends each request to the next worker in turn, whatever it holds;
+    a worker that does not answer makes the request fail (Telegram then delivers it again)."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+        self.taken: list[tuple[int | None, str]] = []  # (update id, worker) in order
+        self._turn = 0
+        self.app = web.Application(client_max_size=MAX_REQUEST_SIZE)
+        self.app.router.add_route("*", "/{path:.*}", self._forward)
+        self.url = ""
+
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession()
+        self._runner, port = await serve(self.app)
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+        await self._http.close()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        worker = self.workers[self._turn % len(self.workers)]
+        self._turn += 1
+        body = await request.read()
+        if request.path == WEBHOOK_PATH:
+            update: dict[str, Any] = await request.json()
+            self.taken.append((update.get("update_id"), worker.name))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+        try:
+            async with self._http.request(
+                request.method, worker.url + request.path_qs, data=body, headers=headers
+            ) as answer:
+                payload = await answer.read()
+                kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS}
+                return web.Response(body=payload, status=answer.status, headers=kept)
+        except aiohttp.ClientError:
+            return web.Response(status=502, text=f"{worker.name} did not answer")
+
+
+HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
+
+
+def worker_settings(
+    telegram: TelegramHere, database_url: str, *, redis_url: str | None = None, **extra: str
+) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "BOT_TOKEN": TOKEN,
+        "WEBHOOK_SECRET": SECRET,
+        "WEBHOOK_PATH": WEBHOOK_PATH,
+        "TELEGRAM_API_BASE": telegram.url,
+        "SCHEDULER": "false",
+        "ADMIN_IDS": "1001",
+        "LOG_LEVEL": "INFO",
+        "REDIS_URL": redis_url or "",
+        **extra,
+    }
