@@ -4,7 +4,11 @@ Paced to Telegram's limits: at most NOTIFY_RATE messages a second in all (one pa
 scheduled messages) and one a second per chat;
 leads that pile up for one person meanwhile go out together as one message, so that 200 leads a
 second still reach everyone within seconds. A notice stays pending in the database until its
-message is sent, so that a restart sends what was left."""
+message is sent, so that a restart sends what was left.
+
+In a deployment of several processes only one sends: the one holding the scheduler lease
+(bot/scheduler.py), which also looks for pending notices every second, since the others only
+write theirs. So notices go out once, and the pace holds for the whole deployment."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.i18n import I18n
 
 from bot.container import Services
-from bot.notifier import Pacer
+from bot.notifier import PER_CHAT_SECONDS, Pacer
 from domain.errors import DomainError
 from domain.model import Notice, User, utcnow
 from handlers import leads
@@ -28,7 +32,6 @@ from handlers.i18n import language_of
 
 log = logging.getLogger(__name__)
 
-PER_CHAT_SECONDS = 1.0
 IN_FLIGHT = 8  # messages composed or sent at once: Telegram answers in ~100 ms, the pace is 40 ms
 STOP_GRACE_SECONDS = 5.0
 
@@ -43,7 +46,11 @@ class LeadNotifier:
         pacer: Pacer,
         per_chat: float = PER_CHAT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        sending: bool = True,
     ) -> None:
+        """`sending=False`: the notifier of a process that may not hold the scheduler lease;
+        it sends nothing until `take_over`."""
+        self._may_send = sending
         self._bot = bot
         self._services = services
         self._i18n = i18n
@@ -60,7 +67,10 @@ class LeadNotifier:
         self._loop: asyncio.Task[None] | None = None
 
     def submit(self, notices: list[Notice]) -> None:
-        """Queue notices of committed events (never blocks the caller)."""
+        """Queue notices of committed events (never blocks the caller). Without the right to
+        send they stay pending in the database, for the process that has it."""
+        if not self._may_send:
+            return
         for notice in notices:
             if notice.id is None or notice.id in self._known:
                 continue
@@ -71,8 +81,30 @@ class LeadNotifier:
 
     async def start(self) -> None:
         """Send what an earlier run left pending, and whatever is submitted from now on."""
-        self.submit(await self._services.events.pending_notices())
-        self._loop = asyncio.create_task(self._run(), name="lead-notifier")
+        await self.look_for_pending()
+        self._start_loop()
+
+    async def look_for_pending(self) -> None:
+        """Queue the notices pending in the database: an earlier run's, another process's."""
+        if self._may_send:
+            self.submit(await self._services.events.pending_notices())
+
+    def take_over(self) -> None:
+        """This process holds the scheduler lease: it sends, from the next look on."""
+        self._may_send = True
+        self._start_loop()
+
+    def hand_over(self) -> None:
+        """Another process sends now: forget what waits (it stays pending in the database);
+        messages being sent finish."""
+        self._may_send = False
+        for notices in self._waiting.values():
+            self._known.difference_update(n.id for n in notices if n.id is not None)
+        self._waiting.clear()
+
+    def _start_loop(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.create_task(self._run(), name="lead-notifier")
 
     async def stop(self) -> None:
         """Stop sending; messages being sent get a moment to finish. Unsent notices stay
@@ -152,7 +184,7 @@ class LeadNotifier:
         if message is None:
             return
         text, keyboard = message
-        await self._pacer.wait()
+        await self._pacer.wait(person.telegram_id)
         try:
             await self._bot.send_message(person.telegram_id, text, reply_markup=keyboard)
         except (TelegramForbiddenError, TelegramBadRequest) as error:

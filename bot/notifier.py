@@ -1,7 +1,7 @@
 """Messages the bot sends on its own: the morning digest and idle-lead list, and task
 reminders. Paced under Telegram's limit of about 30 messages a second (429 answers are retried
 after their `retry_after` by the session's middleware); a person who blocked the bot has their
-messages stopped instead of failing the run."""
+messages paused instead of failing the run, until they write to the bot again."""
 
 from __future__ import annotations
 
@@ -9,36 +9,71 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from aiogram import Bot
+from aiogram import BaseMiddleware, Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
-from aiogram.types import BufferedInputFile
+from aiogram.types import BufferedInputFile, TelegramObject, Update
 from aiogram.utils.i18n import I18n
 
 from bot.container import Services
-from domain.services.digests import Due
+from domain.model import User
+from domain.services.digests import DigestService, Due
 from handlers import digest as render
 from handlers.i18n import language_of
 
 log = logging.getLogger(__name__)
 
 MESSAGES_PER_SECOND = 25
+PER_CHAT_SECONDS = 1.0  # Telegram's limit for one chat
+# Telegram's 403 to a bot writing first to someone who never wrote to it.
+NOT_STARTED = "can't initiate conversation"
 
 
 class Pacer:
-    """At most `rate` calls a second, across every caller of this pacer."""
+    """At most `rate` messages a second across every caller of this pacer, and `per_chat`
+    seconds at least between two messages to one chat, whichever path sends them (new-lead
+    notices, morning messages and their charts, reminders)."""
 
-    def __init__(self, rate: float = MESSAGES_PER_SECOND) -> None:
+    def __init__(
+        self, rate: float = MESSAGES_PER_SECOND, per_chat: float = PER_CHAT_SECONDS
+    ) -> None:
         self._gap = 1 / rate
+        self._per_chat = per_chat
         self._next = 0.0
         self._lock = asyncio.Lock()
+        self._chats: dict[int, asyncio.Lock] = {}
+        self._chat_free_at: dict[int, float] = {}
 
-    async def wait(self) -> None:
+    async def wait(self, chat_id: int | None = None) -> None:
+        if chat_id is None:
+            await self._turn()
+            return
+        chat = self._chats.setdefault(chat_id, asyncio.Lock())
+        async with chat:  # one message to a chat at a time, each after the one before
+            free_in = self._chat_free_at.get(chat_id, 0.0) - time.monotonic()
+            if free_in > 0:
+                await asyncio.sleep(free_in)
+            self._chat_free_at[chat_id] = await self._turn() + self._per_chat
+        if not chat.locked() and len(self._chats) > 1000:
+            self._forget_idle_chats()
+
+    async def _turn(self) -> float:
+        """Wait for the next free moment overall; returns it."""
         async with self._lock:
             now = time.monotonic()
             if self._next > now:
                 await asyncio.sleep(self._next - now)
-            self._next = max(now, self._next) + self._gap
+            at = max(now, self._next)
+            self._next = at + self._gap
+        return at
+
+    def _forget_idle_chats(self) -> None:
+        now = time.monotonic()
+        for chat_id, lock in list(self._chats.items()):
+            if not lock.locked() and self._chat_free_at.get(chat_id, 0.0) <= now:
+                del self._chats[chat_id]
+                self._chat_free_at.pop(chat_id, None)
 
 
 class ScheduledMessages:
@@ -59,10 +94,17 @@ class ScheduledMessages:
                 continue  # another run took it
             try:
                 message = await self.compose(due)
+            except Exception:
+                # Nothing went out: give the claim back, so that the next tick tries again.
+                log.exception("the %s for user %s failed", due.kind, due.user_id)
+                await self.services.digests.unclaim(due)
+                continue
+            try:
                 delivered = message is not None and await self._deliver(
                     due.user.telegram_id, due.user_id, message
                 )
             except Exception:
+                # It may have reached them (a timeout after Telegram took it): keep the claim.
                 log.exception("the %s for user %s failed", due.kind, due.user_id)
                 continue
             if delivered:
@@ -81,7 +123,14 @@ class ScheduledMessages:
             with self.i18n.context(), self.i18n.use_locale(language):
                 message = render.task_reminder(reminder, self.services.settings.zone)
             assert owner.id is not None
-            if await self._deliver(owner.telegram_id, owner.id, message):
+            try:
+                delivered = await self._deliver(owner.telegram_id, owner.id, message)
+            except Exception:
+                # The others are claimed too and must still go out; this one may have reached
+                # its reader (a timeout after Telegram took it), so it is not sent again.
+                log.exception("the reminder of task %s failed", reminder.task.id)
+                continue
+            if delivered:
                 sent += 1
         return sent
 
@@ -90,11 +139,17 @@ class ScheduledMessages:
             return False
         try:
             await self._send(
-                lambda: self.bot.send_message(chat_id, message.text, reply_markup=message.keyboard)
+                chat_id,
+                lambda: self.bot.send_message(chat_id, message.text, reply_markup=message.keyboard),
             )
-        except TelegramForbiddenError:
-            log.info("user %s blocked the bot; their morning messages stop", user_id)
-            await self.services.digests.blocked(user_id)
+        except TelegramForbiddenError as error:
+            if NOT_STARTED in error.message:
+                # Someone known before they ever opened the bot (an admin from the settings,
+                # the demo's people): nothing to pause, the first message they write starts it.
+                log.info("user %s has not started the bot yet; not messaged", user_id)
+            else:
+                log.info("user %s blocked the bot; their messages pause", user_id)
+                await self.services.digests.blocked(user_id)
             return False
         except TelegramBadRequest as error:  # e.g. the chat is gone
             log.warning("could not message user %s: %s", user_id, error.message)
@@ -102,15 +157,15 @@ class ScheduledMessages:
         if message.chart is not None:
             photo = BufferedInputFile(message.chart, filename="funnel.png")
             try:
-                await self._send(lambda: self.bot.send_photo(chat_id, photo))
+                await self._send(chat_id, lambda: self.bot.send_photo(chat_id, photo))
             except Exception:
                 # The text is out, so the message counts as sent: trying again would send the
                 # text a second time for the sake of a picture.
                 log.exception("the chart for user %s could not be sent", user_id)
         return True
 
-    async def _send(self, call: Callable[[], Awaitable[object]]) -> None:
-        await self.pacer.wait()
+    async def _send(self, chat_id: int, call: Callable[[], Awaitable[object]]) -> None:
+        await self.pacer.wait(chat_id)
         await call()
 
 
@@ -128,3 +183,29 @@ async def preview(services: Services, i18n: I18n) -> list[tuple[Due, render.Comp
         if message is not None:
             found.append((due, message))
     return found
+
+
+class ResumeMessages(BaseMiddleware):
+    """Whoever writes to the bot or taps one of its buttons can be reached again: their
+    messages, paused when a send to them was refused, start again. An update middleware after
+    AccessGate (the person is known and active) and before OncePerUpdate, so that its write is
+    no step of the update."""
+
+    def __init__(self, digests: DigestService) -> None:
+        self._digests = digests
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        user: User | None = data.get("user")
+        wrote = isinstance(event, Update) and (event.message or event.callback_query)
+        if user is not None and wrote:
+            try:
+                if await self._digests.resume(user):
+                    log.info("user %s wrote to the bot; their messages resume", user.id)
+            except Exception:  # their message matters more: the next one tries again
+                log.exception("could not resume the messages of user %s", user.id)
+        return await handler(event, data)

@@ -28,7 +28,7 @@ from bot.middlewares import (
     OncePerUpdate,
     RetryRequests,
 )
-from bot.notifier import Pacer, ScheduledMessages
+from bot.notifier import Pacer, ResumeMessages, ScheduledMessages
 from bot.scheduler import SchedulerHost
 from bot.settings import Settings
 from handlers.commands import publish_commands, publish_default_commands
@@ -85,6 +85,7 @@ class BotRuntime:
         update.outer_middleware(CurrentUser(services.users))
         update.outer_middleware(PersonLocale(self.i18n))
         update.outer_middleware(AccessGate())
+        update.outer_middleware(ResumeMessages(services.digests))
         # Last, so that what the middlewares before it write is no step of the update.
         update.outer_middleware(OncePerUpdate(UpdateLedger(make_sessionmaker(services.engine))))
         self.dispatcher.include_routers(*handlers.routers())
@@ -96,7 +97,7 @@ class BotRuntime:
         self.notifier = LeadNotifier(self.bot, services, self.i18n, pacer=pacer)
         self.scheduled = ScheduledMessages(self.bot, services, self.i18n, pacer)
         self.scheduler = (
-            SchedulerHost(self.scheduled, settings.database_url) if settings.scheduler else None
+            SchedulerHost(self.scheduled, self.notifier) if settings.scheduler else None
         )
 
     def start_scheduler(self) -> None:

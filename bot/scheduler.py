@@ -1,14 +1,20 @@
-"""The scheduler: APScheduler 3 (AsyncIOScheduler) with its jobs kept in the application's
-database, run by exactly one bot process at a time.
+"""The scheduler: APScheduler 3 (AsyncIOScheduler) with its two jobs in memory, run by exactly
+one bot process at a time.
 
-Several processes may serve one database (webhook workers). APScheduler 3 cannot share a job
-store between schedulers, so a lease in the database decides which process runs it; the others
-check the lease every few seconds and take over when its holder stops renewing it. Jobs are
-referenced by text (`bot.scheduler:morning_job`) with no arguments and explicit ids, so the
-stored jobs survive restarts and code reloads; they reach this process's notifier through the
-module-level `_notifier`. Whatever a job sends is claimed in the database first (see
+The jobs are fixed: each tick they look in the database for what is due (morning messages,
+task reminders), and whatever they send is claimed in the database first (see
 domain.services.digests), so a job that runs twice, or in two processes during a takeover,
-sends nothing twice."""
+sends nothing twice. Nothing about the jobs needs storing, so they live in APScheduler's memory
+job store. A persistent (SQLAlchemy) job store is synchronous: it queried the database on the
+event loop's thread, and when one of its writes failed (SQLite's "database is locked") the
+exception escaped APScheduler's wake-up callback and no job ever ran again, silently. Here the
+scheduler touches no database; the jobs read it through the async engine, a failed tick is
+logged with its traceback, and the next tick tries again.
+
+Several processes may serve one database (webhook workers): a lease in the database decides
+which one runs the scheduler; the others check the lease every few seconds and take over when
+its holder stops renewing it. The holder is also the one process that sends new-lead notices
+(bot/lead_notifier.py), so one pacer covers all that the deployment sends on its own."""
 
 from __future__ import annotations
 
@@ -17,62 +23,56 @@ import contextlib
 import logging
 import os
 import socket
+import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from apscheduler.executors.asyncio import AsyncIOExecutor
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy.engine import make_url
 
 from domain.model import utcnow
 from storage.db import make_sessionmaker
 from storage.lease import Lease
 
 if TYPE_CHECKING:
+    from bot.lead_notifier import LeadNotifier
     from bot.notifier import ScheduledMessages
 
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)
 CHECK_EVERY = 10.0  # seconds between lease renewals (well within LEASE)
-TICK_SECONDS = 60  # how often due messages and tasks are looked for
-JOBS = (
-    ("morning", "bot.scheduler:morning_job"),
-    ("task-reminders", "bot.scheduler:task_job"),
-)
-
-_notifier: ScheduledMessages | None = None
-
-
-async def morning_job() -> None:
-    if _notifier is not None:
-        await _notifier.send_morning_messages()
-
-
-async def task_job() -> None:
-    if _notifier is not None:
-        await _notifier.send_task_reminders()
-
-
-def sync_url(url: str) -> str:
-    """The job store is synchronous: the same database through a synchronous driver."""
-    parsed = make_url(url)
-    driver = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}[parsed.get_backend_name()]
-    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+TICK_SECONDS = 60.0  # how often due messages and tasks are looked for
+NOTICES_SECONDS = 1.0  # how often notices written by other processes are looked for
 
 
 class SchedulerHost:
     """Holds the lease while it can and runs the scheduler while it holds it."""
 
-    def __init__(self, notifier: ScheduledMessages, database_url: str) -> None:
+    def __init__(
+        self,
+        notifier: ScheduledMessages,
+        notices: LeadNotifier | None = None,
+        *,
+        tick: float = TICK_SECONDS,
+        check_every: float = CHECK_EVERY,
+        lease: timedelta = LEASE,
+    ) -> None:
+        """`notices`: the process's new-lead notifier, which then sends only while this
+        process holds the lease."""
         self._notifier = notifier
-        self._url = database_url
+        self._notices = notices
+        if notices is not None:
+            notices.hand_over()
+        self._tick = tick
+        self._check_every = check_every
         self._lease = Lease(
             make_sessionmaker(notifier.services.engine),
             "scheduler",
             f"{socket.gethostname()}:{os.getpid()}:{id(self)}",
-            LEASE,
+            lease,
         )
         self._scheduler: AsyncIOScheduler | None = None
         self._task: asyncio.Task[None] | None = None
@@ -87,7 +87,7 @@ class SchedulerHost:
         return self._task is None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._keep_lease())
+        self._task = asyncio.create_task(self._keep_lease(), name="scheduler-lease")
 
     async def stop(self) -> None:
         if self._task is None:
@@ -98,36 +98,60 @@ class SchedulerHost:
         self._task = None
         if self._scheduler is not None:
             self._stop_scheduler()
-            await self._lease.release()
+            try:
+                await self._lease.release()
+            except Exception:  # it expires on its own; a shutdown must go on
+                log.exception("could not release the scheduler lease")
 
     async def _keep_lease(self) -> None:
+        ours_until: float | None = None  # monotonic time up to which the lease is surely ours
         while True:
+            asked = time.monotonic()
             try:
                 held = await self._lease.acquire()
             except Exception:
-                log.exception("could not renew the scheduler lease")
-                held = False
+                # A renewal that fails (the database locked or briefly down) leaves the lease as
+                # it was: this process keeps running the scheduler while the lease it last
+                # renewed lasts, so a passing failure neither stops the jobs nor lets a second
+                # process start them.
+                held = ours_until is not None and time.monotonic() < ours_until
+                log.exception(
+                    "could not renew the scheduler lease (trying again in %.0f s); %s",
+                    self._check_every,
+                    "still held" if held else "not held",
+                )
+            else:
+                # The database set the expiry from a moment after `asked`.
+                ours_until = asked + self._lease.ttl.total_seconds() if held else None
             if held and self._scheduler is None:
                 self._start_scheduler()
             elif not held and self._scheduler is not None:
-                log.warning("another process holds the scheduler lease now; stopping mine")
+                log.warning("the scheduler lease is not this process's now; stopping its jobs")
                 self._stop_scheduler()
-            await asyncio.sleep(CHECK_EVERY)
+            await asyncio.sleep(self._check_every)
 
     def _start_scheduler(self) -> None:
-        global _notifier
-        _notifier = self._notifier
         scheduler = AsyncIOScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=sync_url(self._url))},
+            jobstores={"default": MemoryJobStore()},
             executors={"default": AsyncIOExecutor()},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone="UTC",
         )
-        for job_id, reference in JOBS:
+        jobs: dict[str, Callable[[], Awaitable[object]]] = {
+            "morning": self._notifier.send_morning_messages,
+            "task-reminders": self._notifier.send_task_reminders,
+        }
+        every = dict.fromkeys(jobs, self._tick)
+        if self._notices is not None:
+            self._notices.take_over()
+            jobs["lead-notices"] = self._notices.look_for_pending
+            every["lead-notices"] = min(self._tick, NOTICES_SECONDS)
+        for job_id, job in jobs.items():
             scheduler.add_job(
-                reference,
+                _logged,
                 "interval",
-                seconds=TICK_SECONDS,
+                args=(job_id, job),
+                seconds=every[job_id],
                 id=job_id,
                 replace_existing=True,
                 next_run_time=utcnow(),  # at once: a morning missed while down goes out now
@@ -137,6 +161,17 @@ class SchedulerHost:
         log.info("this process runs the scheduler")
 
     def _stop_scheduler(self) -> None:
+        if self._notices is not None:
+            self._notices.hand_over()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+
+
+async def _logged(job_id: str, job: Callable[[], Awaitable[object]]) -> None:
+    """One tick of a job. A failure is logged here, where its traceback is ours to keep, and
+    leaves the next tick to try again: what was not sent is still due in the database."""
+    try:
+        await job()
+    except Exception:
+        log.exception("the scheduled job %r failed; the next tick tries again", job_id)

@@ -334,4 +334,5 @@ class DigestSettings:
     send_at: time = time(8, 0)
     timezone: str = "Asia/Ho_Chi_Minh"
     sections: frozenset[DigestSection] = frozenset(DigestSection)
-    blocked_at: datetime | None = None  # the person blocked the bot; nothing is sent until /digest
+    # The bot could not reach the person (they blocked it): nothing is sent until they write again.
+    blocked_at: datetime | None = None

@@ -70,7 +70,9 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **kwargs: Any) -> AsyncEngine:
+    """`busy_timeout_ms`: how long a SQLite statement waits for another connection's write
+    lock before it fails with "database is locked"."""
     # Keys stored as written (not \u-escaped), so that SQLite's JSON paths find "Ngành". One
     # encoder for all: json.dumps with an option makes a new one each call, which costs as
     # much as encoding a before-image (an import writes one for every contact it changes).
@@ -84,7 +86,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     engine = create_async_engine(url, **kwargs)
     pipeline.watch(engine)
     if engine.dialect.name == "sqlite":
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, busy_timeout_ms)
         path = engine.url.database
         if path and path != ":memory:" and not path.startswith("file:"):
             _Checkpointer(path).watch(engine)
@@ -95,7 +97,7 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
+def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so that BEGIN and SAVEPOINT work as written.
@@ -104,7 +106,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         # Up to 64 MiB of pages (the default is 2 MiB): an import of a million contacts inserts
         # into indexes of a million entries in no particular order, and a page that must be

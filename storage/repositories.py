@@ -1074,6 +1074,21 @@ class SqlDigestRepository:
         await self._session.merge(row)
         await self._session.flush()
 
+    async def unpause(self, user_id: int) -> bool:
+        # Read first: this runs for every message and tap, and almost always finds nothing to
+        # write, so it should not ask for a write where a read tells.
+        paused = await self._session.scalar(
+            select(DigestSettingsRow.blocked_at).where(DigestSettingsRow.user_id == user_id)
+        )
+        if paused is None:
+            return False
+        await self._session.execute(
+            sql_update(DigestSettingsRow)
+            .where(DigestSettingsRow.user_id == user_id)
+            .values(blocked_at=None)
+        )
+        return True
+
     async def claim(self, user_id: int, day: date, kind: str, at: datetime) -> bool:
         dialect = self._session.get_bind().dialect.name
         insert_row = postgresql_insert if dialect == "postgresql" else sqlite_insert
@@ -1083,6 +1098,16 @@ class SqlDigestRepository:
             .on_conflict_do_nothing()
         )
         return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+    async def unclaim(self, user_id: int, day: date, kind: str) -> None:
+        await self._session.execute(
+            delete(DeliveryRow).where(
+                DeliveryRow.user_id == user_id,
+                DeliveryRow.day == day,
+                DeliveryRow.kind == kind,
+                DeliveryRow.sent_at.is_(None),
+            )
+        )
 
     async def mark_sent(self, user_id: int, day: date, kind: str, at: datetime) -> None:
         await self._session.execute(

@@ -159,18 +159,34 @@ class DigestService:
             await uow.commit()
         return taken
 
+    async def unclaim(self, due: Due) -> None:
+        """Give back a claimed message that was not sent, for a later run to send."""
+        async with self._uow() as uow:
+            await uow.digests.unclaim(due.user_id, due.day, due.kind)
+            await uow.commit()
+
     async def sent(self, due: Due) -> None:
         async with self._uow() as uow:
             await uow.digests.mark_sent(due.user_id, due.day, due.kind, self._clock())
             await uow.commit()
 
     async def blocked(self, user_id: int) -> None:
-        """The person blocked the bot: stop their messages until they switch them on again."""
+        """The person blocked the bot: stop their messages until they write to it again."""
         async with self._uow() as uow:
             settings = (await uow.digests.settings()).get(user_id) or self.defaults(user_id)
             settings.blocked_at = self._clock()
             await uow.digests.save(settings)
             await uow.commit()
+
+    async def resume(self, actor: User) -> bool:
+        """The person wrote to the bot, so it can reach them again: messages paused because it
+        could not start again. True when they were paused."""
+        assert actor.id is not None
+        async with self._uow() as uow:
+            resumed = await uow.digests.unpause(actor.id)
+            if resumed:
+                await uow.commit()
+        return resumed
 
     async def idle_leads(self, actor: User, *, limit: int = 30) -> list[ContactDetails]:
         """Open leads of the actor's scope nobody touched for longer than their stage allows

@@ -13,11 +13,14 @@ from bot.scheduler import SchedulerHost
 from domain.access import SYSTEM
 from domain.model import ActivityKind, DigestSection, Role, utcnow
 from domain.services.contacts import ContactDraft
+from domain.services.digests import Due
+from handlers.digest import Composed
 from storage.models import ContactRow
 from tests.e2e.conftest import (
     ADMIN_ID,
     LAN,
     MANAGER,
+    OTTO,
     PATIENCE,
     Driver,
     bot_messages,
@@ -84,7 +87,7 @@ async def test_an_agent_gets_the_idle_leads_once_however_often_the_job_runs(
     assert "Patient Pete" not in keys  # MQL allows 30 days
 
 
-async def test_a_person_who_blocked_the_bot_is_paused_not_retried(
+async def test_a_person_who_blocked_the_bot_is_paused_until_they_write_again(
     driver: Driver, morning: dict[str, int]
 ) -> None:
     notifier = driver.runtime.scheduled
@@ -94,8 +97,37 @@ async def test_a_person_who_blocked_the_bot_is_paused_not_retried(
     assert lan is not None
     settings = await driver.services.digests.settings_of(lan)
     assert settings.blocked_at is not None
-    [reply] = await driver.ask(LAN, "/digest")  # writing again unblocks the bot
-    assert "paused" in reply["text"]
+    await driver.ask(LAN, "/help")  # writing again unblocks the bot, and resumes the messages
+    [reply] = await driver.ask(LAN, "/digest")
+    assert "Status: on" in reply["text"]
+    assert (await driver.services.digests.settings_of(lan)).blocked_at is None
+
+
+async def test_someone_who_never_opened_the_bot_is_not_paused_and_is_reminded_once_they_do(
+    driver: Driver, morning: dict[str, int]
+) -> None:
+    """Like the demo's people: known (an admin from the settings, an import) before they
+    ever wrote to the bot, which cannot write to them first."""
+    services = driver.services
+    otto = await services.users.add(SYSTEM, "Otto", Role.AGENT, team="north", telegram_id=OTTO)
+    await driver.user(OTTO, "Otto")  # a Telegram user who has not started the bot
+    notifier = driver.runtime.scheduled
+
+    async def task_due(text: str) -> None:
+        contact = await services.contacts.add(otto, ContactDraft(name=f"Lead for {text}"))
+        assert contact.id is not None
+        due = utcnow() - timedelta(minutes=1)
+        await services.contacts.log_activity(otto, contact.id, ActivityKind.TASK, text, due_at=due)
+
+    await task_due("first call")
+    assert await notifier.send_task_reminders() == 0
+    assert (await services.digests.settings_of(otto)).blocked_at is None
+    await driver.ask(OTTO, "/start")
+    since = await driver.cursor(OTTO)
+    await task_due("second call")
+    assert await notifier.send_task_reminders() == 1
+    [reminder] = bot_messages(await driver.changes(OTTO, since))
+    assert "second call" in reminder["text"]
 
 
 async def test_a_task_that_falls_due_is_reminded_once(
@@ -124,9 +156,8 @@ async def test_the_scheduler_runs_in_one_process_and_a_restart_sends_nothing_twi
     driver: Driver, morning: dict[str, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runtime = driver.runtime
-    url = driver.services.settings.database_url
     since = await driver.cursor(LAN)
-    first, second = SchedulerHost(runtime.scheduled, url), SchedulerHost(runtime.scheduled, url)
+    first, second = SchedulerHost(runtime.scheduled), SchedulerHost(runtime.scheduled)
     first.start()
     second.start()
     [message] = await until_count(driver, LAN, since, 1)
@@ -143,7 +174,7 @@ async def test_the_scheduler_runs_in_one_process_and_a_restart_sends_nothing_twi
         return sent
 
     monkeypatch.setattr(runtime.scheduled, "send_morning_messages", morning_run)
-    restarted = SchedulerHost(runtime.scheduled, url)
+    restarted = SchedulerHost(runtime.scheduled)
     restarted.start()
     await asyncio.wait_for(ran.wait(), PATIENCE)  # its first run happens at once
     assert restarted.running
@@ -186,3 +217,48 @@ async def test_digest_settings_in_chat(driver: Driver, morning: dict[str, int]) 
     assert DigestSection.CHART not in stored.sections
     [lan] = await driver.ask(LAN, "/digest")
     assert "Funnel chart" not in str(lan["reply_markup"])  # agents get their idle leads only
+
+
+async def test_a_morning_message_that_failed_before_sending_goes_out_at_the_next_tick(
+    driver: Driver, morning: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notifier = driver.runtime.scheduled
+    compose = notifier.compose
+    failed = []
+
+    async def fails_once(due: Due) -> Composed | None:
+        if due.user.telegram_id == LAN and not failed:
+            failed.append(due)
+            raise RuntimeError("database is locked")  # what a tick meets while SQLite is busy
+        return await compose(due)
+
+    monkeypatch.setattr(notifier, "compose", fails_once)
+    since = await driver.cursor(LAN)
+    await notifier.send_morning_messages()
+    assert failed
+    assert await notifier.send_morning_messages() == 1
+    [message] = bot_messages(await driver.changes(LAN, since))
+    assert "leads of yours are waiting" in message["text"]
+
+
+async def test_one_reminder_that_fails_does_not_hold_back_the_others(
+    driver: Driver, morning: dict[str, int]
+) -> None:
+    services = driver.services
+    lan = await services.users.by_telegram_id(LAN)
+    boss = await services.users.by_telegram_id(MANAGER)
+    assert lan is not None
+    assert boss is not None
+    mine = await services.contacts.add(boss, ContactDraft(name="Boss's Bao", stage="Lead"))
+    assert mine.id is not None
+    for who, contact_id, text, minutes in (
+        (lan, morning["Fresh Fred"], "call Fred", 2),  # due first, reminded first
+        (boss, mine.id, "call Bao", 1),
+    ):
+        due = utcnow() - timedelta(minutes=minutes)
+        await services.contacts.log_activity(who, contact_id, ActivityKind.TASK, text, due_at=due)
+    since = await driver.cursor(MANAGER)
+    await driver.fault("sendMessage", 409, count=1)  # an answer nothing expects
+    assert await driver.runtime.scheduled.send_task_reminders() == 1
+    [reminder] = bot_messages(await driver.changes(MANAGER, since))
+    assert "call Bao" in reminder["text"]

@@ -15,10 +15,11 @@ import pytest
 
 from bot.container import Services, build_services
 from bot.lead_notifier import LeadNotifier
-from bot.notifier import Pacer
+from bot.notifier import Pacer, ScheduledMessages
+from bot.scheduler import SchedulerHost
 from bot.settings import Settings
 from domain.access import SYSTEM
-from domain.model import Notice, Role
+from domain.model import ActivityKind, Notice, Role, utcnow
 from domain.services.events import EventDraft
 from handlers.i18n import build_i18n
 
@@ -158,3 +159,65 @@ async def test_a_notice_whose_message_failed_stays_pending(services: Services) -
     await until_idle(told_once)
     await told_once.stop()
     assert len(await services.events.pending_notices()) == 1
+
+
+async def test_of_several_processes_only_the_lease_holder_sends_what_any_of_them_wrote(
+    services: Services,
+) -> None:
+    """Two workers on one database: the one that recorded the events does not hold the
+    scheduler lease, so the other sends their notices, once, and one pace holds for both."""
+    await agents(services, 2)
+    bots = [RecordingBot(), RecordingBot()]
+    told = [notifier(services, bot) for bot in bots]
+    hosts = [
+        SchedulerHost(
+            ScheduledMessages(bot, services, build_i18n(), Pacer()),  # type: ignore[arg-type]
+            notices,
+            tick=0.2,
+            check_every=0.2,
+        )
+        for bot, notices in zip(bots, told, strict=True)
+    ]
+    for notices, host in zip(told, hosts, strict=True):
+        await notices.start()
+        host.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any(host.running for host in hosts):
+            assert time.monotonic() < deadline, "no process took the lease"
+            await asyncio.sleep(0.05)
+        holder = next(n for n, host in enumerate(hosts) if host.running)
+        other = 1 - holder
+        told[other].submit(await new_leads(services, 2))  # it recorded them, it may not send
+        while await services.events.pending_notices():
+            assert time.monotonic() < deadline, "the notices were not sent"
+            await asyncio.sleep(0.05)
+    finally:
+        for notices, host in zip(told, hosts, strict=True):
+            await host.stop()
+            await notices.stop()
+    leads = [[m for m in bot.sent if "new lead" in m.text] for bot in bots]
+    assert sorted(m.chat_id for m in leads[holder]) == [5000, 5001]
+    assert leads[other] == []
+
+
+async def test_a_reminder_and_a_new_lead_for_one_person_come_a_second_apart(
+    services: Services,
+) -> None:
+    await agents(services, 1)
+    [agent] = await services.users.everyone()
+    [notice] = await new_leads(services, 1)
+    await services.contacts.log_activity(
+        agent, notice.contact_id, ActivityKind.TASK, "call back", due_at=utcnow()
+    )
+    bot = RecordingBot()
+    pacer = Pacer()
+    told = LeadNotifier(bot, services, build_i18n(), pacer=pacer)  # type: ignore[arg-type]
+    scheduled = ScheduledMessages(bot, services, build_i18n(), pacer)  # type: ignore[arg-type]
+    await told.start()  # sends the pending notice
+    assert await scheduled.send_task_reminders() == 1
+    await until_idle(told)
+    await told.stop()
+    first, second = bot.sent
+    assert {first.chat_id, second.chat_id} == {agent.telegram_id}
+    assert second.at - first.at >= 1.0 - 0.01  # monotonic clock granularity
