@@ -35,6 +35,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from domain.model import utcnow
 from storage.db import make_sessionmaker
 from storage.lease import Lease
+from storage.ledger import UpdateLedger
 
 if TYPE_CHECKING:
     from bot.lead_notifier import LeadNotifier
@@ -46,6 +47,7 @@ LEASE = timedelta(seconds=60)
 CHECK_EVERY = 10.0  # seconds between lease renewals (well within LEASE)
 TICK_SECONDS = 60.0  # how often due messages and tasks are looked for
 NOTICES_SECONDS = 1.0  # how often notices written by other processes are looked for
+FORGET_UPDATES_SECONDS = 3600.0  # how often the update ledger drops what Telegram no longer sends
 
 
 class SchedulerHost:
@@ -142,6 +144,9 @@ class SchedulerHost:
             "task-reminders": self._notifier.send_task_reminders,
         }
         every = dict.fromkeys(jobs, self._tick)
+        ledger = UpdateLedger(make_sessionmaker(self._notifier.services.engine))
+        jobs["forget-old-updates"] = ledger.forget_old
+        every["forget-old-updates"] = max(self._tick, FORGET_UPDATES_SECONDS)
         if self._notices is not None:
             self._notices.take_over()
             jobs["lead-notices"] = self._notices.look_for_pending
