@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.model import FieldKind
-from handlers.progress import ProgressPace
 from tests.e2e.conftest import (
     ADMIN_ID,
     LAN,
@@ -18,6 +20,13 @@ from tests.e2e.conftest import (
     stage_of,
     until,
 )
+
+
+@pytest.fixture
+def e2e_settings(e2e_settings: Settings) -> Settings:
+    """No progress message before PATIENCE: these files are small, but a loaded machine may
+    take the bot's one second over them."""
+    return e2e_settings.model_copy(update={"progress_delay": PATIENCE})
 
 FILE = (
     "phone,name,stage,source\n"
@@ -115,7 +124,6 @@ async def test_a_column_named_like_a_custom_field_fills_it_without_mapping(
 async def test_a_small_import_shows_no_progress_message(driver: Driver, team: Team) -> None:
     """A dry run done before the progress delay is one message: its result. The bot's delay is a
     second, which a loaded machine may take even for a small file: here it is PATIENCE."""
-    driver.runtime.dispatcher["pace"] = ProgressPace(delay=PATIENCE)
     sent_before = len(await driver.requests("sendMessage"))
     await driver.handled(await driver.upload(ADMIN_ID, "contacts.csv", FILE))
     sent = [r["params"]["text"] for r in (await driver.requests("sendMessage"))[sent_before:]]
