@@ -34,7 +34,13 @@ from domain.model import Role
 from domain.services.contacts import ContactDraft
 from storage.db import is_sqlite
 from tests.conftest import empty_postgres
-from tests.e2e.workers import AlternatingProxy, Worker, settings_environment
+from tests.e2e.workers import (
+    AlternatingProxy,
+    TelegramHere,
+    Worker,
+    settings_environment,
+    worker_settings,
+)
 
 ADMIN_ID = 1001
 WEBHOOK_SECRET = "e2e-secret-token"
@@ -304,6 +310,54 @@ async def two_workers(
         await asyncio.gather(*(worker.stop() for worker in workers))
         await proxy.stop()
         await runtime.close()
+
+
+@dataclass
+class Deployment:
+    """Worker processes on a database, behind a proxy, with Lan (an agent) and her lead An."""
+
+    driver: Driver
+    workers: list[Worker]
+    proxy: AlternatingProxy
+    an: int
+
+
+@asynccontextmanager
+async def deployed(
+    database_url: str, log_dir: Path, names: list[str], redis_url: str | None
+) -> AsyncIterator[Deployment]:
+    services = build_services(
+        Settings(_env_file=None, database_url=database_url, admin_ids=[ADMIN_ID], scheduler=False)  # type: ignore[call-arg]
+    )
+    await services.stages.apply_template(SYSTEM, "amis")
+    await services.users.ensure_admins([ADMIN_ID])
+    lan = await services.users.add(SYSTEM, "Lan", Role.AGENT, team="north", telegram_id=LAN)
+    an = await services.contacts.add(
+        lan,
+        ContactDraft(name="Nguyễn Văn An", phone="+84912345678", company="Minh Phát", stage="Lead"),
+    )
+    assert an.id is not None
+    telegram = TelegramHere()
+    await telegram.start()
+    workers: list[Worker] = []
+    proxy = AlternatingProxy(workers)
+    await proxy.start()
+    handled = HandledUpdates()
+    proxy.on_handled = handled.note
+    settings = worker_settings(telegram, database_url, redis_url=redis_url, WEBHOOK_URL=proxy.url)
+    workers += [Worker(name, settings, log_dir) for name in names]
+    try:
+        await asyncio.gather(*(worker.start() for worker in workers))
+        async with aiohttp.ClientSession() as http:
+            driver = Driver(telegram.url, http, services, None, None, handled)  # type: ignore[arg-type]
+            for user_id, name in ((LAN, "Lan"), (ADMIN_ID, "Ada")):
+                await driver.user(user_id, name)
+            yield Deployment(driver, workers, proxy, an.id)
+    finally:
+        await asyncio.gather(*(worker.stop() for worker in workers))
+        await proxy.stop()
+        await telegram.stop()
+        await services.close()
 
 
 # --- a small sales team, and shortcuts to press buttons ------------------------------------

@@ -12,18 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from sqlalchemy import select
 
-from bot.container import Services, build_services
-from bot.settings import Settings
+from bot.container import Services
 from domain.access import SYSTEM
-from domain.model import Role
-from domain.services.contacts import ContactDraft
 from storage.models import ProcessedUpdateRow
-from tests.e2e.conftest import Driver, HandledUpdates, button, press
-from tests.e2e.workers import AlternatingProxy, TelegramHere, Worker, worker_settings
+from tests.e2e.conftest import Driver, button, deployed, press
+from tests.e2e.workers import Worker
 
 LAN = 2003
 ADMIN = 1001
@@ -32,7 +28,7 @@ REDIS_URL = os.environ.get("STAGEKEEPER_TEST_REDIS_URL")
 
 
 @dataclass
-class Deployment:
+class Crashing:
     driver: Driver
     worker: Worker
     services: Services
@@ -40,38 +36,10 @@ class Deployment:
 
 
 @pytest.fixture
-async def deployment(database_url: str, tmp_path: Path) -> AsyncIterator[Deployment]:
-    services = build_services(
-        Settings(_env_file=None, database_url=database_url, admin_ids=[ADMIN], scheduler=False)  # type: ignore[call-arg]
-    )
-    await services.stages.apply_template(SYSTEM, "amis")
-    await services.users.ensure_admins([ADMIN])
-    lan = await services.users.add(SYSTEM, "Lan", Role.AGENT, team="north", telegram_id=LAN)
-    an = await services.contacts.add(
-        lan, ContactDraft(name="Nguyễn Văn An", phone="+84912345678", stage="Lead")
-    )
-    assert an.id is not None
-    telegram = TelegramHere()
-    await telegram.start()
-    proxy = AlternatingProxy([])  # tells which updates the worker answered
-    await proxy.start()
-    handled = HandledUpdates()
-    proxy.on_handled = handled.note
-    settings = worker_settings(telegram, database_url, redis_url=REDIS_URL, WEBHOOK_URL=proxy.url)
-    worker = Worker("crashing", settings, tmp_path)
-    proxy.workers.append(worker)
-    await worker.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            driver = Driver(telegram.url, http, services, None, None, handled)  # type: ignore[arg-type]
-            for user_id, name in ((LAN, "Lan"), (ADMIN, "Ada")):
-                await driver.user(user_id, name)
-            yield Deployment(driver, worker, services, an.id)
-    finally:
-        await worker.stop()
-        await proxy.stop()
-        await telegram.stop()
-        await services.close()
+async def deployment(database_url: str, tmp_path: Path) -> AsyncIterator[Crashing]:
+    async with deployed(database_url, tmp_path, ["crashing"], REDIS_URL) as running:
+        driver = running.driver
+        yield Crashing(driver, running.workers[0], driver.services, running.an)
 
 
 def spread(total: int) -> list[int]:
@@ -106,7 +74,7 @@ Prepare = Callable[[], Awaitable[Callable[[], Awaitable[int]]]]
 
 
 async def crash_everywhere(
-    deployment: Deployment,
+    deployment: Crashing,
     user: int,
     prepare: Prepare,
     effect_count: Callable[[], Awaitable[int]],
@@ -155,7 +123,7 @@ async def clicked(driver: Driver, user: int, message: dict[str, Any], label: str
     return int(reply["update_id"])
 
 
-async def stage_buttons(deployment: Deployment) -> dict[str, Any]:
+async def stage_buttons(deployment: Crashing) -> dict[str, Any]:
     """The card of An, back in Lead, with its stage buttons shown."""
     services = deployment.services
     lead = await services.contacts.stage_by_name("Lead")
@@ -168,14 +136,14 @@ async def stage_buttons(deployment: Deployment) -> dict[str, Any]:
     return stages
 
 
-async def moves_to(deployment: Deployment, stage: str) -> int:
+async def moves_to(deployment: Crashing, stage: str) -> int:
     history = await deployment.services.contacts.history(SYSTEM, deployment.an)
     target = await deployment.services.contacts.stage_by_name(stage)
     return sum(1 for change in history if change.to_stage_id == target.id)
 
 
 async def test_a_stage_button_moves_the_lead_once_wherever_the_worker_dies(
-    deployment: Deployment,
+    deployment: Crashing,
 ) -> None:
     async def prepare() -> Callable[[], Awaitable[int]]:
         stages = await stage_buttons(deployment)
@@ -187,7 +155,7 @@ async def test_a_stage_button_moves_the_lead_once_wherever_the_worker_dies(
 
 
 async def test_a_lost_reason_is_recorded_once_wherever_the_worker_dies(
-    deployment: Deployment,
+    deployment: Crashing,
 ) -> None:
     driver = deployment.driver
 
@@ -212,7 +180,7 @@ needs_redis = pytest.mark.skipif(
 
 @needs_redis
 async def test_new_creates_the_contact_once_wherever_the_worker_dies(
-    deployment: Deployment,
+    deployment: Crashing,
 ) -> None:
     driver = deployment.driver
     made = 0
@@ -237,7 +205,7 @@ async def test_new_creates_the_contact_once_wherever_the_worker_dies(
 
 
 @needs_redis
-async def test_an_import_is_applied_once_wherever_the_worker_dies(deployment: Deployment) -> None:
+async def test_an_import_is_applied_once_wherever_the_worker_dies(deployment: Crashing) -> None:
     driver = deployment.driver
     files = 0
 

@@ -9,18 +9,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from bot.container import Services, build_services
-from bot.settings import Settings
+from bot.container import Services
 from domain.access import SYSTEM
-from domain.model import Role
 from domain.services.contacts import ContactDraft
 from tests.conftest import empty_postgres
-from tests.e2e.conftest import Driver, HandledUpdates, button, press, press_until, stage_of
-from tests.e2e.workers import AlternatingProxy, TelegramHere, Worker, worker_settings
+from tests.e2e.conftest import Driver, button, deployed, press, press_until, stage_of
+from tests.e2e.workers import AlternatingProxy
 
 LAN = 2003
 ADMIN = 1001
@@ -50,40 +47,9 @@ async def two_workers(postgres_url: str, tmp_path: Path) -> AsyncIterator[TwoWor
     redis = Redis.from_url(REDIS_URL)
     await redis.flushdb()
     await redis.aclose()
-    services = build_services(
-        Settings(_env_file=None, database_url=postgres_url, admin_ids=[ADMIN], scheduler=False)  # type: ignore[call-arg]
-    )
-    await services.stages.apply_template(SYSTEM, "amis")
-    await services.users.ensure_admins([ADMIN])
-    lan = await services.users.add(SYSTEM, "Lan", Role.AGENT, team="north", telegram_id=LAN)
-    an = await services.contacts.add(
-        lan,
-        ContactDraft(name="Nguyễn Văn An", phone="+84912345678", company="Minh Phát", stage="Lead"),
-    )
-    assert an.id is not None
-    telegram = TelegramHere()
-    await telegram.start()
-    workers: list[Worker] = []
-    proxy = AlternatingProxy(workers)
-    await proxy.start()
-    settings = worker_settings(telegram, postgres_url, redis_url=REDIS_URL, WEBHOOK_URL=proxy.url)
-    workers += [Worker(name, settings, tmp_path) for name in ("one", "two")]
-    try:
-        for worker in workers:
-            await worker.start()
-        async with aiohttp.ClientSession() as http:
-            handled = HandledUpdates()
-            proxy.on_handled = handled.note
-            driver = Driver(telegram.url, http, services, None, None, handled)  # type: ignore[arg-type]
-            for user_id, name in ((LAN, "Lan"), (ADMIN, "Ada")):
-                await driver.user(user_id, name)
-            yield TwoWorkers(driver, proxy, services, an.id)
-    finally:
-        for worker in workers:
-            await worker.stop()
-        await proxy.stop()
-        await telegram.stop()
-        await services.close()
+    async with deployed(postgres_url, tmp_path, ["one", "two"], REDIS_URL) as running:
+        driver = running.driver
+        yield TwoWorkers(driver, running.proxy, driver.services, running.an)
 
 
 async def test_new_goes_through_both_workers_and_creates_one_contact(
