@@ -201,7 +201,8 @@ class Driver:
 
 @pytest.fixture
 def e2e_settings(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Settings:
-    if request.getfixturevalue("bot_mode") == "workers":
+    modes = request.fixturenames  # a test of the sandbox alone has no bot mode
+    if "bot_mode" in modes and request.getfixturevalue("bot_mode") == "workers":
         url: str = request.getfixturevalue("postgres_url")
     else:
         path = tmp_path / "e2e.db"

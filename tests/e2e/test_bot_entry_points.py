@@ -103,8 +103,9 @@ async def test_several_people_writing_at_once_are_all_answered(driver: Driver) -
         )
         await driver.user(telegram_id)
     sent = {telegram_id: await driver.send(telegram_id, "/help") for telegram_id in people}
-    for telegram_id, message_id in sent.items():
-        [reply] = await driver.replies(telegram_id, message_id, wait=15)
+    for telegram_id, message in sent.items():
+        await driver.handled(message)
+        [reply] = await driver.replies(telegram_id, message["message_id"])
         assert "/find" in reply["text"]
 
 
@@ -147,7 +148,8 @@ async def test_a_restarted_sandbox_goes_on_where_it_was(e2e_settings: Settings) 
                     await driver.ask(ADMIN_ID, "/start")
                 sent = await driver.post("/sandbox/send", user_id=ADMIN_ID, text="/help")
                 update_ids.append(sent["update_id"])
-                [reply] = await driver.replies(ADMIN_ID, sent["message_id"], wait=10)
+                await driver.handled(sent)
+                [reply] = await driver.replies(ADMIN_ID, sent["message_id"])
                 assert "/find" in reply["text"]
                 async with http.get(f"{sandbox.url}/sandbox/users") as response:
                     people.append((await response.json())["users"])
