@@ -45,7 +45,22 @@ _told_no_cjk_font = False
 
 def _fonts() -> list[str]:
     installed = {font.name for font in font_manager.fontManager.ttflist}
+    if not installed.intersection(_FALLBACKS):
+        installed |= _add_fonts_installed_since_the_cache()
     return ["DejaVu Sans", *(name for name in _FALLBACKS if name in installed)]
+
+
+def _add_fonts_installed_since_the_cache() -> set[str]:
+    """matplotlib reads its font list from a cache made the first time it ran, so a CJK font
+    installed since is not seen until the cache is deleted; look for such files on disk."""
+    known = {font.fname for font in font_manager.fontManager.ttflist}
+    for path in font_manager.findSystemFonts():
+        if path not in known:
+            try:
+                font_manager.fontManager.addfont(path)
+            except (OSError, RuntimeError, ValueError):  # a file FreeType cannot read
+                continue
+    return {font.name for font in font_manager.fontManager.ttflist}
 
 
 def cjk_font() -> str | None:
@@ -69,11 +84,10 @@ def _tell_if_cjk_is_drawn_as_boxes(figure: Figure) -> None:
             return
         _told_no_cjk_font = True
     log.warning(
-        "charts draw Chinese as boxes: no CJK font (%s) is installed; install Debian's %s, "
-        "delete matplotlib's font cache (%s) and restart",
+        "charts draw Chinese as boxes: no CJK font (%s) is installed; install Debian's %s "
+        "and restart",
         ", ".join(_FALLBACKS),
         CJK_PACKAGE,
-        matplotlib.get_cachedir(),
     )
 
 
