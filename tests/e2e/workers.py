@@ -60,10 +60,18 @@ class TelegramHere:
 
 class Worker:
     """One `stagekeeper webhook` process on a fixed port, so that it can be started again
-    where it was."""
+    where it was. `module` is what `python -m` runs: by default the bot, able to die at a
+    chosen point (tests/e2e/worker.py)."""
 
-    def __init__(self, name: str, settings: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: dict[str, str],
+        log_dir: Path,
+        module: tuple[str, ...] = ("tests.e2e.worker",),
+    ) -> None:
         self.name = name
+        self.module = module
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.crash_file = log_dir / f"{name}.crash"
@@ -85,7 +93,7 @@ class Worker:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "tests.e2e.worker",
+                *self.module,
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
