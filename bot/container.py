@@ -48,8 +48,8 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
     engine = engine or make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
 
-    def uow(*, bulk: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(sessions, bulk=bulk)
+    def uow(*, bulk: bool = False, read_only: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(sessions, bulk=bulk, read_only=read_only)
 
     policy = settings.policy
     return Services(

@@ -230,7 +230,7 @@ class _OneTransaction:
         await self._session.rollback()  # after commit(): nothing left to roll back
         await self._session.close()
 
-    def uow(self, *, bulk: bool = False) -> UnitOfWork:
+    def uow(self, *, bulk: bool = False, read_only: bool = False) -> UnitOfWork:
         return self._shared
 
     async def commit(self) -> None:

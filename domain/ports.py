@@ -516,11 +516,12 @@ class UnitOfWork(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
-    def __call__(self, *, bulk: bool = False) -> UnitOfWork:
+    def __call__(self, *, bulk: bool = False, read_only: bool = False) -> UnitOfWork:
         """A new unit of work. `bulk`: it writes up to millions of rows in set-based statements
         whose every reference (to a contact, stage, user or operation) was read or written in
         the same transaction, and it deletes nothing through a cascade; storage may then skip
-        the checks a database would repeat for every row (SQLite's foreign-key checks)."""
+        the checks a database would repeat for every row (SQLite's foreign-key checks).
+        `read_only`: it only reads and never commits, so it need not wait for writers."""
         ...
 
 

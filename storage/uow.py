@@ -31,7 +31,7 @@ from domain.ports import (
     ViewRepository,
 )
 from storage import ledger, pipeline
-from storage.db import UNCHECKED_REFERENCES
+from storage.db import READ_ONLY, UNCHECKED_REFERENCES
 from storage.report_queries import SqlReportRepository
 from storage.reports import forget, refresh_stale
 from storage.repositories import (
@@ -105,14 +105,24 @@ def _collided(error: DBAPIError) -> bool:
 
 
 class SqlUnitOfWork(_Repositories):
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, bulk: bool = False) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        bulk: bool = False,
+        read_only: bool = False,
+    ) -> None:
         self._sessions = sessions
         self._bulk = bulk
+        self._read_only = read_only
         self._pipeline: pipeline.Pipeline | None = None
 
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
         self._bind(self._session)
+        if self._read_only:
+            # On SQLite its transaction begins deferred (storage.db): no wait for the write lock.
+            await self._session.connection(execution_options={READ_ONLY: True})
         if self._bulk:
             # Begins the transaction now, telling the engine (storage.db) what kind it is.
             await self._session.connection(execution_options={UNCHECKED_REFERENCES: True})
@@ -143,6 +153,8 @@ class SqlUnitOfWork(_Repositories):
         return asyncio.ensure_future(step())
 
     async def commit(self) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot commit")
         await refresh_stale(self._session)
         await self.flush()
         delivery = ledger.current()

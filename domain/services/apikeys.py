@@ -66,7 +66,7 @@ class ApiKeyService:
     async def list(self, actor: User) -> list[ApiKey]:
         """Every key, revoked ones included, the newest first."""
         require_role(actor, Role.ADMIN)
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await uow.api_keys.list()
 
     async def revoke(self, actor: User, name: str) -> ApiKey:
@@ -100,7 +100,7 @@ class ApiKeyService:
         }
         candidates: builtins.list[ApiKey] = []
         if unsure:
-            async with self._uow() as uow:
+            async with self._uow(read_only=True) as uow:
                 candidates = await uow.api_keys.by_prefixes(unsure)
         found = []
         for secret, hashed in zip(secrets, hashes, strict=True):

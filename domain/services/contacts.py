@@ -169,7 +169,7 @@ class ContactService:
         criteria = self.criteria(query)
         if criteria is None:
             return []
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             found = await uow.contacts.search(criteria, Scope.of(actor), limit=limit, offset=offset)
             return await with_names(uow, found)
 
@@ -188,14 +188,14 @@ class ContactService:
         )
 
     async def get(self, actor: User, contact_id: int) -> ContactDetails:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             contact = await self._visible(uow, actor, contact_id)
             return (await with_names(uow, [contact]))[0]
 
     async def resolve(self, actor: User, ref: str) -> ContactDetails:
         """A contact named by phone (any format), email, external id or `#id`."""
         text = ref.strip()
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             contact: Contact | None = None
             if text.startswith("#") and text[1:].isdigit():
                 contact = await uow.contacts.get(int(text[1:]))
@@ -272,7 +272,7 @@ class ContactService:
     async def card(self, actor: User, contact_id: int, *, latest: int = 5) -> ContactCard:
         """What a contact's card shows: details, open tasks and the latest timeline entries,
         read in one unit of work (cards are drawn after every button press)."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             contact = await self._visible(uow, actor, contact_id)
             details = (await with_names(uow, [contact]))[0]
             timeline = await _timeline(uow, contact_id, None)
@@ -288,7 +288,7 @@ class ContactService:
         actor may open it. Raises InvalidInput for text that is neither."""
         phone = normalize_phone(phone, self._region) if phone else None
         email = normalize_email(email) if email else None
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             found = await uow.contacts.find_by_identifiers(
                 phone=phone, email=email, external_id=None
             )
@@ -302,17 +302,17 @@ class ContactService:
     ) -> dict[int, User]:
         """The people who wrote or moved what a card shows, by id."""
         ids = {e.by_user_id for e in [*card.latest, *more] if e.by_user_id is not None}
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await uow.users.get_many(ids)
 
     async def open_tasks(self, actor: User, contact_id: int) -> list[Activity]:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             await self._visible(uow, actor, contact_id)
             return _pending(await uow.activities.for_contact(contact_id, [ActivityKind.TASK]))
 
     async def open_leads(self, actor: User, *, limit: int = 200) -> list[ContactDetails]:
         """The actor's own leads in open stages, in stage order then newest first."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             pipeline = Pipeline(await uow.stages.list())
             open_ids = [s.id for s in pipeline.in_category(Category.OPEN) if s.id is not None]
             found = await uow.contacts.listing(
@@ -330,7 +330,7 @@ class ContactService:
         if not 1 <= days <= 3650:
             raise InvalidInput("Give a number of days from 1 to 3650.")
         cutoff = self._clock() - timedelta(days=days)
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             pipeline = Pipeline(await uow.stages.list())
             open_ids = tuple(s.id for s in pipeline.in_category(Category.OPEN) if s.id)
             found = await uow.contacts.listing(
@@ -342,7 +342,7 @@ class ContactService:
 
     async def company(self, actor: User, company_id: int) -> CompanyCard:
         """A company with its contacts the actor may see, their stages and owners."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             company = await uow.companies.get(company_id)
             if company is None:
                 raise NotFound("That company no longer exists.")
@@ -434,17 +434,17 @@ class ContactService:
 
     async def owners_for(self, actor: User) -> list[User]:
         """Whom the actor may give contacts to: the team for a manager, everyone for an admin."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             people = await uow.users.list()
         scope = Scope.of(actor)
         return [u for u in people if u.active and u.role is not Role.ADMIN and scope.covers(u)]
 
     async def stage_by_name(self, name: str) -> Stage:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await self._stage_named(uow, name)
 
     async def history(self, actor: User, contact_id: int) -> list[StageChange]:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             await self._visible(uow, actor, contact_id)
             return await uow.history.for_contact(contact_id)
 
@@ -483,7 +483,7 @@ class ContactService:
         self, actor: User, contact_id: int, kinds: Sequence[str] | None = None
     ) -> list[TimelineEntry]:
         """Activities and stage changes, newest first; `kinds` filters (activity kinds, "stage")."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             await self._visible(uow, actor, contact_id)
             return await _timeline(uow, contact_id, kinds)
 

@@ -96,7 +96,7 @@ class DigestService:
 
     async def settings_of(self, actor: User) -> DigestSettings:
         assert actor.id is not None
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             stored = (await uow.digests.settings()).get(actor.id)
         return stored or self.defaults(actor.id)
 
@@ -131,7 +131,7 @@ class DigestService:
         """The morning messages whose time has come and that nobody claimed yet; with
         `whatever_the_time`, also those due later today (an operator sending them at once)."""
         now = now or self._clock()
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             people = [u for u in await uow.users.list() if u.active and u.telegram_id]
             stored = await uow.digests.settings()
             claimed: dict[tuple[date, str], set[int]] = {}
@@ -193,7 +193,7 @@ class DigestService:
         (the stage's own threshold, else the default), and with no task due ahead; the longest
         idle first."""
         now = self._clock()
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             pipeline = Pipeline(await uow.stages.list())
             cutoffs = tuple(
                 (stage.id, now - timedelta(days=stage.idle_days or self._default_idle_days))

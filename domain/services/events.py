@@ -195,7 +195,7 @@ class EventService:
         return outcomes
 
     async def rules(self) -> list[Rule]:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             stages = {s.id: s for s in await uow.stages.list(include_archived=True) if s.id}
             return rule_table(await uow.rules.chosen(), stages)
 
@@ -224,7 +224,7 @@ class EventService:
         return self._routing
 
     async def pending_notices(self, limit: int = 1000) -> list[Notice]:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await uow.notices.pending(limit)
 
     async def notices_sent(self, notice_ids: list[int]) -> None:

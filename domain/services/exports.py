@@ -58,7 +58,7 @@ class ExportService:
         A saved view resolves to a ContactFilter with `view_selection`."""
         if not stages:
             return ContactFilter()
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             pipeline = Pipeline(await uow.stages.list())
             found = [pipeline.find(name) for name in stages]
         ids = tuple(dict.fromkeys(stage.id for stage in found if stage.id is not None))
@@ -66,7 +66,7 @@ class ExportService:
 
     async def view_selection(self, actor: User, view_id: int) -> tuple[SavedView, ContactFilter]:
         """The contacts of a saved view the actor may use, as of now."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await view_selection(uow, actor, view_id, self._zone, utcnow())
 
     async def export(
@@ -76,7 +76,7 @@ class ExportService:
         id order; returns how many rows were written."""
         where = where or ContactFilter()
         scope = Scope.of(actor)
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             keys = exports.custom_keys_in_order(
                 await uow.contacts.custom_field_keys(where, scope),
                 defined=[field.key for field in await uow.fields.list()],
@@ -91,7 +91,7 @@ class ExportService:
         rows = 0
         last = 0
         while True:
-            async with self._uow() as uow:
+            async with self._uow(read_only=True) as uow:
                 batch = await uow.contacts.batch_after(
                     where, scope, after_id=last, limit=self._batch_size
                 )

@@ -18,7 +18,7 @@ class FieldService:
         self._uow = uow
 
     async def list(self) -> list[CustomFieldDef]:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await uow.fields.list()
 
     async def add(

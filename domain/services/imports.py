@@ -154,7 +154,8 @@ class ImportService:
         or so, and once more when the last row is applied."""
         require_role(actor, Role.ADMIN)
         now = self._clock()
-        async with self._uow() as uow:  # headers naming a custom field are read as that field
+        # Headers naming a custom field are read as that field.
+        async with self._uow(read_only=True) as uow:
             defined = [(f.key, f.name) for f in await uow.fields.list()]
         parse_options: dict[str, Any] = {
             "mapping": options.mapping,

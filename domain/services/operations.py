@@ -74,12 +74,12 @@ class OperationService:
 
     async def recent(self, actor: User, limit: int = RECENT) -> list[Operation]:
         """Admins see everyone's operations, others their own."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             mine = None if actor.role is Role.ADMIN else actor.id
             return await uow.operations.recent(limit, actor_id=mine)
 
     async def get(self, actor: User, operation_id: int) -> Operation:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             operation = await uow.operations.get(operation_id)
         if operation is None or not _may_undo(actor, operation):
             raise NotFound(f"There is no operation #{operation_id} of yours.")
@@ -125,7 +125,7 @@ class OperationService:
 
     async def plan_bulk_move(self, actor: User, selection: Selection) -> BulkPlan:
         """How many contacts a selection holds, by their current stage."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             where, _ = await self._selected(uow, actor, selection)
             counts = await uow.contacts.count_by_stage(where, Scope.of(actor))
             stages = {s.id: s.name for s in await uow.stages.list(include_archived=True)}

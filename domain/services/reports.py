@@ -52,13 +52,13 @@ class ReportService:
         return span_period(span, self._clock().astimezone(self._zone).date())
 
     async def snapshot(self, actor: User) -> Snapshot:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             book, owners, _ = await self._context(uow, actor)
             counts = await uow.reports.current_stages(owners)
         return build_snapshot(book, counts)
 
     async def funnel(self, actor: User, period: Period) -> Funnel:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             book, owners, _ = await self._context(uow, actor)
             groups = await uow.reports.cohort_paths(self._window(owners, period))
         furthest: Counter[int] = Counter()
@@ -72,7 +72,7 @@ class ReportService:
         return build_funnel(period, book, furthest, lost_at)
 
     async def sources(self, actor: User, period: Period) -> Sources:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             _, owners, _ = await self._context(uow, actor)
             groups = await uow.reports.created_by_source(self._window(owners, period))
         return build_sources(period, {g.source: g.contacts for g in groups})
@@ -80,7 +80,7 @@ class ReportService:
     async def conversion(self, actor: User, period: Period) -> Conversion:
         buckets = period.buckets(self._zone)
         bounds = [epoch_seconds(b.start_at) for b in buckets] + [epoch_seconds(buckets[-1].end_at)]
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             book, owners, _ = await self._context(uow, actor)
             reports = uow.reports
             window = self._window(owners, period)
@@ -101,20 +101,20 @@ class ReportService:
         )
 
     async def leaderboard(self, actor: User, period: Period) -> Leaderboard:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             book, owners, names = await self._context(uow, actor)
             figures = await uow.reports.owner_figures(self._window(owners, period))
         return build_leaderboard(period, book, figures, names)
 
     async def time_in_stage(self, actor: User, period: Period) -> TimeInStage:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             book, owners, _ = await self._context(uow, actor)
             figures = await uow.reports.stays(self._window(owners, period), tuple(book.by_id))
         return build_time_in_stage(period, book, figures)
 
     async def summary(self, actor: User, period: Period) -> Summary:
         """New, moved, converted and lost in the period: the morning digest's figures."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             book, owners, _ = await self._context(uow, actor)
             window = self._window(owners, period)
             reports = uow.reports

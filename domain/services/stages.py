@@ -35,18 +35,18 @@ class StageService:
         self._clock = clock
 
     async def summaries(self) -> list[StageSummary]:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             pipeline = Pipeline(await uow.stages.list())
             counts = await uow.stages.contact_counts()
         return [StageSummary(s, counts.get(s.id, 0)) for s in pipeline.ordered()]
 
     async def ordered(self) -> list[Stage]:
         """The live stages in display order, without counting their contacts (cheap)."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return Pipeline(await uow.stages.list()).ordered()
 
     async def contacts_without_stage(self) -> int:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return (await uow.stages.contact_counts()).get(None, 0)
 
     async def apply_template(self, actor: User, template: str) -> list[Stage]:
@@ -192,7 +192,7 @@ class StageService:
     ) -> int:
         """How many contacts deleting the stage would move, refusing as `delete` would: lets a
         caller say what is about to happen before a deletion that may take a while."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             *_, count, _move = await self._checked_delete(
                 uow, actor, name, reassign_to, no_stage, reason
             )
@@ -232,7 +232,7 @@ class StageService:
         return pipeline, stage, target, count, move
 
     async def get(self, stage_id: int) -> Stage:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             stage = await uow.stages.get(stage_id)
         if stage is None:
             raise StageNotFound(f"#{stage_id}")

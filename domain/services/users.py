@@ -66,22 +66,22 @@ class UserService:
         return user
 
     async def everyone(self) -> list[User]:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await uow.users.list()
 
     async def by_telegram_id(self, telegram_id: int) -> User | None:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await uow.users.by_telegram_id(telegram_id)
 
     async def get(self, user_id: int) -> User:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             user = await uow.users.get(user_id)
         if user is None:
             raise UserNotFound(f"#{user_id}")
         return user
 
     async def teams(self) -> list[str]:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             users = await uow.users.list()
         return sorted({u.team for u in users if u.team}, key=fold)
 
@@ -114,7 +114,7 @@ class UserService:
 
     async def pending_requests(self, actor: User) -> list[AccessRequest]:
         require_role(actor, Role.ADMIN)
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await uow.access_requests.pending()
 
     async def decide(

@@ -45,13 +45,13 @@ class ViewService:
         return view
 
     async def visible(self, actor: User) -> list[SavedView]:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await uow.views.visible_to(actor.id)
 
     async def named(self, actor: User, name: str) -> SavedView:
         """The view called `name` (ignoring case and accents) among those the actor may use;
         an admin may use anyone's."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             views = await uow.views.visible_to(None if actor.role is Role.ADMIN else actor.id)
         found = [view for view in views if fold(view.name) == fold(name)]
         if not found:
@@ -63,7 +63,7 @@ class ViewService:
     async def open(
         self, actor: User, view_id: int, *, limit: int = 50, offset: int = 0
     ) -> tuple[SavedView, list[ContactDetails]]:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             view, where = await view_selection(uow, actor, view_id, self._zone, self._clock())
             found = await uow.contacts.listing(where, Scope.of(actor), limit=limit, offset=offset)
             return view, await with_names(uow, found)

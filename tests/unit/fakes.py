@@ -68,7 +68,7 @@ class FakeDatabase:
         self.state = State()
         self.commits = 0
 
-    def uow(self, *, bulk: bool = False) -> FakeUnitOfWork:
+    def uow(self, *, bulk: bool = False, read_only: bool = False) -> FakeUnitOfWork:
         return FakeUnitOfWork(self)
 
 
