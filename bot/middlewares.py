@@ -128,10 +128,9 @@ class InFlightUpdates(BaseMiddleware):
 
 
 class OncePerUpdate(BaseMiddleware):
-    """Every effect of an update once, and an answer to every delivery that was not answered
-    (storage.ledger): the units of work it commits are counted with the update, in their own
-    transactions; a redelivery after a crash answers, committing only the steps not yet done;
-    a delivery of an update already answered is ignored."""
+    """Every effect of an update once, and an answer to every delivery (storage.ledger): the
+    units of work it commits are counted with the update, in their own transactions; a
+    redelivery after a crash answers again, committing only the steps not yet done."""
 
     def __init__(self, ledger: UpdateLedger) -> None:
         self._ledger = ledger
@@ -143,25 +142,14 @@ class OncePerUpdate(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         assert isinstance(event, Update)
-        delivery = await self._ledger.open(data["bot"].id, event.update_id)
-        if delivery.answered:
-            log.info("update %s was answered before; ignored", event.update_id)
-            return None
-        if delivery.seen:
-            log.info(
-                "update %s delivered again after %d step(s) committed; answering",
-                event.update_id,
-                delivery.done,
-            )
-        with self._ledger.handling(delivery):
-            result = await handler(event, data)
-        await self._ledger.answered(delivery)
-        return result
+        with self._ledger.handling(data["bot"].id, event.update_id):
+            return await handler(event, data)
 
 
 class CurrentUser(BaseMiddleware):
-    """Loads the person behind every update (messages, callbacks, documents alike) as `user`:
-    None for a stranger."""
+    """Loads the person behind every update (messages, callbacks, documents alike) as `user`
+    (None for a stranger), and whether the bot's messages to them are paused as
+    `messages_paused` (for ResumeMessages)."""
 
     def __init__(self, users: UserService) -> None:
         self._users = users
@@ -175,7 +163,9 @@ class CurrentUser(BaseMiddleware):
         sender = data.get("event_from_user")
         if sender is None or sender.is_bot:
             return None
-        data["user"] = await self._users.by_telegram_id(sender.id)
+        arrival = await self._users.arriving(sender.id)
+        data["user"] = arrival.user
+        data["messages_paused"] = arrival.paused
         return await handler(event, data)
 
 

@@ -202,7 +202,7 @@ class ResumeMessages(BaseMiddleware):
     ) -> Any:
         user: User | None = data.get("user")
         wrote = isinstance(event, Update) and (event.message or event.callback_query)
-        if user is not None and wrote:
+        if user is not None and wrote and data.get("messages_paused"):
             try:
                 if await self._digests.resume(user):
                     log.info("user %s wrote to the bot; their messages resume", user.id)

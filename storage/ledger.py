@@ -4,24 +4,30 @@ answer.
 
 An update's handling commits zero or more units of work, its steps. Each step writes the
 update's row (`steps` = how many have committed) in its own transaction, so the row and the
-effect commit together or not at all. A redelivery whose steps an earlier delivery committed runs
-the handler again to answer, but those steps roll back instead of committing again; the steps
-after them (where the crash came) commit as usual. When the handling ends, the row says
-`answered`, and any later delivery is ignored."""
+effect commit together or not at all. A redelivery runs the handler again, so that the person is
+answered; the steps an earlier delivery committed roll back instead of committing again, and the
+steps after them (where the crash came) commit as usual.
+
+The ledger costs nothing until an update's first step: that step's insert of the row is what
+tells a redelivery from a first delivery. An update that changes nothing leaves no row; a
+redelivery of it is simply answered again."""
 
 from __future__ import annotations
 
+import logging
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import ColumnElement, and_, delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.model import utcnow
-from storage.db import READ_ONLY
 from storage.models import ProcessedUpdateRow
+
+log = logging.getLogger(__name__)
 
 # Telegram keeps an unconfirmed update for at most a day; older entries can go.
 KEEP = timedelta(days=2)
@@ -33,14 +39,9 @@ class Delivery:
 
     bot_id: int
     update_id: int
-    done: int  # steps an earlier delivery committed
-    answered: bool  # an earlier delivery was handled to the end
+    done: int | None = None  # steps an earlier delivery committed; None until the first step
     committed: int = 0  # steps this delivery has reached
     open: bool = True  # False once handled: later commits (of tasks it started) are no steps
-
-    @property
-    def seen(self) -> bool:
-        return self.done > 0 or self.answered
 
 
 _current: ContextVar[Delivery | None] = ContextVar("stagekeeper_delivery", default=None)
@@ -58,22 +59,44 @@ async def record_step(session: AsyncSession, delivery: Delivery) -> bool:
     concurrent one): the caller rolls it back."""
     delivery.committed += 1
     step = delivery.committed
+    if delivery.done is None:
+        if await _first_row(session, delivery):
+            delivery.done = 0
+            return True
+        delivery.done = await _steps_done(session, delivery)
+        log.info(
+            "update %s delivered again after %d step(s) committed; answering",
+            delivery.update_id,
+            delivery.done,
+        )
     if step <= delivery.done:
         return False
-    row = {"bot_id": delivery.bot_id, "update_id": delivery.update_id}
-    if step == 1:
-        session.add(ProcessedUpdateRow(**row, taken_at=utcnow(), steps=1, answered=False))
-        try:
-            await session.flush()
-        except IntegrityError:  # another delivery of it committed meanwhile
-            return False
-        return True
     counted = await session.execute(
         update(ProcessedUpdateRow)
         .where(_key(delivery.bot_id, delivery.update_id), ProcessedUpdateRow.steps == step - 1)
         .values(steps=step)
     )
     return int(counted.rowcount) == 1  # type: ignore[attr-defined]
+
+
+async def _first_row(session: AsyncSession, delivery: Delivery) -> bool:
+    """Writes the update's row with its first step; False if an earlier delivery wrote it
+    (waiting, on PostgreSQL, for a concurrent one to commit or roll back)."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    written = await session.execute(
+        insert(ProcessedUpdateRow)
+        .values(bot_id=delivery.bot_id, update_id=delivery.update_id, taken_at=utcnow(), steps=1)
+        .on_conflict_do_nothing()
+    )
+    return int(written.rowcount) == 1  # type: ignore[attr-defined]
+
+
+async def _steps_done(session: AsyncSession, delivery: Delivery) -> int:
+    steps = await session.scalar(
+        select(ProcessedUpdateRow.steps).where(_key(delivery.bot_id, delivery.update_id))
+    )
+    return int(steps or 0)
 
 
 def _key(bot_id: int, update_id: int) -> ColumnElement[bool]:
@@ -84,50 +107,10 @@ class UpdateLedger:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def open(self, bot_id: int, update_id: int) -> Delivery:
-        """A new delivery of the update, knowing what earlier ones did; the units of work it
-        commits while `handling` are its steps."""
-        async with self._sessions() as session:
-            connection = await session.connection(execution_options={READ_ONLY: True})
-            row = (
-                await connection.execute(
-                    select(ProcessedUpdateRow.steps, ProcessedUpdateRow.answered).where(
-                        _key(bot_id, update_id)
-                    )
-                )
-            ).first()
-        steps, answered = row if row is not None else (0, False)
-        return Delivery(bot_id, update_id, done=steps, answered=answered)
-
-    def handling(self, delivery: Delivery) -> _Handling:
-        return _Handling(delivery)
-
-    async def answered(self, delivery: Delivery) -> None:
-        """The delivery's handling ended: later deliveries of the update are ignored."""
-        mark = (
-            update(ProcessedUpdateRow)
-            .where(_key(delivery.bot_id, delivery.update_id))
-            .values(answered=True)
-        )
-        async with self._sessions() as session:
-            if delivery.committed or delivery.done:
-                await session.execute(mark)
-            else:
-                session.add(
-                    ProcessedUpdateRow(
-                        bot_id=delivery.bot_id,
-                        update_id=delivery.update_id,
-                        taken_at=utcnow(),
-                        steps=0,
-                        answered=True,
-                    )
-                )
-            try:
-                await session.commit()
-            except IntegrityError:  # a concurrent delivery of it wrote the row first
-                await session.rollback()
-                await session.execute(mark)
-                await session.commit()
+    def handling(self, bot_id: int, update_id: int) -> _Handling:
+        """A delivery of the update: the units of work committed in this context are its
+        steps."""
+        return _Handling(Delivery(bot_id, update_id))
 
     async def forget_old(self) -> int:
         async with self._sessions() as session:

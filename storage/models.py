@@ -19,7 +19,6 @@ from sqlalchemy import (
     String,
     Text,
     text,
-    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -204,8 +203,7 @@ class AccessRequestRow(Base):
 
 
 class ProcessedUpdateRow(Base):
-    """What a Telegram update did (storage.ledger): how many of its units of work committed,
-    and whether its handling ended."""
+    """What a Telegram update did (storage.ledger): how many of its units of work committed."""
 
     __tablename__ = "processed_updates"
 
@@ -213,7 +211,6 @@ class ProcessedUpdateRow(Base):
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     taken_at: Mapped[datetime] = mapped_column(index=True)
     steps: Mapped[int] = mapped_column(default=0, server_default="0")
-    answered: Mapped[bool] = mapped_column(default=False, server_default=true())
 
 
 class SavedViewRow(Base):

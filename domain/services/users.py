@@ -22,6 +22,14 @@ class AccessDecision:
     user: User | None  # the new (or newly linked) user when approved
 
 
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """The person behind an update, as the bot meets them."""
+
+    user: User | None  # None for a stranger
+    paused: bool  # the bot's messages to them are paused, since a send was refused
+
+
 class UserService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock = utcnow) -> None:
         self._uow = uow
@@ -68,6 +76,14 @@ class UserService:
     async def everyone(self) -> list[User]:
         async with self._uow(read_only=True) as uow:
             return await uow.users.list()
+
+    async def arriving(self, telegram_id: int) -> Arrival:
+        """Who is behind an update, and whether their messages were paused: one read, made for
+        every message and tap."""
+        async with self._uow(read_only=True) as uow:
+            user = await uow.users.by_telegram_id(telegram_id)
+            paused = user is not None and user.id is not None and await uow.digests.paused(user.id)
+        return Arrival(user, paused)
 
     async def by_telegram_id(self, telegram_id: int) -> User | None:
         async with self._uow(read_only=True) as uow:

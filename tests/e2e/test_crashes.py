@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from bot.container import Services
 from domain.access import SYSTEM
-from storage.models import ProcessedUpdateRow
 from tests.e2e.conftest import Driver, button, deployed, press
 from tests.e2e.workers import Worker
 
@@ -48,16 +46,9 @@ def spread(total: int) -> list[int]:
     return sorted({1 + round(i * (total - 1) / (SAMPLE - 1)) for i in range(SAMPLE)})
 
 
-async def answered(services: Services, update_id: int) -> None:
-    """Waits until the update's handling ended (the ledger says so)."""
-    query = select(ProcessedUpdateRow.answered).where(ProcessedUpdateRow.update_id == update_id)
-    deadline = asyncio.get_running_loop().time() + 60
-    while asyncio.get_running_loop().time() < deadline:
-        async with services.engine.connect() as connection:
-            if await connection.scalar(query):
-                return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"update {update_id} was never answered")
+async def answered(driver: Driver, update_id: int) -> None:
+    """Waits until a worker handled the update to the end (a killed one never does)."""
+    await driver.handled({"update_id": update_id})
 
 
 async def bot_messages(driver: Driver, user: int, since: int) -> list[dict[str, Any]]:
@@ -88,7 +79,7 @@ async def crash_everywhere(
     send = await prepare()
     since = await driver.cursor(user)
     update_id = await send()
-    await answered(deployment.services, update_id)
+    await answered(driver, update_id)
     assert await effect_count() == 1
     total = worker.points()[update_id]
     for times, point in enumerate(spread(total), start=2):
@@ -99,13 +90,13 @@ async def crash_everywhere(
         # Background work may add points to a run, or leave some out: a run shorter than
         # `point` ends without dying.
         died = asyncio.ensure_future(worker.died())
-        ended = asyncio.ensure_future(answered(deployment.services, update_id))
+        ended = asyncio.ensure_future(answered(driver, update_id))
         await asyncio.wait([died, ended], return_when=asyncio.FIRST_COMPLETED)
         if died.done():
             assert died.result(), f"the worker ended at point {point} of {total} unkilled"
             ended.cancel()
             await worker.start()
-            await answered(deployment.services, update_id)
+            await answered(driver, update_id)
         else:
             died.cancel()
             worker.crash_file.unlink(missing_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from bot.container import Services
 from domain.model import User, utcnow
@@ -28,56 +28,68 @@ async def names(services: Services, actor: User) -> list[str]:
     return sorted(c.contact.name or "" for c in await services.contacts.find(actor, "khách"))
 
 
+async def steps_of(services: Services, bot_id: int, update_id: int) -> int | None:
+    """The steps the ledger holds for an update; None when it has no row."""
+    async with make_sessionmaker(services.engine)() as session:
+        return await session.scalar(
+            select(ProcessedUpdateRow.steps).where(
+                ProcessedUpdateRow.bot_id == bot_id, ProcessedUpdateRow.update_id == update_id
+            )
+        )
+
+
 async def test_a_delivery_after_a_crash_redoes_only_the_steps_not_committed(
     services: Services,
 ) -> None:
     actor = await admin(services)
     ledger = UpdateLedger(make_sessionmaker(services.engine))
-    first = await ledger.open(BOT, 7)
-    assert not first.seen
-    with ledger.handling(first):
+    with ledger.handling(BOT, 7) as first:
         await services.contacts.add(actor, ContactDraft(name="Khách Một"))
+    assert first.done == 0
     # ...the worker died here, before its second step and before answering.
 
-    again = await ledger.open(BOT, 7)
-    assert (again.done, again.answered) == (1, False)
-    with ledger.handling(again):
+    with ledger.handling(BOT, 7) as again:
         await services.contacts.add(actor, ContactDraft(name="Khách Một"))  # rolled back
         await services.contacts.add(actor, ContactDraft(name="Khách Hai"))  # committed
-    await ledger.answered(again)
+    assert again.done == 1
 
     assert await names(services, actor) == ["Khách Hai", "Khách Một"]
-    last = await ledger.open(BOT, 7)
-    assert (last.done, last.answered) == (2, True)
+    assert await steps_of(services, BOT, 7) == 2
 
 
-async def test_an_update_that_changed_nothing_is_answered_once(services: Services) -> None:
+async def test_an_update_that_changed_nothing_leaves_no_row(services: Services) -> None:
     ledger = UpdateLedger(make_sessionmaker(services.engine))
-    delivery = await ledger.open(BOT, 8)
-    with ledger.handling(delivery):
+    with ledger.handling(BOT, 8):
         pass
-    await ledger.answered(delivery)
-    assert (await ledger.open(BOT, 8)).answered
-    assert not (await ledger.open(BOT + 1, 8)).seen  # another bot's update of that id
+    assert await steps_of(services, BOT, 8) is None
+
+
+async def test_another_bots_update_of_the_same_id_is_another_update(services: Services) -> None:
+    actor = await admin(services)
+    ledger = UpdateLedger(make_sessionmaker(services.engine))
+    for bot_id, name in ((BOT, "Khách Một"), (BOT + 1, "Khách Hai")):
+        with ledger.handling(bot_id, 5):
+            await services.contacts.add(actor, ContactDraft(name=name))
+    assert await names(services, actor) == ["Khách Hai", "Khách Một"]
 
 
 async def test_what_is_written_after_the_handling_is_no_step(services: Services) -> None:
     actor = await admin(services)
     ledger = UpdateLedger(make_sessionmaker(services.engine))
-    delivery = await ledger.open(BOT, 9)
-    with ledger.handling(delivery):
+    with ledger.handling(BOT, 9):
         pass
     await services.contacts.add(actor, ContactDraft(name="Khách Sau"))
-    assert not (await ledger.open(BOT, 9)).seen
+    assert await steps_of(services, BOT, 9) is None
 
 
 async def test_entries_older_than_telegram_keeps_updates_are_forgotten(
     services: Services,
 ) -> None:
+    actor = await admin(services)
     ledger = UpdateLedger(make_sessionmaker(services.engine))
     for update_id in (1, 2):
-        delivery = await ledger.open(BOT, update_id)
-        await ledger.answered(delivery)
+        with ledger.handling(BOT, update_id):
+            await services.contacts.add(actor, ContactDraft(name=f"Khách {update_id}"))
     async with make_sessionmaker(services.engine)() as session:
         await session.execute(
             update(ProcessedUpdateRow)
@@ -86,5 +98,5 @@ async def test_entries_older_than_telegram_keeps_updates_are_forgotten(
         )
         await session.commit()
     assert await ledger.forget_old() == 1
-    assert not (await ledger.open(BOT, 1)).seen
-    assert (await ledger.open(BOT, 2)).answered
+    assert await steps_of(services, BOT, 1) is None
+    assert await steps_of(services, BOT, 2) == 1
