@@ -16,10 +16,16 @@ from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 
 from domain.errors import DomainError, StaleVersion
-from domain.model import ActivityKind, Source, User, utcnow
-from domain.services.contacts import ContactDetails, ContactService
+from domain.model import ActivityKind, Source, TimelineEntry, User, utcnow
+from domain.services.contacts import (
+    ContactCard,
+    ContactDetails,
+    ContactService,
+    StageMoveResult,
+    StageQuestion,
+)
 from domain.services.stages import StageService
-from domain.transitions import Policy, leaves_closed
+from domain.transitions import Policy
 from handlers import render
 from handlers.callbacks import (
     CancelCb,
@@ -244,46 +250,50 @@ async def choose_stage(
     zone: ZoneInfo,
 ) -> None:
     try:
-        details = await contacts.get(user, callback_data.id)
-        target = await stages.get(callback_data.stage)
+        choice = await contacts.choose_stage(
+            user, callback_data.id, callback_data.stage, expected_version=callback_data.v
+        )
     except DomainError as error:
-        await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
+        await refused_on_card(query, error, contacts, user, callback_data.id, zone)
         return
-    if target.archived:
-        await query.answer(
-            _("The stage {stage} was deleted meanwhile; choose another.").format(stage=target.name),
-            show_alert=True,
-        )
-        live = [summary.stage for summary in await stages.summaries()]
-        await show(
-            query,
-            render.stage_label(details.stage),
-            render.stage_keyboard(details, live, user),
-            answered=True,
-        )
-        return
+    details, target = choice.card.details, choice.target
     name = render.e(details.contact.label())
-    if leaves_closed(details.stage, target) and details.stage and details.stage.id != target.id:
-        await state.set_state(Ask.reopen_reason)
-        await state.update_data(id=callback_data.id, stage=target.id, v=callback_data.v)
-        await show(
-            query,
-            _("Why reopen <b>{name}</b> ({stage})? Send the reason.").format(
-                name=name, stage=render.e(render.stage_label(details.stage))
-            ),
-            render.cancel_keyboard(callback_data.id),
-        )
-        return
-    if target.category.value == "lost" and (not details.stage or details.stage.id != target.id):
-        await show(
-            query,
-            _("Why was <b>{name}</b> lost?").format(name=name),
-            render.reasons_keyboard(
-                callback_data.id, callback_data.stage, callback_data.v, policy.lost_reasons
-            ),
-        )
-        return
-    await _move(query, user, contacts, zone, callback_data.id, target.id, callback_data.v, None)
+    match choice.asks:
+        case StageQuestion.OTHER_STAGE:
+            await query.answer(
+                _("The stage {stage} was deleted meanwhile; choose another.").format(
+                    stage=target.name
+                ),
+                show_alert=True,
+            )
+            live = [summary.stage for summary in await stages.summaries()]
+            await show(
+                query,
+                render.stage_label(details.stage),
+                render.stage_keyboard(details, live, user),
+                answered=True,
+            )
+        case StageQuestion.REOPEN_REASON:
+            await state.set_state(Ask.reopen_reason)
+            await state.update_data(id=callback_data.id, stage=target.id, v=callback_data.v)
+            await show(
+                query,
+                _("Why reopen <b>{name}</b> ({stage})? Send the reason.").format(
+                    name=name, stage=render.e(render.stage_label(details.stage))
+                ),
+                render.cancel_keyboard(callback_data.id),
+            )
+        case StageQuestion.LOST_REASON:
+            await show(
+                query,
+                _("Why was <b>{name}</b> lost?").format(name=name),
+                render.reasons_keyboard(
+                    callback_data.id, callback_data.stage, callback_data.v, policy.lost_reasons
+                ),
+            )
+        case None:
+            assert choice.move is not None
+            await _show_moved(query, user, zone, choice.move, choice.card)
 
 
 async def lost_reason_button(
@@ -316,7 +326,7 @@ async def typed_reason(
 ) -> None:
     data = await state.get_data()
     try:
-        result = await contacts.set_stage(
+        result, card = await contacts.move(
             user, data["id"], data["stage"], reason=message.text, expected_version=data["v"]
         )
     except DomainError as error:
@@ -327,7 +337,8 @@ async def typed_reason(
     # Only now: a worker that dies before the move committed leaves the question open, so that
     # the message delivered again is still taken as the reason.
     await state.clear()
-    await send_card(message, contacts, user, data["id"], zone, undo=_undo_of(result))
+    text = _card_text(card, card.people, zone)
+    await message.answer(text, reply_markup=render.card_keyboard(card, user, _undo_of(result)))
 
 
 async def undo(
@@ -369,15 +380,21 @@ async def _move(
     reason: str | None,
 ) -> None:
     try:
-        result = await contacts.set_stage(
+        result, card = await contacts.move(
             user, contact_id, stage_id, reason=reason, expected_version=version
         )
     except DomainError as error:
         await refused_on_card(query, error, contacts, user, contact_id, zone)
         return
+    await _show_moved(query, user, zone, result, card)
+
+
+async def _show_moved(
+    query: CallbackQuery, user: User, zone: ZoneInfo, result: StageMoveResult, card: ContactCard
+) -> None:
     await query.answer(_("Moved.") if result.changed else _("It is already in that stage."))
-    text, keyboard = await _card(contacts, user, contact_id, zone, undo=_undo_of(result))
-    await show(query, text, keyboard, answered=True)
+    text = _card_text(card, card.people, zone)
+    await show(query, text, render.card_keyboard(card, user, _undo_of(result)), answered=True)
 
 
 def _undo_of(result: object) -> UndoCb | None:
@@ -593,21 +610,30 @@ async def _card(
     undo: UndoCb | None = None,
 ) -> tuple[str, InlineKeyboardMarkup]:
     card = await contacts.card(user, contact_id)
-    timeline = heading = None
-    if kind:
-        timeline = (await contacts.timeline(user, contact_id, [kind]))[:10]
-        heading = ACTIVITY[kind]
-    people = await contacts.people_named_in(card, timeline or [])
-    text = render.card_text(
+    if not kind:
+        return _card_text(card, card.people, zone), render.card_keyboard(card, user, undo)
+    timeline = (await contacts.timeline(user, contact_id, [kind]))[:10]
+    people = await contacts.people_named_in(card, timeline)
+    text = _card_text(card, people, zone, timeline, str(ACTIVITY[kind]))
+    return text, render.card_keyboard(card, user, undo)
+
+
+def _card_text(
+    card: ContactCard,
+    people: dict[int, User],
+    zone: ZoneInfo,
+    timeline: list[TimelineEntry] | None = None,
+    heading: str | None = None,
+) -> str:
+    return render.card_text(
         card,
         people,
         zone=zone,
         now=utcnow(),
         language=get_i18n().current_locale,
         timeline=timeline,
-        heading=str(heading) if heading else None,
+        heading=heading,
     )
-    return text, render.card_keyboard(card, user, undo)
 
 
 async def show_card(

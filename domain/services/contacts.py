@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 
 from domain import fields
 from domain.access import Scope
@@ -39,7 +40,7 @@ from domain.phones import normalize_email, normalize_phone, parse_phone
 from domain.ports import Clock, ContactFilter, SearchCriteria, UnitOfWork, UnitOfWorkFactory
 from domain.stages import Pipeline
 from domain.text import clean_name, words
-from domain.transitions import Policy, plan_move
+from domain.transitions import Policy, leaves_closed, plan_move
 
 NAME_MAX = 200
 TEXT_MAX = 4000
@@ -86,6 +87,7 @@ class ContactCard:
     open_tasks: list[Activity]
     latest: list[TimelineEntry]
     timeline_size: int
+    people: dict[int, User] = field(default_factory=dict)  # who wrote or moved what it shows
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,23 @@ class StageMoveResult:
     @property
     def changed(self) -> bool:
         return self.change is not None
+
+
+@dataclass(frozen=True, slots=True)
+class StageChoice:
+    """A stage button pressed on a card: the move done and the card after it, or, with nothing
+    moved, what the person must say first (`asks`)."""
+
+    card: ContactCard
+    target: Stage
+    move: StageMoveResult | None = None
+    asks: StageQuestion | None = None
+
+
+class StageQuestion(StrEnum):
+    LOST_REASON = "lost"  # a lost stage needs a reason
+    REOPEN_REASON = "reopen"  # so does leaving a won or lost stage
+    OTHER_STAGE = "deleted"  # the stage was deleted meanwhile
 
 
 class ContactService:
@@ -225,61 +244,161 @@ class ContactService:
     ) -> StageMoveResult:
         """Move one contact, applying every transition rule. `expected_version` makes the change
         conditional on nobody having changed the contact since it was read; `at` backdates."""
-        now = self._clock()
         async with self._uow() as uow:
             contact = await self._visible(uow, actor, contact_id)
-            if expected_version is not None and contact.version != expected_version:
-                raise StaleVersion(await _name_of(uow, contact.updated_by_id))
-            stages = {s.id: s for s in await uow.stages.list(include_archived=True)}
-            current = stages.get(contact.stage_id) if contact.stage_id else None
-            target = stages.get(stage_id) if stage_id is not None else None
-            if stage_id is not None and target is None:
+            stages = await _stages_by_id(uow)
+            result = await self._set_stage(
+                uow,
+                actor,
+                contact,
+                stages,
+                stage_id,
+                reason,
+                expected_version,
+                source,
+                at,
+                operation_id,
+            )
+            if result.changed:
+                await uow.commit()
+        return result
+
+    async def move(
+        self,
+        actor: User,
+        contact_id: int,
+        stage_id: int | None,
+        *,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> tuple[StageMoveResult, ContactCard]:
+        """A move made from a card, and the card after it: one unit of work."""
+        async with self._uow() as uow:
+            contact = await self._visible(uow, actor, contact_id)
+            stages = await _stages_by_id(uow)
+            result = await self._set_stage(
+                uow, actor, contact, stages, stage_id, reason, expected_version, Source.MANUAL
+            )
+            card = await self._card_of(uow, contact, stages)
+            if result.changed:
+                await uow.commit()
+        return result, card
+
+    async def choose_stage(
+        self, actor: User, contact_id: int, stage_id: int, *, expected_version: int
+    ) -> StageChoice:
+        """A stage chosen on a card: moved at once (and the card after it), unless the move
+        needs a reason first or the stage is gone. One unit of work."""
+        async with self._uow() as uow:
+            contact = await self._visible(uow, actor, contact_id)
+            stages = await _stages_by_id(uow)
+            target = stages.get(stage_id)
+            if target is None:
                 raise StageNotFound(f"#{stage_id}")
-            move = plan_move(
-                current,
-                target,
-                role=actor.role,
-                source=source,
-                reason=reason,
-                policy=self._policy,
+            current = stages.get(contact.stage_id) if contact.stage_id else None
+            asks = None
+            if target.archived:
+                asks = StageQuestion.OTHER_STAGE
+            elif current is None or current.id != target.id:
+                if leaves_closed(current, target):
+                    asks = StageQuestion.REOPEN_REASON
+                elif target.category is Category.LOST:
+                    asks = StageQuestion.LOST_REASON
+            if asks is not None:
+                return StageChoice(await self._card_of(uow, contact, stages), target, asks=asks)
+            result = await self._set_stage(
+                uow, actor, contact, stages, stage_id, None, expected_version, Source.MANUAL
             )
-            if move is None:
-                return StageMoveResult(contact, None)
-            when = await self._change_time(uow, contact, at, now)
-            change = StageChange(
-                contact_id=contact_id,
-                from_stage_id=contact.stage_id,
-                to_stage_id=stage_id,
-                at=when,
-                by_user_id=actor.id,
-                source=source,
-                reason=move.reason,
-                operation_id=operation_id,
-            )
-            version = contact.version
-            contact.stage_id = stage_id
-            contact.stage_entered_at = when
-            contact.last_activity_at = max(when, contact.last_activity_at or when)
-            contact.version += 1
-            contact.updated_by_id = actor.id
-            if not await uow.contacts.update(contact, expected_version=version):
-                fresh = await uow.contacts.get(contact_id)
-                raise StaleVersion(await _name_of(uow, fresh.updated_by_id if fresh else None))
-            await uow.history.add(change)
-            await uow.commit()
+            card = await self._card_of(uow, contact, stages)
+            if result.changed:
+                await uow.commit()
+        return StageChoice(card, target, move=result)
+
+    async def _set_stage(
+        self,
+        uow: UnitOfWork,
+        actor: User,
+        contact: Contact,
+        stages: dict[int | None, Stage],
+        stage_id: int | None,
+        reason: str | None,
+        expected_version: int | None,
+        source: Source,
+        at: datetime | None = None,
+        operation_id: int | None = None,
+    ) -> StageMoveResult:
+        """set_stage's work, in the caller's unit of work, not committed."""
+        now = self._clock()
+        contact_id = _id(contact)
+        if contact.stage_id == stage_id:
+            # Already there, whatever happened since the button was drawn: a second tap, or the
+            # same update delivered again after its move committed, is told so, not refused.
+            return StageMoveResult(contact, None)
+        if expected_version is not None and contact.version != expected_version:
+            raise StaleVersion(await _name_of(uow, contact.updated_by_id))
+        current = stages.get(contact.stage_id) if contact.stage_id else None
+        target = stages.get(stage_id) if stage_id is not None else None
+        if stage_id is not None and target is None:
+            raise StageNotFound(f"#{stage_id}")
+        move = plan_move(
+            current,
+            target,
+            role=actor.role,
+            source=source,
+            reason=reason,
+            policy=self._policy,
+        )
+        if move is None:
+            return StageMoveResult(contact, None)
+        when = await self._change_time(uow, contact, at, now)
+        change = StageChange(
+            contact_id=contact_id,
+            from_stage_id=contact.stage_id,
+            to_stage_id=stage_id,
+            at=when,
+            by_user_id=actor.id,
+            source=source,
+            reason=move.reason,
+            operation_id=operation_id,
+        )
+        version = contact.version
+        contact.stage_id = stage_id
+        contact.stage_entered_at = when
+        contact.last_activity_at = max(when, contact.last_activity_at or when)
+        contact.version += 1
+        contact.updated_by_id = actor.id
+        if not await uow.contacts.update(contact, expected_version=version):
+            fresh = await uow.contacts.get(contact_id)
+            raise StaleVersion(await _name_of(uow, fresh.updated_by_id if fresh else None))
+        await uow.history.add(change)
         return StageMoveResult(contact, change)
 
     async def card(self, actor: User, contact_id: int, *, latest: int = 5) -> ContactCard:
         """What a contact's card shows: details, open tasks and the latest timeline entries,
         read in one unit of work (cards are drawn after every button press)."""
         async with self._uow(read_only=True) as uow:
-            contact = await self._visible(uow, actor, contact_id)
-            details = (await with_names(uow, [contact]))[0]
-            timeline = await _timeline(uow, contact_id, None)
+            return await self._card(uow, actor, contact_id, latest)
+
+    async def _card(
+        self, uow: UnitOfWork, actor: User, contact_id: int, latest: int = 5
+    ) -> ContactCard:
+        return await self._card_of(uow, await self._visible(uow, actor, contact_id), None, latest)
+
+    async def _card_of(
+        self,
+        uow: UnitOfWork,
+        contact: Contact,
+        stages: dict[int | None, Stage] | None,
+        latest: int = 5,
+    ) -> ContactCard:
+        details = (await with_names(uow, [contact], stages))[0]
+        timeline = await _timeline(uow, _id(contact), None)
         tasks = [
             e.activity for e in timeline if e.activity and e.activity.kind is ActivityKind.TASK
         ]
-        return ContactCard(details, _pending(tasks), timeline[:latest], len(timeline))
+        shown = timeline[:latest]
+        people = await uow.users.get_many({e.by_user_id for e in shown if e.by_user_id})
+        return ContactCard(details, _pending(tasks), shown, len(timeline), people)
 
     async def existing(
         self, actor: User, *, phone: str | None = None, email: str | None = None
@@ -300,10 +419,12 @@ class ContactService:
     async def people_named_in(
         self, card: ContactCard, more: Sequence[TimelineEntry] = ()
     ) -> dict[int, User]:
-        """The people who wrote or moved what a card shows, by id."""
-        ids = {e.by_user_id for e in [*card.latest, *more] if e.by_user_id is not None}
+        """The people who wrote or moved what a card shows, and `more`, by id."""
+        ids = {e.by_user_id for e in more if e.by_user_id is not None} - card.people.keys()
+        if not ids:
+            return card.people
         async with self._uow(read_only=True) as uow:
-            return await uow.users.get_many(ids)
+            return {**card.people, **await uow.users.get_many(ids)}
 
     async def open_tasks(self, actor: User, contact_id: int) -> list[Activity]:
         async with self._uow(read_only=True) as uow:
@@ -631,8 +752,10 @@ async def _may_touch(uow: UnitOfWork, actor: User, contact: Contact) -> bool:
     return scope.covers(owner)
 
 
-async def with_names(uow: UnitOfWork, contacts: list[Contact]) -> list[ContactDetails]:
-    stages = {s.id: s for s in await uow.stages.list(include_archived=True)}
+async def with_names(
+    uow: UnitOfWork, contacts: list[Contact], stages: dict[int | None, Stage] | None = None
+) -> list[ContactDetails]:
+    stages = stages if stages is not None else await _stages_by_id(uow)
     owners = await uow.users.get_many({c.owner_id for c in contacts if c.owner_id})
     companies = await uow.companies.names({c.company_id for c in contacts if c.company_id})
     return [
@@ -644,6 +767,11 @@ async def with_names(uow: UnitOfWork, contacts: list[Contact]) -> list[ContactDe
         )
         for c in contacts
     ]
+
+
+async def _stages_by_id(uow: UnitOfWork) -> dict[int | None, Stage]:
+    """Every stage, deleted ones too (a contact's history may name them)."""
+    return {s.id: s for s in await uow.stages.list(include_archived=True)}
 
 
 async def user_by_ref(uow: UnitOfWork, ref: str) -> User:
