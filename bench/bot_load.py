@@ -439,7 +439,10 @@ async def run(args: argparse.Namespace, count: int, url: str, redis_url: str | N
             person = {"id": agent.telegram_id, "first_name": "Agent", "language_code": "en"}
             async with http.post("/sandbox/users", json=person) as response:
                 response.raise_for_status()
-    bot = await deploy("bot", count, settings, ("bot", "webhook"), log_dir, telegram)
+    bot_module: tuple[str, ...] = ("bot", "webhook")
+    if args.profile and count == 1:  # written when the worker stops
+        bot_module = ("cProfile", "-o", args.profile, "-m", *bot_module)
+    bot = await deploy("bot", count, settings, bot_module, log_dir, telegram)
     try:
         await freely(bot, agents[:4], stages, 1)  # warm: first calls import and compile
         cpu = await lockstep(bot, agents, stages, args.rounds)
@@ -485,6 +488,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100, help="updates/s of the latency run")
     parser.add_argument("--postgres-url", help="also two workers on this database (emptied)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument(
+        "--profile", metavar="PATH", help="run the one worker on SQLite under cProfile, into PATH"
+    )
     args = parser.parse_args()
     sqlite = f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db"
     asyncio.run(run(args, 1, sqlite, None))

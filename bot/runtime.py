@@ -10,7 +10,6 @@ import signal
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
@@ -30,6 +29,7 @@ from bot.middlewares import (
 )
 from bot.notifier import Pacer, ResumeMessages, ScheduledMessages
 from bot.scheduler import SchedulerHost
+from bot.session import BotSession
 from bot.settings import Settings
 from handlers.commands import publish_commands, publish_default_commands
 from handlers.i18n import PersonLocale, build_i18n
@@ -44,7 +44,7 @@ SHUTDOWN_GRACE_SECONDS = 20.0
 
 def build_bot(settings: Settings, token: str, *, retrying: bool = True) -> Bot:
     """`retrying=False` for a quick check that Telegram answers at all."""
-    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
+    session = BotSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
     session.middleware(LateCallbackAnswers())
     if retrying:
         session.middleware(RetryRequests())

@@ -13,7 +13,6 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import DomainError
 from domain.model import AccessRequest, Role, User
@@ -22,6 +21,7 @@ from handlers import render
 from handlers.callbacks import AccessCb, LangCb
 from handlers.commands import publish_commands
 from handlers.i18n import LANGUAGES, language_of
+from handlers.keys import Keys
 from handlers.texts import ROLE, explain, help_text, refusal
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _request_text(request: AccessRequest) -> str:
 
 def _role_keyboard(request: AccessRequest) -> InlineKeyboardMarkup:
     assert request.id is not None
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     keys.button(text=_("✅ Agent"), callback_data=AccessCb(req=request.id, act="agent"))
     keys.button(text=_("✅ Manager"), callback_data=AccessCb(req=request.id, act="manager"))
     keys.button(text=_("❌ Reject"), callback_data=AccessCb(req=request.id, act="reject"))
@@ -142,7 +142,7 @@ async def decide(
 
 
 async def _ask_team(query: CallbackQuery, callback_data: AccessCb, teams: list[str]) -> None:
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for team in teams[:30]:
         keys.button(
             text=team,
@@ -183,7 +183,7 @@ async def help_command(message: Message, user: User) -> None:
 
 
 async def choose_language(message: Message) -> None:
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for code, name in LANGUAGES.items():
         keys.button(text=name, callback_data=LangCb(code=code))
     await message.answer(_("Choose your language:"), reply_markup=keys.as_markup())

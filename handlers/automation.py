@@ -11,7 +11,6 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.automation import REPEAT_REVENUE, TRIGGERS, Rule
 from domain.errors import DomainError
@@ -21,6 +20,7 @@ from domain.services.events import EventService
 from domain.services.stages import StageService
 from handlers import render
 from handlers.callbacks import ApiKeyCb, RuleCb
+from handlers.keys import Keys
 from handlers.replies import show
 from handlers.texts import explain, refusal
 
@@ -65,7 +65,7 @@ async def _table(events: EventService) -> tuple[str, InlineKeyboardMarkup]:
         ),
         "",
     ]
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for number, rule in enumerate(await events.rules()):
         label = trigger_label(rule.trigger)
         lines.append(f"• <code>{render.e(label)}</code> → {_rule_stage(rule)}")
@@ -129,7 +129,7 @@ def _choice_text(trigger: str) -> str:
 
 
 def _choices(number: int, live: list[Stage]) -> InlineKeyboardMarkup:
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for stage in live:
         assert stage.id is not None
         keys.button(
@@ -186,7 +186,7 @@ async def _keys(
     if not listed:
         return _("No API keys yet.") + "\n" + _usage(), None
     lines = [_("<b>API keys</b> of the HTTP API:")]
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for key in listed:
         assert key.id is not None
         since = render.when(key.created_at, zone)
@@ -215,7 +215,7 @@ async def apikey_button(
     try:
         key = next((k for k in await api_keys.list(user) if k.id == callback_data.id), None)
         if key is not None and key.active and callback_data.act == "del":
-            confirm = InlineKeyboardBuilder()
+            confirm = Keys()
             confirm.button(
                 text="🗑 " + _("Revoke"), callback_data=ApiKeyCb(id=key.id or 0, act="yes")
             )

@@ -12,7 +12,6 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import DomainError
 from domain.model import Category, User
@@ -21,6 +20,7 @@ from domain.services.stages import StageService
 from domain.transitions import Policy, is_other
 from handlers import render
 from handlers.callbacks import BulkCb, UndoOpCb
+from handlers.keys import Keys
 from handlers.replies import show
 from handlers.texts import explain, refusal
 
@@ -68,7 +68,7 @@ async def offer_targets(
     }
     await state.update_data(bulk=pending)
     counts = ", ".join(f"{render.e(name)}: {count}" for name, count in plan.by_stage.items())
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for summary in await stages.summaries():
         assert summary.stage.id is not None
         keys.button(
@@ -105,7 +105,7 @@ async def move_chosen(
         await query.answer(explain(error, get_i18n().current_locale), show_alert=True)
         return
     if not callback_data.go:
-        keys = InlineKeyboardBuilder()
+        keys = Keys()
         text = _("Move {count} contact(s) to {stage}?").format(
             count=confirmed, stage=render.e(target.name)
         )
@@ -148,7 +148,7 @@ async def move_chosen(
         return
     await state.update_data(bulk=None)
     assert operation.id is not None
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     keys.button(text="↩ " + _("Undo"), callback_data=UndoOpCb(id=operation.id))
     await show(
         query,
@@ -165,7 +165,7 @@ async def undo_command(message: Message, user: User, operations: OperationServic
     if not recent:
         await message.answer(_("There is no bulk operation to undo."))
         return
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for operation in recent:
         assert operation.id is not None
         keys.button(
@@ -186,7 +186,7 @@ async def undo_chosen(
             user, callback_data.id, confirm_changed=bool(callback_data.force)
         )
     except UndoNeedsConfirmation as conflict:
-        keys = InlineKeyboardBuilder()
+        keys = Keys()
         keys.button(
             text=_("Revert the others"), callback_data=UndoOpCb(id=callback_data.id, force=1)
         )

@@ -14,13 +14,13 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import DomainError
 from domain.model import DigestSection, DigestSettings, Role, User
 from domain.services.digests import DIGEST, DigestService, Due, MorningDigest, TaskReminder
 from handlers import render
 from handlers.callbacks import CardCb, DigestCb
+from handlers.keys import Keys
 from handlers.replies import show
 from handlers.report_view import funnel_chart
 from handlers.texts import refusal
@@ -65,7 +65,7 @@ async def compose(due: Due, digests: DigestService) -> Composed | None:
     if not idle:
         return None
     lines = [_("☀️ Good morning! These leads of yours are waiting for you:")]
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for details in idle[:IDLE_SHOWN]:
         assert details.contact.id is not None
         keys.button(
@@ -110,7 +110,7 @@ def render_digest(digest: MorningDigest, reader: User) -> Composed:
                         place=place, name=render.e(row.name), won=row.converted, new=row.new
                     )
                 )
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     if digest.idle:
         lines.append("")
         lines.append(_("⏳ Leads idle too long:"))
@@ -148,7 +148,7 @@ def task_reminder(reminder: TaskReminder, zone: ZoneInfo) -> Composed:
     text = _("⏰ Task due {when} for <b>{name}</b>: {task}").format(
         when=due, name=render.e(contact.label()), task=render.e(render.short(task.text, 200))
     )
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     keys.button(text=_("Open the card"), callback_data=CardCb(id=contact.id))
     return Composed(text, keys.as_markup())
 
@@ -181,7 +181,7 @@ def _settings_view(settings: DigestSettings, user: User) -> tuple[str, InlineKey
             time=settings.send_at.strftime("%H:%M"), zone=render.e(settings.timezone)
         ),
     ]
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     switch = _("Switch off") if settings.enabled and not settings.blocked_at else _("Switch on")
     keys.button(text=switch, callback_data=DigestCb(act="onoff"))
     keys.button(text="🕗 " + _("Time"), callback_data=DigestCb(act="times"))
@@ -205,7 +205,7 @@ async def digest_button(
 ) -> None:
     act, arg = callback_data.act, callback_data.arg
     if act == "times":
-        keys = InlineKeyboardBuilder()
+        keys = Keys()
         for choice in TIMES:
             # ":" separates callback data fields; "08h30" reads as well as "08:30"
             time_arg = choice.replace(":", "h")
@@ -215,7 +215,7 @@ async def digest_button(
         await show(query, _("When should it arrive?"), keys.as_markup())
         return
     if act == "zones":
-        keys = InlineKeyboardBuilder()
+        keys = Keys()
         for zone in ZONES:
             keys.button(text=zone, callback_data=DigestCb(act="zone", arg=zone))
         keys.button(text=_("Another time zone"), callback_data=DigestCb(act="ask", arg="zone"))

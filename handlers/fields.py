@@ -15,7 +15,6 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import DomainError
 from domain.model import CustomFieldDef, FieldKind, Role, User
@@ -24,6 +23,7 @@ from domain.services.fields import FieldService
 from handlers import render
 from handlers.callbacks import CardCb, FieldAdminCb, FieldCb, TagsCb
 from handlers.contacts import contact_or_alert, refused_on_card, send_card, show_card
+from handlers.keys import Keys
 from handlers.replies import show
 from handlers.texts import explain, refusal
 
@@ -92,7 +92,7 @@ async def _overview(fields: FieldService) -> tuple[str, InlineKeyboardMarkup | N
     if not defined:
         return _("No custom fields yet.") + "\n" + _usage(), None
     lines = [_("<b>Custom fields</b>:")]
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for field in defined:
         assert field.id is not None
         choices = f": {render.e(', '.join(field.choices))}" if field.choices else ""
@@ -119,7 +119,7 @@ async def field_admin(
         await show(query, text, keyboard, answered=field is None and callback_data.act != "list")
         return
     if callback_data.act == "del":
-        keys = InlineKeyboardBuilder()
+        keys = Keys()
         keys.button(
             text="🗑 " + _("Delete"), callback_data=FieldAdminCb(id=callback_data.id, act="yes")
         )
@@ -204,7 +204,7 @@ async def edit_field(
         )
         return
     if callback_data.f == 0:
-        keys = InlineKeyboardBuilder()
+        keys = Keys()
         for each in defined:
             assert each.id is not None
             value = contact.custom_fields.get(each.key, "—")
@@ -309,7 +309,7 @@ def _prompt(field: CustomFieldDef, name: str) -> str:
 
 
 def _choices(field: CustomFieldDef, at: FieldCb) -> InlineKeyboardMarkup:
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for number, choice in enumerate(field.choices):
         keys.button(text=choice, callback_data=FieldCb(id=at.id, v=at.v, f=at.f, c=number))
     keys.button(text="✖️ " + _("Clear"), callback_data=FieldCb(id=at.id, v=at.v, f=at.f, c=CLEAR))
@@ -319,7 +319,7 @@ def _choices(field: CustomFieldDef, at: FieldCb) -> InlineKeyboardMarkup:
 
 
 def _clear(at: FieldCb) -> InlineKeyboardMarkup:
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     keys.button(text="✖️ " + _("Clear"), callback_data=FieldCb(id=at.id, v=at.v, f=at.f, c=CLEAR))
     keys.button(text="↩ " + _("Back"), callback_data=CardCb(id=at.id))
     return keys.as_markup()

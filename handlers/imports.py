@@ -12,7 +12,6 @@ from aiogram.types import BufferedInputFile, CallbackQuery, Message, Update
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import DomainError, MissingIdentifier
 from domain.imports import CUSTOM_PREFIX, IGNORE
@@ -28,6 +27,7 @@ from domain.services.imports import (
 )
 from handlers import render
 from handlers.callbacks import ImportCb, ImportMapCb, UndoOpCb
+from handlers.keys import Keys
 from handlers.progress import ProgressMessage, ProgressPace
 from handlers.replies import show
 from handlers.texts import explain, refusal
@@ -107,7 +107,7 @@ async def _dry_run(
         )
     except MissingIdentifier as error:
         await state.update_data(import_columns=error.columns)
-        keys = InlineKeyboardBuilder()
+        keys = Keys()
         if error.columns:
             keys.button(text="🔗 " + _("Map the columns"), callback_data=ImportMapCb(col=0, to=""))
         keys.button(text="✖️ " + _("Cancel"), callback_data=ImportCb(go=0))
@@ -134,7 +134,7 @@ async def _dry_run(
         return
     await state.update_data(import_columns=report.unknown_columns)
     missing = any("--create-" in e.reason for e in report.errors)
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     keys.button(text="✅ " + _("Import"), callback_data=ImportCb(go=1))
     if missing:
         keys.button(
@@ -199,7 +199,7 @@ async def map_column(
         ("custom", "➕ " + _("New custom field")),
         (IGNORE, "🚫 " + _("Leave it out")),
     ]
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for code, label in choices:
         keys.button(text=str(label), callback_data=ImportMapCb(col=callback_data.col, to=code))
     keys.adjust(3)
@@ -260,7 +260,7 @@ async def confirmed(
         await progress.finish(refusal(error))
         return
     await state.update_data(import_file=None, import_taken_by=None)
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     if report.operation_id is not None:
         keys.button(text="↩ " + _("Undo"), callback_data=UndoOpCb(id=report.operation_id))
     await progress.finish(_summary(report, dry=False), keys.as_markup())

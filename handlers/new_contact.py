@@ -12,7 +12,6 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import DomainError, DuplicateContact
 from domain.model import Category, Role, User
@@ -21,6 +20,7 @@ from domain.services.stages import StageService
 from handlers import render
 from handlers.callbacks import CancelCb, CardCb, NewCb
 from handlers.contacts import send_card
+from handlers.keys import Keys
 from handlers.texts import explain, refusal
 
 SOURCES = ("Facebook", "Zalo", "Website", "Referral", "Cold call", "Trade show")
@@ -93,7 +93,7 @@ async def _offer_existing(message: Message, existing: ContactDetails, visible: b
             )
         )
         return
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     keys.button(
         text=_("Open {name}").format(name=contact.label()), callback_data=CardCb(id=contact.id)
     )
@@ -113,7 +113,7 @@ async def got_company(message: Message, state: FSMContext) -> None:
             return
         await state.update_data(company=text)
     await state.set_state(NewContact.source)
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for number, source in enumerate(SOURCES, start=1):
         keys.button(text=source, callback_data=NewCb(step="source", value=number))
     keys.button(text=_("Skip"), callback_data=NewCb(step="source", value=0))
@@ -145,7 +145,7 @@ async def chose_source(
 
 async def _ask_stage(message: Message, state: FSMContext, stages: StageService) -> None:
     await state.set_state(NewContact.stage)
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for summary in await stages.summaries():
         if summary.stage.category is Category.OPEN and summary.stage.id is not None:
             keys.button(
@@ -185,7 +185,7 @@ async def chose_stage(
 
 
 async def _owner_keyboard(user: User, contacts: ContactService) -> InlineKeyboardMarkup:
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     keys.button(text=_("Me"), callback_data=NewCb(step="owner", value=0))
     for owner in (await contacts.owners_for(user))[:30]:
         if owner.id is not None and owner.id != user.id:

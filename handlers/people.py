@@ -7,7 +7,6 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import DomainError
 from domain.model import Role, User
@@ -16,6 +15,7 @@ from handlers import render
 from handlers.access import team_key
 from handlers.callbacks import PersonCb
 from handlers.commands import publish_commands
+from handlers.keys import Keys
 from handlers.replies import show
 from handlers.texts import ROLE, explain
 
@@ -33,7 +33,7 @@ async def list_people(message: Message, user: User, users: UserService) -> None:
 async def _list(users: UserService, admin: User) -> tuple[str, InlineKeyboardMarkup]:
     people = await users.everyone()
     waiting = await users.pending_requests(admin)
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for person in people[:LIST_LIMIT]:
         assert person.id is not None
         off = "⛔ " if not person.active else ""
@@ -102,7 +102,7 @@ def _person_text(person: User) -> str:
 
 def _person_keyboard(person: User) -> InlineKeyboardMarkup:
     assert person.id is not None
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     if person.role is not Role.ADMIN:
         keys.button(text=_("Make agent"), callback_data=PersonCb(id=person.id, act="agent"))
         keys.button(text=_("Make manager"), callback_data=PersonCb(id=person.id, act="manager"))
@@ -118,7 +118,7 @@ def _person_keyboard(person: User) -> InlineKeyboardMarkup:
 
 async def _team_keyboard(users: UserService, person: User) -> InlineKeyboardMarkup:
     assert person.id is not None
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for team in (await users.teams())[:30]:
         keys.button(
             text=team, callback_data=PersonCb(id=person.id, act="team", team=team_key(team))

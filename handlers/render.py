@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 from babel.numbers import format_decimal
 
 from domain.model import Category, Outcome, ReceivedEvent, Role, Source, Stage, TimelineEntry, User
@@ -32,6 +31,7 @@ from handlers.callbacks import (
     TagsCb,
     UndoCb,
 )
+from handlers.keys import Keys
 from handlers.texts import ACTIVITY, CATEGORY, REFUSALS
 
 MESSAGE_LIMIT = 4096
@@ -158,7 +158,7 @@ def card_keyboard(
 ) -> InlineKeyboardMarkup:
     contact = card.details.contact
     assert contact.id is not None
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     if undo is not None:
         keys.button(text="↩ " + _("Undo"), callback_data=undo)
     keys.button(text="🔀 " + _("Stage"), callback_data=StagesCb(id=contact.id, v=contact.version))
@@ -200,7 +200,7 @@ def stage_keyboard(
     contact = details.contact
     assert contact.id is not None
     current = details.stage
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for stage in Pipeline(stages).ordered():
         if viewer.role is Role.AGENT and leaves_closed(current, stage):
             continue
@@ -220,7 +220,7 @@ def stage_keyboard(
 def reasons_keyboard(
     contact_id: int, stage_id: int, version: int, reasons: Sequence[str]
 ) -> InlineKeyboardMarkup:
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for number, reason in enumerate(reasons):
         other = is_other(reason)
         keys.button(
@@ -235,7 +235,7 @@ def reasons_keyboard(
 
 
 def cancel_keyboard(contact_id: int = 0) -> InlineKeyboardMarkup:
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     keys.button(text="✖️ " + _("Cancel"), callback_data=CancelCb(id=contact_id))
     return keys.as_markup()
 
@@ -256,7 +256,7 @@ def list_keyboard(
     more: bool,
     with_owner: bool = False,
 ) -> InlineKeyboardMarkup:
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for details in found:
         assert details.contact.id is not None
         keys.row(
@@ -296,7 +296,7 @@ def company_text(card: CompanyCard) -> str:
 
 
 def owners_keyboard(contact_id: int, version: int, owners: Sequence[User]) -> InlineKeyboardMarkup:
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for owner in owners:
         assert owner.id is not None
         keys.button(

@@ -21,7 +21,6 @@ from aiogram.types import (
     Message,
 )
 from aiogram.utils.i18n import gettext as _
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import InvalidInput
 from domain.model import Role, User
@@ -30,6 +29,7 @@ from domain.services.reports import ReportService
 from handlers import render
 from handlers.callbacks import ReportCb
 from handlers.dates import parse_range
+from handlers.keys import Keys
 from handlers.report_view import REPORTS, SPANS, Rendered
 from handlers.report_view import render as render_report
 
@@ -58,7 +58,7 @@ def _callback(key: str, span: Span | None, period: Period) -> ReportCb:
 
 def keyboard(key: str, span: Span | None, period: Period) -> InlineKeyboardMarkup:
     """The reports, then the periods; the ones shown are marked."""
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for other, label in REPORTS.items():
         mark = "• " if other == key else ""
         keys.button(text=f"{mark}{label}", callback_data=_callback(other, span, period))
@@ -73,7 +73,7 @@ def keyboard(key: str, span: Span | None, period: Period) -> InlineKeyboardMarku
 
 async def report_command(message: Message, user: User, reports: ReportService) -> None:
     period = reports.span(DEFAULT_SPAN)
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for key, label in REPORTS.items():
         keys.button(text=str(label), callback_data=_callback(key, DEFAULT_SPAN, period))
     keys.adjust(2)

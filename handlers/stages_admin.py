@@ -10,7 +10,6 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import DomainError, StageNotFound
 from domain.model import Category, Role, Stage, User
@@ -18,6 +17,7 @@ from domain.services.stages import StageService, StageSummary
 from domain.transitions import Policy, is_other
 from handlers import render
 from handlers.callbacks import CancelCb, StageAdminCb
+from handlers.keys import Keys
 from handlers.replies import show
 from handlers.texts import CATEGORY, explain, refusal
 
@@ -40,7 +40,7 @@ async def list_stages(message: Message, user: User, stages: StageService) -> Non
 async def _overview(stages: StageService) -> tuple[str, InlineKeyboardMarkup]:
     summaries = await stages.summaries()
     lines = [_("<b>Stages</b> (contacts in each):")]
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for category in Category:
         group = [s for s in summaries if s.stage.category is category]
         if group:
@@ -111,7 +111,7 @@ async def _act(
         await show(query, *await _overview(stages))
     elif data.act == "cat" and data.arg:
         category = Category(data.arg)
-        confirm = InlineKeyboardBuilder()
+        confirm = Keys()
         confirm.button(
             text="✅ " + _("Confirm"),
             callback_data=StageAdminCb(id=data.id, act="catok", arg=data.arg),
@@ -132,7 +132,7 @@ async def _act(
             answered=True,
         )
     elif data.act == "idle" and stage.category is Category.OPEN:
-        keys = InlineKeyboardBuilder()
+        keys = Keys()
         for days in IDLE_CHOICES:
             keys.button(
                 text=_("{days} days").format(days=days),
@@ -224,7 +224,7 @@ async def _confirm_delete(
 ) -> None:
     stage = summary.stage
     assert stage.id is not None
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     if target == "none":
         where = _("no stage")
         lost = False
@@ -254,7 +254,7 @@ async def _confirm_delete(
 
 
 async def _targets(stages: StageService, stage_id: int) -> InlineKeyboardMarkup:
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for summary in await stages.summaries():
         if summary.stage.id != stage_id:
             keys.button(
@@ -294,7 +294,7 @@ def _stage_text(summary: StageSummary) -> str:
 def _stage_keyboard(summary: StageSummary) -> InlineKeyboardMarkup:
     stage = summary.stage
     assert stage.id is not None
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     keys.button(text="⬆", callback_data=StageAdminCb(id=stage.id, act="up"))
     keys.button(text="⬇", callback_data=StageAdminCb(id=stage.id, act="down"))
     keys.button(text="✏️ " + _("Rename"), callback_data=StageAdminCb(id=stage.id, act="rename"))
@@ -316,7 +316,7 @@ def _stage_keyboard(summary: StageSummary) -> InlineKeyboardMarkup:
 
 async def typed_new_name(message: Message, state: FSMContext) -> None:
     await state.update_data(name=message.text)
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for category in Category:
         keys.button(
             text=str(CATEGORY[category]),

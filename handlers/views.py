@@ -11,7 +11,6 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardButton, Message
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from domain.errors import DomainError
 from domain.model import User
@@ -24,6 +23,7 @@ from handlers import render
 from handlers.bulk import offer_targets
 from handlers.callbacks import ViewCb
 from handlers.export import send_export
+from handlers.keys import Keys
 from handlers.replies import show
 from handlers.texts import explain, refusal
 
@@ -36,7 +36,7 @@ async def views_command(
         await _save(message, args[5:], user, views)
         return
     saved = await views.visible(user)
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     for view in saved[:40]:
         assert view.id is not None
         mark = "👥 " if view.shared else ""
@@ -64,7 +64,7 @@ async def _save(message: Message, text: str, user: User, views: ViewService) -> 
         await message.answer(refusal(error))
         return
     assert view.id is not None
-    keys = InlineKeyboardBuilder()
+    keys = Keys()
     keys.button(text=_("Open"), callback_data=ViewCb(id=view.id))
     await message.answer(
         _("Saved {name}: {filter}").format(

@@ -28,6 +28,7 @@ def e2e_settings(e2e_settings: Settings) -> Settings:
     take the bot's one second over them."""
     return e2e_settings.model_copy(update={"progress_delay": PATIENCE})
 
+
 FILE = (
     "phone,name,stage,source\n"
     "0912 345 678,Nguyễn Văn An,MQL,Zalo\n"  # an update: Lan's lead, written another way

@@ -262,4 +262,3 @@ async def test_postgres_stopped_briefly_delays_reminders_and_digests_only(
             await in_thread(server.start)
         await make_due(server.url, scene)
         await both_go_out(scene, since)
-
