@@ -334,11 +334,11 @@ async def typed_reason(
         await message.answer(refusal(error))
         await send_card(message, contacts, user, data["id"], zone)
         return
-    # Only now: a worker that dies before the move committed leaves the question open, so that
-    # the message delivered again is still taken as the reason.
-    await state.clear()
     text = _card_text(card, card.people, zone)
     await message.answer(text, reply_markup=render.card_keyboard(card, user, _undo_of(result)))
+    # Only once answered: a worker that dies before leaves the question open, so that the
+    # message delivered again is still taken as the reason (and told the lead is there).
+    await state.clear()
 
 
 async def undo(

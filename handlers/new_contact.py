@@ -246,12 +246,12 @@ async def _create(
         await state.clear()
         await message.answer(refusal(error))
         return
-    # Only now: a worker that dies before the contact committed leaves the steps in place for
-    # the update delivered again.
-    await state.clear()
     assert contact.id is not None
     await message.answer(_("Added."))
     await send_card(message, contacts, user, contact.id, zone)
+    # Only once answered: a worker that dies before leaves the steps in place for the update
+    # delivered again, which then creates the contact or is told it exists.
+    await state.clear()
 
 
 def build_router() -> Router:

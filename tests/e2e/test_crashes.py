@@ -100,8 +100,8 @@ async def crash_everywhere(
         else:
             died.cancel()
             worker.crash_file.unlink(missing_ok=True)
-        assert await effect_count() == times, f"killed at point {point} of {total}"
         texts = await bot_texts(driver, user, since)
+        assert await effect_count() == times, f"killed at point {point} of {total}: {texts}"
         assert any(r in text for r in replies for text in texts), f"point {point}: {texts}"
 
 

@@ -39,12 +39,13 @@ class Points:
             self.crash_at = int(self.crash_file.read_text())
             self.crash_file.unlink()
 
-    def point(self, *_: Any) -> None:
+    def point(self, *args: Any, what: str = "") -> None:
         if not self.handling:
             return
         self.count += 1
         if self.count == self.crash_at:
-            sys.stderr.write(f"worker {os.getpid()}: dying at point {self.count}\n")
+            what = what or (str(args[2])[:80] if len(args) > 2 else "commit")
+            sys.stderr.write(f"worker {os.getpid()}: dying at point {self.count} ({what})\n")
             sys.stderr.flush()
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -71,9 +72,10 @@ def install(points: Points) -> None:
     make_request = AiohttpSession.make_request
 
     async def counted_make_request(self: AiohttpSession, *args: Any, **kwargs: Any) -> Any:
-        points.point()
+        method = type(args[1]).__name__ if len(args) > 1 else "a request"
+        points.point(what=f"before {method}")
         result = await make_request(self, *args, **kwargs)
-        points.point()
+        points.point(what=f"after {method}")
         return result
 
     Dispatcher.feed_update = counted_feed_update  # type: ignore[method-assign]
