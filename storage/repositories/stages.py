@@ -1,0 +1,84 @@
+"""Stages."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy import update as sql_update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.errors import DuplicateStageName
+from domain.model import Stage, utcnow
+from domain.text import fold
+from storage import reports as report_rows
+from storage.models import ContactRow, StageRow
+from storage.repositories.mapping import (
+    stage_from_row,
+)
+
+
+class SqlStageRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def list(self, *, include_archived: bool = False) -> list[Stage]:
+        query = select(StageRow).order_by(StageRow.position, StageRow.id)
+        if not include_archived:
+            query = query.where(StageRow.archived_at.is_(None))
+        return [stage_from_row(row) for row in await self._session.scalars(query)]
+
+    async def get(self, stage_id: int) -> Stage | None:
+        row = await self._session.get(StageRow, stage_id)
+        return stage_from_row(row) if row else None
+
+    async def add(self, stage: Stage) -> Stage:
+        row = StageRow(
+            name=stage.name,
+            name_key=fold(stage.name),
+            category=stage.category.value,
+            position=stage.position,
+            archived_at=stage.archived_at,
+            idle_days=stage.idle_days,
+            created_at=utcnow(),
+        )
+        self._session.add(row)
+        await self._flush_name(stage.name)
+        report_rows.stages_changed(self._session)
+        stage.id = row.id
+        return stage
+
+    async def update(self, stage: Stage) -> None:
+        assert stage.id is not None
+        category = await self._session.scalar(
+            select(StageRow.category).where(StageRow.id == stage.id)
+        )
+        await self._session.execute(
+            sql_update(StageRow)
+            .where(StageRow.id == stage.id)
+            .values(
+                name=stage.name,
+                name_key=fold(stage.name),
+                category=stage.category.value,
+                position=stage.position,
+                archived_at=stage.archived_at,
+                idle_days=stage.idle_days,
+            )
+        )
+        await self._flush_name(stage.name)
+        report_rows.stages_changed(self._session)
+        if category != stage.category.value:
+            await report_rows.recategorized(self._session, stage.id)
+
+    async def contact_counts(self) -> dict[int | None, int]:
+        rows = await self._session.execute(
+            select(ContactRow.stage_id, func.count()).group_by(ContactRow.stage_id)
+        )
+        return dict(rows.all())
+
+    async def _flush_name(self, name: str) -> None:
+        # The unique index is the last word on names when two admins add the same one at once.
+        try:
+            async with self._session.begin_nested():
+                await self._session.flush()
+        except IntegrityError:
+            raise DuplicateStageName(name) from None
