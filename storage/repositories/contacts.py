@@ -16,7 +16,6 @@ from domain.ports import BulkMove, Conflict, ContactWrite
 from domain.services.contacts import duplicate_of
 from domain.text import clean_name, fold, search_text
 from storage import bulk
-from storage import reports as report_rows
 from storage.models import (
     CompanyRow,
     ContactRow,
@@ -26,8 +25,7 @@ from storage.models import (
     StageChangeRow,
     TagRow,
 )
-from storage.reports import mark_stale
-from storage.reports import refresh as refresh_reports
+from storage.report_projection import ReportProjection
 from storage.repositories.ids import ID_CHUNK, next_ids
 from storage.repositories.mapping import (
     CONTACT_COLUMNS,
@@ -43,7 +41,7 @@ from storage.repositories.search import SqlContactSearch, in_stage
 STAGE_INDEXES = ("ix_contacts_stage_id", "ix_contacts_last_activity_at")
 
 
-# A contact's fields its report rows read (storage.reports.rows_of).
+# A contact's fields its report rows read (storage.report_rows.rows_of).
 # (A stage change comes with its history row, which brings the report rows in step.)
 REPORTED_FIELDS = frozenset({"owner_id", "source", "created_at"})
 
@@ -57,8 +55,9 @@ class _StaleContacts(Exception):
 
 
 class SqlContactRepository(SqlContactSearch):
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, projection: ReportProjection) -> None:
         super().__init__(session)
+        self._projection = projection
         self._company_key: dict[int, str] = {}
         self._tag_id_by_key: dict[str, int] = {}
         self._given_up_to = 0  # the largest id add_many gave out
@@ -101,7 +100,7 @@ class SqlContactRepository(SqlContactSearch):
         contact.id = row.id
         if contact.tags:  # a new contact has no tag links to replace
             await self.set_tags(row.id, contact.tags)
-        await refresh_reports(self._session, [row.id])
+        self._projection.touched([row.id])
         return contact
 
     async def update(self, contact: Contact, *, expected_version: int) -> bool:
@@ -121,7 +120,7 @@ class SqlContactRepository(SqlContactSearch):
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
         await self.set_tags(contact.id, contact.tags)
-        await refresh_reports(self._session, [contact.id])
+        self._projection.touched([contact.id])
         return True
 
     async def find_many(
@@ -245,7 +244,7 @@ class SqlContactRepository(SqlContactSearch):
                 (ids[0], ids[-1]),
             )
         await self._add_tags(contacts)
-        report_rows.created(self._session, contacts)
+        self._projection.created(contacts)
 
     async def update_many(self, writes: list[ContactWrite]) -> list[int]:
         await self._company_keys(
@@ -273,7 +272,7 @@ class SqlContactRepository(SqlContactSearch):
                 delete(ContactTagRow).where(ContactTagRow.contact_id.in_(chunk))
             )
         await self._add_tags(retagged)
-        mark_stale(self._session, (w.contact.id for w in fresh if w.changed & REPORTED_FIELDS))
+        self._projection.touched(w.contact.id for w in fresh if w.changed & REPORTED_FIELDS)
         written = {w.contact.id for w in fresh}
         return [
             w.contact.id for w in writes if w.contact.id is not None and w.contact.id not in written
@@ -378,6 +377,9 @@ class SqlContactRepository(SqlContactSearch):
         if in_bulk:  # a limit: a small move uses few pages
             await bulk.keep_more_pages(self._session)
         if move.operation_id is not None:
+            # The before-images copy report rows: those of contacts this unit of work touched
+            # before must be in step first (a no-op when, as usual, there are none).
+            await self._projection.bring_in_step()
             # With what its undo needs to put the report row back as it was.
             rc = ReportContactRow
             before = (
@@ -458,8 +460,7 @@ class SqlContactRepository(SqlContactSearch):
             )
         if in_bulk:
             assert move.operation_id is not None
-            await report_rows.moved_in_bulk(
-                self._session,
+            await self._projection.moved_in_bulk(
                 operation_id=move.operation_id,
                 after_change_id=last_change,
                 at=move.at,
@@ -467,7 +468,7 @@ class SqlContactRepository(SqlContactSearch):
                 rebuild=rebuild,
             )
         else:
-            await refresh_reports(self._session, moving)
+            self._projection.touched(moving)
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def set_tags(self, contact_id: int, names: list[str]) -> None:

@@ -11,9 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.model import Activity, ActivityKind, StageChange
 from storage import bulk
-from storage import reports as report_rows
 from storage.models import ActivityRow, StageChangeRow
-from storage.reports import refresh as refresh_reports
+from storage.report_projection import ReportProjection
 from storage.repositories.ids import next_ids
 from storage.repositories.mapping import (
     HISTORY_COLUMNS,
@@ -24,13 +23,14 @@ from storage.repositories.mapping import (
 
 
 class SqlHistoryRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, projection: ReportProjection) -> None:
         self._session = session
+        self._projection = projection
         self._given_up_to = 0  # the largest id new_ids gave out
 
     async def add(self, change: StageChange) -> None:
         await self._session.execute(insert(StageChangeRow).values(change_values(change)))
-        await refresh_reports(self._session, [change.contact_id])
+        self._projection.touched([change.contact_id])
 
     async def add_many(self, changes: list[StageChange]) -> None:
         without = [change for change in changes if change.id is None]
@@ -68,7 +68,7 @@ class SqlHistoryRepository:
             for change in changes
         ]
         await bulk.insert(self._session, StageChangeRow, ("id", *HISTORY_COLUMNS), rows)
-        await report_rows.appended(self._session, changes)
+        await self._projection.appended(changes)
 
     async def new_ids(self, count: int) -> list[int]:
         # After those given out before, which may not be inserted yet.
@@ -108,8 +108,9 @@ class SqlHistoryRepository:
 
 
 class SqlActivityRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, projection: ReportProjection) -> None:
         self._session = session
+        self._projection = projection
 
     async def add(self, activity: Activity) -> Activity:
         row = ActivityRow(
@@ -125,7 +126,7 @@ class SqlActivityRepository:
         self._session.add(row)
         await self._session.flush()
         activity.id = row.id
-        await refresh_reports(self._session, [activity.contact_id])
+        self._projection.touched([activity.contact_id])
         return activity
 
     async def for_contact(

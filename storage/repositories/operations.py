@@ -10,16 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.model import Operation, OperationItem
 from storage import bulk
-from storage import reports as report_rows
 from storage.models import ContactRow, OperationItemRow, OperationRow, ReportMoveRow, StageChangeRow
-from storage.reports import refresh as refresh_reports
+from storage.report_projection import ReportProjection
 from storage.repositories.contacts import STAGE_INDEXES, SqlContactRepository
 from storage.repositories.mapping import ITEM_COLUMNS, operation_from_row, operation_values
 
 
 class SqlOperationRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, projection: ReportProjection) -> None:
         self._session = session
+        self._projection = projection
 
     async def add(self, operation: Operation) -> Operation:
         row = OperationRow(**operation_values(operation))
@@ -101,8 +101,7 @@ class SqlOperationRepository:
         ).one()
         rebuild = await bulk.worth_rebuilding(self._session, ContactRow, items)
         # Before the history rows go: bulk moves put their report rows back as they were.
-        restored_reports = await report_rows.unmoved(
-            self._session,
+        restored_reports = await self._projection.unmoved(
             operation_id,
             rebuild=await bulk.worth_rebuilding(self._session, ContactRow, moves),
         )
@@ -111,7 +110,7 @@ class SqlOperationRepository:
             StageChangeRow.contact_id.in_(unchanged),
         )
         undone_ids = select(StageChangeRow.id).where(undone_moves)
-        await report_rows.forget_history(self._session, ReportMoveRow.change_id.in_(undone_ids))
+        await self._projection.forget_history(ReportMoveRow.change_id.in_(undone_ids))
         await self._session.execute(delete(StageChangeRow).where(undone_moves))
         await self._restore_profiles(operation_id)
         # Their history rows and tags go with them (ON DELETE CASCADE). Unchanged since the
@@ -141,7 +140,7 @@ class SqlOperationRepository:
         reverted = await self._session.scalars(
             select(OperationItemRow.contact_id).where(OperationItemRow.operation_id == operation_id)
         )
-        await refresh_reports(self._session, [i for i in reverted if i not in restored_reports])
+        self._projection.touched(i for i in reverted if i not in restored_reports)
         return int(removed.rowcount) + int(restored.rowcount)  # type: ignore[attr-defined]
 
     async def _restore_profiles(self, operation_id: int) -> None:
@@ -156,7 +155,7 @@ class SqlOperationRepository:
                 ContactRow.version == OperationItemRow.after_version,
             )
         )
-        contacts = SqlContactRepository(self._session)
+        contacts = SqlContactRepository(self._session, self._projection)
         for contact_id, before in rows.all():
             await self._session.execute(
                 sql_update(ContactRow)

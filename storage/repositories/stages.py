@@ -10,16 +10,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.errors import DuplicateStageName
 from domain.model import Stage, utcnow
 from domain.text import fold
-from storage import reports as report_rows
 from storage.models import ContactRow, StageRow
+from storage.report_projection import ReportProjection
 from storage.repositories.mapping import (
     stage_from_row,
 )
 
 
 class SqlStageRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, projection: ReportProjection) -> None:
         self._session = session
+        self._projection = projection
 
     async def list(self, *, include_archived: bool = False) -> list[Stage]:
         query = select(StageRow).order_by(StageRow.position, StageRow.id)
@@ -43,7 +44,7 @@ class SqlStageRepository:
         )
         self._session.add(row)
         await self._flush_name(stage.name)
-        report_rows.stages_changed(self._session)
+        self._projection.stages_changed()
         stage.id = row.id
         return stage
 
@@ -65,9 +66,9 @@ class SqlStageRepository:
             )
         )
         await self._flush_name(stage.name)
-        report_rows.stages_changed(self._session)
+        self._projection.stages_changed()
         if category != stage.category.value:
-            await report_rows.recategorized(self._session, stage.id)
+            await self._projection.recategorized(stage.id)
 
     async def contact_counts(self) -> dict[int | None, int]:
         rows = await self._session.execute(
