@@ -13,9 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.model import EventKind, Notice, ReceivedEvent
-from domain.ports import (
-    DuplicateEvent,
-)
+from domain.ports import DuplicateEvent
 from storage import bulk
 from storage.models import AssignmentTurnRow, AutomationRuleRow, EventRow, NoticeRow
 from storage.repositories.ids import ID_CHUNK

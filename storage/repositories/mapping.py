@@ -194,6 +194,17 @@ def _same(value: Any) -> Any:
     return value
 
 
+def stage_values(stage: Stage) -> dict[str, Any]:
+    return {
+        "name": stage.name,
+        "name_key": fold(stage.name),
+        "category": stage.category.value,
+        "position": stage.position,
+        "archived_at": stage.archived_at,
+        "idle_days": stage.idle_days,
+    }
+
+
 def stage_from_row(row: StageRow) -> Stage:
     return Stage(
         row.id, row.name, Category(row.category), row.position, row.archived_at, row.idle_days

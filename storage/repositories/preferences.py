@@ -12,9 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.model import CustomFieldDef, DigestSection, DigestSettings, FieldKind, SavedView
 from storage.models import CustomFieldRow, DeliveryRow, DigestSettingsRow, SavedViewRow
-from storage.repositories.mapping import (
-    view_from_row,
-)
+from storage.repositories.mapping import view_from_row
 
 
 class SqlViewRepository:

@@ -28,9 +28,7 @@ from domain.model import ActivityKind, Contact
 from domain.ports import ContactFilter, SearchCriteria
 from domain.text import fold
 from storage.models import ActivityRow, ContactRow, ContactTagRow, TagRow, UserRow
-from storage.repositories.mapping import (
-    contact_from_row,
-)
+from storage.repositories.mapping import contact_from_row
 
 # SQLite's FTS5 index of contacts.search_text (created by the migrations, kept by triggers, and
 # for contacts an import creates by `add_many`).

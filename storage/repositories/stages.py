@@ -9,12 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import DuplicateStageName
 from domain.model import Stage, utcnow
-from domain.text import fold
 from storage.models import ContactRow, StageRow
 from storage.report_projection import ReportProjection
-from storage.repositories.mapping import (
-    stage_from_row,
-)
+from storage.repositories.mapping import stage_from_row, stage_values
 
 
 class SqlStageRepository:
@@ -33,15 +30,7 @@ class SqlStageRepository:
         return stage_from_row(row) if row else None
 
     async def add(self, stage: Stage) -> Stage:
-        row = StageRow(
-            name=stage.name,
-            name_key=fold(stage.name),
-            category=stage.category.value,
-            position=stage.position,
-            archived_at=stage.archived_at,
-            idle_days=stage.idle_days,
-            created_at=utcnow(),
-        )
+        row = StageRow(**stage_values(stage), created_at=utcnow())
         self._session.add(row)
         await self._flush_name(stage.name)
         self._projection.stages_changed()
@@ -54,16 +43,7 @@ class SqlStageRepository:
             select(StageRow.category).where(StageRow.id == stage.id)
         )
         await self._session.execute(
-            sql_update(StageRow)
-            .where(StageRow.id == stage.id)
-            .values(
-                name=stage.name,
-                name_key=fold(stage.name),
-                category=stage.category.value,
-                position=stage.position,
-                archived_at=stage.archived_at,
-                idle_days=stage.idle_days,
-            )
+            sql_update(StageRow).where(StageRow.id == stage.id).values(stage_values(stage))
         )
         await self._flush_name(stage.name)
         self._projection.stages_changed()
