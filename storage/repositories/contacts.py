@@ -30,6 +30,7 @@ from storage.repositories.ids import ID_CHUNK, next_ids
 from storage.repositories.mapping import (
     CONTACT_COLUMNS,
     CONTACT_FIELDS,
+    HISTORY_COLUMNS,
     contact_fields,
     contact_from_row,
     contact_values,
@@ -103,24 +104,29 @@ class SqlContactRepository(SqlContactSearch):
         self._projection.touched([row.id])
         return contact
 
-    async def update(self, contact: Contact, *, expected_version: int) -> bool:
+    async def update(
+        self, contact: Contact, *, expected_version: int, changed: frozenset[str]
+    ) -> bool:
+        # Only what changed, as update_many does: setting a column rewrites its index entries
+        # (and the search index's) even to the same value.
         assert contact.id is not None
-        company = (
-            await self._session.get(CompanyRow, contact.company_id) if contact.company_id else None
-        )
+        columns = _changed_columns(changed)
+        values = {name: getattr(contact, name) for name in columns if name != "search_text"}
+        if "search_text" in columns:
+            await self._company_keys({contact.company_id} if contact.company_id else set())
+            values["search_text"] = self._search_text(contact)
         result = await self._session.execute(
             sql_update(ContactRow)
             .where(ContactRow.id == contact.id, ContactRow.version == expected_version)
-            .values(
-                **contact_values(contact),
-                search_text=search_text(contact.name, company.name_key if company else None),
-            )
+            .values(values)
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
-        await self.set_tags(contact.id, contact.tags)
-        self._projection.touched([contact.id])
+        if "tags" in changed:
+            await self.set_tags(contact.id, contact.tags)
+        if changed & REPORTED_FIELDS:
+            self._projection.touched([contact.id])
         return True
 
     async def find_many(
@@ -431,19 +437,7 @@ class SqlContactRepository(SqlContactSearch):
             literal(move.operation_id),
         ).where(where)
         await self._session.execute(
-            insert(StageChangeRow).from_select(
-                [
-                    "contact_id",
-                    "from_stage_id",
-                    "to_stage_id",
-                    "at",
-                    "by_user_id",
-                    "source",
-                    "reason",
-                    "operation_id",
-                ],
-                history,
-            )
+            insert(StageChangeRow).from_select(list(HISTORY_COLUMNS), history)
         )
         async with bulk.indexes_rebuilt(self._session, STAGE_INDEXES if rebuild else ()):
             result = await self._session.execute(
@@ -523,8 +517,8 @@ class SqlContactRepository(SqlContactSearch):
 
 @lru_cache(maxsize=256)
 def _changed_columns(changed: frozenset[str]) -> tuple[str, ...]:
-    """The columns a bulk update writes for these changed fields: theirs, the version and who
-    updated the contact, and the search text (last) when the name or the company changed."""
+    """The columns a contact update writes for these changed fields: theirs, the version and
+    who updated the contact, and the search text (last) when the name or the company changed."""
     columns = [
         name for name in CONTACT_FIELDS if name in changed or name in ("version", "updated_by_id")
     ]
