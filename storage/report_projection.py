@@ -250,7 +250,7 @@ class ReportProjection:
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[int]]:
         """The report rows of the contacts created in this unit of work that `changes` belong to,
         and the other contacts the changes belong to."""
-        stale = []
+        others = []
         done: set[int] = set()
         seconds_of = cache(epoch_seconds)
         # In history order, to the microsecond, when a batch holds several rows of a contact.
@@ -258,12 +258,12 @@ class ReportProjection:
         for change in changes if once_each else sorted(changes, key=attrgetter("at", "id")):
             new = self._new.get(change.contact_id)
             if new is None:
-                stale.append(change.contact_id)
+                others.append(change.contact_id)
                 continue
             new.history.append(change_of(change, new.created_at, seconds_of))
             done.add(change.contact_id)
         contact_rows, move_rows = rows_of_new([self._new.pop(i) for i in done], known)
-        return contact_rows, move_rows, stale
+        return contact_rows, move_rows, others
 
     async def _append_or_refresh(
         self, changes: Sequence[StageChange], contact_ids: list[int]
@@ -272,7 +272,6 @@ class ReportProjection:
         a contact has several of them, or one made by a person (a response): those are refreshed."""
         if not contact_ids:
             return
-        already = self._touched
         counts = Counter(contact_ids)
         appending = {
             c.contact_id: c
@@ -280,7 +279,7 @@ class ReportProjection:
             if c.id is not None
             and counts.get(c.contact_id) == 1
             and c.source is not Source.MANUAL
-            and c.contact_id not in already
+            and c.contact_id not in self._touched  # recomputed at commit anyway
         }
         self.touched(i for i in contact_ids if i not in appending)
         # Rows of one time (an import's own, most often) are appended with that time as a constant:
