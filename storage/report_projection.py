@@ -70,7 +70,6 @@ from storage.report_rows import (
     Facts,
     NewContact,
     block_of,
-    change_of,
     rows_of,
     rows_of_new,
     stay_block_sums,
@@ -233,7 +232,7 @@ class ReportProjection:
                 contact.stage_id,
                 seconds_of(contact.created_at),
             )
-            self._new[contact.id] = NewContact(facts, contact.created_at, [])
+            self._new[contact.id] = (facts, contact.created_at, [])
 
     async def appended(self, changes: Sequence[StageChange]) -> None:
         """History rows just added in bulk (with their ids). Contacts created in this unit of
@@ -255,14 +254,26 @@ class ReportProjection:
         seconds_of = cache(epoch_seconds)
         # In history order, to the microsecond, when a batch holds several rows of a contact.
         once_each = len({change.contact_id for change in changes}) == len(changes)
+        new = self._new  # a local: this loop runs for every row of an import
         for change in changes if once_each else sorted(changes, key=attrgetter("at", "id")):
-            new = self._new.get(change.contact_id)
-            if new is None:
+            assert change.id is not None
+            item = new.get(change.contact_id)
+            if item is None:
                 others.append(change.contact_id)
                 continue
-            new.history.append(change_of(change, new.created_at, seconds_of))
+            _, created_at, history = item
+            history.append(
+                Change(
+                    change.id,
+                    seconds_of(change.at),
+                    change.to_stage_id,
+                    change.from_stage_id,
+                    change.source is Source.MANUAL,
+                    change.at > created_at,
+                )
+            )
             done.add(change.contact_id)
-        contact_rows, move_rows = rows_of_new([self._new.pop(i) for i in done], known)
+        contact_rows, move_rows = rows_of_new([new.pop(i) for i in done], known)
         return contact_rows, move_rows, others
 
     async def _append_or_refresh(
