@@ -24,10 +24,9 @@ from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.model import Role, User
 from domain.reports import Period
-from storage import migrate
+from storage import migrate, report_projection
 from storage.db import make_sessionmaker
 from storage.models import ActivityRow, ContactRow, StageChangeRow, StageRow, UserRow
-from storage.reports import refresh
 
 AGENTS = 50
 TEAM = 10
@@ -125,7 +124,7 @@ async def fill(services: Services, count: int, seed: int) -> None:
 
 async def recount(services: Services, analyze: bool) -> None:
     async with make_sessionmaker(services.engine)() as session:
-        await refresh(session, None)
+        await report_projection.recount(session)
         if analyze:
             await session.execute(text("ANALYZE"))
         await session.commit()

@@ -27,7 +27,7 @@ from domain.text import fold
 from storage import migrate
 from storage.db import make_sessionmaker
 from storage.models import CompanyRow, ContactRow, StageChangeRow, UserRow
-from storage.reports import refresh
+from storage.report_projection import recount
 
 FAMILY = [
     "Nguyễn",
@@ -179,7 +179,7 @@ async def all_in_one_stage(url: str, count: int, seed: int, stage: str) -> Servi
         )
     started = time.perf_counter()
     async with make_sessionmaker(services.engine)() as session:
-        await refresh(session, None)
+        await recount(session)
         await session.commit()
     took = time.perf_counter() - started
     print(f"(report tables of {count:,} contacts recounted in {took:.1f} s)")

@@ -109,8 +109,11 @@ class ContactRepository(Protocol):
         self, *, phone: str | None, email: str | None, external_id: str | None
     ) -> list[Contact]: ...
     async def add(self, contact: Contact, company_name: str | None) -> Contact: ...
-    async def update(self, contact: Contact, *, expected_version: int) -> bool:
-        """Write the contact if its stored version is still `expected_version`."""
+    async def update(
+        self, contact: Contact, *, expected_version: int, changed: frozenset[str]
+    ) -> bool:
+        """Write the fields named in `changed` (as in ContactWrite), its version and who updated
+        it, if its stored version is still `expected_version`."""
         ...
 
     async def search(

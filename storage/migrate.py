@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from storage import reports
+from storage import report_projection
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -42,7 +42,7 @@ async def upgrade(engine: AsyncEngine) -> None:
         recount = await connection.run_sync(run)
     if recount:
         async with AsyncSession(engine) as session:
-            await reports.refresh(session, None)
+            await report_projection.recount(session)
             await session.commit()
 
 

@@ -146,7 +146,7 @@ class OperationItemRow(Base):
     before_fields: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     after_version: Mapped[int] = mapped_column(Integer)
     # A bulk move's undo puts the contact's report row back from these, without reading its
-    # history (storage.reports.unmoved); unset for an import's items.
+    # history (ReportProjection.unmoved); unset for an import's items.
     before_report_path: Mapped[str | None] = mapped_column(Text)
     before_report_touched: Mapped[bool | None] = mapped_column(Boolean)
     before_report_entered_s: Mapped[int | None] = mapped_column(BigInteger)
@@ -360,7 +360,7 @@ class ReportContactRow(Base):
     """A contact as the reports read it (docs/reports.md, "How the database keeps up"): copies
     of its owner (0 for none, so that every scope is an `owner_id IN (...)` an index answers),
     source and stage (0 for none), and facts of its history. Times are whole seconds since
-    1970, UTC; buckets are `storage.reports.bucket` of a length, for exact medians."""
+    1970, UTC; buckets are `storage.report_rows.bucket` of a length, for exact medians."""
 
     __tablename__ = "report_contacts"
 
@@ -456,7 +456,7 @@ class ReportMoveRow(Base):
             postgresql_where=text("entry > 0"),
         ),
         # By owner before length: the stays a bulk move ends (all at one moment) are added up
-        # per owner in this order (storage.reports.moved_in_bulk).
+        # per owner in this order (ReportProjection.moved_in_bulk).
         Index(
             "ix_report_moves_stay",
             "stay_stage_id",

@@ -1,6 +1,6 @@
 """The report queries (docs/reports.md, "How the database keeps up"), over the report tables that
-storage.reports keeps in step: `report_contacts` (a row per contact) and `report_moves` (a row per
-history row).
+storage.report_projection keeps in step: `report_contacts` (a row per contact) and
+`report_moves` (a row per history row).
 
 Every query reads a covering index over a range without sorting anything, so that it costs about
 the rows of its period and not more (SQLite sorts at about 1 µs a row, and reads an index range at
@@ -14,7 +14,7 @@ about 0.1 µs a row):
   a contact entered it in [start, end) exactly when one of its entries in the range has no
   previous entry or one before `start`.
 - Exact medians in two steps: counts per key and length bucket (monotone buckets of about 9 %,
-  storage.reports.bucket), then, per key, only the bucket holding the middle value or values is
+  storage.report_rows.bucket), then, per key, only the bucket holding the middle value or values is
   sorted (`ORDER BY … LIMIT … OFFSET …`). The mean of two middles is taken in Python, so both
   databases give the same float.
 
@@ -52,7 +52,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.ports import ClosedOverTime, Owners, PathGroup, ReportWindow, SourceGroup
 from domain.reports import Closed, OwnerFigures, StayFigures, middle_mean
 from storage.models import ReportContactRow, ReportMoveRow, ReportStayBlockRow, StageRow, UserRow
-from storage.reports import BLOCK, NO_BUCKET, in_buckets
+from storage.report_projection import in_buckets
+from storage.report_rows import BLOCK, NO_BUCKET
 
 NO_OWNER = 0
 NO_STAGE = 0

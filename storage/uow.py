@@ -32,8 +32,8 @@ from domain.ports import (
 )
 from storage import ledger, pipeline
 from storage.db import READ_ONLY, UNCHECKED_REFERENCES
+from storage.report_projection import ReportProjection
 from storage.report_queries import SqlReportRepository
-from storage.reports import forget, refresh_stale
 from storage.repositories import (
     SqlAccessRequestRepository,
     SqlActivityRepository,
@@ -57,6 +57,7 @@ T = TypeVar("T")
 
 
 class _Repositories:
+    _projection: ReportProjection
     stages: StageRepository
     contacts: ContactRepository
     history: HistoryRepository
@@ -76,13 +77,16 @@ class _Repositories:
     reports: ReportRepository
 
     def _bind(self, session: AsyncSession) -> None:
-        self.stages = SqlStageRepository(session)
-        self.contacts = SqlContactRepository(session)
-        self.history = SqlHistoryRepository(session)
+        # One projection for the unit of work: the repositories that change reported data tell
+        # it what they touched, and the commit brings the report rows in step once.
+        self._projection = projection = ReportProjection(session)
+        self.stages = SqlStageRepository(session, projection)
+        self.contacts = SqlContactRepository(session, projection)
+        self.history = SqlHistoryRepository(session, projection)
         self.users = SqlUserRepository(session)
         self.companies = SqlCompanyRepository(session)
-        self.activities = SqlActivityRepository(session)
-        self.operations = SqlOperationRepository(session)
+        self.activities = SqlActivityRepository(session, projection)
+        self.operations = SqlOperationRepository(session, projection)
         self.access_requests = SqlAccessRequestRepository(session)
         self.views = SqlViewRepository(session)
         self.fields = SqlFieldRepository(session)
@@ -138,7 +142,7 @@ class SqlUnitOfWork(_Repositories):
         await self._stop_pipeline()
         # Whatever was not committed is rolled back: a refused operation changes nothing.
         await self._session.rollback()
-        forget(self._session)
+        self._projection.forget()
         await self._session.close()
         if isinstance(exc, DBAPIError) and _collided(exc):
             raise Conflict(str(exc.orig)) from exc
@@ -155,7 +159,7 @@ class SqlUnitOfWork(_Repositories):
     async def commit(self) -> None:
         if self._read_only:
             raise RuntimeError("a read-only unit of work cannot commit")
-        await refresh_stale(self._session)
+        await self._projection.bring_in_step()
         await self.flush()
         delivery = ledger.current()
         if delivery is not None and not await ledger.record_step(self._session, delivery):
@@ -163,12 +167,12 @@ class SqlUnitOfWork(_Repositories):
             await self.rollback()
             return
         await self._session.commit()
-        forget(self._session)
+        self._projection.forget()
         await self._stop_pipeline()  # the connection goes back to the pool
 
     async def rollback(self) -> None:
         await self._stop_pipeline()
-        forget(self._session)
+        self._projection.forget()
         await self._session.rollback()
 
     async def _stop_pipeline(self) -> None:
@@ -203,7 +207,7 @@ class SharedSessionUnitOfWork(_Repositories):
         return asyncio.ensure_future(step())
 
     async def commit(self) -> None:
-        await refresh_stale(self._session)
+        await self._projection.bring_in_step()
         await self._session.flush()
 
     async def rollback(self) -> None:

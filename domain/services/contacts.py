@@ -50,6 +50,11 @@ TAGS_MAX = 20
 CLOCK_SKEW = timedelta(minutes=5)
 # A contact's timeline shows its latest events only: a busy web page can report thousands.
 TIMELINE_EVENTS = 50
+# The fields each single-contact write changes (ContactWrite.changed): storage writes only
+# those columns, besides the version and who updated the contact.
+_MOVED = frozenset({"stage_id", "stage_entered_at", "last_activity_at"})
+_OWNER = frozenset({"owner_id"})
+_ACTIVE = frozenset({"last_activity_at"})
 
 
 @dataclass(slots=True)
@@ -367,7 +372,7 @@ class ContactService:
         contact.last_activity_at = max(when, contact.last_activity_at or when)
         contact.version += 1
         contact.updated_by_id = actor.id
-        if not await uow.contacts.update(contact, expected_version=version):
+        if not await uow.contacts.update(contact, expected_version=version, changed=_MOVED):
             fresh = await uow.contacts.get(contact_id)
             raise StaleVersion(await _name_of(uow, fresh.updated_by_id if fresh else None))
         await uow.history.add(change)
@@ -493,7 +498,7 @@ class ContactService:
             contact.owner_id = owner_id
             contact.version += 1
             contact.updated_by_id = actor.id
-            if not await uow.contacts.update(contact, expected_version=version):
+            if not await uow.contacts.update(contact, expected_version=version, changed=_OWNER):
                 raise StaleVersion(None)
             await uow.commit()
         return contact
@@ -542,13 +547,16 @@ class ContactService:
             contact = await self._visible(uow, actor, contact_id)
             if contact.version != expected_version:
                 raise StaleVersion(await _name_of(uow, contact.updated_by_id))
-            before = (list(contact.tags), dict(contact.custom_fields))
+            before = {"tags": list(contact.tags), "custom_fields": dict(contact.custom_fields)}
             change(contact, await uow.fields.list())
-            if (contact.tags, contact.custom_fields) == before:
+            changed = frozenset(k for k, was in before.items() if getattr(contact, k) != was)
+            if not changed:
                 return contact
             contact.version += 1
             contact.updated_by_id = actor.id
-            if not await uow.contacts.update(contact, expected_version=expected_version):
+            if not await uow.contacts.update(
+                contact, expected_version=expected_version, changed=changed
+            ):
                 raise StaleVersion(None)
             await uow.commit()
         return contact
@@ -595,7 +603,7 @@ class ContactService:
             contact.last_activity_at = now
             contact.version += 1
             contact.updated_by_id = actor.id
-            if not await uow.contacts.update(contact, expected_version=version):
+            if not await uow.contacts.update(contact, expected_version=version, changed=_ACTIVE):
                 raise StaleVersion(None)
             await uow.commit()
         return activity

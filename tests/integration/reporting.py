@@ -15,7 +15,7 @@ from domain.report_reference import ReferenceReports, ReportData
 from domain.reports import Period
 from storage.db import make_sessionmaker
 from storage.models import Base, ReportContactRow, ReportMoveRow, ReportStayBlockRow
-from storage.reports import refresh
+from storage.report_projection import recount
 from storage.uow import SqlUnitOfWork
 
 REPORTS = ("funnel", "sources", "conversion", "leaderboard", "time_in_stage", "summary")
@@ -76,7 +76,7 @@ async def assert_report_tables_in_step(services: Services) -> None:
     kept = await report_tables(services)
     sessions = make_sessionmaker(services.engine)
     async with sessions() as session:
-        await refresh(session, None)
+        await recount(session)
         await session.commit()
     assert kept == await report_tables(services)
 

@@ -253,7 +253,9 @@ class Player:
 
     async def update(self, contact: Contact, **changes: object) -> Contact:
         changed = replace(contact, version=contact.version + 1, **changes)  # type: ignore[arg-type]
-        assert await self.uow.contacts.update(changed, expected_version=contact.version)
+        assert await self.uow.contacts.update(
+            changed, expected_version=contact.version, changed=frozenset(changes)
+        )
         return changed
 
 

@@ -16,7 +16,8 @@ from domain.services.events import EventDraft
 from domain.services.imports import ImportOptions
 from domain.services.operations import Selection
 from storage.db import make_sessionmaker
-from storage.reports import bucket, bucket_sql
+from storage.report_projection import bucket_sql
+from storage.report_rows import bucket
 from storage.uow import SqlUnitOfWork
 from tests.integration.reporting import (
     assert_report_tables_in_step,

@@ -318,11 +318,11 @@ async def test_a_write_based_on_a_stale_version_is_not_applied(services: Service
         assert stored is not None
         stored.name = "Winner"
         stored.version += 1
-        assert await uow.contacts.update(stored, expected_version=1)
+        assert await uow.contacts.update(stored, expected_version=1, changed=frozenset({"name"}))
         await uow.commit()
     async with SqlUnitOfWork(sessions) as uow:
         stale = Contact(contact.id, "Loser", version=2)
-        assert not await uow.contacts.update(stale, expected_version=1)
+        assert not await uow.contacts.update(stale, expected_version=1, changed=frozenset({"name"}))
     assert (await services.contacts.get(SYSTEM, contact.id)).contact.name == "Winner"
 
 

@@ -153,7 +153,9 @@ class FakeContacts(_Repo):
         self.s.contacts[contact.id] = copy.deepcopy(contact)
         return contact
 
-    async def update(self, contact: Contact, *, expected_version: int) -> bool:
+    async def update(
+        self, contact: Contact, *, expected_version: int, changed: frozenset[str]
+    ) -> bool:
         assert contact.id is not None
         if self.s.contacts[contact.id].version != expected_version:
             return False
@@ -265,7 +267,9 @@ class FakeContacts(_Repo):
     async def update_many(self, writes: list[ContactWrite]) -> list[int]:
         stale = []
         for write in writes:
-            if not await self.update(write.contact, expected_version=write.expected_version):
+            if not await self.update(
+                write.contact, expected_version=write.expected_version, changed=write.changed
+            ):
                 stale.append(write.contact.id or 0)
         return stale
 

@@ -1,12 +1,12 @@
-"""How one contact's report rows follow from its history (storage.reports.rows_of): the stay each
-row ends, entries into won and lost with the previous one, the path, first response."""
+"""How one contact's report rows follow from its history (storage.report_rows.rows_of): the stay
+each row ends, entries into won and lost with the previous one, the path, first response."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage.reports import (
+from storage.report_rows import (
     CONTACT_COLUMNS,
     LOST,
     MOVE_COLUMNS,

@@ -1,0 +1,142 @@
+"""People: users, access requests and API keys."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy import update as sql_update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.model import AccessRequest, ApiKey, RequestStatus, User
+from domain.text import fold
+from storage.models import AccessRequestRow, ApiKeyRow, UserRow
+from storage.repositories.mapping import (
+    api_key_from_row,
+    request_from_row,
+    request_values,
+    user_from_row,
+    user_values,
+)
+
+
+class SqlUserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, user_id: int) -> User | None:
+        row = await self._session.get(UserRow, user_id)
+        return user_from_row(row) if row else None
+
+    async def by_telegram_id(self, telegram_id: int) -> User | None:
+        row = await self._session.scalar(select(UserRow).where(UserRow.telegram_id == telegram_id))
+        return user_from_row(row) if row else None
+
+    async def by_name(self, name: str) -> list[User]:
+        rows = await self._session.scalars(
+            select(UserRow).where(UserRow.name_key == fold(name)).order_by(UserRow.id)
+        )
+        return [user_from_row(row) for row in rows]
+
+    async def get_many(self, user_ids: set[int]) -> dict[int, User]:
+        if not user_ids:
+            return {}
+        rows = await self._session.scalars(select(UserRow).where(UserRow.id.in_(user_ids)))
+        return {row.id: user_from_row(row) for row in rows}
+
+    async def list(self) -> list[User]:
+        return [
+            user_from_row(row)
+            for row in await self._session.scalars(select(UserRow).order_by(UserRow.id))
+        ]
+
+    async def add(self, user: User) -> User:
+        row = UserRow(**user_values(user), created_at=user.created_at)
+        self._session.add(row)
+        await self._session.flush()
+        user.id = row.id
+        return user
+
+    async def update(self, user: User) -> None:
+        await self._session.execute(
+            sql_update(UserRow).where(UserRow.id == user.id).values(**user_values(user))
+        )
+
+
+class SqlAccessRequestRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, request: AccessRequest) -> AccessRequest:
+        row = AccessRequestRow(**request_values(request))
+        self._session.add(row)
+        await self._session.flush()
+        request.id = row.id
+        return request
+
+    async def get(self, request_id: int) -> AccessRequest | None:
+        row = await self._session.get(AccessRequestRow, request_id)
+        return request_from_row(row) if row else None
+
+    async def pending_for(self, telegram_id: int) -> AccessRequest | None:
+        row = await self._session.scalar(
+            select(AccessRequestRow).where(
+                AccessRequestRow.telegram_id == telegram_id,
+                AccessRequestRow.status == RequestStatus.PENDING.value,
+            )
+        )
+        return request_from_row(row) if row else None
+
+    async def pending(self) -> list[AccessRequest]:
+        rows = await self._session.scalars(
+            select(AccessRequestRow)
+            .where(AccessRequestRow.status == RequestStatus.PENDING.value)
+            .order_by(AccessRequestRow.requested_at)
+        )
+        return [request_from_row(row) for row in rows]
+
+    async def update(self, request: AccessRequest) -> None:
+        await self._session.execute(
+            sql_update(AccessRequestRow)
+            .where(AccessRequestRow.id == request.id)
+            .values(**request_values(request))
+        )
+
+
+class SqlApiKeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, key: ApiKey) -> ApiKey:
+        row = ApiKeyRow(
+            name=key.name,
+            name_key=fold(key.name),
+            prefix=key.prefix,
+            secret_hash=key.secret_hash,
+            created_at=key.created_at,
+            created_by_id=key.created_by_id,
+            revoked_at=key.revoked_at,
+        )
+        self._session.add(row)
+        await self._session.flush()
+        key.id = row.id
+        return key
+
+    async def active_named(self, name: str) -> ApiKey | None:
+        row = await self._session.scalar(
+            select(ApiKeyRow).where(
+                ApiKeyRow.name_key == fold(name), ApiKeyRow.revoked_at.is_(None)
+            )
+        )
+        return api_key_from_row(row) if row else None
+
+    async def by_prefixes(self, prefixes: set[str]) -> list[ApiKey]:
+        rows = await self._session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix.in_(prefixes)))
+        return [api_key_from_row(row) for row in rows]
+
+    async def list(self) -> list[ApiKey]:
+        rows = await self._session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id.desc()))
+        return [api_key_from_row(row) for row in rows]
+
+    async def update(self, key: ApiKey) -> None:
+        await self._session.execute(
+            sql_update(ApiKeyRow).where(ApiKeyRow.id == key.id).values(revoked_at=key.revoked_at)
+        )
