@@ -742,6 +742,9 @@ def _log_to_console(services: Services) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # APScheduler tells of every run at INFO, two lines a second for the notice pickup; the
+    # scheduler logs every failure itself (bot.scheduler).
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 class _Output:
