@@ -273,16 +273,23 @@ class BotApi:
             )
             if not all(char.isascii() and (char.isalnum() or char in "_-") for char in secret):
                 raise bad_request("bad webhook: secret token contains unallowed characters")
-        bot.stop_webhook_delivery()
-        if params.get("drop_pending_updates"):
-            bot.updates.clear()
-        bot.webhook = Webhook(
+        webhook = Webhook(
             url=url,
             secret_token=secret,
             # Telegram's range is 1-100 (40 when not given); outside it, the nearest end.
             max_connections=min(max(params.get("max_connections", 40), 1), 100),
             allowed_updates=params.get("allowed_updates"),
         )
+        drop = bool(params.get("drop_pending_updates"))
+        current = bot.webhook if bot.webhook_task is not None else None
+        if not drop and current is not None and _same_webhook(current, webhook):
+            # Telegram answers "Webhook is already set" and goes on delivering: every worker
+            # of a bot sets it on start, and an update in flight must not go out twice.
+            return True
+        bot.stop_webhook_delivery()
+        if drop:
+            bot.updates.clear()
+        bot.webhook = webhook
         if self._http is None:
             self._http = aiohttp.ClientSession()
         bot.webhook_task = asyncio.create_task(
@@ -524,3 +531,12 @@ class BotApi:
     async def delete_my_commands(self, bot: BotAccount, params: Params) -> Any:
         bot.commands.pop(self._commands_key(params), None)
         return True
+
+
+def _same_webhook(old: Webhook, new: Webhook) -> bool:
+    return (old.url, old.secret_token, old.max_connections, old.allowed_updates) == (
+        new.url,
+        new.secret_token,
+        new.max_connections,
+        new.allowed_updates,
+    )

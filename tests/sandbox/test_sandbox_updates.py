@@ -288,3 +288,31 @@ async def test_webhook_connections_are_kept_within_telegrams_range(sandbox, hold
         assert (await sandbox.api("getWebhookInfo"))["max_connections"] == given
     await sandbox.api("setWebhook", url=holding_receiver.url)
     assert (await sandbox.api("getWebhookInfo"))["max_connections"] == 40
+
+
+async def test_setting_the_same_webhook_again_does_not_deliver_an_update_twice(
+    sandbox, holding_receiver
+):
+    # Every worker of a bot sets the webhook when it starts; one starting while another
+    # handles an update must not have that update delivered a second time.
+    receiver = holding_receiver
+    await sandbox.add_user(1)
+    await sandbox.say(1, "first")
+    await sandbox.api("setWebhook", url=receiver.url, secret_token="s")
+    await receiver.until(lambda: receiver.open == 1)
+    assert await sandbox.api("setWebhook", url=receiver.url, secret_token="s")
+    await sandbox.say(1, "second")
+    receiver.let_all_go()
+    await receiver.until(lambda: len(receiver.arrived()) == 2 and receiver.open == 0)
+    assert receiver.arrived() == ["first", "second"]
+
+
+async def test_a_changed_webhook_gets_the_update_in_flight_again(sandbox, holding_receiver):
+    receiver = holding_receiver
+    await sandbox.add_user(1)
+    await sandbox.say(1, "first")
+    await sandbox.api("setWebhook", url=receiver.url, secret_token="s")
+    await receiver.until(lambda: receiver.open == 1)
+    await sandbox.api("setWebhook", url=receiver.url, secret_token="t")
+    await receiver.until(lambda: len(receiver.arrived()) == 2)
+    assert receiver.arrived() == ["first", "first"]
