@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from datetime import timedelta
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -97,7 +98,13 @@ class BotRuntime:
         self.notifier = LeadNotifier(self.bot, services, self.i18n, pacer=pacer)
         self.scheduled = ScheduledMessages(self.bot, services, self.i18n, pacer)
         self.scheduler = (
-            SchedulerHost(self.scheduled, self.notifier) if settings.scheduler else None
+            SchedulerHost(
+                self.scheduled,
+                self.notifier,
+                lease=timedelta(seconds=settings.scheduler_lease_seconds),
+            )
+            if settings.scheduler
+            else None
         )
 
     def start_scheduler(self) -> None:

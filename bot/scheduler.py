@@ -59,17 +59,20 @@ class SchedulerHost:
         notices: LeadNotifier | None = None,
         *,
         tick: float = TICK_SECONDS,
-        check_every: float = CHECK_EVERY,
+        check_every: float | None = None,
         lease: timedelta = LEASE,
     ) -> None:
         """`notices`: the process's new-lead notifier, which then sends only while this
-        process holds the lease."""
+        process holds the lease. `check_every` defaults to a sixth of the lease, at most
+        CHECK_EVERY seconds."""
         self._notifier = notifier
         self._notices = notices
         if notices is not None:
             notices.hand_over()
         self._tick = tick
-        self._check_every = check_every
+        self._check_every = (
+            check_every if check_every is not None else min(CHECK_EVERY, lease.total_seconds() / 6)
+        )
         self._lease = Lease(
             make_sessionmaker(notifier.services.engine),
             "scheduler",

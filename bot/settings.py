@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     idle_days: int = Field(default=7, ge=1, le=365)
     scheduler: bool = True  # run the digest and reminders (one process per database does)
+    # How long the scheduler's lease lasts unrenewed: after its holder died, another process
+    # takes over (and sends what is due) within this.
+    scheduler_lease_seconds: float = Field(default=60.0, ge=3, le=3600)
     leads_team: str | None = None
     lead_owners: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     notify_rate: float = Field(default=25.0, gt=0, le=30)

@@ -325,8 +325,15 @@ class Deployment:
 
 @asynccontextmanager
 async def deployed(
-    database_url: str, log_dir: Path, names: list[str], redis_url: str | None
+    database_url: str,
+    log_dir: Path,
+    names: list[str],
+    redis_url: str | None,
+    prepare: Callable[[Services], Awaitable[object]] | None = None,
+    **settings: str,
 ) -> AsyncIterator[Deployment]:
+    """`prepare` runs on the database before the workers start; `settings` are theirs (as
+    environment variables)."""
     services = build_services(
         Settings(_env_file=None, database_url=database_url, admin_ids=[ADMIN_ID], scheduler=False)  # type: ignore[call-arg]
     )
@@ -338,6 +345,8 @@ async def deployed(
         ContactDraft(name="Nguyễn Văn An", phone="+84912345678", company="Minh Phát", stage="Lead"),
     )
     assert an.id is not None
+    if prepare is not None:
+        await prepare(services)
     telegram = TelegramHere()
     await telegram.start()
     workers: list[Worker] = []
@@ -345,8 +354,10 @@ async def deployed(
     await proxy.start()
     handled = HandledUpdates()
     proxy.on_handled = handled.note
-    settings = worker_settings(telegram, database_url, redis_url=redis_url, WEBHOOK_URL=proxy.url)
-    workers += [Worker(name, settings, log_dir) for name in names]
+    environment = worker_settings(
+        telegram, database_url, redis_url=redis_url, WEBHOOK_URL=proxy.url, **settings
+    )
+    workers += [Worker(name, environment, log_dir) for name in names]
     try:
         await asyncio.gather(*(worker.start() for worker in workers))
         async with aiohttp.ClientSession() as http:
