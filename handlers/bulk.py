@@ -22,7 +22,7 @@ from handlers import render
 from handlers.callbacks import BulkCb, UndoOpCb
 from handlers.keys import Keys
 from handlers.replies import show
-from handlers.texts import explain, refusal
+from handlers.texts import explain, reason_label, refusal
 
 
 async def move_command(
@@ -114,7 +114,7 @@ async def move_chosen(
             for number, listed in enumerate(policy.lost_reasons):
                 if not is_other(listed):
                     keys.button(
-                        text=listed,
+                        text=reason_label(listed),
                         callback_data=BulkCb(
                             sel=callback_data.sel, stage=callback_data.stage, go=1, r=number
                         ),

@@ -32,7 +32,7 @@ from handlers.callbacks import (
     UndoCb,
 )
 from handlers.keys import Keys
-from handlers.texts import ACTIVITY, CATEGORY, REFUSALS
+from handlers.texts import ACTIVITY, CATEGORY, REFUSALS, reason_label
 
 MESSAGE_LIMIT = 4096
 SAFE_LIMIT = 3800  # room for the markup around the pieces we cut
@@ -127,7 +127,7 @@ def card_text(
             kind = ACTIVITY.get(entry.kind, entry.kind)
             reason = ""
             if entry.stage_change and entry.stage_change.reason:
-                reason = f" ({e(short(entry.stage_change.reason, 60))})"
+                reason = f" ({e(short(reason_label(entry.stage_change.reason), 60))})"
             if entry.event:
                 reason = f": {e(short(event_outcome(entry.event, language), 120))}"
             lines.append(
@@ -224,7 +224,7 @@ def reasons_keyboard(
     for number, reason in enumerate(reasons):
         other = is_other(reason)
         keys.button(
-            text=_("Other…") if other else reason,
+            text=_("Other…") if other else reason_label(reason),
             callback_data=LostCb(
                 id=contact_id, stage=stage_id, v=version, r=-1 if other else number
             ),

@@ -19,7 +19,7 @@ from handlers import render
 from handlers.callbacks import CancelCb, StageAdminCb
 from handlers.keys import Keys
 from handlers.replies import show
-from handlers.texts import CATEGORY, explain, refusal
+from handlers.texts import CATEGORY, explain, reason_label, refusal
 
 IDLE_CHOICES = (3, 7, 14, 30, 60, 90)
 
@@ -240,7 +240,7 @@ async def _confirm_delete(
         for number, listed in enumerate(policy.lost_reasons):
             if not is_other(listed):
                 keys.button(
-                    text=listed,
+                    text=reason_label(listed),
                     callback_data=StageAdminCb(id=stage.id, act="deleteok", arg=target, r=number),
                 )
     else:

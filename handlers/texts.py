@@ -23,6 +23,22 @@ ACTIVITY = {
     "event": __("Event"),
 }
 
+# The settings' default lost reasons, shown in the reader's language; a loss records the reason
+# as listed in the settings, so that reports and exports group it the same for every reader.
+LOST_REASON = {
+    "Price": __("Price"),
+    "Competitor": __("Competitor"),
+    "No budget": __("No budget"),
+    "No response": __("No response"),
+    "Not a fit": __("Not a fit"),
+    "Other": __("Other"),
+}
+
+
+def reason_label(reason: str) -> str:
+    return str(LOST_REASON.get(reason, reason))
+
+
 # Refusals by their code, for readers of other languages than the domain's English. English
 # readers get the domain's own message, which names the stage or contact concerned.
 REFUSALS = {

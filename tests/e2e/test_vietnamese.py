@@ -45,11 +45,19 @@ async def test_the_whole_agent_flow_speaks_vietnamese(driver: Driver) -> None:
     [stages] = await press(driver, HOA, card, vi("Stage"))
     [reasons] = await press(driver, HOA, stages, "Disqualified")
     assert opening(vi("Why was <b>{name}</b> lost?")) in reasons["text"]
-    [moved] = await press(driver, HOA, reasons, "Price")
+    assert "Price" not in str(reasons["reply_markup"])  # the default reasons, translated
+    [moved] = await press(driver, HOA, reasons, vi("Price"))
     assert f"Disqualified ({vi('lost')})" in moved["text"]
+    assert f"({vi('Price')})" in moved["text"]
+    # Recorded as the settings list it, so that reports group it alike for every reader.
+    [found] = await services.contacts.find(SYSTEM, "Nguyễn Văn An")
+    assert found.contact.id is not None
+    history = await services.contacts.history(SYSTEM, found.contact.id)
+    assert history[-1].reason == "Price"
 
     [menu] = await driver.ask(HOA, "/lang")
     [switched] = await press(driver, HOA, menu, "English")
     assert "English" in switched["text"]
     [card] = await driver.ask(HOA, "nguyen van an")
     assert "Stage:" in card["text"]
+    assert "(Price)" in card["text"]
