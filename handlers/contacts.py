@@ -85,14 +85,14 @@ async def _search(
     zone: ZoneInfo,
 ) -> None:
     query = query.strip()[:200]
-    found = await contacts.find(user, query, limit=render.PAGE_SIZE + 1)
+    lookup = await contacts.look_up(user, query, limit=render.PAGE_SIZE + 1)
+    found = lookup.found
     if not found:
         await message.answer(_("Nothing found for “{query}”.").format(query=render.e(query)))
         return
-    if len(found) == 1:
-        contact_id = found[0].contact.id
-        assert contact_id is not None
-        await send_card(message, contacts, user, contact_id, zone)
+    if lookup.card is not None:
+        text, keyboard = _rendered(lookup.card, user, zone)
+        await message.answer(text, reply_markup=keyboard)
         return
     await state.update_data(find=query)
     await message.answer(
@@ -334,8 +334,8 @@ async def typed_reason(
         await message.answer(refusal(error))
         await send_card(message, contacts, user, data["id"], zone)
         return
-    text = _card_text(card, card.people, zone)
-    await message.answer(text, reply_markup=render.card_keyboard(card, user, _undo_of(result)))
+    text, keyboard = _rendered(card, user, zone, _undo_of(result))
+    await message.answer(text, reply_markup=keyboard)
     # Only once answered: a worker that dies before leaves the question open, so that the
     # message delivered again is still taken as the reason (and told the lead is there).
     await state.clear()
@@ -393,8 +393,8 @@ async def _show_moved(
     query: CallbackQuery, user: User, zone: ZoneInfo, result: StageMoveResult, card: ContactCard
 ) -> None:
     await query.answer(_("Moved.") if result.changed else _("It is already in that stage."))
-    text = _card_text(card, card.people, zone)
-    await show(query, text, render.card_keyboard(card, user, _undo_of(result)), answered=True)
+    text, keyboard = _rendered(card, user, zone, _undo_of(result))
+    await show(query, text, keyboard, answered=True)
 
 
 def _undo_of(result: object) -> UndoCb | None:
@@ -506,12 +506,13 @@ async def _log(
     due: datetime | None,
 ) -> None:
     try:
-        await contacts.log_activity(user, contact_id, kind, text, due_at=due)
+        card = await contacts.log_from_card(user, contact_id, kind, text, due_at=due)
     except DomainError as error:
         await message.answer(refusal(error))
         return
     await message.answer(_("{kind} saved.").format(kind=ACTIVITY[kind.value]))
-    await send_card(message, contacts, user, contact_id, zone)
+    shown, keyboard = _rendered(card, user, zone)
+    await message.answer(shown, reply_markup=keyboard)
 
 
 # --- reassigning and companies --------------------------------------------------------------
@@ -611,11 +612,17 @@ async def _card(
 ) -> tuple[str, InlineKeyboardMarkup]:
     card = await contacts.card(user, contact_id)
     if not kind:
-        return _card_text(card, card.people, zone), render.card_keyboard(card, user, undo)
+        return _rendered(card, user, zone, undo)
     timeline = (await contacts.timeline(user, contact_id, [kind]))[:10]
     people = await contacts.people_named_in(card, timeline)
     text = _card_text(card, people, zone, timeline, str(ACTIVITY[kind]))
     return text, render.card_keyboard(card, user, undo)
+
+
+def _rendered(
+    card: ContactCard, user: User, zone: ZoneInfo, undo: UndoCb | None = None
+) -> tuple[str, InlineKeyboardMarkup]:
+    return _card_text(card, card.people, zone), render.card_keyboard(card, user, undo)
 
 
 def _card_text(

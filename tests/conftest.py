@@ -1,17 +1,22 @@
 """Databases for the tests: SQLite always, PostgreSQL when STAGEKEEPER_TEST_POSTGRES_URL names
-one (`.ci/services.sh` starts it; on CI its absence is an error, not a skip)."""
+one (`.ci/services.sh` starts it; on CI its absence is an error, not a skip).
+
+The suite runs in several processes (pytest-xdist, `-n auto` in pyproject.toml): each has a
+PostgreSQL database and a Redis database of its own, derived from the ones named, so that no
+process empties what another is using."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.container import Services, build_services
 from bot.settings import Settings
@@ -19,6 +24,29 @@ from storage import migrate
 from storage.db import make_engine
 from storage.models import Base
 
+
+def _per_process(variable: str, own: Callable[[str, int], str]) -> None:
+    """Gives this xdist process its own variant of the server URL in `variable` (the test
+    modules and the worker processes they start read it from the environment)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and os.environ.get(variable):
+        os.environ[variable] = own(os.environ[variable], int(worker[2:]))
+
+
+def _own_database(url: str, number: int) -> str:
+    parsed = make_url(url)
+    return parsed.set(database=f"{parsed.database}_gw{number}").render_as_string(
+        hide_password=False
+    )
+
+
+def _own_redis_database(url: str, number: int) -> str:
+    base, _, index = url.rpartition("/")
+    return f"{base}/{(int(index or 0) + number) % 16}"  # Redis has 16 databases by default
+
+
+_per_process("STAGEKEEPER_TEST_POSTGRES_URL", _own_database)
+_per_process("STAGEKEEPER_TEST_REDIS_URL", _own_redis_database)
 POSTGRES_URL = os.environ.get("STAGEKEEPER_TEST_POSTGRES_URL")
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ON_CI = os.environ.get("CI") == "true"
@@ -39,6 +67,8 @@ def require(present: bool, reason: str) -> None:
 
 def _migrate(url: str, *, afresh: bool = False) -> None:
     async def run() -> None:
+        if afresh:
+            await _create_database(url)
         engine = make_engine(url)
         if afresh:  # a schema left by another branch's migrations would mislead this run
             async with engine.begin() as connection:
@@ -59,6 +89,19 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "stagekeeper.db"
     _migrate(f"sqlite+aiosqlite:///{path}")
     return path
+
+
+async def _create_database(url: str) -> None:
+    """Creates the PostgreSQL database of `url` unless it exists."""
+    parsed = make_url(url)
+    engine = create_async_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    async with engine.connect() as connection:
+        exists = await connection.scalar(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": parsed.database}
+        )
+        if not exists:
+            await connection.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+    await engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -96,6 +96,14 @@ class ContactCard:
 
 
 @dataclass(frozen=True, slots=True)
+class Lookup:
+    """What a typed query shows: the matches, and the card of the only one if there is one."""
+
+    found: list[ContactDetails]
+    card: ContactCard | None
+
+
+@dataclass(frozen=True, slots=True)
 class CompanyCard:
     company: Company
     contacts: list[ContactDetails]
@@ -196,6 +204,18 @@ class ContactService:
         async with self._uow(read_only=True) as uow:
             found = await uow.contacts.search(criteria, Scope.of(actor), limit=limit, offset=offset)
             return await with_names(uow, found)
+
+    async def look_up(self, actor: User, query: str, *, limit: int = 10) -> Lookup:
+        """`find`, and the card of its match when it has exactly one, read together."""
+        criteria = self.criteria(query)
+        if criteria is None:
+            return Lookup([], None)
+        async with self._uow(read_only=True) as uow:
+            found = await uow.contacts.search(criteria, Scope.of(actor), limit=limit, offset=0)
+            if len(found) == 1:
+                card = await self._card_of(uow, found[0], None)
+                return Lookup([card.details], card)
+            return Lookup(await with_names(uow, found), None)
 
     def criteria(self, query: str) -> SearchCriteria | None:
         text = query.strip()
@@ -586,6 +606,38 @@ class ContactService:
         *,
         due_at: datetime | None = None,
     ) -> Activity:
+        async with self._uow() as uow:
+            contact = await self._visible(uow, actor, contact_id)
+            activity = await self._log(uow, actor, contact, kind, text, due_at)
+            await uow.commit()
+        return activity
+
+    async def log_from_card(
+        self,
+        actor: User,
+        contact_id: int,
+        kind: ActivityKind,
+        text: str,
+        *,
+        due_at: datetime | None = None,
+    ) -> ContactCard:
+        """An activity logged from a card, and the card after it: one unit of work."""
+        async with self._uow() as uow:
+            contact = await self._visible(uow, actor, contact_id)
+            await self._log(uow, actor, contact, kind, text, due_at)
+            card = await self._card_of(uow, contact, None)
+            await uow.commit()
+        return card
+
+    async def _log(
+        self,
+        uow: UnitOfWork,
+        actor: User,
+        contact: Contact,
+        kind: ActivityKind,
+        text: str,
+        due_at: datetime | None,
+    ) -> Activity:
         text = text.strip()
         if not text:
             raise InvalidInput("Write something to log.")
@@ -594,18 +646,15 @@ class ContactService:
         if kind is ActivityKind.TASK and due_at is None:
             raise InvalidInput("A task needs a due date.")
         now = self._clock()
-        async with self._uow() as uow:
-            contact = await self._visible(uow, actor, contact_id)
-            activity = await uow.activities.add(
-                Activity(None, contact_id, kind, text, at=now, by_user_id=actor.id, due_at=due_at)
-            )
-            version = contact.version
-            contact.last_activity_at = now
-            contact.version += 1
-            contact.updated_by_id = actor.id
-            if not await uow.contacts.update(contact, expected_version=version, changed=_ACTIVE):
-                raise StaleVersion(None)
-            await uow.commit()
+        activity = await uow.activities.add(
+            Activity(None, _id(contact), kind, text, at=now, by_user_id=actor.id, due_at=due_at)
+        )
+        version = contact.version
+        contact.last_activity_at = now
+        contact.version += 1
+        contact.updated_by_id = actor.id
+        if not await uow.contacts.update(contact, expected_version=version, changed=_ACTIVE):
+            raise StaleVersion(None)
         return activity
 
     async def timeline(

@@ -1,6 +1,7 @@
-"""What a tap costs the database: a stage button reads and writes in one transaction (the update
-ledger's record included) after the one read that tells who is asking, and what only reads never
-takes SQLite's write lock, so that it waits for no import or bulk move."""
+"""What a tap costs the database: a stage button or a note reads and writes in one transaction
+(the update ledger's record included) after the one read that tells who is asking, a search
+reads its card with its matches, and what only reads never takes SQLite's write lock, so that it
+waits for no import or bulk move."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ async def test_a_stage_button_costs_two_transactions_and_reading_takes_no_write_
     await driver.handled(searched)
     [card] = await driver.replies(LAN, 0)
     assert "Nguyễn Văn An" in text_of(card)
-    assert "BEGIN IMMEDIATE" not in transactions.of(searched)
+    assert transactions.of(searched) == ["BEGIN", "BEGIN"]  # who is asking; search and card
 
     [stages] = await press(driver, LAN, card, "Stage")
     [listed] = list(transactions.begun.values())[-1:]
@@ -69,3 +70,12 @@ async def test_a_stage_button_costs_two_transactions_and_reading_takes_no_write_
     assert move == ["BEGIN", "BEGIN IMMEDIATE"]  # who is asking; the move, its ledger, the card
     assert await stage_of(driver, team.an) == "MQL"
     assert "MQL" in text_of(moved)
+
+    await press(driver, LAN, moved, "Note")
+    noted = await driver.send(LAN, "gọi lại thứ Hai")
+    await driver.handled(noted)
+    [saved, card] = await driver.replies(LAN, noted["message_id"])
+    assert "saved" in text_of(saved)
+    assert "gọi lại thứ Hai" in text_of(card)
+    # Who is asking; the note, its ledger and the card after it.
+    assert transactions.of(noted) == ["BEGIN", "BEGIN IMMEDIATE"]
