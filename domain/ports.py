@@ -518,7 +518,12 @@ class UnitOfWork(Protocol):
         those made later, without waiting for them here; its outcome, when awaited."""
         ...
 
-    async def commit(self) -> None: ...
+    async def commit(self) -> bool:
+        """True once written; False when the update being handled was delivered again and an
+        earlier delivery had stored this very step (nothing is written twice): what was read
+        in this unit of work after its writes is then not what is stored."""
+        ...
+
     async def rollback(self) -> None: ...
 
 

@@ -470,7 +470,6 @@ async def log_text(
             reply_markup=render.cancel_keyboard(data["id"]),
         )
         return
-    await state.clear()
     await _log(
         message,
         user,
@@ -481,6 +480,7 @@ async def log_text(
         message.text or "",
         None,
     )
+    await state.clear()  # once answered, as for a typed reason
 
 
 async def task_due(
@@ -491,8 +491,8 @@ async def task_due(
     if due is None:
         await message.answer(_("I could not read that date. Try tomorrow, 25/12 or +3."))
         return
-    await state.clear()
     await _log(message, user, contacts, zone, data["id"], ActivityKind.TASK, data["text"], due)
+    await state.clear()
 
 
 async def _log(

@@ -156,7 +156,7 @@ class SqlUnitOfWork(_Repositories):
             return self._pipeline.behind(step)
         return asyncio.ensure_future(step())
 
-    async def commit(self) -> None:
+    async def commit(self) -> bool:
         if self._read_only:
             raise RuntimeError("a read-only unit of work cannot commit")
         await self._projection.bring_in_step()
@@ -165,10 +165,11 @@ class SqlUnitOfWork(_Repositories):
         if delivery is not None and not await ledger.record_step(self._session, delivery):
             # A redelivered update whose effect is already stored: answer, change nothing.
             await self.rollback()
-            return
+            return False
         await self._session.commit()
         self._projection.forget()
         await self._stop_pipeline()  # the connection goes back to the pool
+        return True
 
     async def rollback(self) -> None:
         await self._stop_pipeline()
@@ -206,9 +207,10 @@ class SharedSessionUnitOfWork(_Repositories):
     def behind(self, step: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         return asyncio.ensure_future(step())
 
-    async def commit(self) -> None:
+    async def commit(self) -> bool:
         await self._projection.bring_in_step()
         await self._session.flush()
+        return True
 
     async def rollback(self) -> None:
         raise RuntimeError("a refused use case aborts the caller's whole transaction")

@@ -626,8 +626,9 @@ class ContactService:
             contact = await self._visible(uow, actor, contact_id)
             await self._log(uow, actor, contact, kind, text, due_at)
             card = await self._card_of(uow, contact, None)
-            await uow.commit()
-        return card
+            if await uow.commit():
+                return card
+        return await self.card(actor, contact_id)  # the note shown once, as it was stored
 
     async def _log(
         self,

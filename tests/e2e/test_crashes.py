@@ -70,11 +70,13 @@ async def crash_everywhere(
     prepare: Prepare,
     effect_count: Callable[[], Awaitable[int]],
     *replies: str,
+    check: Callable[[list[str]], None] = lambda texts: None,
 ) -> None:
     """`prepare` brings the chat to where the update is one step away and returns what sends it
     (returning its update id). Once without a crash to count its points, then killed at each
     of a spread of them: every time, the effect is there once more and one of `replies` is in
-    the chat (what the first delivery sent before it died counts: the person saw it)."""
+    the chat (what the first delivery sent before it died counts: the person saw it), and
+    `check` holds for the bot's texts since the update was sent."""
     driver, worker = deployment.driver, deployment.worker
     send = await prepare()
     since = await driver.cursor(user)
@@ -103,6 +105,7 @@ async def crash_everywhere(
         texts = await bot_texts(driver, user, since)
         assert await effect_count() == times, f"killed at point {point} of {total}: {texts}"
         assert any(r in text for r in replies for text in texts), f"point {point}: {texts}"
+        check(texts)
 
 
 async def sent(driver: Driver, user: int, text: str) -> int:
@@ -193,6 +196,37 @@ async def test_new_creates_the_contact_once_wherever_the_worker_dies(
         return len(names)
 
     await crash_everywhere(deployment, LAN, prepare, created, "Added", "Phạm Thu Hà")
+
+
+@needs_redis
+async def test_a_note_is_logged_once_and_shown_once_wherever_the_worker_dies(
+    deployment: Crashing,
+) -> None:
+    driver = deployment.driver
+    note = ""
+
+    async def prepare() -> Callable[[], Awaitable[int]]:
+        nonlocal note
+        note = f"[{len(await notes()) + 1}] gọi lại"
+        [card] = await driver.ask(LAN, "nguyen van an")
+        await press(driver, LAN, card, "Note")
+        return lambda: sent(driver, LAN, note)
+
+    async def notes() -> list[str]:
+        timeline = await deployment.services.contacts.timeline(SYSTEM, deployment.an, ["note"])
+        return [entry.text for entry in timeline]
+
+    async def logged() -> int:
+        texts = await notes()
+        assert len(texts) == len(set(texts)), f"a note logged twice: {texts}"
+        return len(texts)
+
+    def shown_once(texts: list[str]) -> None:
+        # The card answering a delivery again shows what is stored, not the note it did not
+        # store a second time.
+        assert all(text.count(note) <= 1 for text in texts), texts
+
+    await crash_everywhere(deployment, LAN, prepare, logged, "Note saved", check=shown_once)
 
 
 @needs_redis

@@ -584,9 +584,10 @@ class FakeUnitOfWork:
     def behind(self, step: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         return asyncio.ensure_future(step())
 
-    async def commit(self) -> None:
+    async def commit(self) -> bool:
         self._database.state = copy.deepcopy(self._state)
         self._database.commits += 1
+        return True
 
     async def rollback(self) -> None:
         self._state = copy.deepcopy(self._database.state)
