@@ -138,7 +138,16 @@ class Sandbox:
     """The emulator, the web chat, the HTTP API and the bot on one port, the bot polling the
     emulator."""
 
-    def __init__(self, services: Services, *, host: str = "127.0.0.1", port: int = 8081) -> None:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8081,
+        state_file: Path | None = None,
+    ) -> None:
+        """`state_file`: where the emulator keeps what it remembers; by default where
+        `sandbox_state_file` says."""
         self.services = services
         self.host = host
         self.port = port
@@ -146,7 +155,7 @@ class Sandbox:
         self.token = token.get_secret_value() if token else SANDBOX_TOKEN
         self.emulator = Emulator(
             default_token=self.token,
-            state_file=sandbox_state_file(services.settings.database_url),
+            state_file=state_file or sandbox_state_file(services.settings.database_url),
         )
         self.app = web.Application(client_max_size=MAX_REQUEST_SIZE)
         self.emulator.install(self.app)

@@ -227,11 +227,12 @@ def bot_mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def sandbox_of_driver(e2e_settings: Settings) -> AsyncIterator[Sandbox]:
+async def sandbox_of_driver(e2e_settings: Settings, tmp_path: Path) -> AsyncIterator[Sandbox]:
     if not is_sqlite(e2e_settings.database_url):
         await empty_postgres(e2e_settings.database_url)
     services = build_services(e2e_settings)
-    sandbox = Sandbox(services, port=0)
+    # Its own memory: on PostgreSQL the default is the working directory, shared by all tests.
+    sandbox = Sandbox(services, port=0, state_file=tmp_path / "sandbox.json")
     await sandbox.start()
     yield sandbox
     await sandbox.stop()
