@@ -3,6 +3,12 @@ instead."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from domain.model import Contact
+
 
 class DomainError(Exception):
     """A refused operation; nothing was changed."""
@@ -118,6 +124,17 @@ class DuplicateContact(DomainError):
         self.existing_id = existing_id
         self.field = field
         self.value = value
+
+    @classmethod
+    def among(cls, contact: Contact, others: Sequence[Contact]) -> DuplicateContact | None:
+        """The refusal for a contact whose phone, email or external id one of `others` has."""
+        for other in others:
+            for field_name in ("phone", "email", "external_id"):
+                value = getattr(contact, field_name)
+                if value is not None and getattr(other, field_name) == value:
+                    assert other.id is not None
+                    return cls(other.id, field_name.replace("_", " "), value)
+        return None
 
 
 class ImportRefused(InvalidInput):

@@ -671,7 +671,7 @@ class ContactService:
         existing = await uow.contacts.find_by_identifiers(
             phone=contact.phone, email=contact.email, external_id=contact.external_id
         )
-        duplicate = duplicate_of(contact, existing)
+        duplicate = DuplicateContact.among(contact, existing)
         if duplicate is not None:
             raise duplicate
 
@@ -743,16 +743,6 @@ def new_contact(draft: ContactDraft, *, region: str, now: datetime) -> Contact:
         created_at=created_at,
         last_activity_at=created_at,
     )
-
-
-def duplicate_of(contact: Contact, others: Sequence[Contact]) -> DuplicateContact | None:
-    """The refusal for a contact whose phone, email or external id one of `others` has."""
-    for other in others:
-        for field_name in ("phone", "email", "external_id"):
-            value = getattr(contact, field_name)
-            if value is not None and getattr(other, field_name) == value:
-                return DuplicateContact(_id(other), field_name.replace("_", " "), value)
-    return None
 
 
 async def _timeline(

@@ -11,9 +11,9 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.errors import DuplicateContact
 from domain.model import Company, Contact, Source
 from domain.ports import BulkMove, Conflict, ContactWrite
-from domain.services.contacts import duplicate_of
 from domain.text import clean_name, fold, search_text
 from storage import bulk
 from storage.models import (
@@ -510,7 +510,7 @@ class SqlContactRepository(SqlContactSearch):
         others = await self.find_by_identifiers(
             phone=contact.phone, email=contact.email, external_id=contact.external_id
         )
-        duplicate = duplicate_of(contact, others)
+        duplicate = DuplicateContact.among(contact, others)
         if duplicate is not None:
             raise duplicate
 
