@@ -4,7 +4,7 @@ bench.import_loop --rows 100000` (about the most a chat upload of 20 MB holds is
 While a dry run and then the import of N new contacts run as in chat (with a progress callback),
 a ticker asks to wake every 5 ms and records how late each wake-up came: the longest stall is
 how long another person's message would wait for the bot to even look at it. A file under 8 MiB
-is read in this process, a larger one by a child process (`domain.import_batches`), so both
+is read in this process, a larger one by a child process (`storage.import_batches`), so both
 sides of that line are worth a run. Prints seconds, rows/s, the progress reports heard and the
 stalls; asserts nothing."""
 

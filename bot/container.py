@@ -20,6 +20,7 @@ from domain.services.stages import StageService
 from domain.services.users import UserService
 from domain.services.views import ViewService
 from storage.db import make_engine, make_sessionmaker
+from storage.import_batches import batches
 from storage.uow import SqlUnitOfWork
 
 
@@ -61,7 +62,11 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
         operations=OperationService(uow, policy, zone=settings.zone),
         views=ViewService(uow, settings.zone),
         imports=ImportService(
-            uow, default_region=settings.default_phone_region, zone=settings.zone, policy=policy
+            uow,
+            read_batches=batches,
+            default_region=settings.default_phone_region,
+            zone=settings.zone,
+            policy=policy,
         ),
         exports=ExportService(uow, zone=settings.zone),
         fields=FieldService(uow),

@@ -161,6 +161,14 @@ class ImportRow:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Rows of an import file, as read a batch at a time (storage.import_batches)."""
+
+    rows: list[ImportRow]
+    read: int  # data rows read from the file so far, the rejected ones included
+
+
 @dataclass(slots=True)
 class ParsedFile:
     """A recognised file. `rows` is a single-use iterator; `errors` is complete once it is

@@ -3,11 +3,12 @@ work does, once per use case."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from domain.access import Scope
 from domain.model import (
@@ -31,6 +32,9 @@ from domain.model import (
     User,
 )
 from domain.reports import Closed, OwnerFigures, StayFigures
+
+if TYPE_CHECKING:  # domain.imports reaches this module through the services it uses
+    from domain.imports import Batch, ParsedFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,3 +542,18 @@ class UnitOfWorkFactory(Protocol):
 
 
 Clock = Callable[[], datetime]
+
+
+class ReadBatches(Protocol):
+    """Reads an import file's rows `size` at a time (storage.import_batches.batches); with
+    `in_child`, in another process, so that reading and writing run on two cores."""
+
+    def __call__(
+        self,
+        data: bytes,
+        parsed: ParsedFile,
+        parse_options: dict[str, Any],
+        *,
+        size: int,
+        in_child: bool,
+    ) -> AbstractAsyncContextManager[AsyncIterator[Batch]]: ...

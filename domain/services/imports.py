@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import gc
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -20,7 +18,6 @@ from domain import fields
 from domain.access import require_role
 from domain.errors import DomainError, ImportRefused, InvalidInput
 from domain.fields import InvalidFieldValue
-from domain.import_batches import CHILD_FROM, batches
 from domain.imports import CUSTOM_PREFIX, IDENTIFIERS, ImportRow, RowError, error_report, parse
 from domain.model import (
     Category,
@@ -35,7 +32,14 @@ from domain.model import (
     User,
     utcnow,
 )
-from domain.ports import Clock, Conflict, ContactWrite, UnitOfWork, UnitOfWorkFactory
+from domain.ports import (
+    Clock,
+    Conflict,
+    ContactWrite,
+    ReadBatches,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from domain.stages import stage_name
 from domain.text import fold, search_text
 from domain.transitions import Move, Policy, plan_move
@@ -44,10 +48,7 @@ BATCH = 5000  # rows matched and written together
 PROGRESS_EVERY = 10_000  # rows between two progress reports (a chat shows them every 2 s)
 FOLDED_MAX = 65_536  # tags folded and remembered, per import
 YIELD_EVERY = 64  # rows decided between two chances for the database thread to go on
-# Allocations between two collections of the youngest generation while an import runs (Python's
-# default is 700): see `_tuned_for_imports`.
-GC_YOUNG_THRESHOLD = 200_000
-SWITCH_INTERVAL = 0.0001  # seconds; see _tuned_for_imports
+CHILD_FROM = 8 * 1024 * 1024  # bytes of file from which another process reads it
 # The scalar fields an import may change, and how a contact's value is kept in a before-image.
 PROFILE = ("name", "phone", "email", "external_id", "source", "value", "owner_id", "company_id")
 MOVED = ("stage_id", "stage_entered_at", "last_activity_at")  # the fields a stage change sets
@@ -125,6 +126,7 @@ class ImportService:
         self,
         uow: UnitOfWorkFactory,
         *,
+        read_batches: ReadBatches,
         default_region: str,
         zone: ZoneInfo,
         policy: Policy | None = None,
@@ -134,6 +136,7 @@ class ImportService:
         child_from: int = CHILD_FROM,
     ) -> None:
         self._uow = uow
+        self._read_batches = read_batches
         self._region = default_region
         self._zone = zone
         self._policy = policy or Policy()
@@ -175,9 +178,10 @@ class ImportService:
         )
         in_child = len(data) >= self._child_from
         async with (
-            _tuned_for_imports(),
             self._uow(bulk=True) as uow,
-            batches(data, parsed, parse_options, size=self._batch, in_child=in_child) as stream,
+            self._read_batches(
+                data, parsed, parse_options, size=self._batch, in_child=in_child
+            ) as stream,
         ):
             run = _Run(uow, actor, options, self._policy, now, report, parsed.columns)
             await run.prepare()
@@ -834,49 +838,6 @@ class _Run:
         assert self.operation is not None
         assert self.operation.id is not None
         return self.operation.id
-
-
-class _Tuning:
-    """How many imports of this process run with the settings of `_tuned_for_imports`, and the
-    settings to put back when the last one ends."""
-
-    running = 0
-    thresholds: tuple[int, int, int] = (700, 10, 10)
-    switch_interval = 0.005
-
-
-@contextlib.asynccontextmanager
-async def _tuned_for_imports() -> AsyncIterator[None]:
-    """While imports are under way:
-
-    - Python's cyclic garbage collector runs less often. An import makes and drops tens of
-      thousands of objects a batch (rows, contacts, parameters), which keeps setting off
-      collections, and now and then a full one that walks every object of the process: with
-      the default thresholds that took about a third of the time of matching a file already
-      imported. Nearly all of it is freed by reference counting anyway; the collector still
-      runs, some three hundred times less often. (A collection of the youngest generation walks
-      every object made since the one before and still alive: a batch's contacts, rows and
-      before-images. At 50,000 such collections took about 0.8 s of a file of 262,144 rows half
-      of which change contacts; at 200,000, 0.3 s, for 9 MiB more at the peak; at 500,000, no
-      less time and 33 MiB more.)
-    - Python's lock changes threads more often. The database's thread (SQLite's) takes the lock
-      between statements and to bind their values, and while this thread works out the next
-      batch it waited up to the default interval, 5 ms, each time: a million new rows took 28 s
-      instead of 24 s."""
-    if _Tuning.running == 0:
-        _Tuning.thresholds = gc.get_threshold()
-        _Tuning.switch_interval = sys.getswitchinterval()
-        young, *older = _Tuning.thresholds
-        gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
-        sys.setswitchinterval(min(_Tuning.switch_interval, SWITCH_INTERVAL))
-    _Tuning.running += 1
-    try:
-        yield
-    finally:
-        _Tuning.running -= 1
-        if _Tuning.running == 0:
-            gc.set_threshold(*_Tuning.thresholds)
-            sys.setswitchinterval(_Tuning.switch_interval)
 
 
 def _label(identifier: str) -> str:

@@ -13,6 +13,7 @@ from domain.errors import DomainError
 from domain.model import Category, FieldKind
 from domain.services.contacts import ContactDraft
 from domain.services.imports import ImportOptions, ImportService, Mode
+from storage.import_batches import batches
 from tests.conftest import shared_path
 
 
@@ -57,7 +58,11 @@ async def test_imported_contacts_are_found_by_their_folded_names_and_companies(
     imports = amis.imports
     if read_by_a_child:  # as a large file is read
         imports = ImportService(
-            imports._uow, default_region="VN", zone=ZoneInfo("Asia/Ho_Chi_Minh"), child_from=0
+            imports._uow,
+            read_batches=batches,
+            default_region="VN",
+            zone=ZoneInfo("Asia/Ho_Chi_Minh"),
+            child_from=0,
         )
     report = await imports.run(SYSTEM, data, ImportOptions())
     assert (report.created, report.rejected) == (3, 0)
@@ -204,7 +209,11 @@ async def test_an_import_in_many_batches_mixing_changes_new_stages_owners_and_co
         "0912000004,Khách 4,Nowhere Else,,,\n"
     )
     imports = ImportService(
-        amis.imports._uow, default_region="VN", zone=ZoneInfo("Asia/Ho_Chi_Minh"), batch=2
+        amis.imports._uow,
+        read_batches=batches,
+        default_region="VN",
+        zone=ZoneInfo("Asia/Ho_Chi_Minh"),
+        batch=2,
     )
     report = await imports.run(
         SYSTEM, second.encode(), ImportOptions(create_stages=True, create_owners=True)

@@ -20,6 +20,7 @@ from domain.services.imports import (
     ImportService,
     Phase,
 )
+from storage.import_batches import batches
 from tests.unit.conftest import Clock
 from tests.unit.fakes import FakeContacts, FakeDatabase
 
@@ -37,7 +38,12 @@ FILE = (
 
 def service(db: FakeDatabase, clock: Clock, **tuning: int) -> ImportService:
     return ImportService(
-        db.uow, default_region="VN", zone=ZoneInfo("Asia/Ho_Chi_Minh"), clock=clock, **tuning
+        db.uow,
+        read_batches=batches,
+        default_region="VN",
+        zone=ZoneInfo("Asia/Ho_Chi_Minh"),
+        clock=clock,
+        **tuning,
     )
 
 
