@@ -104,7 +104,7 @@ async def rule_button(
         return
     trigger = TRIGGERS[callback_data.t]
     if callback_data.stage == CHOOSE:
-        live = [summary.stage for summary in await stages.summaries()]
+        live = await stages.ordered()
         await show(query, _choice_text(trigger), _choices(callback_data.t, live))
         return
     try:

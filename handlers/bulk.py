@@ -69,11 +69,11 @@ async def offer_targets(
     await state.update_data(bulk=pending)
     counts = ", ".join(f"{render.e(name)}: {count}" for name, count in plan.by_stage.items())
     keys = Keys()
-    for summary in await stages.summaries():
-        assert summary.stage.id is not None
+    for stage in await stages.ordered():
+        assert stage.id is not None
         keys.button(
-            text=f"{render.CATEGORY_MARK[summary.stage.category]} {summary.stage.name}",
-            callback_data=BulkCb(sel=selection_id, stage=summary.stage.id),
+            text=f"{render.CATEGORY_MARK[stage.category]} {stage.name}",
+            callback_data=BulkCb(sel=selection_id, stage=stage.id),
         )
     keys.adjust(2)
     text = (

@@ -232,7 +232,7 @@ async def show_stages(
     details = await contact_or_alert(query, contacts, user, callback_data.id)
     if details is None:
         return
-    live = [summary.stage for summary in await stages.summaries()]
+    live = await stages.ordered()
     text = _("Move <b>{name}</b> to which stage? (now: {stage})").format(
         name=render.e(details.contact.label()), stage=render.e(render.stage_label(details.stage))
     )
@@ -266,7 +266,7 @@ async def choose_stage(
                 ),
                 show_alert=True,
             )
-            live = [summary.stage for summary in await stages.summaries()]
+            live = await stages.ordered()
             await show(
                 query,
                 render.stage_label(details.stage),

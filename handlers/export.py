@@ -42,7 +42,7 @@ async def export_command(
     try:
         where = await exports.selection([name] if name else [])
     except StageNotFound:
-        known = ", ".join(render.e(s.stage.name) for s in await stages.summaries())
+        known = ", ".join(render.e(s.name) for s in await stages.ordered())
         await message.answer(
             _("There is no stage called “{name}”. Stages: {stages}").format(
                 name=render.e(name), stages=known or "—"
@@ -53,7 +53,7 @@ async def export_command(
         await message.answer(refusal(error))
         return
     if where.stage_ids:  # the stage as it is spelled, not as it was typed
-        spelled = {s.stage.id: s.stage.name for s in await stages.summaries()}
+        spelled = {s.id: s.name for s in await stages.ordered()}
         name = spelled.get(where.stage_ids[0], name)
     await send_export(message, user, exports, where, name, zone)
 

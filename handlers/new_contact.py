@@ -146,11 +146,9 @@ async def chose_source(
 async def _ask_stage(message: Message, state: FSMContext, stages: StageService) -> None:
     await state.set_state(NewContact.stage)
     keys = Keys()
-    for summary in await stages.summaries():
-        if summary.stage.category is Category.OPEN and summary.stage.id is not None:
-            keys.button(
-                text=summary.stage.name, callback_data=NewCb(step="stage", value=summary.stage.id)
-            )
+    for stage in await stages.ordered():
+        if stage.category is Category.OPEN and stage.id is not None:
+            keys.button(text=stage.name, callback_data=NewCb(step="stage", value=stage.id))
     keys.button(text=_("No stage"), callback_data=NewCb(step="stage", value=0))
     keys.button(text="✖️ " + _("Cancel"), callback_data=CancelCb())
     keys.adjust(3)

@@ -255,11 +255,11 @@ async def _confirm_delete(
 
 async def _targets(stages: StageService, stage_id: int) -> InlineKeyboardMarkup:
     keys = Keys()
-    for summary in await stages.summaries():
-        if summary.stage.id != stage_id:
+    for stage in await stages.ordered():
+        if stage.id != stage_id:
             keys.button(
-                text=f"{render.CATEGORY_MARK[summary.stage.category]} {summary.stage.name}",
-                callback_data=StageAdminCb(id=stage_id, act="delete", arg=str(summary.stage.id)),
+                text=f"{render.CATEGORY_MARK[stage.category]} {stage.name}",
+                callback_data=StageAdminCb(id=stage_id, act="delete", arg=str(stage.id)),
             )
     keys.button(
         text=_("No stage"), callback_data=StageAdminCb(id=stage_id, act="delete", arg="none")

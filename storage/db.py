@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from storage import pipeline
+from storage import pipeline, sqlite_driver
 
 BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 64 * 1024
@@ -83,6 +83,8 @@ def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **kwargs: A
         # tries: under load, one connection with the others waiting in line is much faster.
         kwargs.setdefault("pool_size", 1)
         kwargs.setdefault("max_overflow", 0)
+    if is_sqlite(url):
+        kwargs.setdefault("async_creator", sqlite_driver.connector(url))
     engine = create_async_engine(url, **kwargs)
     pipeline.watch(engine)
     if engine.dialect.name == "sqlite":
