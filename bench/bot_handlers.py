@@ -26,7 +26,6 @@ from aiogram import Bot
 from aiogram.client.session.base import BaseSession
 from aiogram.methods import TelegramMethod
 from aiogram.types import CallbackQuery, Chat, InlineKeyboardMarkup, Message, Update, User
-
 from sqlalchemy import event
 
 from bench.bot_load import Agent, Stages, prepare
@@ -46,7 +45,10 @@ class AnsweredAtOnce(BaseSession):
         self._ids = count(1_000)
 
     async def make_request(
-        self, bot: Bot, method: TelegramMethod[Any], timeout: int | None = None
+        self,
+        bot: Bot,
+        method: TelegramMethod[Any],
+        timeout: int | None = None,  # noqa: ASYNC109
     ) -> Any:
         chat_id = getattr(method, "chat_id", None)
         if method.__returning__ is bool or not isinstance(chat_id, int):
@@ -200,14 +202,15 @@ async def run(args: argparse.Namespace) -> None:
                     if update is None:
                         print(f"  ({kind}: no such button for {person.agent.telegram_id})")
                         continue
-                    if profiler and round_number:
+                    profiling = profiler and round_number and kind in (args.only or [kind])
+                    if profiling:
                         profiler.enable()
                     statements.clear()
                     started, started_here = time.process_time(), time.thread_time()
                     await person.feed(update)
                     spent = time.process_time() - started
                     spent_here = time.thread_time() - started_here
-                    if profiler and round_number:
+                    if profiling:
                         profiler.disable()
                     if round_number:
                         cpu[kind] += spent
@@ -238,6 +241,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--statements", action="store_true", help="print each kind's SQL once")
+    parser.add_argument("--only", action="append", help="profile only updates of this kind")
     parser.add_argument("--profile", help="write a cProfile of the measured updates here")
     asyncio.run(run(parser.parse_args()))
 

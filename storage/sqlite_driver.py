@@ -58,7 +58,7 @@ class OneHopCursor:
         await self.close()
 
     def _hop(self, function: Callable[..., Any], *args: Any) -> Awaitable[Any]:
-        return self._connection._execute(function, *args)
+        return self._connection._execute(function, *args)  # type: ignore[no-untyped-call]
 
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> OneHopCursor:
         await self._release()
@@ -129,6 +129,7 @@ def connector(url: str) -> Callable[[], Awaitable[OneHopConnection]]:
     async def connect() -> OneHopConnection:
         connection = OneHopConnection(partial(sqlite3.connect, *args, **kwargs), 64)
         connection._thread.daemon = True  # as SQLAlchemy does: an unclosed one ends with us
-        return await connection
+        await connection
+        return connection
 
     return connect

@@ -81,9 +81,7 @@ class UserService:
         """Who is behind an update, and whether their messages were paused: one read, made for
         every message and tap."""
         async with self._uow(read_only=True) as uow:
-            user = await uow.users.by_telegram_id(telegram_id)
-            paused = user is not None and user.id is not None and await uow.digests.paused(user.id)
-        return Arrival(user, paused)
+            return Arrival(*await uow.users.arriving(telegram_id))
 
     async def by_telegram_id(self, telegram_id: int) -> User | None:
         async with self._uow(read_only=True) as uow:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from copy import copy
+
+from sqlalchemy import bindparam, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.model import AccessRequest, ApiKey, RequestStatus, User
 from domain.text import fold
-from storage.models import AccessRequestRow, ApiKeyRow, UserRow
+from storage.models import AccessRequestRow, ApiKeyRow, DigestSettingsRow, UserRow
 from storage.repositories.mapping import (
     api_key_from_row,
     request_from_row,
@@ -17,36 +19,53 @@ from storage.repositories.mapping import (
     user_values,
 )
 
+# Built once: it runs for every message and tap.
+_ARRIVING = (
+    select(UserRow, DigestSettingsRow.blocked_at)
+    .outerjoin(DigestSettingsRow, DigestSettingsRow.user_id == UserRow.id)
+    .where(UserRow.telegram_id == bindparam("telegram_id"))
+)
+
 
 class SqlUserRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        # The people read so far in this unit of work, by id, until it writes one: a card names
+        # its owner and the people of its timeline, and the check of who may see it reads the
+        # owner too.
+        self._read: dict[int, User] = {}
 
     async def get(self, user_id: int) -> User | None:
-        row = await self._session.get(UserRow, user_id)
-        return user_from_row(row) if row else None
+        return (await self.get_many({user_id})).get(user_id)
 
     async def by_telegram_id(self, telegram_id: int) -> User | None:
         row = await self._session.scalar(select(UserRow).where(UserRow.telegram_id == telegram_id))
-        return user_from_row(row) if row else None
+        return self._remember(row) if row else None
+
+    async def arriving(self, telegram_id: int) -> tuple[User | None, bool]:
+        found = (await self._session.execute(_ARRIVING, {"telegram_id": telegram_id})).first()
+        if found is None:
+            return None, False
+        row, blocked_at = found
+        return self._remember(row), blocked_at is not None
 
     async def by_name(self, name: str) -> list[User]:
         rows = await self._session.scalars(
             select(UserRow).where(UserRow.name_key == fold(name)).order_by(UserRow.id)
         )
-        return [user_from_row(row) for row in rows]
+        return [self._remember(row) for row in rows]
 
     async def get_many(self, user_ids: set[int]) -> dict[int, User]:
-        if not user_ids:
-            return {}
-        rows = await self._session.scalars(select(UserRow).where(UserRow.id.in_(user_ids)))
-        return {row.id: user_from_row(row) for row in rows}
+        unread = user_ids - self._read.keys()
+        if unread:
+            for row in await self._session.scalars(select(UserRow).where(UserRow.id.in_(unread))):
+                self._remember(row)
+        # Copies: a use case changes a person before it saves them, or refuses to.
+        return {i: copy(self._read[i]) for i in user_ids if i in self._read}
 
     async def list(self) -> list[User]:
-        return [
-            user_from_row(row)
-            for row in await self._session.scalars(select(UserRow).order_by(UserRow.id))
-        ]
+        rows = await self._session.scalars(select(UserRow).order_by(UserRow.id))
+        return [self._remember(row) for row in rows]
 
     async def add(self, user: User) -> User:
         row = UserRow(**user_values(user), created_at=user.created_at)
@@ -56,9 +75,15 @@ class SqlUserRepository:
         return user
 
     async def update(self, user: User) -> None:
+        self._read.clear()
         await self._session.execute(
             sql_update(UserRow).where(UserRow.id == user.id).values(**user_values(user))
         )
+
+    def _remember(self, row: UserRow) -> User:
+        user = user_from_row(row)
+        self._read[row.id] = user
+        return copy(user)
 
 
 class SqlAccessRequestRepository:

@@ -105,12 +105,6 @@ class SqlDigestRepository:
         await self._session.merge(row)
         await self._session.flush()
 
-    async def paused(self, user_id: int) -> bool:
-        blocked_at = await self._session.scalar(
-            select(DigestSettingsRow.blocked_at).where(DigestSettingsRow.user_id == user_id)
-        )
-        return blocked_at is not None
-
     async def unpause(self, user_id: int) -> bool:
         # Read first: this runs for every message and tap, and almost always finds nothing to
         # write, so it should not ask for a write where a read tells.

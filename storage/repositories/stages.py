@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from copy import copy
+
 from sqlalchemy import func, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
@@ -18,12 +20,16 @@ class SqlStageRepository:
     def __init__(self, session: AsyncSession, projection: ReportProjection) -> None:
         self._session = session
         self._projection = projection
+        # Every stage, read once per unit of work until it writes one: a card names stages in
+        # its details and in its timeline, and a move checks its rules against them too.
+        self._read: list[Stage] | None = None
 
     async def list(self, *, include_archived: bool = False) -> list[Stage]:
-        query = select(StageRow).order_by(StageRow.position, StageRow.id)
-        if not include_archived:
-            query = query.where(StageRow.archived_at.is_(None))
-        return [stage_from_row(row) for row in await self._session.scalars(query)]
+        if self._read is None:
+            query = select(StageRow).order_by(StageRow.position, StageRow.id)
+            self._read = [stage_from_row(row) for row in await self._session.scalars(query)]
+        # Copies: a use case changes a stage before it saves it, or refuses to.
+        return [copy(s) for s in self._read if include_archived or s.archived_at is None]
 
     async def get(self, stage_id: int) -> Stage | None:
         row = await self._session.get(StageRow, stage_id)
@@ -32,6 +38,7 @@ class SqlStageRepository:
     async def add(self, stage: Stage) -> Stage:
         row = StageRow(**stage_values(stage), created_at=utcnow())
         self._session.add(row)
+        self._read = None
         await self._flush_name(stage.name)
         self._projection.stages_changed()
         stage.id = row.id
@@ -45,6 +52,7 @@ class SqlStageRepository:
         await self._session.execute(
             sql_update(StageRow).where(StageRow.id == stage.id).values(stage_values(stage))
         )
+        self._read = None
         await self._flush_name(stage.name)
         self._projection.stages_changed()
         if category != stage.category.value:

@@ -348,6 +348,9 @@ class FakeUsers(_Repo):
             (copy.copy(u) for u in self.s.users.values() if u.telegram_id == telegram_id), None
         )
 
+    async def arriving(self, telegram_id: int) -> tuple[User | None, bool]:
+        return await self.by_telegram_id(telegram_id), False  # the fakes keep no digests
+
     async def by_name(self, name: str) -> list[User]:
         return [copy.copy(u) for u in self.s.users.values() if fold(u.name) == fold(name)]
 
