@@ -38,7 +38,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from domain.model import Category, Contact, Source, StageChange
+from domain.model import Category, Contact, Source, Stage, StageChange
 from domain.reports import epoch_seconds
 from storage import bulk
 from storage.models import (
@@ -218,6 +218,16 @@ class ReportProjection:
 
     def stages_changed(self) -> None:
         self._categories = None
+
+    def stages_read(self, stages: Iterable[Stage]) -> None:
+        """Every stage, as the unit of work read them for another reason: no need to read the
+        categories again."""
+        if self._categories is None:
+            stages = list(stages)
+            self._categories = Categories(
+                won=frozenset(s.id for s in stages if s.category is Category.WON and s.id),
+                lost=frozenset(s.id for s in stages if s.category is Category.LOST and s.id),
+            )
 
     def created(self, contacts: Iterable[Contact]) -> None:
         """Remember contacts inserted in bulk in this unit of work: their report rows are computed

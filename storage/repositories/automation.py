@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -18,6 +18,14 @@ from storage import bulk
 from storage.models import AssignmentTurnRow, AutomationRuleRow, EventRow, NoticeRow
 from storage.repositories.ids import ID_CHUNK
 from storage.repositories.mapping import EVENT_COLUMNS, EVENT_IDENTITY, event_from_row, identity_of
+
+# Built once: a card reads it.
+_EVENTS_OF_CONTACT = (
+    select(EventRow)
+    .where(EventRow.contact_id == bindparam("contact_id"))
+    .order_by(EventRow.id.desc())
+    .limit(bindparam("limit"))
+)
 
 
 class SqlEventRepository:
@@ -86,10 +94,7 @@ class SqlEventRepository:
 
     async def for_contact(self, contact_id: int, *, limit: int) -> list[ReceivedEvent]:
         rows = await self._session.scalars(
-            select(EventRow)
-            .where(EventRow.contact_id == contact_id)
-            .order_by(EventRow.id.desc())
-            .limit(limit)
+            _EVENTS_OF_CONTACT, {"contact_id": contact_id, "limit": limit}
         )
         return [event_from_row(row) for row in rows]
 

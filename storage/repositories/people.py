@@ -19,7 +19,8 @@ from storage.repositories.mapping import (
     user_values,
 )
 
-# Built once: it runs for every message and tap.
+# Built once: they run for every message and tap.
+_USERS = select(UserRow).where(UserRow.id.in_(bindparam("ids", expanding=True)))
 _ARRIVING = (
     select(UserRow, DigestSettingsRow.blocked_at)
     .outerjoin(DigestSettingsRow, DigestSettingsRow.user_id == UserRow.id)
@@ -58,7 +59,7 @@ class SqlUserRepository:
     async def get_many(self, user_ids: set[int]) -> dict[int, User]:
         unread = user_ids - self._read.keys()
         if unread:
-            for row in await self._session.scalars(select(UserRow).where(UserRow.id.in_(unread))):
+            for row in await self._session.scalars(_USERS, {"ids": list(unread)}):
                 self._remember(row)
         # Copies: a use case changes a person before it saves them, or refuses to.
         return {i: copy(self._read[i]) for i in user_ids if i in self._read}

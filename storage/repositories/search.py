@@ -11,6 +11,7 @@ from sqlalchemy import (
     Integer,
     Select,
     Text,
+    bindparam,
     case,
     column,
     func,
@@ -48,6 +49,15 @@ def scope_filter(scope: Scope) -> ColumnElement[bool]:
             ContactRow.owner_id.in_(select(UserRow.id).where(UserRow.team == scope.team))
         )
     return or_(*conditions)
+
+
+# Built once: every card and search reads it.
+_TAGS_OF_CONTACTS = (
+    select(ContactTagRow.contact_id, TagRow.name)
+    .join(TagRow, TagRow.id == ContactTagRow.tag_id)
+    .where(ContactTagRow.contact_id.in_(bindparam("ids", expanding=True)))
+    .order_by(TagRow.name)
+)
 
 
 class SqlContactSearch:
@@ -218,12 +228,7 @@ class SqlContactSearch:
     async def _tags(self, contact_ids: set[int]) -> dict[int, list[str]]:
         if not contact_ids:
             return {}
-        rows = await self._session.execute(
-            select(ContactTagRow.contact_id, TagRow.name)
-            .join(TagRow, TagRow.id == ContactTagRow.tag_id)
-            .where(ContactTagRow.contact_id.in_(contact_ids))
-            .order_by(TagRow.name)
-        )
+        rows = await self._session.execute(_TAGS_OF_CONTACTS, {"ids": list(contact_ids)})
         tags: dict[int, list[str]] = {}
         for contact_id, name in rows:
             tags.setdefault(contact_id, []).append(name)

@@ -15,6 +15,8 @@ from storage.models import ContactRow, StageRow
 from storage.report_projection import ReportProjection
 from storage.repositories.mapping import stage_from_row, stage_values
 
+_STAGES = select(StageRow).order_by(StageRow.position, StageRow.id)
+
 
 class SqlStageRepository:
     def __init__(self, session: AsyncSession, projection: ReportProjection) -> None:
@@ -26,8 +28,8 @@ class SqlStageRepository:
 
     async def list(self, *, include_archived: bool = False) -> list[Stage]:
         if self._read is None:
-            query = select(StageRow).order_by(StageRow.position, StageRow.id)
-            self._read = [stage_from_row(row) for row in await self._session.scalars(query)]
+            self._read = [stage_from_row(row) for row in await self._session.scalars(_STAGES)]
+            self._projection.stages_read(self._read)
         # Copies: a use case changes a stage before it saves it, or refuses to.
         return [copy(s) for s in self._read if include_archived or s.archived_at is None]
 
