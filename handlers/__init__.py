@@ -26,6 +26,7 @@ from handlers import (
 def routers() -> list[Router]:
     """Every router, in the order the dispatcher should try them."""
     return [
+        contacts.build_button_router(),
         access.build_router(),
         new_contact.build_router(),
         people.build_router(),

@@ -682,6 +682,13 @@ def build_router() -> Router:
     router.message.register(log_text, StateFilter(Ask.log_text), F.text)
     router.message.register(task_due, StateFilter(Ask.task_due), F.text)
     router.message.register(plain_text, StateFilter(None), F.text, ~F.text.startswith("/"))
+    return router
+
+
+def build_button_router() -> Router:
+    """The buttons of cards and searches, tried first: they are most of the taps, and each is
+    known by a prefix of its own."""
+    router = Router(name=f"{__name__}.buttons")
     router.callback_query.register(open_card, CardCb.filter())
     router.callback_query.register(show_stages, StagesCb.filter())
     router.callback_query.register(choose_stage, MoveCb.filter())

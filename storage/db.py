@@ -78,7 +78,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **kwargs: A
     # much as encoding a before-image (an import writes one for every contact it changes).
     kwargs.setdefault("json_serializer", json.JSONEncoder(ensure_ascii=False).encode)
     if is_sqlite(url) and ":memory:" not in url:
-        # Every unit of work takes SQLite's one write lock (BEGIN IMMEDIATE), so a second
+        # Every writing unit of work takes SQLite's one write lock (BEGIN IMMEDIATE), so a second
         # connection could only wait in SQLite's busy handler, which sleeps up to 100 ms between
         # tries: under load, one connection with the others waiting in line is much faster.
         kwargs.setdefault("pool_size", 1)
