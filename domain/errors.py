@@ -107,6 +107,18 @@ class StaleVersion(DomainError):
         self.changed_by = changed_by
 
 
+class NothingToUndo(DomainError):
+    """The stage change an undo button names is no longer the contact's latest one of the
+    person's own, or is too old."""
+
+    code = "nothing_to_undo"
+
+    def __init__(
+        self, message: str = "There is nothing to undo: the lead changed since, or it is too late."
+    ) -> None:
+        super().__init__(message)
+
+
 class AccessDenied(DomainError):
     code = "access_denied"
 

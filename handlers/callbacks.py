@@ -38,12 +38,11 @@ class LostCb(CallbackData, prefix="lost"):
 
 
 class UndoCb(CallbackData, prefix="undo"):
-    """Put a contact back in stage `to` (0: none) if still at version `v`, until `until`."""
+    """Undo the stage change that left a contact at version `v` (the service decides what
+    that change was, and whether it may still be undone)."""
 
     id: int
-    to: int
     v: int
-    until: int
 
 
 class LogCb(CallbackData, prefix="log"):

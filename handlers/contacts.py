@@ -3,7 +3,6 @@ tasks, reassign, see a company. Parse, call the service, render."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -16,7 +15,7 @@ from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 
 from domain.errors import DomainError, StaleVersion
-from domain.model import ActivityKind, Source, TimelineEntry, User, utcnow
+from domain.model import ActivityKind, TimelineEntry, User, utcnow
 from domain.services.contacts import (
     ContactCard,
     ContactDetails,
@@ -42,8 +41,6 @@ from handlers.callbacks import (
 from handlers.dates import parse_due
 from handlers.replies import show
 from handlers.texts import ACTIVITY, explain, refusal
-
-UNDO_SECONDS = 300
 
 
 class Ask(StatesGroup):
@@ -232,11 +229,16 @@ async def show_stages(
     details = await contact_or_alert(query, contacts, user, callback_data.id)
     if details is None:
         return
-    live = await stages.ordered()
+    await show(query, *await _stage_question(details, user, stages))
+
+
+async def _stage_question(
+    details: ContactDetails, user: User, stages: StageService
+) -> tuple[str, InlineKeyboardMarkup]:
     text = _("Move <b>{name}</b> to which stage? (now: {stage})").format(
         name=render.e(details.contact.label()), stage=render.e(render.stage_label(details.stage))
     )
-    await show(query, text, render.stage_keyboard(details, live, user))
+    return text, render.stage_keyboard(details, await stages.ordered(), user)
 
 
 async def choose_stage(
@@ -266,13 +268,7 @@ async def choose_stage(
                 ),
                 show_alert=True,
             )
-            live = await stages.ordered()
-            await show(
-                query,
-                render.stage_label(details.stage),
-                render.stage_keyboard(details, live, user),
-                answered=True,
-            )
+            await show(query, *await _stage_question(details, user, stages), answered=True)
         case StageQuestion.REOPEN_REASON:
             await state.set_state(Ask.reopen_reason)
             await state.update_data(id=callback_data.id, stage=target.id, v=callback_data.v)
@@ -348,19 +344,8 @@ async def undo(
     contacts: ContactService,
     zone: ZoneInfo,
 ) -> None:
-    if time.time() > callback_data.until:
-        await query.answer(_("It is too late to undo; change the stage instead."), show_alert=True)
-        return
-    target = callback_data.to or None
     try:
-        await contacts.set_stage(
-            user,
-            callback_data.id,
-            target,
-            expected_version=callback_data.v,
-            source=Source.UNDO,
-            reason=_("undone"),
-        )
+        await contacts.undo_move(user, callback_data.id, expected_version=callback_data.v)
     except DomainError as error:
         await refused_on_card(query, error, contacts, user, callback_data.id, zone)
         return
@@ -402,12 +387,7 @@ def _undo_of(result: object) -> UndoCb | None:
     contact = getattr(result, "contact", None)
     if change is None or contact is None or contact.id is None:
         return None
-    return UndoCb(
-        id=contact.id,
-        to=change.from_stage_id or 0,
-        v=contact.version,
-        until=int(time.time()) + UNDO_SECONDS,
-    )
+    return UndoCb(id=contact.id, v=contact.version)
 
 
 async def refused_on_card(

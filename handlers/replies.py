@@ -25,7 +25,10 @@ async def show(
     try:
         await message.edit_text(text, reply_markup=keyboard)
     except TelegramBadRequest as error:
-        if "not modified" not in error.message:
+        if "can't be edited" in error.message or "to edit not found" in error.message:
+            # Not the bot's own message, or gone: the answer comes as a new one.
+            await message.answer(text, reply_markup=keyboard)
+        elif "not modified" not in error.message:
             raise
     if not answered:
         await query.answer()

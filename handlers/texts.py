@@ -10,6 +10,7 @@ from aiogram.utils.i18n import lazy_gettext as __
 
 from domain.errors import DomainError, StaleVersion
 from domain.model import Category, Role
+from domain.services.contacts import UNDO_REASON
 
 CATEGORY = {Category.OPEN: __("open"), Category.WON: __("won"), Category.LOST: __("lost")}
 ROLE = {Role.ADMIN: __("admin"), Role.MANAGER: __("manager"), Role.AGENT: __("agent")}
@@ -35,8 +36,12 @@ LOST_REASON = {
 }
 
 
+# Every reason recorded in English whoever gave it, in the reader's language.
+REASON = {**LOST_REASON, UNDO_REASON: __("undone")}
+
+
 def reason_label(reason: str) -> str:
-    return str(LOST_REASON.get(reason, reason))
+    return str(REASON.get(reason, reason))
 
 
 # Refusals by their code, for readers of other languages than the domain's English. English
@@ -53,6 +58,7 @@ REFUSALS = {
     "duplicate": __("That name is taken."),
     "duplicate_contact": __("A contact with that phone, email or id exists already."),
     "automation_declined": __("Automation does not move this lead."),
+    "nothing_to_undo": __("There is nothing to undo: the lead changed since, or it is too late."),
     "field_value": __("That value does not fit this field."),
     "selection_changed": __(
         "The selection changed since you confirmed it; nothing was moved. Ask again."

@@ -16,6 +16,7 @@ from domain.errors import (
     DuplicateContact,
     InvalidInput,
     NotFound,
+    NothingToUndo,
     StageNotFound,
     StaleVersion,
     UserNotFound,
@@ -48,6 +49,10 @@ TAG_MAX = 40
 TAGS_MAX = 20
 # A backdated change may not lie in the future; allow for clocks that disagree a little.
 CLOCK_SKEW = timedelta(minutes=5)
+# How long after a stage change the person who made it may undo it with one tap.
+UNDO_WITHIN = timedelta(minutes=5)
+# The reason an undoing change records, whoever reads it (the timeline translates it).
+UNDO_REASON = "undone"
 # A contact's timeline shows its latest events only: a busy web page can report thousands.
 TIMELINE_EVENTS = 50
 # The fields each single-contact write changes (ContactWrite.changed): storage writes only
@@ -286,6 +291,39 @@ class ContactService:
             )
             if result.changed:
                 await uow.commit()
+        return result
+
+    async def undo_move(
+        self, actor: User, contact_id: int, *, expected_version: int
+    ) -> StageMoveResult:
+        """Put a contact back where the actor's own latest stage change took it from, if that
+        change is the contact's latest (the contact still at `expected_version`, the version it
+        left) and at most UNDO_WITHIN old. An undo skips the rules of a move, so everything it
+        does is decided from what is stored, not from what a button says."""
+        async with self._uow() as uow:
+            contact = await self._visible(uow, actor, contact_id)
+            latest = await uow.history.latest(contact_id)
+            if (
+                contact.version != expected_version
+                or latest is None
+                or latest.source is Source.UNDO
+                or latest.by_user_id != actor.id
+                or latest.to_stage_id != contact.stage_id
+                or _is_creation(latest, contact)
+                or self._clock() - latest.at > UNDO_WITHIN
+            ):
+                raise NothingToUndo()
+            result = await self._set_stage(
+                uow,
+                actor,
+                contact,
+                await _stages_by_id(uow),
+                latest.from_stage_id,
+                UNDO_REASON,
+                expected_version,
+                Source.UNDO,
+            )
+            await uow.commit()
         return result
 
     async def move(
@@ -785,6 +823,11 @@ async def _timeline(
             )
     entries.sort(key=_newest_first)
     return entries
+
+
+def _is_creation(change: StageChange, contact: Contact) -> bool:
+    """The stage a contact was created in (its first history row), which no undo takes back."""
+    return change.from_stage_id is None and change.at == contact.created_at
 
 
 def _pending(tasks: Sequence[Activity]) -> list[Activity]:

@@ -92,6 +92,22 @@ async def test_undo_puts_the_lead_back(driver: Driver, team: Team) -> None:
     assert "Lead (open)" in undone["text"]
     history = await driver.services.contacts.history(SYSTEM, team.an)
     assert [h.source.value for h in history] == ["manual", "manual", "undo"]
+    _, answer = await click(driver, LAN, moved, button(moved, "Undo"))  # pressed again
+    assert answer is not None
+    assert "nothing to undo" in answer["text"]
+    assert len(await driver.services.contacts.history(SYSTEM, team.an)) == 3
+
+
+async def test_a_forged_undo_button_changes_nothing(driver: Driver, team: Team) -> None:
+    """An undo skips the rules of a move, so the button names only the contact and its version;
+    what it undoes is read from the history: here Lan moved nothing."""
+    [card] = await driver.ask(LAN, "nguyen van an")
+    contact = await driver.services.contacts.get(SYSTEM, team.an)
+    for data in (f"undo:{team.an}:{contact.contact.version}", f"undo:{team.an}:6:1:9999999999"):
+        _, answer = await click(driver, LAN, card, data)
+        assert answer is not None
+    assert await stage_of(driver, team.an) == "Lead"
+    assert len(await driver.services.contacts.history(SYSTEM, team.an)) == 1
 
 
 async def test_a_forged_button_naming_another_agents_lead_is_refused(
@@ -289,3 +305,31 @@ async def test_an_unexpected_failure_is_apologised_for(driver: Driver, team: Tea
     _, answer = await click(driver, LAN, card, button(card, "Stage"))
     assert answer is not None
     assert "Sorry, something went wrong" in answer["text"]
+
+
+async def test_a_stage_deleted_while_its_button_was_shown_asks_again_with_every_stage(
+    driver: Driver, team: Team
+) -> None:
+    stages = driver.services.stages
+    await stages.rename(SYSTEM, "Lead", "R&D <x>")  # a name that must be escaped
+    [card] = await driver.ask(LAN, "nguyen van an")
+    [keyboard] = await press(driver, LAN, card, "Stage")
+    await stages.delete(SYSTEM, "MQL")
+    [asked], answer = await click(driver, LAN, keyboard, button(keyboard, "MQL"))
+    assert answer is not None
+    assert "MQL was deleted meanwhile" in answer["text"]
+    assert "Move Nguyễn Văn An to which stage? (now: R&D <x> (open))" in asked["text"]
+    assert "SQL" in str(asked["reply_markup"])
+    assert await stage_of(driver, team.an) == "R&D <x>"
+
+
+async def test_a_button_pressed_on_a_message_the_bot_cannot_edit_answers_anew(
+    driver: Driver, team: Team
+) -> None:
+    """A forged press on the person's own message: the card comes as a new message."""
+    sent = await driver.send(LAN, "nguyen van an")
+    await driver.handled(sent)
+    [card], answer = await click(driver, LAN, sent, f"card:{team.an}:")
+    assert answer is not None
+    assert "Nguyễn Văn An" in card["text"]
+    assert card["message_id"] > sent["message_id"]

@@ -49,14 +49,15 @@ class Bed:
 
 
 @contextlib.asynccontextmanager
-async def bed(url: str, *, busy_timeout_ms: int = 10_000) -> AsyncIterator[Bed]:
+async def bed(url: str, home: Path, *, busy_timeout_ms: int = 10_000) -> AsyncIterator[Bed]:
     """The sandbox with the bot and a scheduler ticking every TICK seconds. Minh (manager) has his
-    digest switched off; Lan (agent) has a task due tomorrow. Both have written to the bot."""
+    digest switched off; Lan (agent) has a task due tomorrow. Both have written to the bot. The
+    sandbox keeps its memory in `home`."""
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None, database_url=url, admin_ids=[ADMIN_ID], scheduler=False
     )
     services = build_services(settings, make_engine(url, busy_timeout_ms=busy_timeout_ms))
-    sandbox = Sandbox(services, port=0)
+    sandbox = Sandbox(services, port=0, state_file=home / "sandbox.json")
     await sandbox.start()  # migrates
     host: SchedulerHost | None = None
     try:
@@ -161,7 +162,7 @@ async def test_sqlite_locked_longer_than_the_busy_timeout_delays_reminders_and_d
     path = tmp_path / "locked.db"
     shutil.copy(sqlite_template, path)
     url = f"sqlite+aiosqlite:///{path}"
-    async with bed(url, busy_timeout_ms=BUSY_TIMEOUT_MS) as scene:
+    async with bed(url, tmp_path, busy_timeout_ms=BUSY_TIMEOUT_MS) as scene:
         since = await cursors(scene.driver)
         # Another program (a backup, a sqlite3 shell) takes the write lock and keeps it. Its
         # calls run on a thread: the bot's connection may hold the lock for a moment first,
@@ -256,10 +257,10 @@ async def in_thread(call: Callable[[], None]) -> None:
 
 @pytest.mark.postgres
 async def test_postgres_stopped_briefly_delays_reminders_and_digests_only(
-    private_postgres: PrivateServer, caplog: pytest.LogCaptureFixture
+    private_postgres: PrivateServer, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     server = private_postgres
-    async with bed(server.url) as scene:
+    async with bed(server.url, tmp_path) as scene:
         since = await cursors(scene.driver)
         await in_thread(server.stop)
         try:

@@ -11,7 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.access import SYSTEM
-from domain.errors import AccessDenied, DuplicateContact, InvalidInput, UserNotFound
+from domain.errors import (
+    AccessDenied,
+    DuplicateContact,
+    InvalidInput,
+    NothingToUndo,
+    UserNotFound,
+)
 from domain.model import ActivityKind
 from domain.services.contacts import ContactDraft, ContactService
 from domain.text import fold
@@ -214,3 +220,58 @@ def _fold_whole_text(text: str) -> str:
 )
 def test_folding_word_by_word_gives_what_folding_the_whole_text_gives(text: str) -> None:
     assert fold(text) == _fold_whole_text(text)
+
+
+async def _moved_to_mql(contacts: ContactService, people: People) -> tuple[int, int]:
+    """A lead of Lan's that she just moved from Lead to MQL: its id and version."""
+    contact = await contacts.add(people.agent, ContactDraft(name="Hà", stage="Lead"))
+    assert contact.id is not None
+    mql = await contacts.stage_by_name("MQL")
+    moved = await contacts.set_stage(people.agent, contact.id, mql.id)
+    return contact.id, moved.contact.version
+
+
+async def test_an_undo_puts_the_lead_back_where_the_persons_own_latest_move_took_it_from(
+    contacts: ContactService, people: People, clock: Clock
+) -> None:
+    contact_id, version = await _moved_to_mql(contacts, people)
+    clock.advance(minutes=4)
+    undone = await contacts.undo_move(people.agent, contact_id, expected_version=version)
+    assert undone.change is not None
+    assert undone.change.reason == "undone"
+    assert [c.to_stage_id for c in await contacts.history(people.agent, contact_id)][-1] == (
+        (await contacts.stage_by_name("Lead")).id
+    )
+    with pytest.raises(NothingToUndo):  # pressed again: nothing left to undo
+        await contacts.undo_move(people.agent, contact_id, expected_version=version)
+
+
+@pytest.mark.parametrize("who", ["teammate", "manager"])
+async def test_only_the_person_who_moved_a_lead_may_undo_it(
+    contacts: ContactService, people: People, who: str
+) -> None:
+    contact_id, version = await _moved_to_mql(contacts, people)
+    with pytest.raises((NothingToUndo, AccessDenied)):
+        await contacts.undo_move(getattr(people, who), contact_id, expected_version=version)
+
+
+async def test_an_undo_is_refused_when_late_or_when_the_lead_changed_since(
+    contacts: ContactService, people: People, clock: Clock
+) -> None:
+    contact_id, version = await _moved_to_mql(contacts, people)
+    with pytest.raises(NothingToUndo):  # a version the move did not leave
+        await contacts.undo_move(people.agent, contact_id, expected_version=version - 1)
+    clock.advance(minutes=6)
+    with pytest.raises(NothingToUndo, match="too late"):
+        await contacts.undo_move(people.agent, contact_id, expected_version=version)
+    history = await contacts.history(people.agent, contact_id)
+    assert [c.source.value for c in history] == ["manual", "manual"]
+
+
+async def test_the_stage_a_lead_was_created_in_is_no_move_to_undo(
+    contacts: ContactService, people: People
+) -> None:
+    contact = await contacts.add(people.agent, ContactDraft(name="Hà", stage="Lead"))
+    assert contact.id is not None
+    with pytest.raises(NothingToUndo):
+        await contacts.undo_move(people.agent, contact.id, expected_version=contact.version)
