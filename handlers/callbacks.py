@@ -85,8 +85,11 @@ class LangCb(CallbackData, prefix="lang"):
 
 
 class CancelCb(CallbackData, prefix="x"):
-    """Abandon what is being asked; back to the contact's card when there is one."""
+    """Abandon what is being asked in `flow` (a StatesGroup's name) about contact `id` (0:
+    none); back to the contact's card when there is one. A flow that ended or gave way to
+    another is left alone."""
 
+    flow: str
     id: int = 0
 
 

@@ -3,10 +3,12 @@ tasks, reassign, see a company. Parse, call the service, render."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from aiogram import F, Router
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -277,7 +279,7 @@ async def choose_stage(
                 _("Why reopen <b>{name}</b> ({stage})? Send the reason.").format(
                     name=name, stage=render.e(render.stage_label(details.stage))
                 ),
-                render.cancel_keyboard(callback_data.id),
+                render.cancel_keyboard(Ask, callback_data.id),
             )
         case StageQuestion.LOST_REASON:
             await show(
@@ -305,7 +307,9 @@ async def lost_reason_button(
         await state.set_state(Ask.lost_reason)
         await state.update_data(id=callback_data.id, stage=callback_data.stage, v=callback_data.v)
         await show(
-            query, _("Describe the reason in a message."), render.cancel_keyboard(callback_data.id)
+            query,
+            _("Describe the reason in a message."),
+            render.cancel_keyboard(Ask, callback_data.id),
         )
         return
     if not 0 <= callback_data.r < len(policy.lost_reasons):
@@ -434,7 +438,7 @@ async def ask_log(
     assert query.message is not None
     await query.message.answer(
         prompts[callback_data.kind].format(name=render.e(details.contact.label())),
-        reply_markup=render.cancel_keyboard(callback_data.id),
+        reply_markup=render.cancel_keyboard(Ask, callback_data.id),
     )
 
 
@@ -447,7 +451,7 @@ async def log_text(
         await state.update_data(text=message.text)
         await message.answer(
             _("When is it due? E.g. tomorrow, 25/12, 25/12 14:30 or +3 (days)."),
-            reply_markup=render.cancel_keyboard(data["id"]),
+            reply_markup=render.cancel_keyboard(Ask, data["id"]),
         )
         return
     await _log(
@@ -555,6 +559,19 @@ async def cancel_button(
     state: FSMContext,
     zone: ZoneInfo,
 ) -> None:
+    asked = await state.get_state()
+    data = await state.get_data()
+    if (
+        asked is None
+        or asked.split(":")[0] != callback_data.flow
+        or (callback_data.id and data.get("id", callback_data.id) != callback_data.id)
+    ):
+        # An old question's button: what is being asked now (if anything) stays asked.
+        await query.answer(_("That question was answered or closed already."), show_alert=True)
+        if isinstance(query.message, Message):
+            with contextlib.suppress(TelegramBadRequest):  # gone, or not the bot's message
+                await query.message.edit_reply_markup(reply_markup=None)
+        return
     await state.clear()
     await query.answer(_("Cancelled."))
     if callback_data.id:

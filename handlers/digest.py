@@ -229,7 +229,7 @@ async def digest_button(
             if arg == "time"
             else _("Send the time zone, e.g. Asia/Ho_Chi_Minh or Europe/Berlin.")
         )
-        await show(query, prompt, render.cancel_keyboard())
+        await show(query, prompt, render.cancel_keyboard(DigestInput))
         return
     try:
         if act == "onoff":

@@ -162,7 +162,7 @@ async def ask_tags(
             "Send the tags of <b>{name}</b>, separated by commas (now: {tags}). "
             "Send - to remove them all."
         ).format(name=render.e(details.contact.label()), tags=render.e(now)),
-        reply_markup=render.cancel_keyboard(callback_data.id),
+        reply_markup=render.cancel_keyboard(EditInput, callback_data.id),
     )
 
 

@@ -18,7 +18,7 @@ from domain.model import Category, Role, User
 from domain.services.contacts import ContactDetails, ContactDraft, ContactService
 from domain.services.stages import StageService
 from handlers import render
-from handlers.callbacks import CancelCb, CardCb, NewCb
+from handlers.callbacks import CardCb, NewCb
 from handlers.contacts import send_card
 from handlers.keys import Keys
 from handlers.texts import explain, refusal
@@ -40,7 +40,7 @@ async def start(message: Message, state: FSMContext) -> None:
     await state.clear()
     await state.set_state(NewContact.name)
     await message.answer(
-        _("New contact. What is their name?"), reply_markup=render.cancel_keyboard()
+        _("New contact. What is their name?"), reply_markup=render.cancel_keyboard(NewContact)
     )
 
 
@@ -53,7 +53,7 @@ async def got_name(message: Message, state: FSMContext) -> None:
     await state.set_state(NewContact.reach)
     await message.answer(
         _("Their phone or email? (send {skip} to skip)").format(skip=SKIP),
-        reply_markup=render.cancel_keyboard(),
+        reply_markup=render.cancel_keyboard(NewContact),
     )
 
 
@@ -78,7 +78,7 @@ async def got_reach(
     await state.set_state(NewContact.company)
     await message.answer(
         _("Their company? (send {skip} if none)").format(skip=SKIP),
-        reply_markup=render.cancel_keyboard(),
+        reply_markup=render.cancel_keyboard(NewContact),
     )
 
 
@@ -117,7 +117,7 @@ async def got_company(message: Message, state: FSMContext) -> None:
     for number, source in enumerate(SOURCES, start=1):
         keys.button(text=source, callback_data=NewCb(step="source", value=number))
     keys.button(text=_("Skip"), callback_data=NewCb(step="source", value=0))
-    keys.button(text="✖️ " + _("Cancel"), callback_data=CancelCb())
+    keys.button(text="✖️ " + _("Cancel"), callback_data=render.cancel_of(NewContact))
     keys.adjust(3)
     await message.answer(
         _("Where did the lead come from? Choose, or type it."), reply_markup=keys.as_markup()
@@ -150,7 +150,7 @@ async def _ask_stage(message: Message, state: FSMContext, stages: StageService) 
         if stage.category is Category.OPEN and stage.id is not None:
             keys.button(text=stage.name, callback_data=NewCb(step="stage", value=stage.id))
     keys.button(text=_("No stage"), callback_data=NewCb(step="stage", value=0))
-    keys.button(text="✖️ " + _("Cancel"), callback_data=CancelCb())
+    keys.button(text="✖️ " + _("Cancel"), callback_data=render.cancel_of(NewContact))
     keys.adjust(3)
     await message.answer(_("Which stage does it start in?"), reply_markup=keys.as_markup())
 
@@ -190,7 +190,7 @@ async def _owner_keyboard(user: User, contacts: ContactService) -> InlineKeyboar
             keys.button(
                 text=render.short(owner.name, 30), callback_data=NewCb(step="owner", value=owner.id)
             )
-    keys.button(text="✖️ " + _("Cancel"), callback_data=CancelCb())
+    keys.button(text="✖️ " + _("Cancel"), callback_data=render.cancel_of(NewContact))
     keys.adjust(2)
     return keys.as_markup()
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from html import escape
 from zoneinfo import ZoneInfo
 
+from aiogram.fsm.state import StatesGroup
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
@@ -234,10 +235,15 @@ def reasons_keyboard(
     return keys.as_markup()
 
 
-def cancel_keyboard(contact_id: int = 0) -> InlineKeyboardMarkup:
+def cancel_keyboard(flow: type[StatesGroup], contact_id: int = 0) -> InlineKeyboardMarkup:
+    """Cancel for a question of `flow` (about a contact)."""
     keys = Keys()
-    keys.button(text="✖️ " + _("Cancel"), callback_data=CancelCb(id=contact_id))
+    keys.button(text="✖️ " + _("Cancel"), callback_data=cancel_of(flow, contact_id))
     return keys.as_markup()
+
+
+def cancel_of(flow: type[StatesGroup], contact_id: int = 0) -> CancelCb:
+    return CancelCb(flow=flow.__name__, id=contact_id)
 
 
 def contact_button_text(details: ContactDetails, *, with_owner: bool = False) -> str:

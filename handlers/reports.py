@@ -172,7 +172,9 @@ async def _ask_for_dates(query: CallbackQuery, key: str, state: FSMContext) -> N
     await state.update_data(report=key)
     await query.answer()
     if isinstance(query.message, Message):
-        await query.message.answer(_dates_prompt(), reply_markup=render.cancel_keyboard())
+        await query.message.answer(
+            _dates_prompt(), reply_markup=render.cancel_keyboard(ReportInput)
+        )
 
 
 def _dates_prompt() -> str:

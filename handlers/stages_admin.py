@@ -16,7 +16,7 @@ from domain.model import Category, Role, Stage, User
 from domain.services.stages import StageService, StageSummary
 from domain.transitions import Policy, is_other
 from handlers import render
-from handlers.callbacks import CancelCb, StageAdminCb
+from handlers.callbacks import StageAdminCb
 from handlers.keys import Keys
 from handlers.replies import show
 from handlers.texts import CATEGORY, explain, reason_label, refusal
@@ -98,7 +98,7 @@ async def _act(
         await query.answer()
         assert isinstance(query.message, Message)
         await query.message.answer(
-            _("Name of the new stage?"), reply_markup=render.cancel_keyboard()
+            _("Name of the new stage?"), reply_markup=render.cancel_keyboard(StageInput)
         )
         return
     summary = await _summary(stages, data.id)
@@ -159,7 +159,7 @@ async def _act(
         assert isinstance(query.message, Message)
         await query.message.answer(
             _("New name for <b>{stage}</b>?").format(stage=render.e(stage.name)),
-            reply_markup=render.cancel_keyboard(),
+            reply_markup=render.cancel_keyboard(StageInput),
         )
     elif data.act == "delete" and not data.arg:
         await show(
@@ -322,7 +322,7 @@ async def typed_new_name(message: Message, state: FSMContext) -> None:
             text=str(CATEGORY[category]),
             callback_data=StageAdminCb(act="addcat", arg=category.value),
         )
-    keys.button(text="✖️ " + _("Cancel"), callback_data=CancelCb())
+    keys.button(text="✖️ " + _("Cancel"), callback_data=render.cancel_of(StageInput))
     await message.answer(_("Is it open, won or lost?"), reply_markup=keys.as_markup())
 
 

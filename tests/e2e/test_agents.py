@@ -333,3 +333,18 @@ async def test_a_button_pressed_on_a_message_the_bot_cannot_edit_answers_anew(
     assert answer is not None
     assert "Nguyễn Văn An" in card["text"]
     assert card["message_id"] > sent["message_id"]
+
+
+async def test_an_old_cancel_button_leaves_the_question_being_asked_now(
+    driver: Driver, team: Team
+) -> None:
+    [card] = await driver.ask(LAN, "nguyen van an")
+    [note_prompt] = await press(driver, LAN, card, "Note")
+    await driver.ask(LAN, "/new")
+    [reach] = await driver.ask(LAN, "Phan Thị Thu Trang")
+    assert "phone or email" in reach["text"]
+    _, answer = await click(driver, LAN, note_prompt, button(note_prompt, "Cancel"))
+    assert answer is not None
+    assert "answered or closed already" in answer["text"]
+    [company] = await driver.ask(LAN, "0977 888 999")
+    assert "Their company?" in company["text"]
