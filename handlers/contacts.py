@@ -16,7 +16,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 
-from domain.errors import DomainError, StaleVersion
+from domain.errors import DomainError, InvalidInput, StaleVersion
 from domain.model import ActivityKind, TimelineEntry, User, utcnow
 from domain.services.contacts import (
     ContactCard,
@@ -329,6 +329,9 @@ async def typed_reason(
         result, card = await contacts.move(
             user, data["id"], data["stage"], reason=message.text, expected_version=data["v"]
         )
+    except InvalidInput as error:  # too long, say: the question stays open
+        await _ask_again(message, error, data["id"])
+        return
     except DomainError as error:
         await state.clear()
         await message.answer(refusal(error))
@@ -454,17 +457,9 @@ async def log_text(
             reply_markup=render.cancel_keyboard(Ask, data["id"]),
         )
         return
-    await _log(
-        message,
-        user,
-        contacts,
-        zone,
-        data["id"],
-        ActivityKind(data["kind"]),
-        message.text or "",
-        None,
-    )
-    await state.clear()  # once answered, as for a typed reason
+    kind = ActivityKind(data["kind"])
+    if await _log(message, user, contacts, zone, data["id"], kind, message.text or "", None):
+        await state.clear()  # once answered, as for a typed reason
 
 
 async def task_due(
@@ -475,8 +470,8 @@ async def task_due(
     if due is None:
         await message.answer(_("I could not read that date. Try tomorrow, 25/12 or +3."))
         return
-    await _log(message, user, contacts, zone, data["id"], ActivityKind.TASK, data["text"], due)
-    await state.clear()
+    if await _log(message, user, contacts, zone, data["id"], ActivityKind.TASK, data["text"], due):
+        await state.clear()
 
 
 async def _log(
@@ -488,15 +483,27 @@ async def _log(
     kind: ActivityKind,
     text: str,
     due: datetime | None,
-) -> None:
+) -> bool:
+    """Whether the question is settled: the entry saved, or refused for good."""
     try:
         card = await contacts.log_from_card(user, contact_id, kind, text, due_at=due)
+    except InvalidInput as error:
+        await _ask_again(message, error, contact_id)
+        return False
     except DomainError as error:
         await message.answer(refusal(error))
-        return
+        return True
     await message.answer(_("{kind} saved.").format(kind=ACTIVITY[kind.value]))
     shown, keyboard = _rendered(card, user, zone)
     await message.answer(shown, reply_markup=keyboard)
+    return True
+
+
+async def _ask_again(message: Message, error: DomainError, contact_id: int) -> None:
+    await message.answer(
+        refusal(error) + "\n" + _("Send it again, or press Cancel."),
+        reply_markup=render.cancel_keyboard(Ask, contact_id),
+    )
 
 
 # --- reassigning and companies --------------------------------------------------------------

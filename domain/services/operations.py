@@ -118,10 +118,12 @@ class OperationService:
         stage = await stages.get(stage_id)
         if stage is None or not stage.archived:
             return
-        Pipeline(await stages.list()).check_name_free(stage.name)
+        pipeline = Pipeline(await stages.list())
+        pipeline.check_name_free(stage.name)
         stage.archived_at = None
-        stage.position = len(Pipeline(await stages.list()).in_category(stage.category)) + 1
-        await stages.update(stage)
+        # Back where it was in the funnel: a deletion keeps the stage's position.
+        for placed in pipeline.placed(stage, stage.position):
+            await stages.update(placed)
 
     async def plan_bulk_move(self, actor: User, selection: Selection) -> BulkPlan:
         """How many contacts a selection holds, by their current stage."""

@@ -300,7 +300,7 @@ async def test_a_button_for_a_stage_deleted_meanwhile_explains_and_changes_nothi
 async def test_an_unexpected_failure_is_apologised_for(driver: Driver, team: Team) -> None:
     [card] = await driver.ask(LAN, "nguyen van an")
     await driver.fault(
-        "editMessageText", 400, count=1, description="Bad Request: message can't be edited"
+        "editMessageText", 400, count=1, description="Bad Request: BUTTON_DATA_INVALID"
     )
     _, answer = await click(driver, LAN, card, button(card, "Stage"))
     assert answer is not None
@@ -348,3 +348,26 @@ async def test_an_old_cancel_button_leaves_the_question_being_asked_now(
     assert "answered or closed already" in answer["text"]
     [company] = await driver.ask(LAN, "0977 888 999")
     assert "Their company?" in company["text"]
+
+
+async def test_a_note_or_reason_too_long_is_asked_again_not_dropped(
+    driver: Driver, team: Team
+) -> None:
+    [card] = await driver.ask(LAN, "nguyen van an")
+    await press(driver, LAN, card, "Note")
+    [refused] = await driver.ask(LAN, "x" * 4001)
+    assert "at most 4000 characters" in refused["text"]
+    assert "Send it again" in refused["text"]
+    [saved, card] = await driver.ask(LAN, "Gọi lại thứ Hai")
+    assert "saved" in saved["text"]
+    assert "Gọi lại thứ Hai" in card["text"]
+
+    [stages] = await press(driver, LAN, card, "Stage")
+    [reasons] = await press(driver, LAN, stages, "Disqualified")
+    await press(driver, LAN, reasons, "Other")
+    [refused] = await driver.ask(LAN, "y" * 501)
+    assert "at most 500 characters" in refused["text"]
+    assert await stage_of(driver, team.an) == "Lead"
+    [moved] = await driver.ask(LAN, "Khách chọn bên khác")
+    assert "Disqualified (lost)" in moved["text"]
+    assert await stage_of(driver, team.an) == "Disqualified"

@@ -52,6 +52,7 @@ async def test_undoing_a_stage_deletion_brings_the_stage_and_its_contacts_back(
 ) -> None:
     ids = await amis_with(services, "MQL", 5)
     before = await snapshot(services, ids)
+    funnel = [s.name for s in await services.stages.ordered()]
     deleted = await services.stages.delete(SYSTEM, "MQL", reassign_to="SQL")
     assert deleted.operation_id is not None
     [operation] = await services.operations.recent(SYSTEM)
@@ -59,8 +60,7 @@ async def test_undoing_a_stage_deletion_brings_the_stage_and_its_contacts_back(
     result = await services.operations.undo(SYSTEM, deleted.operation_id)
     assert (result.reverted, result.kept) == (5, 0)
     assert await snapshot(services, ids) == before
-    names = [s.stage.name for s in await services.stages.summaries()]
-    assert "MQL" in names
+    assert [s.name for s in await services.stages.ordered()] == funnel  # in its place again
     with pytest.raises(InvalidInput, match="already"):
         await services.operations.undo(SYSTEM, deleted.operation_id)
 
