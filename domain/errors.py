@@ -99,12 +99,13 @@ class AutomationDeclined(DomainError):
 class StaleVersion(DomainError):
     code = "stale_version"
 
-    def __init__(self, changed_by: str | None) -> None:
-        who = changed_by or "someone else"
+    def __init__(self, changed_by: str | None, *, by_actor: bool = False) -> None:
+        who = "You" if by_actor else changed_by or "someone else"
         super().__init__(
             f"{who} changed this contact meanwhile; look at the fresh card and try again."
         )
         self.changed_by = changed_by
+        self.by_actor = by_actor  # from another message or button of theirs
 
 
 class NothingToUndo(DomainError):

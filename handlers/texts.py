@@ -68,6 +68,8 @@ REFUSALS = {
 
 def explain(error: DomainError, language: str) -> str:
     if isinstance(error, StaleVersion):
+        if error.by_actor:
+            return _("You changed this lead since, from another message. Here is the fresh card.")
         who = error.changed_by or _("Someone else")
         return _("{who} changed this lead meanwhile. Here is the fresh card.").format(who=who)
     if language == "en" or error.code not in REFUSALS:

@@ -398,7 +398,7 @@ class ContactService:
             # same update delivered again after its move committed, is told so, not refused.
             return StageMoveResult(contact, None)
         if expected_version is not None and contact.version != expected_version:
-            raise StaleVersion(await _name_of(uow, contact.updated_by_id))
+            raise await _stale(uow, actor, contact.updated_by_id)
         current = stages.get(contact.stage_id) if contact.stage_id else None
         target = stages.get(stage_id) if stage_id is not None else None
         if stage_id is not None and target is None:
@@ -432,7 +432,7 @@ class ContactService:
         contact.updated_by_id = actor.id
         if not await uow.contacts.update(contact, expected_version=version, changed=_MOVED):
             fresh = await uow.contacts.get(contact_id)
-            raise StaleVersion(await _name_of(uow, fresh.updated_by_id if fresh else None))
+            raise await _stale(uow, actor, fresh.updated_by_id if fresh else None)
         await uow.history.add(change)
         return StageMoveResult(contact, change)
 
@@ -544,7 +544,7 @@ class ContactService:
         async with self._uow() as uow:
             contact = await self._visible(uow, actor, contact_id)
             if expected_version is not None and contact.version != expected_version:
-                raise StaleVersion(await _name_of(uow, contact.updated_by_id))
+                raise await _stale(uow, actor, contact.updated_by_id)
             owner = await uow.users.get(owner_id)
             if owner is None or not owner.active:
                 raise UserNotFound(f"#{owner_id}")
@@ -604,7 +604,7 @@ class ContactService:
         async with self._uow() as uow:
             contact = await self._visible(uow, actor, contact_id)
             if contact.version != expected_version:
-                raise StaleVersion(await _name_of(uow, contact.updated_by_id))
+                raise await _stale(uow, actor, contact.updated_by_id)
             before = {"tags": list(contact.tags), "custom_fields": dict(contact.custom_fields)}
             change(contact, await uow.fields.list())
             changed = frozenset(k for k, was in before.items() if getattr(contact, k) != was)
@@ -878,6 +878,13 @@ async def user_by_ref(uow: UnitOfWork, ref: str) -> User:
     if len(matches) > 1:
         raise InvalidInput(f"Several people are called {text!r}; use their Telegram id.")
     raise UserNotFound(text)
+
+
+async def _stale(uow: UnitOfWork, actor: User, changed_by_id: int | None) -> StaleVersion:
+    """The refusal of a change to a contact that changed since it was read."""
+    if changed_by_id is not None and changed_by_id == actor.id:
+        return StaleVersion(None, by_actor=True)
+    return StaleVersion(await _name_of(uow, changed_by_id))
 
 
 async def _name_of(uow: UnitOfWork, user_id: int | None) -> str | None:

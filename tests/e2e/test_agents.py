@@ -371,3 +371,17 @@ async def test_a_note_or_reason_too_long_is_asked_again_not_dropped(
     [moved] = await driver.ask(LAN, "Khách chọn bên khác")
     assert "Disqualified (lost)" in moved["text"]
     assert await stage_of(driver, team.an) == "Disqualified"
+
+
+async def test_a_button_made_stale_by_the_persons_own_change_says_so(
+    driver: Driver, team: Team
+) -> None:
+    [card] = await driver.ask(LAN, "nguyen van an")
+    [old] = await press(driver, LAN, card, "Stage")
+    [again] = await driver.ask(LAN, "nguyen van an")
+    [stages] = await press(driver, LAN, again, "Stage")
+    await press(driver, LAN, stages, "MQL")
+    _, answer = await click(driver, LAN, old, button(old, "SQL"))
+    assert answer is not None
+    assert "You changed this lead since, from another message" in answer["text"]
+    assert await stage_of(driver, team.an) == "MQL"
