@@ -206,6 +206,7 @@ async def serve_sandbox(services: Services, *, host: str, port: int, demo: bool)
     if demo:
         from bot.demo import load_demo
 
+        print("Stagekeeper sandbox: loading the demo data (this takes a little while)…", flush=True)
         await migrate.upgrade(services.engine)
         summary = await load_demo(services)
     sandbox = Sandbox(services, host=host, port=port)
@@ -214,9 +215,9 @@ async def serve_sandbox(services: Services, *, host: str, port: int, demo: bool)
         # The web chat lists the people the emulator knows: offer the demo people.
         for person in summary.people:
             if person.telegram_id is not None:
-                first_name = person.name.split()[-1]
+                # The whole name: which part is the given name depends on the language.
                 sandbox.emulator.add_user(
-                    SandboxUser(person.telegram_id, first_name, language_code="vi")
+                    SandboxUser(person.telegram_id, person.name, language_code="vi")
                 )
     print(f"Stagekeeper sandbox: open {sandbox.url} in a browser (Ctrl+C stops it).")
     if demo:

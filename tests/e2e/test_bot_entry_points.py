@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -9,11 +11,18 @@ import aiohttp
 import pytest
 
 from bot.container import build_services
-from bot.entrypoints import SANDBOX_TOKEN, Sandbox, WebhookServer, sandbox_state_file
+from bot.entrypoints import (
+    SANDBOX_TOKEN,
+    Sandbox,
+    WebhookServer,
+    sandbox_state_file,
+    serve_sandbox,
+)
 from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.model import Role
 from tests.e2e.conftest import ADMIN_ID, WEBHOOK_SECRET, Driver, eventually
+from tests.e2e.workers import free_port
 
 
 async def test_start_is_answered(driver: Driver) -> None:
@@ -190,3 +199,35 @@ async def test_the_command_menu_is_published_per_language_and_for_admins(driver:
 def _scope(params: dict[str, object]) -> dict[str, object]:
     scope = params.get("scope") or {}
     return json.loads(scope) if isinstance(scope, str) else dict(scope)  # type: ignore[arg-type]
+
+
+async def test_the_demo_sandbox_says_it_is_loading_and_offers_its_people_by_full_name(
+    e2e_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stagekeeper sandbox --demo`: a line before the demo's data loads (it takes a while),
+    and the web chat's people under their whole names ("Emily Carter", "Nguyễn Thị Mai")."""
+    services = build_services(e2e_settings)
+    port = free_port()
+    serving = asyncio.create_task(serve_sandbox(services, host="127.0.0.1", port=port, demo=True))
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            users: list[str] = []
+
+            async def listed() -> bool:
+                if serving.done():
+                    serving.result()  # why it stopped
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get("/sandbox/users") as response:
+                        users[:] = [u["first_name"] for u in (await response.json())["users"]]
+                return bool(users)
+
+            await eventually(listed, "the sandbox listening")
+        assert "Emily Carter" in users
+        assert any(name.count(" ") >= 2 for name in users)  # a Vietnamese name, whole
+        printed = capsys.readouterr().out
+        assert printed.index("loading the demo data") < printed.index("open http://")
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        await services.close()
