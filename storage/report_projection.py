@@ -134,6 +134,14 @@ _VARIES = object()
 _MOVED_INDEXES = ("ix_report_contacts_path", "ix_report_contacts_idle")
 
 
+def _categories_of(stages: Iterable[tuple[int, Category]]) -> Categories:
+    pairs = list(stages)
+    return Categories(
+        won=frozenset(i for i, c in pairs if c is Category.WON),
+        lost=frozenset(i for i, c in pairs if c is Category.LOST),
+    )
+
+
 class ReportProjection:
     """The report rows of one unit of work. Repositories say which contacts they touched
     (`touched`), and the unit of work brings those contacts' rows in step once, at commit
@@ -206,15 +214,10 @@ class ReportProjection:
         """The won and the lost stages, read once per transaction until a stage is added or
         changed (`stages_changed`): an import asks for every batch, and a read waits for the
         writes sent before it (storage.pipeline)."""
-        known = self._categories
-        if known is None:
-            rows = (await self._session.execute(select(StageRow.id, StageRow.category))).all()
-            known = Categories(
-                won=frozenset(i for i, c in rows if c == Category.WON.value),
-                lost=frozenset(i for i, c in rows if c == Category.LOST.value),
-            )
-            self._categories = known
-        return known
+        if self._categories is None:
+            rows = await self._session.execute(select(StageRow.id, StageRow.category))
+            self._categories = _categories_of((i, Category(c)) for i, c in rows)
+        return self._categories
 
     def stages_changed(self) -> None:
         self._categories = None
@@ -223,11 +226,7 @@ class ReportProjection:
         """Every stage, as the unit of work read them for another reason: no need to read the
         categories again."""
         if self._categories is None:
-            stages = list(stages)
-            self._categories = Categories(
-                won=frozenset(s.id for s in stages if s.category is Category.WON and s.id),
-                lost=frozenset(s.id for s in stages if s.category is Category.LOST and s.id),
-            )
+            self._categories = _categories_of((s.id, s.category) for s in stages if s.id)
 
     def created(self, contacts: Iterable[Contact]) -> None:
         """Remember contacts inserted in bulk in this unit of work: their report rows are computed

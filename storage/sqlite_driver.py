@@ -86,8 +86,7 @@ class OneHopCursor:
         return cursor.description, cursor.rowcount, cursor.lastrowid, rows, None if done else cursor
 
     def _take(self, outcome: tuple[Any, ...]) -> None:
-        self.description, self.rowcount, self.lastrowid, rows, self._open = outcome
-        self._rows = list(rows)
+        self.description, self.rowcount, self.lastrowid, self._rows, self._open = outcome
 
     async def fetchone(self) -> Any:
         rows = await self.fetchmany(1)
