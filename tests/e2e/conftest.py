@@ -1,5 +1,6 @@
-"""End-to-end harness: the emulator and the bot on free loopback ports, in long-polling or in
-webhook mode, and a driver that talks to the emulator as Telegram users do.
+"""End-to-end harness: the emulator and the bot on free loopback ports, long-polling, behind a
+webhook, or as two worker processes behind a proxy (`bot_mode`), and a driver that talks to the
+emulator as Telegram users do.
 
 A test reads a chat when what it waits for has happened, never after a pause, which a loaded
 machine can make too short: the bot has finished handling the update the test sent
@@ -10,12 +11,14 @@ to sleep until the bot next says something."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +36,9 @@ from domain.access import SYSTEM
 from domain.model import Role
 from domain.services.contacts import ContactDraft
 from storage.db import is_sqlite
-from tests.conftest import empty_postgres
+from tests.conftest import empty_postgres, require
 from tests.e2e.workers import (
+    TOKEN,
     AlternatingProxy,
     TelegramHere,
     Worker,
@@ -199,10 +203,14 @@ class Driver:
         return list(body["requests"] if isinstance(body, dict) else body)
 
 
+def in_workers_mode(request: pytest.FixtureRequest) -> bool:
+    modes = request.fixturenames  # a test of the sandbox alone has no bot mode
+    return "bot_mode" in modes and request.getfixturevalue("bot_mode") == "workers"
+
+
 @pytest.fixture
 def e2e_settings(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Settings:
-    modes = request.fixturenames  # a test of the sandbox alone has no bot mode
-    if "bot_mode" in modes and request.getfixturevalue("bot_mode") == "workers":
+    if in_workers_mode(request):
         url: str = request.getfixturevalue("postgres_url")
     else:
         path = tmp_path / "e2e.db"
@@ -216,9 +224,15 @@ def e2e_settings(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
     )
 
 
-# STAGEKEEPER_TEST_BOT_MODES=workers (.ci/run) runs the suite against two worker processes on
-# PostgreSQL and Redis behind a strictly alternating proxy (tests/e2e/workers.py).
-BOT_MODES = os.environ.get("STAGEKEEPER_TEST_BOT_MODES", "polling,webhook").split(",")
+# Each test of the bot runs with it long-polling the sandbox, behind a webhook in this process,
+# and as two `stagekeeper webhook` processes on PostgreSQL and Redis behind a strictly
+# alternating proxy (WorkersPool; skipped without those servers). STAGEKEEPER_TEST_BOT_MODES
+# picks some of them (e.g. "workers").
+BOT_MODES = os.environ.get("STAGEKEEPER_TEST_BOT_MODES", "polling,webhook,workers").split(",")
+# For a test that changes the bot in this process, or watches it start: not in worker processes.
+in_this_process = pytest.mark.parametrize(
+    "bot_mode", [mode for mode in BOT_MODES if mode != "workers"], indirect=True
+)
 
 
 @pytest.fixture(params=BOT_MODES)
@@ -227,7 +241,14 @@ def bot_mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def sandbox_of_driver(e2e_settings: Settings, tmp_path: Path) -> AsyncIterator[Sandbox]:
+async def sandbox_of_driver(
+    request: pytest.FixtureRequest, e2e_settings: Settings, tmp_path: Path
+) -> AsyncIterator[Sandbox | None]:
+    """The sandbox with the bot polling it; None in the workers mode, whose emulator and bot
+    are the workers pool's."""
+    if in_workers_mode(request):
+        yield None
+        return
     if not is_sqlite(e2e_settings.database_url):
         await empty_postgres(e2e_settings.database_url)
     services = build_services(e2e_settings)
@@ -241,19 +262,21 @@ async def sandbox_of_driver(e2e_settings: Settings, tmp_path: Path) -> AsyncIter
 
 @pytest.fixture
 async def driver(
-    sandbox_of_driver: Sandbox, bot_mode: str, tmp_path: Path
+    request: pytest.FixtureRequest, bot_mode: str, sandbox_of_driver: Sandbox | None
 ) -> AsyncIterator[Driver]:
     """A sandbox with the bot attached in `bot_mode`; the bot is stopped after the test."""
+    if sandbox_of_driver is None:
+        async with workers_driver(request) as driver:
+            yield driver
+        return
     sandbox = sandbox_of_driver
     services = sandbox.services
-    e2e_settings = services.settings
     webhook: WebhookServer | None = None
     if bot_mode == "webhook":
         await sandbox.stop_bot()  # the same emulator, the bot now behind a webhook instead
-        settings = e2e_settings.model_copy(update={"telegram_api_base": sandbox.url})
-        webhook_services = build_services(settings, services.engine)
+        settings = services.settings.model_copy(update={"telegram_api_base": sandbox.url})
         webhook = WebhookServer(
-            webhook_services,
+            build_services(settings, services.engine),
             token=sandbox.token,
             secret=WEBHOOK_SECRET,
             public_url=None,
@@ -261,16 +284,6 @@ async def driver(
             port=0,
         )
         await webhook.start()
-    if bot_mode == "workers":
-        await sandbox.stop_bot()
-        async with (
-            two_workers(sandbox, tmp_path) as (proxy, runtime),
-            aiohttp.ClientSession() as http,
-        ):
-            handled = HandledUpdates()
-            proxy.on_handled = handled.note
-            yield Driver(sandbox.url, http, services, runtime, proxy.url, handled)
-        return
     runtime = webhook.runtime if webhook is not None else sandbox.runtime
     assert runtime is not None
     async with aiohttp.ClientSession() as http:
@@ -279,39 +292,131 @@ async def driver(
         await webhook.stop()
 
 
+class WorkersPool:
+    """Two `stagekeeper webhook` processes on PostgreSQL and Redis behind a proxy that
+    alternates strictly between them, and the emulated Telegram they talk to: started once for
+    all the workers-mode tests of this test process (a worker takes seconds to import its
+    libraries), on a thread with an event loop of its own, since each test has its own loop.
+    Each test starts from an empty database, Redis and emulator, the workers and their webhook
+    kept; tests that give the bot other settings restart the workers with them."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="workers", daemon=True)
+        self._thread.start()
+        self.telegram = TelegramHere()
+        self.workers: list[Worker] = []
+        self.proxy = AlternatingProxy(self.workers, log_dir / "proxy.log")
+        self._environment: dict[str, str] | None = None
+        self._started = False
+
+    async def ready(
+        self, environment: dict[str, str], on_handled: Callable[[int], None]
+    ) -> tuple[str, str]:
+        """Waits, from a test's loop, until the workers run with `environment` on an emptied
+        emulator, telling `on_handled` (on that loop) of each update they answered; returns
+        the emulator's and the workers' address."""
+        loop = asyncio.get_running_loop()
+
+        def handled(update_id: int) -> None:
+            with contextlib.suppress(RuntimeError):  # the test is over, its loop closed
+                loop.call_soon_threadsafe(on_handled, update_id)
+
+        running = asyncio.run_coroutine_threadsafe(self._ready(environment, handled), self.loop)
+        await asyncio.wrap_future(running)
+        return self.telegram.url, self.proxy.url
+
+    async def _ready(self, environment: dict[str, str], handled: Callable[[int], None]) -> None:
+        if not self._started:
+            await self.telegram.start()
+            await self.proxy.start()
+            self._started = True
+        self.proxy.on_handled = None
+        await self._empty_telegram()
+        dead = any(w.process is None or w.process.returncode is not None for w in self.workers)
+        if environment != self._environment or dead:
+            await self._stop_workers()
+            self._environment = environment
+            settings = {
+                **environment,
+                "BOT_TOKEN": TOKEN,
+                "WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "WEBHOOK_URL": self.proxy.url,
+                "TELEGRAM_API_BASE": self.telegram.url,
+            }
+            self.workers[:] = [Worker(name, settings, self.log_dir) for name in ("one", "two")]
+            await asyncio.gather(*(worker.start() for worker in self.workers))
+        self.proxy.taken.clear()
+        self.proxy.on_handled = handled
+
+    async def _empty_telegram(self) -> None:
+        """Forgets the chats, people, files and requests of the last test, not the webhook the
+        workers set (they set it once, at start)."""
+        emulator = self.telegram.emulator
+        webhooks = [r["params"] for r in emulator.requests if r["method"] == "setWebhook"]
+        emulator.reset()
+        if webhooks:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"{self.telegram.url}/bot{TOKEN}/setWebhook", json=webhooks[-1]) as r,
+            ):
+                assert r.status == 200, await r.text()
+
+    async def _stop_workers(self) -> None:
+        await asyncio.gather(*(worker.stop() for worker in self.workers))
+
+    def close(self) -> None:
+        async def stop() -> None:
+            await self._stop_workers()
+            if self._started:
+                await self.proxy.stop()
+                await self.telegram.stop()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+@pytest.fixture(scope="session")
+def workers_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkersPool]:
+    pool = WorkersPool(tmp_path_factory.mktemp("workers"))
+    yield pool
+    pool.close()
+
+
 @asynccontextmanager
-async def two_workers(
-    sandbox: Sandbox, log_dir: Path
-) -> AsyncIterator[tuple[AlternatingProxy, BotRuntime]]:
-    """Two `stagekeeper webhook` processes on the sandbox's database and Redis, behind a proxy
-    that alternates strictly between them; and a bot runtime in this process that handles no
-    update, for the tests that run the scheduled jobs themselves."""
+async def workers_driver(request: pytest.FixtureRequest) -> AsyncIterator[Driver]:
+    """A driver of the pool's workers, on an empty database and Redis; and a bot runtime in
+    this process that handles no update, for the tests that run the scheduled jobs
+    themselves."""
     redis_url = os.environ.get("STAGEKEEPER_TEST_REDIS_URL")
-    if not redis_url:
-        pytest.fail("the workers mode needs Redis: STAGEKEEPER_TEST_REDIS_URL is not set")
+    require(
+        bool(redis_url),
+        'the workers mode needs Redis (STAGEKEEPER_TEST_REDIS_URL is not set): run `eval "$(bash '
+        '.ci/services.sh)"`',
+    )
+    assert redis_url
+    settings: Settings = request.getfixturevalue("e2e_settings")
+    pool: WorkersPool = request.getfixturevalue("workers_pool")
+    await empty_postgres(settings.database_url)
     redis = Redis.from_url(redis_url)
     await redis.flushdb()
     await redis.aclose()
-    settings = sandbox.services.settings.model_copy(update={"telegram_api_base": sandbox.url})
-    workers: list[Worker] = []
-    proxy = AlternatingProxy(workers)
-    await proxy.start()
-    environment = {
-        **settings_environment(settings),
-        "BOT_TOKEN": sandbox.token,
-        "WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "WEBHOOK_URL": proxy.url,
-        "REDIS_URL": redis_url,
-    }
-    workers += [Worker(name, environment, log_dir) for name in ("one", "two")]
-    runtime = BotRuntime(settings, replace(sandbox.services, settings=settings), sandbox.token)
+    handled = HandledUpdates()
+    environment = {**settings_environment(settings), "REDIS_URL": redis_url}
+    telegram_url, workers_url = await pool.ready(environment, handled.note)
+    settings = settings.model_copy(update={"telegram_api_base": telegram_url})
+    services = build_services(settings)
+    await services.users.ensure_admins(settings.admin_ids)
+    runtime = BotRuntime(settings, services, TOKEN)
     try:
-        await asyncio.gather(*(worker.start() for worker in workers))
-        yield proxy, runtime
+        async with aiohttp.ClientSession() as http:
+            yield Driver(telegram_url, http, services, runtime, workers_url, handled)
     finally:
-        await asyncio.gather(*(worker.stop() for worker in workers))
-        await proxy.stop()
         await runtime.close()
+        await services.close()
 
 
 @dataclass

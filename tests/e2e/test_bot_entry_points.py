@@ -21,7 +21,7 @@ from bot.entrypoints import (
 from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.model import Role
-from tests.e2e.conftest import ADMIN_ID, WEBHOOK_SECRET, Driver, eventually
+from tests.e2e.conftest import ADMIN_ID, WEBHOOK_SECRET, Driver, eventually, in_this_process
 from tests.e2e.workers import free_port
 
 
@@ -187,6 +187,7 @@ def test_the_sandbox_keeps_its_state_beside_a_sqlite_database(
     assert sandbox_state_file(database_url) == expected
 
 
+@in_this_process
 async def test_the_command_menu_is_published_per_language_and_for_admins(driver: Driver) -> None:
     calls = [call["params"] for call in await driver.requests("setMyCommands")]
     languages = {call.get("language_code") for call in calls}

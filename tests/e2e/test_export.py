@@ -1,4 +1,4 @@
-"""/export through the sandbox, in polling and in webhook mode: an agent receives a CSV document
+"""/export through the sandbox, in every bot mode: an agent receives a CSV document
 of their own contacts only."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Custom fields and tags in chat (ISSUE 5, part 5), and a saved view's Move all and Export
-buttons (parts 2, 4 and 6), in polling and in webhook mode."""
+buttons (parts 2, 4 and 6), in every bot mode."""
 
 from __future__ import annotations
 

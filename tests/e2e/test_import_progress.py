@@ -14,9 +14,10 @@ import bot.container
 from bot.settings import Settings
 from domain.access import SYSTEM
 from domain.services.imports import ImportService
-from tests.e2e.conftest import ADMIN_ID, Driver, Team, button, until
+from tests.e2e.conftest import ADMIN_ID, Driver, Team, button, in_this_process, until
 
 ROWS = 3000
+pytestmark = in_this_process  # the import service of this process is changed
 
 
 @pytest.fixture(autouse=True)

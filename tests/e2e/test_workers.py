@@ -11,7 +11,6 @@ import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,8 @@ from tests.conftest import empty_postgres
 from tests.e2e.conftest import (
     Deployment,
     Driver,
+    Team,
+    WorkersPool,
     bot_messages,
     button,
     deployed,
@@ -39,24 +40,13 @@ from tests.e2e.conftest import (
     until,
     until_messages,
 )
-from tests.e2e.workers import ROOT, AlternatingProxy, Worker
+from tests.e2e.workers import ROOT, Worker
 
 LAN = 2003
 ADMIN = 1001
 REDIS_URL = os.environ.get("STAGEKEEPER_TEST_REDIS_URL")
 
 pytestmark = pytest.mark.postgres
-
-
-@dataclass
-class TwoWorkers:
-    driver: Driver
-    proxy: AlternatingProxy
-    services: Services
-    an: int
-
-    def workers_of(self, first_update: int) -> set[str]:
-        return {name for update, name in self.proxy.taken if (update or 0) >= first_update}
 
 
 @asynccontextmanager
@@ -77,17 +67,20 @@ async def two_deployed(
         yield running
 
 
-@pytest.fixture
-async def two_workers(postgres_url: str, tmp_path: Path) -> AsyncIterator[TwoWorkers]:
-    async with two_deployed(postgres_url, tmp_path) as running:
-        driver = running.driver
-        yield TwoWorkers(driver, running.proxy, driver.services, running.an)
+# --- a conversation whose steps alternate between the workers (the workers pool) ------------
+
+on_two_workers = pytest.mark.parametrize("bot_mode", ["workers"], indirect=True)
 
 
+def workers_of(pool: WorkersPool) -> set[str]:
+    """The workers that took an update in this test."""
+    return {name for _, name in pool.proxy.taken}
+
+
+@on_two_workers
 async def test_new_goes_through_both_workers_and_creates_one_contact(
-    two_workers: TwoWorkers,
+    driver: Driver, team: Team, workers_pool: WorkersPool
 ) -> None:
-    driver = two_workers.driver
     await driver.ask(LAN, "/new")
     await driver.ask(LAN, "Phạm Thu Hà")
     await driver.ask(LAN, "0987 111 222")
@@ -103,13 +96,13 @@ async def test_new_goes_through_both_workers_and_creates_one_contact(
         "Zalo",
     )
     assert len(await driver.services.contacts.find(SYSTEM, "Phạm Thu Hà")) == 1
-    assert two_workers.workers_of(0) == {"one", "two"}
+    assert workers_of(workers_pool) == {"one", "two"}
 
 
+@on_two_workers
 async def test_a_typed_lost_reason_lands_on_its_contact_and_the_next_message_searches(
-    two_workers: TwoWorkers,
+    driver: Driver, team: Team, workers_pool: WorkersPool
 ) -> None:
-    driver = two_workers.driver
     [card] = await driver.ask(LAN, "nguyen van an")
     [stages] = await press(driver, LAN, card, "Stage")
     [reasons] = await press(driver, LAN, stages, "Disqualified")
@@ -117,23 +110,23 @@ async def test_a_typed_lost_reason_lands_on_its_contact_and_the_next_message_sea
     assert "Describe the reason" in ask["text"]
     [moved] = await driver.ask(LAN, "Mua của đối thủ rồi")
     assert "Disqualified (lost)" in moved["text"]
-    history = await driver.services.contacts.history(SYSTEM, two_workers.an)
+    history = await driver.services.contacts.history(SYSTEM, team.an)
     assert history[-1].reason == "Mua của đối thủ rồi"
     [search] = await driver.ask(LAN, "minh phat")
     assert "Nguyễn Văn An" in search["text"]
-    assert len(await driver.services.contacts.history(SYSTEM, two_workers.an)) == len(history)
+    assert len(await driver.services.contacts.history(SYSTEM, team.an)) == len(history)
 
 
+@on_two_workers
 async def test_a_bulk_move_moves_what_was_confirmed_on_the_other_worker(
-    two_workers: TwoWorkers,
+    driver: Driver, team: Team, workers_pool: WorkersPool
 ) -> None:
-    services = two_workers.services
+    services = driver.services
     lan = await services.users.by_telegram_id(LAN)
     assert lan is not None
     for number in range(39):
         await services.contacts.add(lan, ContactDraft(name=f"Hội chợ {number}", stage="Lead"))
     await services.contacts.add(lan, ContactDraft(name="Hội chợ khác", company="Minh Phát"))
-    driver = two_workers.driver
     [plan] = await driver.ask(ADMIN, "/move hoi cho")
     assert "40 contact(s) match" in plan["text"]
     [other] = await driver.ask(ADMIN, "/move nguyen")  # a newer selection, on the other worker
@@ -147,7 +140,7 @@ async def test_a_bulk_move_moves_what_was_confirmed_on_the_other_worker(
     assert {f.contact.stage_id for f in found} == {
         (await services.contacts.stage_by_name("SQL")).id
     }
-    assert await stage_of(driver, two_workers.an) == "Lead"
+    assert await stage_of(driver, team.an) == "Lead"
     assert button(moved, "Undo")
 
 

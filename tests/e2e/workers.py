@@ -142,8 +142,10 @@ class AlternatingProxy:
     """A load balancer that sends each request to the next worker in turn, whatever it holds;
     a worker that does not answer makes the request fail (Telegram then delivers it again)."""
 
-    def __init__(self, workers: list[Worker]) -> None:
+    def __init__(self, workers: list[Worker], journal: Path | None = None) -> None:
+        """`journal`: a file to which it adds a line for each update, naming the worker."""
         self.workers = workers
+        self.journal = journal
         self.taken: list[tuple[int | None, str]] = []  # (update id, worker) in order
         self.on_handled: Callable[[int], None] | None = None  # an update a worker answered 2xx
         self._turn = 0
@@ -168,6 +170,9 @@ class AlternatingProxy:
         if request.path == WEBHOOK_PATH:
             update_id = (await request.json()).get("update_id")
             self.taken.append((update_id, worker.name))
+            if self.journal is not None:
+                with self.journal.open("a") as journal:
+                    journal.write(f"update {update_id} to {worker.name}\n")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         try:
             async with self._http.request(
