@@ -688,11 +688,13 @@ class ContactService:
         activity = await uow.activities.add(
             Activity(None, _id(contact), kind, text, at=now, by_user_id=actor.id, due_at=due_at)
         )
-        version = contact.version
+        # The version stays: a note changes nothing a button was drawn from, so the stage
+        # buttons of a card shown before it still work.
         contact.last_activity_at = now
-        contact.version += 1
         contact.updated_by_id = actor.id
-        if not await uow.contacts.update(contact, expected_version=version, changed=_ACTIVE):
+        if not await uow.contacts.update(
+            contact, expected_version=contact.version, changed=_ACTIVE
+        ):
             raise StaleVersion(None)
         return activity
 

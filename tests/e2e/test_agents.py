@@ -197,6 +197,20 @@ async def test_notes_calls_and_tasks_land_on_the_timeline(driver: Driver, team: 
     assert "Send the quote" in card["text"]
 
 
+async def test_a_note_leaves_the_stage_buttons_drawn_before_it_working(
+    driver: Driver, team: Team
+) -> None:
+    [card] = await driver.ask(LAN, "nguyen van an")
+    [stages] = await press(driver, LAN, card, "Stage")
+    [card] = await driver.ask(LAN, "nguyen van an")
+    await press(driver, LAN, card, "Note")
+    [saved, _] = await driver.ask(LAN, "Khách muốn báo giá")
+    assert "Note saved" in saved["text"]
+    [moved] = await press(driver, LAN, stages, "MQL")
+    assert "MQL (open)" in moved["text"]
+    assert await stage_of(driver, team.an) == "MQL"
+
+
 async def test_new_walks_through_the_steps_and_the_creator_owns_the_contact(
     driver: Driver, team: Team
 ) -> None:
