@@ -389,10 +389,9 @@ async def _show_moved(
     await show(query, text, keyboard, answered=True)
 
 
-def _undo_of(result: object) -> UndoCb | None:
-    change = getattr(result, "change", None)
-    contact = getattr(result, "contact", None)
-    if change is None or contact is None or contact.id is None:
+def _undo_of(result: StageMoveResult) -> UndoCb | None:
+    contact = result.contact
+    if not result.undoable or contact.id is None:
         return None
     return UndoCb(id=contact.id, v=contact.version)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from typing import TypeGuard
 
 from domain import fields
 from domain.access import Scope
@@ -118,6 +119,9 @@ class CompanyCard:
 class StageMoveResult:
     contact: Contact
     change: StageChange | None  # None when the contact already was in that stage
+    # The actor may undo the move that took the contact there: the one made now, or, for a
+    # second tap on the same stage, the one the first tap made.
+    undoable: bool = False
 
     @property
     def changed(self) -> bool:
@@ -303,15 +307,7 @@ class ContactService:
         async with self._uow() as uow:
             contact = await self._visible(uow, actor, contact_id)
             latest = await uow.history.latest(contact_id)
-            if (
-                contact.version != expected_version
-                or latest is None
-                or latest.source is Source.UNDO
-                or latest.by_user_id != actor.id
-                or latest.to_stage_id != contact.stage_id
-                or _is_creation(latest, contact)
-                or self._clock() - latest.at > UNDO_WITHIN
-            ):
+            if contact.version != expected_version or not self._undoable(latest, contact, actor):
                 raise NothingToUndo()
             result = await self._set_stage(
                 uow,
@@ -396,7 +392,8 @@ class ContactService:
         if contact.stage_id == stage_id:
             # Already there, whatever happened since the button was drawn: a second tap, or the
             # same update delivered again after its move committed, is told so, not refused.
-            return StageMoveResult(contact, None)
+            latest = await uow.history.latest(contact_id) if source is Source.MANUAL else None
+            return StageMoveResult(contact, None, self._undoable(latest, contact, actor))
         if expected_version is not None and contact.version != expected_version:
             raise await _stale(uow, actor, contact.updated_by_id)
         current = stages.get(contact.stage_id) if contact.stage_id else None
@@ -434,7 +431,20 @@ class ContactService:
             fresh = await uow.contacts.get(contact_id)
             raise await _stale(uow, actor, fresh.updated_by_id if fresh else None)
         await uow.history.add(change)
-        return StageMoveResult(contact, change)
+        return StageMoveResult(contact, change, self._undoable(change, contact, actor))
+
+    def _undoable(
+        self, latest: StageChange | None, contact: Contact, actor: User
+    ) -> TypeGuard[StageChange]:
+        """Whether `latest`, the contact's latest stage change, is one the actor may undo."""
+        return (
+            latest is not None
+            and latest.source is not Source.UNDO
+            and latest.by_user_id == actor.id
+            and latest.to_stage_id == contact.stage_id
+            and not _is_creation(latest, contact)
+            and self._clock() - latest.at <= UNDO_WITHIN
+        )
 
     async def card(self, actor: User, contact_id: int, *, latest: int = 5) -> ContactCard:
         """What a contact's card shows: details, open tasks and the latest timeline entries,

@@ -98,6 +98,23 @@ async def test_undo_puts_the_lead_back(driver: Driver, team: Team) -> None:
     assert len(await driver.services.contacts.history(SYSTEM, team.an)) == 3
 
 
+async def test_a_second_tap_on_the_same_stage_keeps_the_undo_of_the_first(
+    driver: Driver, team: Team
+) -> None:
+    [card] = await driver.ask(LAN, "nguyen van an")
+    [stages] = await press(driver, LAN, card, "Stage")
+    data = button(stages, "MQL")
+    await click(driver, LAN, stages, data)
+    _, answer = await click(driver, LAN, stages, data)  # tapped twice before the edit
+    assert answer is not None
+    assert "already in that stage" in answer["text"]
+    [shown] = await driver.replies(LAN, stages["message_id"] - 1)
+    assert "MQL (open)" in shown["text"]
+    [undone] = await press(driver, LAN, shown, "Undo")
+    assert "Lead (open)" in undone["text"]
+    assert await stage_of(driver, team.an) == "Lead"
+
+
 async def test_a_forged_undo_button_changes_nothing(driver: Driver, team: Team) -> None:
     """An undo skips the rules of a move, so the button names only the contact and its version;
     what it undoes is read from the history: here Lan moved nothing."""
