@@ -306,7 +306,8 @@ class ContactService:
         does is decided from what is stored, not from what a button says."""
         async with self._uow() as uow:
             contact = await self._visible(uow, actor, contact_id)
-            latest = await uow.history.latest(contact_id)
+            changes = await uow.history.for_contact(contact_id)
+            latest = changes[-1] if changes else None
             if contact.version != expected_version or not self._undoable(latest, contact, actor):
                 raise NothingToUndo()
             result = await self._set_stage(
@@ -318,6 +319,8 @@ class ContactService:
                 UNDO_REASON,
                 expected_version,
                 Source.UNDO,
+                # Back in the stage since it first entered it, not since the undo.
+                entered_at=changes[-2].at if len(changes) > 1 else None,
             )
             await uow.commit()
         return result
@@ -385,8 +388,10 @@ class ContactService:
         source: Source,
         at: datetime | None = None,
         operation_id: int | None = None,
+        entered_at: datetime | None = None,
     ) -> StageMoveResult:
-        """set_stage's work, in the caller's unit of work, not committed."""
+        """set_stage's work, in the caller's unit of work, not committed. `entered_at`: since
+        when the contact is in the stage, if before the change (an undo's)."""
         now = self._clock()
         contact_id = _id(contact)
         if contact.stage_id == stage_id:
@@ -423,7 +428,7 @@ class ContactService:
         )
         version = contact.version
         contact.stage_id = stage_id
-        contact.stage_entered_at = when
+        contact.stage_entered_at = min(entered_at or when, when)
         contact.last_activity_at = max(when, contact.last_activity_at or when)
         contact.version += 1
         contact.updated_by_id = actor.id

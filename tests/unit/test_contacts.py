@@ -246,6 +246,21 @@ async def test_an_undo_puts_the_lead_back_where_the_persons_own_latest_move_took
         await contacts.undo_move(people.agent, contact_id, expected_version=version)
 
 
+async def test_an_undone_lead_keeps_the_days_it_had_spent_in_its_stage(
+    contacts: ContactService, people: People, clock: Clock
+) -> None:
+    contact = await contacts.add(people.agent, ContactDraft(name="Hà", stage="Lead"))
+    assert contact.id is not None
+    clock.advance(days=3)
+    moved = await contacts.set_stage(
+        people.agent, contact.id, (await contacts.stage_by_name("MQL")).id
+    )
+    clock.advance(minutes=4)
+    await contacts.undo_move(people.agent, contact.id, expected_version=moved.contact.version)
+    card = await contacts.get(people.agent, contact.id)
+    assert card.contact.stage_entered_at == contact.stage_entered_at  # 3 days in Lead, not 0
+
+
 @pytest.mark.parametrize("who", ["teammate", "manager"])
 async def test_only_the_person_who_moved_a_lead_may_undo_it(
     contacts: ContactService, people: People, who: str
