@@ -11,7 +11,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 
-from domain.errors import DomainError, StageNotFound
+from domain.errors import DomainError, DuplicateStageName, InvalidInput, StageNotFound
 from domain.model import Category, Role, Stage, User
 from domain.services.stages import StageService, StageSummary
 from domain.transitions import Policy, is_other
@@ -357,11 +357,17 @@ async def typed_rename(
     message: Message, user: User, stages: StageService, state: FSMContext
 ) -> None:
     data = await state.get_data()
-    await state.clear()
     try:
         old = await stages.get(data["stage"])
         stage = await stages.rename(user, old.name, message.text or "")
+    except (InvalidInput, DuplicateStageName) as error:  # the question stays open
+        await message.answer(
+            refusal(error) + "\n" + _("Send it again, or press Cancel."),
+            reply_markup=render.cancel_keyboard(StageInput),
+        )
+        return
     except DomainError as error:
+        await state.clear()
         await message.answer(refusal(error))
         return
     text, keyboard = await _overview(stages)
@@ -369,6 +375,7 @@ async def typed_rename(
         _("Renamed to {stage}.").format(stage=render.e(stage.name)) + "\n\n" + text,
         reply_markup=keyboard,
     )
+    await state.clear()
 
 
 def build_router() -> Router:

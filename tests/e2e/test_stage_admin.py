@@ -65,6 +65,17 @@ async def test_an_admin_recategorizes_a_stage_in_one_step(driver: Driver, team: 
     assert (await counts(driver))["Unsubscribed"][0] == "won"
 
 
+async def test_a_refused_new_stage_name_is_asked_again(driver: Driver, team: Team) -> None:
+    [overview] = await driver.ask(ADMIN_ID, "/stages")
+    [stage] = await press(driver, ADMIN_ID, overview, "Unsubscribed")
+    await press(driver, ADMIN_ID, stage, "Rename")
+    [refused] = await driver.ask(ADMIN_ID, "mql")  # another stage's name
+    assert "Send it again" in refused["text"]
+    [renamed] = await driver.ask(ADMIN_ID, "Opted out")
+    assert "Renamed to Opted out" in renamed["text"]
+    assert "Opted out" in await counts(driver)
+
+
 async def test_the_last_won_stage_cannot_be_deleted_in_chat_either(
     driver: Driver, team: Team
 ) -> None:
