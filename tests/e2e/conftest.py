@@ -292,31 +292,78 @@ async def driver(
         await webhook.stop()
 
 
+class PooledWorkers:
+    """Two `stagekeeper webhook` processes with one environment, behind a proxy that
+    alternates strictly between them, and the emulated Telegram they talk to."""
+
+    def __init__(self, environment: dict[str, str], log_dir: Path) -> None:
+        self.environment = environment
+        self.log_dir = log_dir
+        self.telegram = TelegramHere()
+        self.workers: list[Worker] = []
+        self.proxy = AlternatingProxy(self.workers, log_dir / "proxy.log")
+
+    async def start(self) -> None:
+        await self.telegram.start()
+        await self.proxy.start()
+        await self._start_workers()
+
+    async def _start_workers(self) -> None:
+        settings = {
+            **self.environment,
+            "BOT_TOKEN": TOKEN,
+            "WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "WEBHOOK_URL": self.proxy.url,
+            "TELEGRAM_API_BASE": self.telegram.url,
+        }
+        self.workers[:] = [Worker(name, settings, self.log_dir) for name in ("one", "two")]
+        await asyncio.gather(*(worker.start() for worker in self.workers))
+
+    async def empty(self) -> None:
+        """Forgets the chats, people, files and requests of the last test, not the webhook the
+        workers set (they set it once, at start); starts them again if one died."""
+        self.proxy.on_handled = None
+        emulator = self.telegram.emulator
+        webhooks = [r["params"] for r in emulator.requests if r["method"] == "setWebhook"]
+        emulator.reset()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{self.telegram.url}/bot{TOKEN}/setWebhook", json=webhooks[-1]) as r,
+        ):
+            assert r.status == 200, await r.text()
+        if any(w.process is None or w.process.returncode is not None for w in self.workers):
+            await self._stop_workers()
+            await self._start_workers()
+        self.proxy.taken.clear()
+
+    async def _stop_workers(self) -> None:
+        await asyncio.gather(*(worker.stop() for worker in self.workers))
+
+    async def stop(self) -> None:
+        await self._stop_workers()
+        await self.proxy.stop()
+        await self.telegram.stop()
+
+
 class WorkersPool:
-    """Two `stagekeeper webhook` processes on PostgreSQL and Redis behind a proxy that
-    alternates strictly between them, and the emulated Telegram they talk to: started once for
-    all the workers-mode tests of this test process (a worker takes seconds to import its
-    libraries), on a thread with an event loop of its own, since each test has its own loop.
-    Each test starts from an empty database, Redis and emulator, the workers and their webhook
-    kept; tests that give the bot other settings restart the workers with them."""
+    """The worker processes of the workers-mode tests of this test process, started once for
+    each environment the tests give them (a worker takes seconds to import its libraries), on a
+    thread with an event loop of its own, since each test has its own loop. Each test starts
+    from an empty database, Redis and emulator; the workers wait idle between their tests."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="workers", daemon=True)
         self._thread.start()
-        self.telegram = TelegramHere()
-        self.workers: list[Worker] = []
-        self.proxy = AlternatingProxy(self.workers, log_dir / "proxy.log")
-        self._environment: dict[str, str] | None = None
-        self._started = False
+        self._pooled: dict[tuple[tuple[str, str], ...], PooledWorkers] = {}
+        self.current: PooledWorkers | None = None
 
     async def ready(
         self, environment: dict[str, str], on_handled: Callable[[int], None]
-    ) -> tuple[str, str]:
-        """Waits, from a test's loop, until the workers run with `environment` on an emptied
-        emulator, telling `on_handled` (on that loop) of each update they answered; returns
-        the emulator's and the workers' address."""
+    ) -> PooledWorkers:
+        """Waits, from a test's loop, until workers run with `environment` on an emptied
+        emulator, telling `on_handled` (on that loop) of each update they answered."""
         loop = asyncio.get_running_loop()
 
         def handled(update_id: int) -> None:
@@ -324,54 +371,27 @@ class WorkersPool:
                 loop.call_soon_threadsafe(on_handled, update_id)
 
         running = asyncio.run_coroutine_threadsafe(self._ready(environment, handled), self.loop)
-        await asyncio.wrap_future(running)
-        return self.telegram.url, self.proxy.url
+        self.current = await asyncio.wrap_future(running)
+        return self.current
 
-    async def _ready(self, environment: dict[str, str], handled: Callable[[int], None]) -> None:
-        if not self._started:
-            await self.telegram.start()
-            await self.proxy.start()
-            self._started = True
-        self.proxy.on_handled = None
-        await self._empty_telegram()
-        dead = any(w.process is None or w.process.returncode is not None for w in self.workers)
-        if environment != self._environment or dead:
-            await self._stop_workers()
-            self._environment = environment
-            settings = {
-                **environment,
-                "BOT_TOKEN": TOKEN,
-                "WEBHOOK_SECRET": WEBHOOK_SECRET,
-                "WEBHOOK_URL": self.proxy.url,
-                "TELEGRAM_API_BASE": self.telegram.url,
-            }
-            self.workers[:] = [Worker(name, settings, self.log_dir) for name in ("one", "two")]
-            await asyncio.gather(*(worker.start() for worker in self.workers))
-        self.proxy.taken.clear()
-        self.proxy.on_handled = handled
-
-    async def _empty_telegram(self) -> None:
-        """Forgets the chats, people, files and requests of the last test, not the webhook the
-        workers set (they set it once, at start)."""
-        emulator = self.telegram.emulator
-        webhooks = [r["params"] for r in emulator.requests if r["method"] == "setWebhook"]
-        emulator.reset()
-        if webhooks:
-            async with (
-                aiohttp.ClientSession() as http,
-                http.post(f"{self.telegram.url}/bot{TOKEN}/setWebhook", json=webhooks[-1]) as r,
-            ):
-                assert r.status == 200, await r.text()
-
-    async def _stop_workers(self) -> None:
-        await asyncio.gather(*(worker.stop() for worker in self.workers))
+    async def _ready(
+        self, environment: dict[str, str], handled: Callable[[int], None]
+    ) -> PooledWorkers:
+        key = tuple(sorted(environment.items()))
+        pooled = self._pooled.get(key)
+        if pooled is None:
+            log_dir = self.log_dir / str(len(self._pooled))
+            log_dir.mkdir()
+            pooled = self._pooled[key] = PooledWorkers(environment, log_dir)
+            await pooled.start()
+        else:
+            await pooled.empty()
+        pooled.proxy.on_handled = handled
+        return pooled
 
     def close(self) -> None:
         async def stop() -> None:
-            await self._stop_workers()
-            if self._started:
-                await self.proxy.stop()
-                await self.telegram.stop()
+            await asyncio.gather(*(pooled.stop() for pooled in self._pooled.values()))
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result()
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -406,14 +426,15 @@ async def workers_driver(request: pytest.FixtureRequest) -> AsyncIterator[Driver
     await redis.aclose()
     handled = HandledUpdates()
     environment = {**settings_environment(settings), "REDIS_URL": redis_url}
-    telegram_url, workers_url = await pool.ready(environment, handled.note)
+    pooled = await pool.ready(environment, handled.note)
+    telegram_url = pooled.telegram.url
     settings = settings.model_copy(update={"telegram_api_base": telegram_url})
     services = build_services(settings)
     await services.users.ensure_admins(settings.admin_ids)
     runtime = BotRuntime(settings, services, TOKEN)
     try:
         async with aiohttp.ClientSession() as http:
-            yield Driver(telegram_url, http, services, runtime, workers_url, handled)
+            yield Driver(telegram_url, http, services, runtime, pooled.proxy.url, handled)
     finally:
         await runtime.close()
         await services.close()

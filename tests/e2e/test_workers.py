@@ -74,7 +74,8 @@ on_two_workers = pytest.mark.parametrize("bot_mode", ["workers"], indirect=True)
 
 def workers_of(pool: WorkersPool) -> set[str]:
     """The workers that took an update in this test."""
-    return {name for _, name in pool.proxy.taken}
+    assert pool.current is not None
+    return {name for _, name in pool.current.proxy.taken}
 
 
 @on_two_workers
