@@ -5,6 +5,7 @@ one."""
 from __future__ import annotations
 
 import secrets
+from zoneinfo import ZoneInfo
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
@@ -160,7 +161,9 @@ async def move_chosen(
     )
 
 
-async def undo_command(message: Message, user: User, operations: OperationService) -> None:
+async def undo_command(
+    message: Message, user: User, operations: OperationService, zone: ZoneInfo
+) -> None:
     recent = [op for op in await operations.recent(user) if op.undone_at is None]
     if not recent:
         await message.answer(_("There is no bulk operation to undo."))
@@ -170,7 +173,9 @@ async def undo_command(message: Message, user: User, operations: OperationServic
         assert operation.id is not None
         keys.button(
             text=render.short(
-                f"#{operation.id} {operation.created_at:%d/%m %H:%M} {operation.description}", 60
+                f"#{operation.id} {render.when(operation.created_at, zone)} "
+                f"{operation.description}",
+                60,
             ),
             callback_data=UndoOpCb(id=operation.id),
         )

@@ -113,6 +113,11 @@ async def test_a_bulk_move_is_confirmed_then_undone(driver: Driver, team: Team) 
         moved["text"],
     ]
     assert await stage_of(driver, team.an) == "SQL"
+    [listed] = await driver.ask(ADMIN_ID, "/undo")
+    [operation] = await driver.services.operations.recent(SYSTEM)
+    local = operation.created_at.astimezone(driver.services.settings.zone)
+    [offered] = [key["text"] for row in listed["reply_markup"]["inline_keyboard"] for key in row]
+    assert offered.startswith(f"#{operation.id} {local:%d/%m %H:%M} ")  # the team's time
     [undone] = await press(driver, ADMIN_ID, moved, "Undo")
     assert "back as they were" in undone["text"]
     assert await stage_of(driver, team.an) == "Lead"
