@@ -331,7 +331,7 @@ class PooledWorkers:
             http.post(f"{self.telegram.url}/bot{TOKEN}/setWebhook", json=webhooks[-1]) as r,
         ):
             assert r.status == 200, await r.text()
-        if any(w.process is None or w.process.returncode is not None for w in self.workers):
+        if not all(worker.alive for worker in self.workers):
             await self._stop_workers()
             await self._start_workers()
         self.proxy.taken.clear()

@@ -82,8 +82,12 @@ def install(points: Points) -> None:
     AiohttpSession.make_request = counted_make_request  # type: ignore[method-assign]
 
 
-if __name__ == "__main__":
+def run() -> int:
     crash = os.environ.get("STAGEKEEPER_TEST_CRASH_AT")
     counted = os.environ.get("STAGEKEEPER_TEST_POINTS")
     install(Points(Path(crash) if crash else None, Path(counted) if counted else None))
-    sys.exit(main(["webhook"]))
+    return main(["webhook"])
+
+
+if __name__ == "__main__":
+    sys.exit(run())

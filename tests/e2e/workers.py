@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
+import subprocess
 import sys
+import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
+from typing import ClassVar
 
 import aiohttp
 from aiohttp import web
@@ -58,20 +64,67 @@ class TelegramHere:
         await self._runner.cleanup()
 
 
-class Worker:
-    """One `stagekeeper webhook` process on a fixed port, so that it can be started again
-    where it was. `module` is what `python -m` runs: by default the bot, able to die at a
-    chosen point (tests/e2e/worker.py)."""
+class Zygote:
+    """The forker of this test process's workers (tests/e2e/zygote.py), shared by the tests'
+    event loops and the workers pool's: its answers are read on a thread of their own and
+    handed over as futures."""
 
-    def __init__(
-        self,
-        name: str,
-        settings: dict[str, str],
-        log_dir: Path,
-        module: tuple[str, ...] = ("tests.e2e.worker",),
-    ) -> None:
+    _shared: ClassVar[Zygote | None] = None
+
+    @classmethod
+    def shared(cls) -> Zygote:
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.e2e.zygote"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self._lock = threading.Lock()
+        self._starting: deque[Future[int]] = deque()
+        self._ended: dict[int, Future[int]] = {}
+        threading.Thread(target=self._read, name="zygote", daemon=True).start()
+
+    def start(self, env: dict[str, str], log: Path) -> Future[int]:
+        """A worker process with `env`, its output added to `log`: its pid, once forked."""
+        started: Future[int] = Future()
+        request = json.dumps({"env": env, "log": str(log)}).encode() + b"\n"
+        with self._lock:
+            assert self._process.stdin is not None
+            self._starting.append(started)
+            self._process.stdin.write(request)
+            self._process.stdin.flush()
+        return started
+
+    def ended(self, pid: int) -> Future[int]:
+        """The wait status of process `pid`, once it ended."""
+        with self._lock:
+            return self._ended.setdefault(pid, Future())
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            what, pid, *status = line.split()
+            with self._lock:
+                if what == b"started":
+                    self._starting.popleft().set_result(int(pid))
+                else:
+                    self._ended.setdefault(int(pid), Future()).set_result(int(status[0]))
+        with self._lock:  # the zygote is gone: so is any worker not reported yet
+            for starting in self._starting:
+                starting.set_exception(RuntimeError("the zygote ended"))
+
+
+class Worker:
+    """One `stagekeeper webhook` process (tests/e2e/worker.py, able to die at a chosen point)
+    on a fixed port, so that it can be started again where it was."""
+
+    def __init__(self, name: str, settings: dict[str, str], log_dir: Path) -> None:
         self.name = name
-        self.module = module
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.crash_file = log_dir / f"{name}.crash"
@@ -86,22 +139,20 @@ class Worker:
             "STAGEKEEPER_TEST_CRASH_AT": str(self.crash_file),
             "STAGEKEEPER_TEST_POINTS": str(self.points_file),
         }
-        self.process: asyncio.subprocess.Process | None = None
+        self.pid: int | None = None
+        self._ended: Future[int] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._ended is not None and not self._ended.done()
 
     async def start(self) -> None:
-        with self.log.open("a") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                *self.module,
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
+        zygote = Zygote.shared()
+        self.pid = await asyncio.wrap_future(zygote.start(self.env, self.log))
+        self._ended = zygote.ended(self.pid)
         async with aiohttp.ClientSession() as http:
             for _ in range(int(START_TIMEOUT * 10)):
-                if self.process.returncode is not None:
+                if not self.alive:
                     raise AssertionError(f"{self.name} exited: {self.log.read_text()[-3000:]}")
                 with contextlib.suppress(aiohttp.ClientError):
                     async with http.get(f"{self.url}/api/v1/healthz") as response:
@@ -114,11 +165,15 @@ class Worker:
         """The next update this worker begins to handle kills it at its `point`-th point."""
         self.crash_file.write_text(str(point))
 
+    def kill(self) -> None:
+        assert self.pid is not None
+        os.kill(self.pid, signal.SIGKILL)
+
     async def died(self) -> bool:
         """Waits for the process to end; True if it was killed."""
-        assert self.process is not None
-        code = await self.process.wait()
-        return code == -signal.SIGKILL
+        assert self._ended is not None
+        status = await asyncio.wrap_future(self._ended)
+        return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
 
     def points(self) -> dict[int, int]:
         """The points of each update it handled to the end."""
@@ -128,14 +183,16 @@ class Worker:
         return {int(update): int(count) for update, count in pairs}
 
     async def stop(self) -> None:
-        if self.process is None or self.process.returncode is not None:
+        if not self.alive:
             return
-        self.process.send_signal(signal.SIGTERM)
+        assert self.pid is not None
+        assert self._ended is not None
+        os.kill(self.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(self.process.wait(), 30)
+            await asyncio.wait_for(asyncio.wrap_future(self._ended), 30)
         except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
+            self.kill()
+            await asyncio.wrap_future(self._ended)
 
 
 class AlternatingProxy:
