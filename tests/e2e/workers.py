@@ -111,12 +111,15 @@ class Zygote:
             what, pid, *status = line.split()
             with self._lock:
                 if what == b"started":
-                    self._starting.popleft().set_result(int(pid))
+                    told = self._starting.popleft()
                 else:
-                    self._ended.setdefault(int(pid), Future()).set_result(int(status[0]))
+                    told = self._ended.setdefault(int(pid), Future())
+                if not told.cancelled():  # by a test that stopped waiting for it
+                    told.set_result(int(status[0]) if status else int(pid))
         with self._lock:  # the zygote is gone: so is any worker not reported yet
             for starting in self._starting:
-                starting.set_exception(RuntimeError("the zygote ended"))
+                if not starting.cancelled():
+                    starting.set_exception(RuntimeError("the zygote ended"))
 
 
 class Worker:
@@ -169,10 +172,15 @@ class Worker:
         assert self.pid is not None
         os.kill(self.pid, signal.SIGKILL)
 
+    async def _end(self) -> int:
+        """Its wait status, once it ended. A test that stops waiting (cancels) leaves the
+        future shared with the zygote's reader as it is."""
+        assert self._ended is not None
+        return await asyncio.shield(asyncio.wrap_future(self._ended))
+
     async def died(self) -> bool:
         """Waits for the process to end; True if it was killed."""
-        assert self._ended is not None
-        status = await asyncio.wrap_future(self._ended)
+        status = await self._end()
         return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
 
     def points(self) -> dict[int, int]:
@@ -186,13 +194,12 @@ class Worker:
         if not self.alive:
             return
         assert self.pid is not None
-        assert self._ended is not None
         os.kill(self.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.wrap_future(self._ended), 30)
+            await asyncio.wait_for(self._end(), 30)
         except TimeoutError:
             self.kill()
-            await asyncio.wrap_future(self._ended)
+            await self._end()
 
 
 class AlternatingProxy:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import sys
 
 # What `stagekeeper webhook` imports, so that a forked worker imports nothing more.
@@ -41,7 +42,7 @@ def _run_worker(env: dict[str, str], log: str) -> None:
     os._exit(code)
 
 
-def _report_ended() -> None:
+def _report_ended(running: set[int]) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -49,19 +50,23 @@ def _report_ended() -> None:
             return
         if pid == 0:
             return
+        running.discard(pid)
         print(f"ended {pid} {status}", flush=True)
 
 
 def main() -> None:
     pending = b""
+    running: set[int] = set()
     while True:
         # Wakes at least every 50 ms to tell of workers that ended.
         readable, _, _ = select.select([0], [], [], 0.05)
-        _report_ended()
+        _report_ended(running)
         if not readable:
             continue
         chunk = os.read(0, 1 << 16)
-        if not chunk:  # the tests are over
+        if not chunk:  # the tests are over, or their process died: no worker outlives them
+            for pid in running:
+                os.kill(pid, signal.SIGKILL)
             return
         *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
@@ -69,6 +74,7 @@ def main() -> None:
             pid = os.fork()
             if pid == 0:
                 _run_worker(request["env"], request["log"])
+            running.add(pid)
             print(f"started {pid}", flush=True)
 
 
