@@ -310,6 +310,7 @@ class ContactService:
             latest = changes[-1] if changes else None
             if contact.version != expected_version or not self._undoable(latest, contact, actor):
                 raise NothingToUndo()
+            before = changes[-2] if len(changes) > 1 else None
             result = await self._set_stage(
                 uow,
                 actor,
@@ -319,8 +320,10 @@ class ContactService:
                 UNDO_REASON,
                 expected_version,
                 Source.UNDO,
-                # Back in the stage since it first entered it, not since the undo.
-                entered_at=changes[-2].at if len(changes) > 1 else None,
+                # Back in the stage since it entered it, not since the undo.
+                entered_at=(
+                    before.at if before and before.to_stage_id == latest.from_stage_id else None
+                ),
             )
             await uow.commit()
         return result
