@@ -46,6 +46,11 @@ class InvalidInput(DomainError):
     code = "invalid"
 
 
+class TelegramIdTaken(InvalidInput):
+    def __init__(self, telegram_id: int) -> None:
+        super().__init__(f"Telegram id {telegram_id} already belongs to someone.")
+
+
 class DuplicateStageName(DomainError):
     code = "duplicate"
 

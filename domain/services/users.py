@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.access import require_role
-from domain.errors import AccessDenied, InvalidInput, NotFound, UserNotFound
+from domain.errors import AccessDenied, InvalidInput, NotFound, TelegramIdTaken, UserNotFound
 from domain.model import AccessRequest, RequestStatus, Role, User, utcnow
 from domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from domain.text import clean_name, fold
@@ -37,6 +37,12 @@ class UserService:
 
     async def ensure_admins(self, telegram_ids: list[int]) -> list[User]:
         """Make each configured Telegram id an active admin, creating users as needed."""
+        try:
+            return await self._ensure_admins(telegram_ids)
+        except TelegramIdTaken:  # by another process starting at the same time: look again
+            return await self._ensure_admins(telegram_ids)
+
+    async def _ensure_admins(self, telegram_ids: list[int]) -> list[User]:
         admins = []
         async with self._uow() as uow:
             for telegram_id in telegram_ids:
@@ -66,7 +72,7 @@ class UserService:
         name = _person_name(name)
         async with self._uow() as uow:
             if telegram_id is not None and await uow.users.by_telegram_id(telegram_id):
-                raise InvalidInput(f"Telegram id {telegram_id} already belongs to someone.")
+                raise TelegramIdTaken(telegram_id)
             user = await uow.users.add(
                 User(None, name, role, telegram_id=telegram_id, team=_team(team))
             )

@@ -6,8 +6,10 @@ from copy import copy
 
 from sqlalchemy import bindparam, select
 from sqlalchemy import update as sql_update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.errors import TelegramIdTaken
 from domain.model import AccessRequest, ApiKey, RequestStatus, User
 from domain.text import fold
 from storage.models import AccessRequestRow, ApiKeyRow, DigestSettingsRow, UserRow
@@ -70,8 +72,15 @@ class SqlUserRepository:
 
     async def add(self, user: User) -> User:
         row = UserRow(**user_values(user), created_at=user.created_at)
-        self._session.add(row)
-        await self._session.flush()
+        # The unique index is the last word when two processes add the same person at once.
+        try:
+            async with self._session.begin_nested():
+                self._session.add(row)  # in the savepoint: a refused row leaves with it
+                await self._session.flush()
+        except IntegrityError:
+            if user.telegram_id is None:
+                raise
+            raise TelegramIdTaken(user.telegram_id) from None
         user.id = row.id
         return user
 

@@ -16,9 +16,10 @@ from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.container import Services
+from bot.container import Services, build_services
+from bot.settings import Settings
 from domain.access import SYSTEM
-from domain.errors import DuplicateContact, DuplicateStageName
+from domain.errors import DuplicateContact, DuplicateStageName, TelegramIdTaken
 from domain.model import Category, Contact, Role, Source, User
 from domain.ports import Conflict, ContactWrite
 from domain.services.contacts import ContactDraft
@@ -376,3 +377,34 @@ async def test_deleting_a_stage_moves_all_its_contacts_in_bulk_with_history(
             result.operation_id,
         )
         assert (await services.contacts.get(SYSTEM, contact_id)).contact.version == 2
+
+
+async def test_workers_starting_together_on_an_empty_database_all_find_one_admin(
+    database_url: str,
+) -> None:
+    """Each `stagekeeper webhook` makes the configured admins admins at start; several starting
+    at once must not fail on the one that created the admin first."""
+    workers = [
+        build_services(Settings(database_url=database_url, _env_file=None))  # type: ignore[call-arg]
+        for _ in range(4)
+    ]
+    try:
+        started = await asyncio.gather(*(w.users.ensure_admins([1001, 1002]) for w in workers))
+        assert all(len(admins) == 2 for admins in started)
+        people = await workers[0].users.everyone()
+        assert sorted(p.telegram_id for p in people if p.role is Role.ADMIN) == [1001, 1002]
+    finally:
+        await asyncio.gather(*(w.close() for w in workers))
+
+
+async def test_a_telegram_id_taken_meanwhile_is_a_refusal_and_the_unit_of_work_goes_on(
+    services: Services,
+) -> None:
+    await services.users.ensure_admins([1001])
+    async with SqlUnitOfWork(make_sessionmaker(services.engine)) as uow:
+        with pytest.raises(TelegramIdTaken):
+            await uow.users.add(User(None, "Twin", Role.AGENT, telegram_id=1001))
+        other = await uow.users.add(User(None, "Lan", Role.AGENT, telegram_id=2003))
+        await uow.commit()
+    assert other.id is not None
+    assert await services.users.by_telegram_id(2003) is not None
