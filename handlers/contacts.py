@@ -42,7 +42,7 @@ from handlers.callbacks import (
 )
 from handlers.dates import parse_due
 from handlers.replies import show
-from handlers.texts import ACTIVITY, explain, refusal
+from handlers.texts import ACTIVITY, explain, refusal, refusal_asking_again
 
 
 class Ask(StatesGroup):
@@ -500,7 +500,7 @@ async def _log(
 
 async def _ask_again(message: Message, error: DomainError, contact_id: int) -> None:
     await message.answer(
-        refusal(error) + "\n" + _("Send it again, or press Cancel."),
+        refusal_asking_again(error),
         reply_markup=render.cancel_keyboard(Ask, contact_id),
     )
 

@@ -19,7 +19,7 @@ from handlers import render
 from handlers.callbacks import StageAdminCb
 from handlers.keys import Keys
 from handlers.replies import show
-from handlers.texts import CATEGORY, explain, reason_label, refusal
+from handlers.texts import CATEGORY, explain, reason_label, refusal, refusal_asking_again
 
 IDLE_CHOICES = (3, 7, 14, 30, 60, 90)
 
@@ -362,7 +362,7 @@ async def typed_rename(
         stage = await stages.rename(user, old.name, message.text or "")
     except (InvalidInput, DuplicateStageName) as error:  # the question stays open
         await message.answer(
-            refusal(error) + "\n" + _("Send it again, or press Cancel."),
+            refusal_asking_again(error),
             reply_markup=render.cancel_keyboard(StageInput),
         )
         return

@@ -83,6 +83,11 @@ def refusal(error: DomainError) -> str:
     return escape(explain(error, get_i18n().current_locale), quote=False)
 
 
+def refusal_asking_again(error: DomainError) -> str:
+    """A refusal of an answer to a question that stays open."""
+    return refusal(error) + "\n" + _("Send it again, or press Cancel.")
+
+
 def help_text(role: Role | None) -> str:
     lines = [
         _("<b>Stagekeeper</b> keeps your leads moving."),

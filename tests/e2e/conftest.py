@@ -406,24 +406,30 @@ def workers_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkersPo
     pool.close()
 
 
+async def empty_redis() -> str:
+    """This test process's Redis database, emptied; without one, a skip saying so."""
+    url = os.environ.get("STAGEKEEPER_TEST_REDIS_URL")
+    require(
+        bool(url),
+        'several workers need Redis (STAGEKEEPER_TEST_REDIS_URL is not set): run `eval "$(bash '
+        '.ci/services.sh)"`',
+    )
+    assert url
+    redis = Redis.from_url(url)
+    await redis.flushdb()
+    await redis.aclose()
+    return url
+
+
 @asynccontextmanager
 async def workers_driver(request: pytest.FixtureRequest) -> AsyncIterator[Driver]:
     """A driver of the pool's workers, on an empty database and Redis; and a bot runtime in
     this process that handles no update, for the tests that run the scheduled jobs
     themselves."""
-    redis_url = os.environ.get("STAGEKEEPER_TEST_REDIS_URL")
-    require(
-        bool(redis_url),
-        'the workers mode needs Redis (STAGEKEEPER_TEST_REDIS_URL is not set): run `eval "$(bash '
-        '.ci/services.sh)"`',
-    )
-    assert redis_url
+    redis_url = await empty_redis()
     settings: Settings = request.getfixturevalue("e2e_settings")
     pool: WorkersPool = request.getfixturevalue("workers_pool")
     await empty_postgres(settings.database_url)
-    redis = Redis.from_url(redis_url)
-    await redis.flushdb()
-    await redis.aclose()
     handled = HandledUpdates()
     environment = {**settings_environment(settings), "REDIS_URL": redis_url}
     pooled = await pool.ready(environment, handled.note)

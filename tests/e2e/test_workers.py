@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import re
 import sys
 from collections.abc import AsyncIterator
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy import select
 
 from bot.container import Services
@@ -33,6 +31,7 @@ from tests.e2e.conftest import (
     bot_messages,
     button,
     deployed,
+    empty_redis,
     eventually,
     press,
     press_until,
@@ -44,7 +43,6 @@ from tests.e2e.workers import ROOT, Worker
 
 LAN = 2003
 ADMIN = 1001
-REDIS_URL = os.environ.get("STAGEKEEPER_TEST_REDIS_URL")
 
 pytestmark = pytest.mark.postgres
 
@@ -53,16 +51,10 @@ pytestmark = pytest.mark.postgres
 async def two_deployed(
     postgres_url: str, tmp_path: Path, prepare: Any = None, **settings: str
 ) -> AsyncIterator[Deployment]:
-    if REDIS_URL is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must test several workers: STAGEKEEPER_TEST_REDIS_URL is not set")
-        pytest.skip('no Redis: run `eval "$(bash .ci/services.sh)"` to test several workers')
+    redis_url = await empty_redis()
     await empty_postgres(postgres_url)
-    redis = Redis.from_url(REDIS_URL)
-    await redis.flushdb()
-    await redis.aclose()
     async with deployed(
-        postgres_url, tmp_path, ["one", "two"], REDIS_URL, prepare, **settings
+        postgres_url, tmp_path, ["one", "two"], redis_url, prepare, **settings
     ) as running:
         yield running
 
