@@ -46,6 +46,8 @@ import codecs
 import csv
 import io
 import re
+import re._constants as regex_constants
+import re._parser as regex_parser
 import unicodedata
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -54,10 +56,10 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 from typing import IO, Any, Final
 
-from phonenumbers import PhoneMetadata
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
 from domain.errors import ImportRefused, InvalidInput, MissingIdentifier
-from domain.phones import parse_phone
+from domain.phones import is_email, phone_refusal, valid_phone
 from domain.services.contacts import CLOCK_SKEW, NAME_MAX, TEXT_MAX, ContactDraft
 from domain.text import clean_name, fold
 from domain.values import parse_value
@@ -512,13 +514,13 @@ def parse_when(raw: str | date, zone: tzinfo, now: datetime) -> datetime:
         moment = datetime.combine(raw, time())
     else:
         moment = _when_from_text(raw.strip())
+    if moment.year < 1900:  # as written: 1900-01-01 in Saigon is still 1899 in UTC
+        raise ValueError(f"{_shown(raw)} is before 1900")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     moment = moment.astimezone(UTC)
     if moment > now + CLOCK_SKEW:
         raise ValueError(f"{_shown(raw)} is in the future")
-    if moment.year < 1900:
-        raise ValueError(f"{_shown(raw)} is before 1900")
     return moment
 
 
@@ -565,18 +567,20 @@ def split_tags(raw: str) -> list[str]:
 
 
 class PhoneReader:
-    """parse_phone with the default region, fast for files of a million numbers.
+    """valid_phone with the default region, fast for files of a million numbers.
 
     phonenumbers takes ~25 µs a number. For plain numbers (digits, an optional leading `+`, and
     single spaces, dots or dashes between digits) of the default region's country, its result is
     decided by whether there is a `+`, the first few digits and the count of digits, provided the
-    region's metadata is simple (a national prefix of plain digits, no transform rule, national
-    number patterns decided by their first digit) — true for VN. Such numbers are answered from a
-    cache of what phonenumbers said for the same (plus, prefix, length); anything else goes to
-    phonenumbers itself. tests/unit/test_imports.py checks the two agree on generated numbers."""
+    region's metadata is simple: its country code is its alone, its national prefix is plain
+    digits with no transform rule, and every number pattern (the general one and each type's) is
+    a prefix of at most `_PREFIX_MAX` digits followed by a run of any digits — true for VN. Such
+    numbers are answered from a cache of what phonenumbers said for the same (plus, prefix,
+    length); anything else goes to phonenumbers itself. tests/unit/test_imports.py checks the
+    two agree on generated numbers."""
 
     _PLAIN = re.compile(r"\+?\d+(?:[ .\-]\d+)*")
-    _SIMPLE_BRANCH = re.compile(r"(?:\d|\[[\d\-]+\])\\d\{\d+(?:,\d+)?\}")
+    _PREFIX_MAX = 6
 
     def __init__(self, region: str) -> None:
         self.region = region.upper()
@@ -585,41 +589,40 @@ class PhoneReader:
         self._cc = ""
         self._idd = ""
         self._depth = 0
-        if meta is None:
+        if meta is None or meta.country_code is None:
+            return
+        if len(COUNTRY_CODE_TO_REGION_CODE.get(meta.country_code, ())) != 1:
             return
         prefix = meta.national_prefix_for_parsing or ""
         idd = meta.international_prefix or ""
-        pattern = meta.general_desc.national_number_pattern if meta.general_desc else None
         simple = (prefix.isdigit() or not prefix) and meta.national_prefix_transform_rule is None
-        simple = simple and idd.isdigit() and pattern is not None
-        simple = simple and all(
-            self._SIMPLE_BRANCH.fullmatch(branch) for branch in (pattern or "").split("|")
-        )
-        if simple:
+        widths = [_prefix_width(pattern) for pattern in _number_patterns(meta)]
+        if simple and idd.isdigit() and widths and None not in widths:
             self._cc = str(meta.country_code)
             self._idd = idd
-            self._depth = len(idd) + len(self._cc) + len(prefix) + 1
+            width = max(w for w in widths if w is not None)
+            self._depth = len(idd) + len(self._cc) + len(prefix) + max(width, 1)
 
     def __call__(self, raw: str) -> str | None:
         text = raw.strip()
         if not self._depth or self._PLAIN.fullmatch(text) is None:
-            return parse_phone(text, self.region)
+            return valid_phone(text, self.region)
         plus = text[0] == "+"
         digits = text.replace(" ", "").replace("-", "").replace(".", "")
         if plus:
             digits = digits[1:]
         if plus:
             if not digits.startswith(self._cc):
-                return parse_phone(text, self.region)
+                return valid_phone(text, self.region)
         elif digits.startswith(self._idd) and not digits.startswith(self._idd + self._cc):
-            return parse_phone(text, self.region)
+            return valid_phone(text, self.region)
         key = (plus, digits[: self._depth], len(digits))
         strip = self._cache.get(key, _MISSING)
         if strip is None:
             return None
         if isinstance(strip, int):
             return "+" + self._cc + digits[strip:]
-        result = parse_phone(text, self.region)
+        result = valid_phone(text, self.region)
         if result is None:
             self._cache[key] = None
         elif result.startswith("+" + self._cc):
@@ -627,6 +630,54 @@ class PhoneReader:
             if digits.endswith(national):
                 self._cache[key] = len(digits) - len(national)
         return result
+
+
+def _number_patterns(meta: PhoneMetadata) -> list[str]:
+    descriptions = [meta.general_desc, *(getattr(meta, kind) for kind in _NUMBER_TYPES)]
+    return [d.national_number_pattern for d in descriptions if d and d.national_number_pattern]
+
+
+_NUMBER_TYPES: Final = (
+    "fixed_line",
+    "mobile",
+    "toll_free",
+    "premium_rate",
+    "shared_cost",
+    "personal_number",
+    "voip",
+    "pager",
+    "uan",
+    "voicemail",
+)
+_ANY_DIGIT: Final = [
+    (regex_constants.IN, [(regex_constants.CATEGORY, regex_constants.CATEGORY_DIGIT)])
+]
+
+
+def _prefix_width(pattern: str) -> int | None:
+    """The most digits that decide whether a number matches `pattern`, given its length: the
+    widest of its branches once each drops its trailing run of any digits (`\\d{6}`). None when
+    a branch is no such prefix of at most PhoneReader._PREFIX_MAX digits."""
+    try:
+        parsed = regex_parser.parse(pattern)
+    except re.error:
+        return None
+    items = list(parsed.data)
+    if len(items) == 1 and items[0][0] is regex_constants.BRANCH:
+        branches = items[0][1][1]
+    else:
+        branches = [items]
+    widest = 0
+    for branch in branches:
+        branch = list(branch)
+        last = branch[-1] if branch else None
+        if last and last[0] is regex_constants.MAX_REPEAT and list(last[1][2]) == _ANY_DIGIT:
+            branch.pop()
+        _, high = regex_parser.SubPattern(parsed.state, branch).getwidth()
+        if high > PhoneReader._PREFIX_MAX:
+            return None
+        widest = max(widest, high)
+    return widest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -870,13 +921,9 @@ def _clean(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
-_WHITESPACE = re.compile(r"\s")
-
-
 def _email(raw: str) -> str:
     address = raw.strip().lower()
-    local, at, domain = address.partition("@")
-    if not at or not local or "." not in domain or _WHITESPACE.search(address):
+    if not is_email(address):
         raise ValueError(f"{address!r} is not an email address")
     return address
 
@@ -1204,7 +1251,7 @@ class _RowReader:
     def _phone(self, raw: str) -> str:
         found = self.phones(raw)
         if found is None:
-            raise ValueError(f"{raw.strip()!r} is not a phone number")
+            raise ValueError(phone_refusal(raw, self.phones.region))
         return found
 
     @staticmethod

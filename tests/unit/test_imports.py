@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import unicodedata
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -28,7 +29,7 @@ from domain.imports import (
     parse_map,
     parse_value,
 )
-from domain.phones import parse_phone
+from domain.phones import normalize_email, normalize_phone, valid_phone
 from domain.text import clean_name
 from tests.conftest import require
 
@@ -42,7 +43,8 @@ def read(
     data: bytes | str, mapping: dict[str, str] | None = None, **options: object
 ) -> tuple[ParsedFile, list[ImportRow]]:
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    parsed = parse(raw, mapping=mapping, default_region="VN", zone=SAIGON, now=NOW, **options)  # type: ignore[arg-type]
+    options = {"default_region": "VN", **options}
+    parsed = parse(raw, mapping=mapping, zone=SAIGON, now=NOW, **options)  # type: ignore[arg-type]
     return parsed, list(parsed.rows)
 
 
@@ -536,6 +538,38 @@ def test_vietnamese_phone_formats_normalize_to_e164(written: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("written", "region", "reason"),
+    [
+        ("0000000000", "VN", "'0000000000' is not a phone number"),
+        ("1111111111", "VN", "'1111111111' is not a phone number"),
+        ("555-1234", "US", "'555-1234' is not a phone number"),  # a US local number: no area
+        ("+84 912 345 678 ext. 12", "VN", "has an extension (ext. 12)"),
+        ("(415) 555-2671 x123", "US", "has an extension (ext. 123)"),
+    ],
+)
+def test_placeholder_local_and_extension_numbers_reject_their_row_saying_why(
+    written: str, region: str, reason: str
+) -> None:
+    parsed, rows = read(f"Phone,Name\n{written},An\n+1 415 555 2671,Bình\n", default_region=region)
+    assert [r.name for r in rows] == ["Bình"]
+    assert [(e.row, e.column) for e in parsed.errors] == [(2, "Phone")]
+    assert reason in parsed.errors[0].reason
+    with pytest.raises(InvalidInput, match=re.escape(reason)):
+        normalize_phone(written, region)
+
+
+@pytest.mark.parametrize(
+    "written", ["a..b@x.com", ".a@x.com", "a.@x.com", "a@x..com", "a@-x.com", "a@x.c0m", "a@x"]
+)
+def test_malformed_email_addresses_reject_their_row(written: str) -> None:
+    parsed, rows = read(f"Email,Phone\n{written},0912345678\nan@công-ty.vn,0912345679\n")
+    assert [r.email for r in rows] == ["an@công-ty.vn"]
+    assert [(e.row, e.column) for e in parsed.errors] == [(2, "Email")]
+    with pytest.raises(InvalidInput, match="not an email address"):
+        normalize_email(written)
+
+
+@pytest.mark.parametrize(
     ("written", "amount"),
     [
         ("15000000", "15000000"),
@@ -602,6 +636,12 @@ def test_dates_that_cannot_be_trusted_reject_the_row(written: str, reason: str) 
     assert reason in parsed.errors[0].reason
 
 
+def test_the_first_day_of_1900_is_a_date_in_any_zone() -> None:
+    parsed, (row,) = read("Phone,Created At\n0912345678,1900-01-01\n")
+    assert parsed.errors == []
+    assert row.created_at == datetime(1900, 1, 1, tzinfo=SAIGON)  # 1899 in UTC
+
+
 def test_a_stage_change_before_the_contact_was_created_is_rejected() -> None:
     parsed, rows = read("Phone,Created At,Stage Changed At\n0912345678,2024-03-02,2024-03-01\n")
     assert rows == []
@@ -629,7 +669,7 @@ name_text = st.text(alphabet=LETTERS + "  ", min_size=1, max_size=40).filter(
 phone_style = st.sampled_from(["0{}", "+84 {}", "84{}", "0{} ", "(+84) {}"])
 row_data = st.tuples(
     name_text,
-    st.integers(min_value=30_000_000, max_value=99_999_999),
+    st.integers(min_value=0, max_value=89_999_999),  # 90… to 98…: Vietnamese mobiles
     phone_style,
     st.sampled_from(["Lead", "MQL", "Khách hàng", "Đã mất"]),
     st.one_of(st.none(), st.integers(min_value=0, max_value=10**13)),
@@ -650,7 +690,7 @@ def test_rows_written_with_our_export_headers_read_back_the_same_normalized_valu
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS)
     for i, (name, number, style, stage, value, tags, created) in enumerate(rows):
-        phone = style.format(f"9{number}")
+        phone = style.format(f"9{number:08}")
         writer.writerow(
             [
                 i,
@@ -677,7 +717,7 @@ def test_rows_written_with_our_export_headers_read_back_the_same_normalized_valu
     ):
         assert row.row == i + 2
         assert row.name == clean_name(name)
-        assert row.phone == f"+849{number}"
+        assert row.phone == f"+849{number:08}"
         assert row.email == f"user{i}@example.vn"
         assert row.external_id == f"EXT-{i}"
         assert row.stage == stage
@@ -709,4 +749,4 @@ def test_the_fast_phone_reader_agrees_with_phonenumbers(
             f"{prefix}{rest[:3]} {rest[3:]}",
             f"{prefix}{rest[:2]}-{rest[2:]}",
         ):
-            assert reader(text) == parse_phone(text, region), text
+            assert reader(text) == valid_phone(text, region), text
