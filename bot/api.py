@@ -4,7 +4,12 @@ by `stagekeeper webhook` beside the Telegram webhook and by `stagekeeper sandbox
 
 Thin, like a handler: authenticate, validate, call EventService, answer JSON. Every refusal is
 JSON too: 401 for an unknown or revoked key, 413 for a body over 64 KiB, 422 with the field at
-fault and why, 404 for what does not exist."""
+fault and why (malformed or too deeply nested JSON, a control character in a text, an
+Idempotency-Key header over 200 characters), 404 for what does not exist, 503 when the database
+is busy or unavailable (nothing was changed; send it again in a moment).
+
+A server that serves the API passes SERVER_LIMITS to its runner: aiohttp refuses a header
+over 8 KiB before any handler runs, with a plain-text 400."""
 
 from __future__ import annotations
 
@@ -15,9 +20,16 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
-from pydantic_core import core_schema
+from pydantic_core import PydanticCustomError, core_schema
 from sqlalchemy import text
 
 from bot.batching import Batcher
@@ -26,12 +38,22 @@ from bot.schemas import ContactOut
 from domain.access import SYSTEM
 from domain.errors import DomainError, InvalidEvent, NotFound
 from domain.model import ApiKey, EventKind, Notice, Outcome
+from domain.ports import DatabaseBusy, DatabaseUnavailable
 from domain.services.events import EventDraft, EventResult
+from domain.text import refuse_control_characters
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 MAX_BODY = 64 * 1024
+IDEMPOTENCY_KEY_MAX = 200  # characters, in the body or the Idempotency-Key header
+# A header (name and value) the HTTP server reads, where aiohttp's own limit is 8190 bytes: one
+# longer is refused by aiohttp before any handler runs, with a plain-text 400. Up to this size,
+# the API answers (an Idempotency-Key over IDEMPOTENCY_KEY_MAX is a 422 naming it).
+MAX_HEADER = 32 * 1024
+# For the runner of a server that serves the API (web.AppRunner, TestServer): its request line
+# too, so that a long path gets the API's 404.
+SERVER_LIMITS: dict[str, Any] = {"max_field_size": MAX_HEADER, "max_line_size": MAX_HEADER}
 BATCH_MAX = 100  # events (or keys) in one unit of work
 # Contact ids are 32-bit integers in PostgreSQL; a larger one names nothing.
 ID_MAX = 2**31 - 1
@@ -39,12 +61,23 @@ ID_MAX = 2**31 - 1
 NoticeSink = Callable[[list[Notice]], None]
 
 
-Phone = Annotated[str, StringConstraints(max_length=32)]
-Email = Annotated[str, StringConstraints(max_length=254)]
-Short = Annotated[str, StringConstraints(max_length=100)]
-Long = Annotated[str, StringConstraints(max_length=200)]
-FieldName = Annotated[str, StringConstraints(max_length=64)]
-FieldValue = Annotated[str, StringConstraints(max_length=1000)]
+def _text_only(text: str) -> str:
+    """The domain's rule for text from outside (domain.text), as a validation error naming the
+    field; pydantic itself refuses lone surrogates, which no UTF-8 can store."""
+    try:
+        return refuse_control_characters(text)
+    except ValueError as error:
+        raise PydanticCustomError("control_character", "{reason}", {"reason": str(error)}) from None
+
+
+TextOnly = AfterValidator(_text_only)
+Phone = Annotated[str, StringConstraints(max_length=32), TextOnly]
+Email = Annotated[str, StringConstraints(max_length=254), TextOnly]
+Short = Annotated[str, StringConstraints(max_length=100), TextOnly]
+Long = Annotated[str, StringConstraints(max_length=200), TextOnly]
+IdempotencyKey = Annotated[str, StringConstraints(max_length=IDEMPOTENCY_KEY_MAX), TextOnly]
+FieldName = Annotated[str, StringConstraints(max_length=64), TextOnly]
+FieldValue = Annotated[str, StringConstraints(max_length=1000), TextOnly]
 
 
 class EventIn(BaseModel):
@@ -76,7 +109,7 @@ class EventIn(BaseModel):
         None, description="An amount with at most 2 decimals, e.g. the revenue booked."
     )
     custom_fields: dict[FieldName, FieldValue] = Field(default_factory=dict, max_length=50)
-    idempotency_key: Long | None = Field(
+    idempotency_key: IdempotencyKey | None = Field(
         None,
         description="The same key (per API key) again has no further effect and gets the first "
         "answer; also accepted as the Idempotency-Key header.",
@@ -142,6 +175,8 @@ class ApiError(Exception):
 
 
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="stagekeeper"'}
+# Seconds a client is told to wait before sending again what a busy database refused.
+BUSY_RETRY_AFTER_S = 5
 
 
 class Api:
@@ -233,26 +268,33 @@ def _too_large() -> ApiError:
 def _validated(body: bytes, idempotency_header: str | None) -> EventIn:
     try:
         data = json.loads(body, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
         raise ApiError(422, "invalid", f"The body is not JSON: {error}.") from None
+    except RecursionError:  # 64 KiB of brackets nest deeper than Python's decoder goes
+        raise ApiError(422, "invalid", "The body is JSON nested too deeply.") from None
+    if idempotency_header is not None and isinstance(data, dict):
+        data = {**data, "idempotency_key": _header_key(idempotency_header, data)}
     try:
-        payload = EventIn.model_validate(data)
+        return EventIn.model_validate(data)
     except ValidationError as error:
         problem = error.errors(include_url=False)[0]
         field = ".".join(str(part) for part in problem["loc"]) or None
         raise ApiError(422, "invalid", problem["msg"], field) from None
-    if idempotency_header is not None:
-        header = idempotency_header.strip()
-        if payload.idempotency_key not in (None, header) or not header or len(header) > 200:
-            raise ApiError(
-                422,
-                "invalid",
-                "The Idempotency-Key header differs from idempotency_key or is not 1 to 200 "
-                "characters.",
-                "idempotency_key",
-            )
-        payload.idempotency_key = header
-    return payload
+
+
+def _header_key(header: str, data: dict[str, Any]) -> str:
+    """The Idempotency-Key header's key, which the body may repeat but not contradict; it is
+    then validated as the body's would be (no control characters)."""
+    key = header.strip()
+    if data.get("idempotency_key") not in (None, key) or not 0 < len(key) <= IDEMPOTENCY_KEY_MAX:
+        raise ApiError(
+            422,
+            "invalid",
+            "The Idempotency-Key header differs from idempotency_key or is not 1 to "
+            f"{IDEMPOTENCY_KEY_MAX} characters.",
+            "idempotency_key",
+        )
+    return key
 
 
 def _no_constant(name: str) -> None:
@@ -276,6 +318,12 @@ async def _errors_as_json(
         if error.status == 401:
             response.headers.update(UNAUTHORIZED_HEADERS)
         return response
+    except DatabaseUnavailable as error:
+        log.warning("%s %s: %s (%s)", request.method, request.path, error.message, error.detail)
+        body = ErrorOut(error=error.code, field=None, reason=error.message)
+        busy = isinstance(error, DatabaseBusy)
+        headers = {"Retry-After": str(BUSY_RETRY_AFTER_S)} if busy else {}
+        return web.json_response(text=body.model_dump_json(), status=503, headers=headers)
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -329,6 +377,10 @@ def _openapi() -> dict[str, Any]:
         return {"description": description, **ref("Error")}
 
     unauthorized = error("No API key, or an unknown or revoked one.")
+    unavailable = error(
+        "The database is busy (another write held it too long: Retry-After says when to try "
+        "again), full or failing; nothing was changed."
+    )
     return {
         "openapi": "3.1.0",
         "info": {
@@ -352,7 +404,11 @@ def _openapi() -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": IDEMPOTENCY_KEY_MAX,
+                            },
                         }
                     ],
                     "requestBody": {"required": True, **ref("Event")},
@@ -363,6 +419,7 @@ def _openapi() -> dict[str, Any]:
                         "409": error("The contact kept changing meanwhile; send it again."),
                         "413": error("The body is over 64 KiB."),
                         "422": error("The event is invalid: `field` and `reason` say why."),
+                        "503": unavailable,
                     },
                 }
             },
@@ -383,6 +440,7 @@ def _openapi() -> dict[str, Any]:
                         "200": {"description": "The contact.", **ref("Contact")},
                         "401": unauthorized,
                         "404": error("No such contact."),
+                        "503": unavailable,
                     },
                 }
             },

@@ -29,11 +29,13 @@ from domain.access import SYSTEM
 from domain.errors import DomainError, DuplicateContact
 from domain.imports import IDENTIFIERS, IGNORE, parse_map
 from domain.model import ApiKey, Category, CustomFieldDef, FieldKind
+from domain.ports import DatabaseUnavailable
 from domain.services.contacts import ContactDetails, ContactDraft
 from domain.services.imports import ImportOptions, ImportProgress, Phase, parse_match, parse_mode
 from domain.services.stages import StageSummary
 from domain.stages import TEMPLATES, parse_category
 from storage import migrate
+from storage.db import unavailable
 
 SANDBOX_DATABASE = "stagekeeper-sandbox.db"
 _NEEDS_REASON = {"lost_reason_required", "reason_required"}
@@ -74,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _refuse(args, error.message + hint, error.code, **extra)
     except Refused as error:
         return _refuse(args, str(error), "refused")
+    except DatabaseUnavailable as error:
+        return _refuse(args, error.message, error.code)
     except KeyboardInterrupt:
         return 130
     _print(args, result)
@@ -86,6 +90,13 @@ async def _run(args: argparse.Namespace, settings: Settings) -> Any:
         if args.needs_schema and await migrate.pending(services.engine):
             raise Refused("the database has no current schema; run `stagekeeper init` first")
         return await args.handler(args, services)
+    except Exception as error:
+        # What runs outside a unit of work (the schema check, the migrations) meets a busy or
+        # full database as the driver's error.
+        trouble = unavailable(error)
+        if trouble is None:
+            raise
+        raise trouble from error
     finally:
         await services.close()
 

@@ -253,6 +253,10 @@ class OperationRepository(Protocol):
         ...
 
     async def update(self, operation: Operation) -> None: ...
+    async def forget(self, operation_id: int) -> None:
+        """Remove an operation that changed nothing (nothing refers to it)."""
+        ...
+
     async def add_items(self, items: list[OperationItem]) -> None: ...
     async def changed_since(self, operation_id: int) -> list[int]:
         """Contacts of the operation that someone changed (or deleted) after it."""
@@ -337,6 +341,43 @@ class Conflict(Exception):
 
 class DuplicateEvent(Conflict):
     """Another event took the same idempotency key meanwhile (the unique index refused it)."""
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not carry out a unit of work for a reason that is no fault of the
+    request (a failing disk, a lost connection): it was rolled back, so nothing changed, and the
+    same request may succeed later. `message` says so in one line; `detail` is the driver's."""
+
+    code = "unavailable"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.message = self._message()
+
+    def _message(self) -> str:
+        return f"The database could not be read or written ({self.detail}); nothing was changed."
+
+
+class DatabaseBusy(DatabaseUnavailable):
+    """Another connection held SQLite's one write lock for longer than the busy timeout."""
+
+    code = "busy"
+
+    def _message(self) -> str:
+        return (
+            "The database is busy with another write (another command, an import or the bot); "
+            "nothing was changed. Try again in a moment."
+        )
+
+
+class DatabaseFull(DatabaseUnavailable):
+    """The disk, or the database's size limit, left no room for what the unit of work wrote."""
+
+    code = "full"
+
+    def _message(self) -> str:
+        return "The disk or the database is full; nothing was changed. Free some space and retry."
 
 
 class EventRepository(Protocol):

@@ -42,3 +42,20 @@ def words(text: str) -> list[str]:
 def clean_name(text: str) -> str:
     """Trimmed, single-spaced, NFC (so `Nguyễn` typed on two keyboards is one name)."""
     return _SPACES.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+# Control characters other than whitespace: C0 (NUL, escape…), DEL and C1. No text a person
+# types holds them, a NUL ends a string in C and cannot be stored in PostgreSQL at all. Tabs and
+# line breaks are whitespace, which clean_name turns into spaces.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+
+
+def refuse_control_characters(text: str) -> str:
+    """`text` itself; a ValueError naming the first control character in it otherwise. The one
+    rule for every text from outside (the HTTP API's fields, an import's cells)."""
+    if text.isprintable():  # the common case, checked at C speed: a million names per import
+        return text
+    found = _CONTROL.search(text)
+    if found is not None:
+        raise ValueError(f"contains a control character (U+{ord(found.group()):04X})")
+    return text

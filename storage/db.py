@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from domain.ports import DatabaseBusy, DatabaseFull, DatabaseUnavailable
 from storage import pipeline, sqlite_driver
 
 BUSY_TIMEOUT_MS = 10_000
@@ -70,9 +72,11 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, *, busy_timeout_ms: int | None = None, **kwargs: Any) -> AsyncEngine:
     """`busy_timeout_ms`: how long a SQLite statement waits for another connection's write
-    lock before it fails with "database is locked"."""
+    lock before it fails with "database is locked" (BUSY_TIMEOUT_MS, read when called)."""
+    if busy_timeout_ms is None:
+        busy_timeout_ms = BUSY_TIMEOUT_MS
     # Keys stored as written (not \u-escaped), so that SQLite's JSON paths find "Ngành". One
     # encoder for all: json.dumps with an option makes a new one each call, which costs as
     # much as encoding a before-image (an import writes one for every contact it changes).
@@ -93,6 +97,46 @@ def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **kwargs: A
         if path and path != ":memory:" and not path.startswith("file:"):
             _Checkpointer(path).watch(engine)
     return engine
+
+
+# What a driver's error says of the database when it is no fault of the request. SQLite's
+# primary result codes (the low byte of an extended code): another connection's write lock, a
+# full disk or max_page_count, a failing or unreadable file.
+_SQLITE_CODES: dict[int, type[DatabaseUnavailable]] = {
+    sqlite3.SQLITE_BUSY: DatabaseBusy,
+    sqlite3.SQLITE_LOCKED: DatabaseBusy,
+    sqlite3.SQLITE_FULL: DatabaseFull,
+    sqlite3.SQLITE_IOERR: DatabaseUnavailable,
+    sqlite3.SQLITE_CANTOPEN: DatabaseUnavailable,
+    sqlite3.SQLITE_READONLY: DatabaseUnavailable,
+    sqlite3.SQLITE_CORRUPT: DatabaseUnavailable,
+    sqlite3.SQLITE_NOTADB: DatabaseUnavailable,
+}
+# PostgreSQL's SQLSTATEs: a lock not granted in lock_timeout, a full disk, too many connections,
+# a server shutting down or starting, an I/O error; and class 08, a connection lost or refused.
+_POSTGRES_STATES: dict[str, type[DatabaseUnavailable]] = {
+    "55P03": DatabaseBusy,
+    "53100": DatabaseFull,
+    "53300": DatabaseUnavailable,
+    "57P01": DatabaseUnavailable,
+    "57P02": DatabaseUnavailable,
+    "57P03": DatabaseUnavailable,
+    "58030": DatabaseUnavailable,
+}
+
+
+def unavailable(error: BaseException) -> DatabaseUnavailable | None:
+    """What a driver's error means when it is no fault of the request (storage.uow raises it
+    in its place); None for any other error."""
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    kind: type[DatabaseUnavailable] | None = None
+    if isinstance(cause, sqlite3.Error):
+        kind = _SQLITE_CODES.get(getattr(cause, "sqlite_errorcode", 0) & 0xFF)
+    elif isinstance(state := getattr(cause, "sqlstate", None), str):
+        kind = _POSTGRES_STATES.get(state, DatabaseUnavailable if state[:2] == "08" else None)
+    elif isinstance(cause, ConnectionError):  # the server went away, or is not there
+        kind = DatabaseUnavailable
+    return kind(str(cause) or type(cause).__name__) if kind else None
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from storage import report_projection
+from storage.db import READ_ONLY
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -55,4 +56,6 @@ async def pending(engine: AsyncEngine) -> bool:
         return current != heads
 
     async with engine.connect() as connection:
+        # A read: on SQLite it begins deferred, so that it waits for no writer (storage.db).
+        await connection.execution_options(**{READ_ONLY: True})
         return await connection.run_sync(check)

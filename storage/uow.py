@@ -31,7 +31,7 @@ from domain.ports import (
     ViewRepository,
 )
 from storage import ledger, pipeline
-from storage.db import READ_ONLY, UNCHECKED_REFERENCES
+from storage.db import READ_ONLY, UNCHECKED_REFERENCES, unavailable
 from storage.report_projection import ReportProjection
 from storage.report_queries import SqlReportRepository
 from storage.repositories import (
@@ -124,13 +124,18 @@ class SqlUnitOfWork(_Repositories):
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
         self._bind(self._session)
-        if self._read_only:
-            # On SQLite its transaction begins deferred (storage.db): no wait for the write lock.
-            await self._session.connection(execution_options={READ_ONLY: True})
-        if self._bulk:
-            # Begins the transaction now, telling the engine (storage.db) what kind it is.
-            await self._session.connection(execution_options={UNCHECKED_REFERENCES: True})
-            self._pipeline = await pipeline.start(self._session)
+        try:
+            if self._read_only:
+                # On SQLite its transaction begins deferred (storage.db): no wait for the write
+                # lock.
+                await self._session.connection(execution_options={READ_ONLY: True})
+            if self._bulk:
+                # Begins the transaction now, telling the engine (storage.db) what kind it is.
+                await self._session.connection(execution_options={UNCHECKED_REFERENCES: True})
+                self._pipeline = await pipeline.start(self._session)
+        except BaseException as error:
+            await self.__aexit__(type(error), error, error.__traceback__)
+            raise
         return self
 
     async def __aexit__(
@@ -146,6 +151,11 @@ class SqlUnitOfWork(_Repositories):
         await self._session.close()
         if isinstance(exc, DBAPIError) and _collided(exc):
             raise Conflict(str(exc.orig)) from exc
+        # A busy, full or failing database, in the domain's terms: the callers (the command
+        # line, the chat, the HTTP API) tell the person in one line, and nothing was changed.
+        trouble = unavailable(exc) if exc is not None else None
+        if trouble is not None:
+            raise trouble from exc
 
     async def flush(self) -> None:
         if self._pipeline is not None:

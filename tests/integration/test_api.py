@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.api import MAX_BODY, mount_api
+from bot.api import IDEMPOTENCY_KEY_MAX, MAX_BODY, SERVER_LIMITS, mount_api
 from bot.container import Services
 from domain.access import SYSTEM
 from domain.model import Notice, Role
@@ -47,7 +47,9 @@ async def api(services: Services) -> AsyncIterator[Api]:
     told: list[Notice] = []
     app = web.Application()
     mount_api(app, services, told.extend)
-    async with TestClient(TestServer(app)) as client:
+    server = TestServer(app)
+    await server.start_server(**SERVER_LIMITS)  # as the webhook and sandbox servers do
+    async with TestClient(server) as client:
         yield Api(client, secret, told)
 
 
@@ -111,6 +113,65 @@ async def test_an_invalid_event_is_a_422_naming_the_field_and_the_reason(
 
 async def test_an_invalid_event_changes_nothing(api: Api, services: Services) -> None:
     await api.post({"event": "form_submitted", "phone": "0912345678", "value": "1.005"})
+    assert await services.contacts.find(SYSTEM, "0912345678") == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 30_000 + b"]" * 30_000,
+        b'{"event": "form_submitted", "phone": "0912345678", "custom_fields": {"a": '
+        + b"[" * 20_000
+        + b"]" * 20_000
+        + b"}}",
+    ],
+    ids=["array", "inside a field"],
+)
+async def test_deeply_nested_json_under_64_kib_is_a_422(
+    api: Api, services: Services, body: bytes
+) -> None:
+    """Python's JSON decoder gives up past a thousand levels, with a RecursionError (a 500)."""
+    assert len(body) < MAX_BODY
+    status, answer = await api.post(body)
+    assert (status, answer["error"]) == (422, "invalid")
+    assert "nested too deeply" in answer["reason"]
+    assert await services.contacts.find(SYSTEM, "0912345678") == []
+
+
+async def test_an_idempotency_key_header_of_10_kb_is_a_422_naming_the_limit(api: Api) -> None:
+    """aiohttp reads headers up to 8 KiB and refuses longer ones with a plain-text 400 before
+    any handler runs; the API's servers read more (SERVER_LIMITS), so that the API can say
+    what is wrong."""
+    event = {"event": "form_submitted", "phone": "0912345678"}
+    status, answer = await api.post(event, **{"Idempotency-Key": "k" * 10_000})
+    assert (status, answer["field"]) == (422, "idempotency_key")
+    assert f"1 to {IDEMPOTENCY_KEY_MAX} characters" in answer["reason"]
+    status, _ = await api.post(event, **{"Idempotency-Key": "k" * IDEMPOTENCY_KEY_MAX})
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"name": "An\x00 Nguyen"}, "name"),
+        ({"name": "An \x1b[31mred"}, "name"),
+        ({"company": "Acme\x7f"}, "company"),
+        ({"source": "web\x00"}, "source"),
+        ({"external_id": "crm\x00-7"}, "external_id"),
+        ({"email": "an\x00@example.com"}, "email"),
+        ({"custom_fields": {"Plan": "Pro\x00"}}, "custom_fields.Plan"),
+        ({"custom_fields": {"Pl\x00an": "Pro"}}, "custom_fields.Pl\x00an.[key]"),
+        ({"idempotency_key": "inv\x00-1"}, "idempotency_key"),
+    ],
+)
+async def test_a_control_character_in_a_text_is_a_422_and_stores_nothing(
+    api: Api, services: Services, event: dict[str, Any], field: str
+) -> None:
+    """As an import refuses it (domain.text.refuse_control_characters); PostgreSQL cannot
+    store a NUL at all (it was a 500 there)."""
+    status, answer = await api.post({"event": "form_submitted", "phone": "0912345678", **event})
+    assert (status, answer["error"], answer["field"]) == (422, "invalid", field)
+    assert "contains a control character (U+00" in answer["reason"]
     assert await services.contacts.find(SYSTEM, "0912345678") == []
 
 
