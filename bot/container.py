@@ -67,6 +67,7 @@ def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Ser
             default_region=settings.default_phone_region,
             zone=settings.zone,
             policy=policy,
+            limits=settings.import_limits,
         ),
         exports=ExportService(uow, zone=settings.zone),
         fields=FieldService(uow),

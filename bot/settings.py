@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from domain.services.events import LeadRouting
 from domain.transitions import DEFAULT_LOST_REASONS, Policy
+from domain.workbooks import MAX_ROWS, MAX_UNPACKED, FileLimits
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///stagekeeper.db"
 
@@ -51,6 +52,14 @@ class Settings(BaseSettings):
     # A long import's progress message: shown after this many seconds, edited at most this often.
     progress_delay: float = Field(default=1.0, ge=0, le=60)
     progress_interval: float = Field(default=2.0, gt=0, le=60)
+    # The largest file an import takes (chat and command line): rows, the header included, and
+    # megabytes a workbook unpacks to. Past them a file is refused before a row is read.
+    import_max_rows: int = Field(default=MAX_ROWS, ge=2)
+    import_max_unpacked_mb: int = Field(default=MAX_UNPACKED >> 20, ge=1)
+
+    @property
+    def import_limits(self) -> FileLimits:
+        return FileLimits(rows=self.import_max_rows, unpacked=self.import_max_unpacked_mb << 20)
 
     @field_validator("admin_ids", mode="before")
     @classmethod

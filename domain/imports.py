@@ -49,7 +49,6 @@ import re
 import re._constants as regex_constants
 import re._parser as regex_parser
 import unicodedata
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -63,6 +62,7 @@ from domain.phones import is_email, phone_refusal, valid_phone
 from domain.services.contacts import CLOCK_SKEW, NAME_MAX, TEXT_MAX, ContactDraft
 from domain.text import clean_name, fold
 from domain.values import parse_value
+from domain.workbooks import DEFAULT_LIMITS, FileLimits, Sheet, Uncalculated, open_sheet
 
 # The import fields of DESIGN §4 ("Import fields for --map"), plus `custom:<field>`.
 FIELDS: Final = (
@@ -190,6 +190,8 @@ class ParsedFile:
     # Columns read as a built-in field although a custom field has the same name:
     # (header, the built-in field, the custom field's name).
     shadowed_columns: list[tuple[str, str, str]] = field(default_factory=list)
+    sheet: str | None = None  # the workbook's sheet read (its first)
+    other_sheets: list[str] = field(default_factory=list)  # and those left unread
 
     @property
     def fields(self) -> frozenset[str]:
@@ -226,7 +228,7 @@ def detect_encoding(head: bytes) -> str:
         return "utf-16"
     if not head:
         raise ImportRefused("The file is empty.")
-    if b"\x00" in head:
+    if b"\x00" in head and _too_much_junk(len(_JUNK_BYTES.findall(head)), len(head)):
         return _bomless_utf16(head)
     if _valid_utf8(head, final=len(head) < SAMPLE_SIZE):
         return "utf-8"
@@ -294,12 +296,17 @@ def _undecodable(encoding: str, position: int) -> ImportRefused:
 
 
 _JUNK = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f\ufffd]")
+_JUNK_BYTES = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
 
 def _refuse_junk(text: str) -> None:
-    junk = len(_JUNK.findall(text))
-    if "\x00" in text or junk > max(8, len(text) // 200):
+    if _too_much_junk(len(_JUNK.findall(text)), len(text)):
         raise ImportRefused("This looks like a binary file, not a CSV or XLSX table.")
+
+
+def _too_much_junk(junk: int, size: int) -> bool:
+    """A few stray control characters (a NUL) reject their rows; more make a binary file."""
+    return junk > max(8, size // 200)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -691,6 +698,9 @@ class _Text:
         self.stream = stream
         self.encoding = ""
         self.consumed = 0  # characters read so far: a row of fewer has no cell over CELL_MAX
+        # A NUL in the lines read since the reader last looked: that record rejects its row
+        # (a stray byte in a text file) where the file as a whole reads fine.
+        self.damaged = False
 
     def __iter__(self) -> Iterator[str]:
         readline = self.stream.readline
@@ -702,7 +712,7 @@ class _Text:
                         "is it really a table of contacts?"
                     )
                 if "\x00" in line:
-                    raise ImportRefused("This looks like a binary file (NUL characters).")
+                    self.damaged = True
                 self.consumed += len(line)
                 yield line
         except UnicodeDecodeError as error:
@@ -790,10 +800,13 @@ def _records(sample: str, delimiter: str, limit: int) -> list[list[str]]:
     return out
 
 
-def _csv_records(lines: _Text, delimiter: str) -> Iterator[list[str]]:
+def _csv_records(lines: _Text, delimiter: str, limits: FileLimits) -> Iterator[list[str]]:
     reader = csv.reader(lines, delimiter=delimiter)
     try:
-        yield from reader
+        for number, record in enumerate(reader, start=1):
+            if number > limits.rows:
+                raise limits.too_many_rows()
+            yield record
     except csv.Error as error:
         if "field larger than field limit" in str(error):
             raise ImportRefused(
@@ -801,38 +814,6 @@ def _csv_records(lines: _Text, delimiter: str) -> Iterator[list[str]]:
                 "is it really a table of contacts?"
             ) from None
         raise ImportRefused(f"Line {reader.line_num} is not valid CSV: {error}.") from None
-
-
-def _xlsx_records(data: bytes | IO[bytes]) -> Iterator[list[str]]:
-    from openpyxl import load_workbook  # imported here: only workbooks need it
-
-    source = io.BytesIO(data) if isinstance(data, bytes) else data
-    try:
-        book = load_workbook(source, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as error:
-        raise ImportRefused(f"This ZIP file is not an Excel workbook ({error}).") from None
-    except Exception as error:  # openpyxl raises its own InvalidFileException and others
-        raise ImportRefused(f"This workbook cannot be read ({error}).") from None
-    try:
-        if not book.worksheets:
-            raise ImportRefused("The workbook has no sheet.")
-        for values in book.worksheets[0].iter_rows(values_only=True):
-            yield [_xlsx_cell(value) for value in values]
-    finally:
-        book.close()
-
-
-def _xlsx_cell(value: Any) -> str:
-    """A workbook's cell as the text a CSV export would hold (dates in ISO, naive)."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
-        return str(int(value))
-    return str(value)
 
 
 def parse(
@@ -844,6 +825,7 @@ def parse(
     now: datetime | None = None,
     match: Sequence[str] = IDENTIFIERS,
     defined: Sequence[tuple[str, str]] = (),
+    limits: FileLimits = DEFAULT_LIMITS,
 ) -> ParsedFile:
     """Recognise a CSV or XLSX file (bytes, or a seekable binary stream) and return its rows lazily.
 
@@ -852,15 +834,17 @@ def parse(
     as that field, unless it is a built-in header. `match` names the identifier fields the
     import matches on (`--match`); the file must have a column for at least one of them. `now`
     (aware; default: the current time) bounds backdated dates. Raises ImportRefused for a file
-    that is no import."""
+    that is no import, or one past `limits`."""
     now = now or datetime.now(UTC)
     csv.field_size_limit(FIELD_LIMIT)
     records: Iterator[list[str]]
     lines: _Text | None = None
     head = data[:SAMPLE_SIZE] if isinstance(data, bytes) else _peek(data)
+    sheet: Sheet | None = None
     if detect_encoding(bytes(head)) == "xlsx":
         fmt, encoding, delimiter = "xlsx", None, None
-        records = _xlsx_records(data)
+        sheet = open_sheet(data, limits)
+        records = sheet.records
     else:
         fmt = "csv"
         encoding, text = open_text(data)
@@ -874,7 +858,7 @@ def parse(
         delimiter = sniff_delimiter(sample)
         lines = _Text(text)
         lines.encoding = encoding
-        records = _csv_records(lines, delimiter)
+        records = _csv_records(lines, delimiter, limits)
     header_row, header = _header(records)
     layout = _layout(header, dict(mapping or {}), match, defined)
     errors: list[RowError] = []
@@ -897,6 +881,8 @@ def parse(
         errors=errors,
         field_columns=layout.defined,
         shadowed_columns=layout.shadowed,
+        sheet=sheet.name if sheet else None,
+        other_sheets=sheet.others if sheet else [],
     )
 
 
@@ -952,6 +938,7 @@ class _RowReader:
             if target is not None:
                 by_field.setdefault(target, []).append(index)
         self.by_field = by_field
+        self.imported = {index for indexes in by_field.values() for index in indexes}
         # Each field reads one slot of the prepared cells: its column, or, for a field of several
         # columns, a slot appended with the first non-empty of them; absent fields read the empty
         # slot right after the header's width.
@@ -1005,7 +992,13 @@ class _RowReader:
         )
         cell_max = CELL_MAX
         consumed = lines.consumed if lines is not None else 0
+        if lines is not None:
+            lines.damaged = False  # the header's
         for number, cells in enumerate(records, start=first):
+            if lines is not None and lines.damaged:
+                lines.damaged = False
+                self._reject(number, [(None, "has a NUL character: is the line damaged?")], cells)
+                continue
             if not any(cells):
                 continue
             count = len(cells)
@@ -1021,6 +1014,11 @@ class _RowReader:
                     del cells[width:]
                 else:
                     cells.extend([""] * (width - count))
+            if lines is None and any(type(cell) is Uncalculated for cell in cells):
+                uncalculated = self._uncalculated(cells)
+                if uncalculated:
+                    self._reject(number, uncalculated, cells)
+                    continue
             original = cells
             cells = [*cells, ""]
             for indexes in merged:
@@ -1108,6 +1106,25 @@ class _RowReader:
             if row.external_id is not None:
                 seen_ext[row.external_id] = number
             yield row
+
+    def _uncalculated(self, cells: list[str]) -> list[tuple[str | None, str]]:
+        """Problems of formula cells saved without a value, in the columns imported; a column
+        not imported is read as empty (it is ignored anyway)."""
+        problems: list[tuple[str | None, str]] = []
+        for index, cell in enumerate(cells):
+            if type(cell) is not Uncalculated:
+                continue
+            if index in self.imported:
+                problems.append(
+                    (
+                        self.header[index],
+                        f"the formula {cell} has no saved value: open the file in Excel or "
+                        "LibreOffice, save it, and import it again",
+                    )
+                )
+            else:
+                cells[index] = ""
+        return problems
 
     @staticmethod
     def _keep(cache: dict[str, Any], raw: str, value: Any) -> None:

@@ -309,6 +309,12 @@ def _summary(report: ImportReport, *, dry: bool) -> str:
                 "{rejected} rejected."
             ).format(**counts)
         ]
+    if report.other_sheets:
+        lines.append(
+            _("Read the first sheet, “{sheet}”; not read: {others}.").format(
+                sheet=render.e(report.sheet or ""), others=render.e(", ".join(report.other_sheets))
+            )
+        )
     if report.stages_created:
         lines.append(
             _("New stages: {names}").format(names=render.e(", ".join(report.stages_created)))

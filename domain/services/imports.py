@@ -43,6 +43,7 @@ from domain.ports import (
 from domain.stages import stage_name
 from domain.text import fold, search_text
 from domain.transitions import Move, Policy, plan_move
+from domain.workbooks import DEFAULT_LIMITS, FileLimits
 
 BATCH = 5000  # rows matched and written together
 PROGRESS_EVERY = 10_000  # rows between two progress reports (a chat shows them every 2 s)
@@ -87,6 +88,8 @@ class ImportReport:
     operation_id: int | None = None
     dry_run: bool = False
     header: list[str] = field(default_factory=list)
+    sheet: str | None = None  # a workbook's sheet that was read
+    other_sheets: list[str] = field(default_factory=list)  # and those that were not
 
     @property
     def rejected(self) -> int:
@@ -134,6 +137,7 @@ class ImportService:
         batch: int = BATCH,
         progress_every: int = PROGRESS_EVERY,
         child_from: int = CHILD_FROM,
+        limits: FileLimits = DEFAULT_LIMITS,
     ) -> None:
         self._uow = uow
         self._read_batches = read_batches
@@ -144,6 +148,7 @@ class ImportService:
         self._batch = batch
         self._progress_every = progress_every
         self._child_from = child_from  # bytes of file from which another process reads it
+        self._limits = limits
 
     async def run(
         self,
@@ -167,6 +172,7 @@ class ImportService:
             "now": now,
             "match": options.match,
             "defined": defined,
+            "limits": self._limits,
         }
         parsed = parse(data, **parse_options)
         report = ImportReport(
@@ -175,6 +181,8 @@ class ImportService:
             shadowed_columns=parsed.shadowed_columns,
             dry_run=options.dry_run,
             header=parsed.header,
+            sheet=parsed.sheet,
+            other_sheets=parsed.other_sheets,
         )
         in_child = len(data) >= self._child_from
         async with (
@@ -507,7 +515,12 @@ class _Run:
 
     async def finish(self) -> None:
         assert self.operation is not None
+        assert self.operation.id is not None
         report = self.report
+        if not report.created and not report.updated:
+            await self.uow.operations.forget(self.operation.id)  # nothing to undo
+            self.operation = None
+            return
         self.operation.contacts = report.created + report.updated
         self.operation.description = f"Import: {report.created} created, {report.updated} updated"
         await self.uow.operations.update(self.operation)

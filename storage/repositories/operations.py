@@ -48,6 +48,9 @@ class SqlOperationRepository:
             .values(**operation_values(operation))
         )
 
+    async def forget(self, operation_id: int) -> None:
+        await self._session.execute(delete(OperationRow).where(OperationRow.id == operation_id))
+
     async def add_items(self, items: list[OperationItem]) -> None:
         await bulk.insert(
             self._session,

@@ -408,6 +408,9 @@ class FakeOperations(_Repo):
         assert operation.id is not None
         self.s.operations[operation.id] = copy.copy(operation)
 
+    async def forget(self, operation_id: int) -> None:
+        del self.s.operations[operation_id]
+
     async def add_items(self, items: list[OperationItem]) -> None:
         pass  # undo is tested against real storage
 
