@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bot.settings import Settings
@@ -20,6 +22,7 @@ from tests.e2e.conftest import (
     stage_of,
     until,
 )
+from tests.hostile import declaring, rewritten, workbook
 
 
 @pytest.fixture
@@ -62,6 +65,29 @@ async def test_a_broken_file_is_refused_with_a_reason(driver: Driver, team: Team
     await driver.handled(await driver.upload(ADMIN_ID, "junk.csv", b"\x00\x01binary\xff" * 100))
     [reply] = bot_messages(await driver.changes(ADMIN_ID, since))
     assert "cannot import junk.csv" in reply["text"]
+
+
+async def test_a_workbook_is_read_whole_and_one_past_the_limits_refused_in_one_line(
+    driver: Driver, team: Team
+) -> None:
+    people = [["Số điện thoại", "Họ và tên"], *([f"097654321{n}", f"Khách {n}"] for n in range(3))]
+    stale = rewritten(
+        workbook(people, "Đã mất"),
+        lambda xml: re.sub(r"<dimension [^>]*/>", '<dimension ref="A1:B2"/>', xml),
+    )
+    since = await driver.cursor(ADMIN_ID)
+    await driver.handled(await driver.upload(ADMIN_ID, "khach-hang.xlsx", stale))
+    [summary] = bot_messages(await driver.changes(ADMIN_ID, since))
+    assert "3 to create, 0 to update, 0 unchanged, 0 rejected" in summary["text"]
+    assert "Read the first sheet, “Khách hàng”; not read: Đã mất." in summary["text"]
+
+    since = await driver.cursor(ADMIN_ID)
+    huge = declaring(workbook(people), 3 << 30)
+    await driver.handled(await driver.upload(ADMIN_ID, "huge.xlsx", huge))
+    [refusal] = bot_messages(await driver.changes(ADMIN_ID, since))
+    assert "cannot import huge.xlsx" in refusal["text"]
+    assert "unpacks to 3,072 MB, more than the 1,024 MB" in refusal["text"]
+    assert await driver.services.contacts.find(SYSTEM, "0976543210") == []
 
 
 async def test_agents_cannot_import(driver: Driver, team: Team) -> None:

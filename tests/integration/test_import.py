@@ -99,7 +99,7 @@ async def test_a_broken_file_is_refused_and_changes_nothing(amis: Services) -> N
 
 async def test_an_import_that_changes_nothing_leaves_nothing_to_undo(amis: Services) -> None:
     await amis.contacts.add(SYSTEM, ContactDraft(name="Chi", email="chi@x.vn", stage="Lead"))
-    data = "email,name\nchi@x.vn,Chi\nnot-an-email,Nobody\n".encode()
+    data = b"email,name\nchi@x.vn,Chi\nnot-an-email,Nobody\n"
     report = await amis.imports.run(SYSTEM, data, ImportOptions())
     assert (report.created, report.updated, report.unchanged, report.rejected) == (0, 0, 1, 1)
     assert report.operation_id is None

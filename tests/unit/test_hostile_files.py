@@ -9,61 +9,25 @@ import io
 import re
 import tracemalloc
 import zipfile
-from collections.abc import Callable
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from openpyxl import Workbook
 
 from domain.errors import ImportRefused
 from domain.imports import ImportRow, ParsedFile, parse
 from domain.workbooks import FileLimits
+from tests.hostile import PEOPLE, declaring, rewritten, workbook
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SAIGON = ZoneInfo("Asia/Ho_Chi_Minh")
-SHEET = "xl/worksheets/sheet1.xml"
 
 
 def read(data: bytes, limits: FileLimits | None = None) -> tuple[ParsedFile, list[ImportRow]]:
     parsed = parse(data, default_region="VN", zone=SAIGON, now=NOW, limits=limits or FileLimits())
     return parsed, list(parsed.rows)
-
-
-def workbook(rows: list[list[object]], *more_sheets: str) -> bytes:
-    book = Workbook()
-    sheet = book.active
-    assert sheet is not None
-    sheet.title = "Khách hàng"
-    for row in rows:
-        sheet.append(row)
-    for name in more_sheets:
-        book.create_sheet(name).append(["Phone"])
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
-
-
-def rewritten(data: bytes, change: Callable[[str], str], entry: str = SHEET) -> bytes:
-    """The workbook with one of its files changed, as another tool might have written it."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
-        for item in source.infolist():
-            content = source.read(item)
-            if item.filename == entry:
-                content = change(content.decode()).encode()
-            target.writestr(item, content)
-    return out.getvalue()
-
-
-PEOPLE = [
-    ["Số điện thoại", "Họ và tên"],
-    ["0912345678", "Nguyễn Văn An"],
-    ["0912345679", "Trần Thị Bình"],
-    ["0912345670", "Lê Cường"],
-]
 
 
 @pytest.mark.parametrize(
@@ -121,6 +85,11 @@ def test_a_row_numbered_past_the_limit_is_refused_even_where_the_sheet_has_few()
 def test_a_workbook_that_unpacks_past_the_limit_is_refused_from_its_directory() -> None:
     with pytest.raises(ImportRefused, match=r"unpacks to .* MB, more than the 1 MB"):
         read(workbook(PEOPLE * 4000), FileLimits(unpacked=1 << 20))
+
+
+def test_a_workbook_declaring_a_huge_sheet_is_refused_before_it_is_inflated() -> None:
+    with pytest.raises(ImportRefused, match=r"unpacks to 3,072 MB, more than the 1,024 MB"):
+        read(declaring(workbook(PEOPLE), 3 << 30))
 
 
 def test_a_zip_bomb_of_rows_is_refused_with_flat_memory() -> None:
