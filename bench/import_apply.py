@@ -36,9 +36,9 @@ HEADER = "name,phone,email,stage,source,tags\n"
 
 def contact_line(n: int, rng: random.Random, *, name: str | None = None) -> str:
     """Contact n: its phone and email depend on n alone, so another file can name it again."""
-    operator = "39785"[n % 5]
+    operator = ("39", "90", "70", "86", "56")[n % 5]  # Vietnamese mobiles: 9 digits after 0
     return (
-        f"{name or rng.choice(NAMES)} {n},0{operator}{n:08d},c{n}@example.vn,"
+        f"{name or rng.choice(NAMES)} {n},0{operator}{n:07d},c{n}@example.vn,"
         f"{rng.choice(STAGES)},Zalo,VIP\n"
     )
 

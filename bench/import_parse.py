@@ -35,15 +35,15 @@ def write_file(path: Path, rows: int, encoding: str) -> None:
         writer = csv.writer(out)
         writer.writerow(EXPORT_COLUMNS)
         for i in range(rows):
-            n = 10_000_000 + i  # unique 8 digits after the operator prefix
+            n = 1_000_000 + i  # unique 7 digits after the operator prefix (a 9-digit mobile)
             prefix = rng.choice(["90", "91", "93", "94", "96", "97", "98", "86", "88", "70"])
             style = i % 4
             if style == 0:
                 phone = f"0{prefix}{n}"
             elif style == 1:
-                phone = f"0{prefix[:1]}{prefix[1:]}{n // 10000:04d} {n % 10000:04d}"
+                phone = f"0{prefix[:1]}{prefix[1:]}{n // 1000:04d} {n % 1000:03d}"
             elif style == 2:
-                phone = f"+84 {prefix}{n // 10000:04d}-{n % 10000:04d}"
+                phone = f"+84 {prefix}{n // 1000:04d}-{n % 1000:03d}"
             else:
                 phone = f"84{prefix}{n}"
             name = f"{rng.choice(FAMILY)} {rng.choice(MIDDLE)} {rng.choice(GIVEN)}"

@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
+from itertools import islice
 from typing import IO, Any, Final
 
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
@@ -582,8 +583,10 @@ class PhoneReader:
     region's metadata is simple: its country code is its alone, its national prefix is plain
     digits with no transform rule, and every number pattern (the general one and each type's) is
     a prefix of at most `_PREFIX_MAX` digits followed by a run of any digits — true for VN. Such
-    numbers are answered from a cache of what phonenumbers said for the same (plus, prefix,
-    length); anything else goes to phonenumbers itself. tests/unit/test_imports.py checks the
+    numbers are answered from a cache of what phonenumbers said for the same (plus, leading
+    digits, length), the leading digits being those that say how the number is written (with
+    `+`, the international prefix, the national prefix or none) and then those that decide its
+    validity; anything else goes to phonenumbers itself. tests/unit/test_imports.py checks the
     two agree on generated numbers."""
 
     _PLAIN = re.compile(r"\+?\d+(?:[ .\-]\d+)*")
@@ -593,9 +596,8 @@ class PhoneReader:
         self.region = region.upper()
         self._cache: dict[tuple[bool, str, int], int | None] = {}
         meta = PhoneMetadata.metadata_for_region(self.region)
-        self._cc = ""
-        self._idd = ""
-        self._depth = 0
+        self._cc = self._idd = self._prefix = ""
+        self._width = 0  # leading digits of the national number deciding its validity; 0: slow
         if meta is None or meta.country_code is None:
             return
         if len(COUNTRY_CODE_TO_REGION_CODE.get(meta.country_code, ())) != 1:
@@ -605,25 +607,32 @@ class PhoneReader:
         simple = (prefix.isdigit() or not prefix) and meta.national_prefix_transform_rule is None
         widths = [_prefix_width(pattern) for pattern in _number_patterns(meta)]
         if simple and idd.isdigit() and widths and None not in widths:
-            self._cc = str(meta.country_code)
-            self._idd = idd
-            width = max(w for w in widths if w is not None)
-            self._depth = len(idd) + len(self._cc) + len(prefix) + max(width, 1)
+            self._cc, self._idd, self._prefix = str(meta.country_code), idd, prefix
+            self._width = max(1, *(w for w in widths if w is not None))
 
     def __call__(self, raw: str) -> str | None:
         text = raw.strip()
-        if not self._depth or self._PLAIN.fullmatch(text) is None:
+        if not self._width or self._PLAIN.fullmatch(text) is None:
             return valid_phone(text, self.region)
         plus = text[0] == "+"
         digits = text.replace(" ", "").replace("-", "").replace(".", "")
+        cc, idd, prefix, width = self._cc, self._idd, self._prefix, self._width
         if plus:
             digits = digits[1:]
-        if plus:
-            if not digits.startswith(self._cc):
+            if not digits.startswith(cc):
                 return valid_phone(text, self.region)
-        elif digits.startswith(self._idd) and not digits.startswith(self._idd + self._cc):
-            return valid_phone(text, self.region)
-        key = (plus, digits[: self._depth], len(digits))
+            depth = len(cc) + width
+        elif digits.startswith(idd):
+            if not digits.startswith(idd + cc):
+                return valid_phone(text, self.region)
+            depth = len(idd) + len(cc) + width
+        elif prefix and digits.startswith(prefix):
+            depth = len(prefix) + width
+        elif digits.startswith(cc):  # phonenumbers drops it if what follows reads better
+            depth = len(cc) + len(prefix) + width
+        else:
+            depth = max(len(cc), width)
+        key = (plus, digits[:depth], len(digits))
         strip = self._cache.get(key, _MISSING)
         if strip is None:
             return None
@@ -662,29 +671,37 @@ _ANY_DIGIT: Final = [
 
 
 def _prefix_width(pattern: str) -> int | None:
-    """The most digits that decide whether a number matches `pattern`, given its length: the
-    widest of its branches once each drops its trailing run of any digits (`\\d{6}`). None when
-    a branch is no such prefix of at most PhoneReader._PREFIX_MAX digits."""
+    """The most leading digits that decide whether a number matches `pattern`, given its
+    length, when every way through the pattern is a prefix of at most PhoneReader._PREFIX_MAX
+    digits followed by a run of any digits (`\\d{6}`); else None."""
     try:
         parsed = regex_parser.parse(pattern)
     except re.error:
         return None
-    items = list(parsed.data)
-    if len(items) == 1 and items[0][0] is regex_constants.BRANCH:
-        branches = items[0][1][1]
-    else:
-        branches = [items]
-    widest = 0
-    for branch in branches:
-        branch = list(branch)
-        last = branch[-1] if branch else None
-        if last and last[0] is regex_constants.MAX_REPEAT and list(last[1][2]) == _ANY_DIGIT:
-            branch.pop()
-        _, high = regex_parser.SubPattern(parsed.state, branch).getwidth()
-        if high > PhoneReader._PREFIX_MAX:
+    width = _decided_by(parsed.state, list(parsed.data))
+    return width if width is not None and width <= PhoneReader._PREFIX_MAX else None
+
+
+def _decided_by(state: Any, items: list[Any]) -> int | None:
+    if not items:
+        return 0
+    *head, (kind, value) = items
+    if kind is regex_constants.MAX_REPEAT and list(value[2]) == _ANY_DIGIT:
+        return _width(state, head)
+    if kind is regex_constants.SUBPATTERN:
+        return _decided_by(state, [*head, *value[3]])
+    if kind is regex_constants.BRANCH:
+        start = _width(state, head)
+        ways = [_decided_by(state, list(way)) for way in value[1]]
+        if start is None or None in ways:
             return None
-        widest = max(widest, high)
-    return widest
+        return start + max(w for w in ways if w is not None)
+    return _width(state, items)
+
+
+def _width(state: Any, items: list[Any]) -> int | None:
+    high: int = regex_parser.SubPattern(state, items).getwidth()[1]
+    return high if high <= PhoneReader._PREFIX_MAX else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -803,10 +820,9 @@ def _records(sample: str, delimiter: str, limit: int) -> list[list[str]]:
 def _csv_records(lines: _Text, delimiter: str, limits: FileLimits) -> Iterator[list[str]]:
     reader = csv.reader(lines, delimiter=delimiter)
     try:
-        for number, record in enumerate(reader, start=1):
-            if number > limits.rows:
-                raise limits.too_many_rows()
-            yield record
+        yield from islice(reader, limits.rows)
+        if next(reader, None) is not None:
+            raise limits.too_many_rows()
     except csv.Error as error:
         if "field larger than field limit" in str(error):
             raise ImportRefused(
