@@ -3,18 +3,22 @@ accounting: `POST /events`, `GET /contacts/{id}`, `GET /healthz` and `GET /opena
 by `stagekeeper webhook` beside the Telegram webhook and by `stagekeeper sandbox` on its port.
 
 Thin, like a handler: authenticate, validate, call EventService, answer JSON. Every refusal is
-JSON too: 401 for an unknown or revoked key, 413 for a body over 64 KiB, 422 with the field at
-fault and why (malformed or too deeply nested JSON, a control character in a text, an
+JSON too: 401 for an unknown or revoked key, 413 for a body over 64 KiB (inflated), 415 for a
+Content-Encoding other than gzip or deflate, 422 with the field at fault and why (malformed or
+too deeply nested JSON, a body not in its Content-Encoding, a control character in a text, an
 Idempotency-Key header over 200 characters), 404 for what does not exist, 503 when the database
 is busy or unavailable (nothing was changed; send it again in a moment).
 
-A server that serves the API passes SERVER_LIMITS to its runner: aiohttp refuses a header
-over 8 KiB before any handler runs, with a plain-text 400."""
+A server that serves the API passes SERVER_OPTIONS to its runner, so that these refusals are
+the API's: aiohttp itself would refuse a header over 8 KiB, or a body that does not inflate,
+with a plain-text 400 before any handler runs. What HTTP itself forbids (a control character in
+a header, a header given twice that may be given once) is still aiohttp's to refuse."""
 
 from __future__ import annotations
 
 import json
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -51,9 +55,14 @@ IDEMPOTENCY_KEY_MAX = 200  # characters, in the body or the Idempotency-Key head
 # longer is refused by aiohttp before any handler runs, with a plain-text 400. Up to this size,
 # the API answers (an Idempotency-Key over IDEMPOTENCY_KEY_MAX is a 422 naming it).
 MAX_HEADER = 32 * 1024
-# For the runner of a server that serves the API (web.AppRunner, TestServer): its request line
-# too, so that a long path gets the API's 404.
-SERVER_LIMITS: dict[str, Any] = {"max_field_size": MAX_HEADER, "max_line_size": MAX_HEADER}
+# For the runner of a server that serves the API (web.AppRunner, TestServer.start_server): its
+# request line too, so that a long path gets the API's 404; and bodies left as sent, for the API
+# to inflate (_inflated). Nothing else on those servers takes a compressed body.
+SERVER_OPTIONS: dict[str, Any] = {
+    "max_field_size": MAX_HEADER,
+    "max_line_size": MAX_HEADER,
+    "auto_decompress": False,
+}
 BATCH_MAX = 100  # events (or keys) in one unit of work
 # Contact ids are 32-bit integers in PostgreSQL; a larger one names nothing.
 ID_MAX = 2**31 - 1
@@ -218,7 +227,8 @@ class Api:
     async def get_contact(self, request: web.Request) -> web.Response:
         await self._authenticated(request)
         raw = request.match_info["contact_id"]
-        if not raw.isdigit() or not 0 < int(raw) <= ID_MAX:
+        # ASCII: str.isdigit() is true of "²" too, which int() refuses.
+        if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= ID_MAX:
             raise ApiError(404, "not_found", f"No contact has the id {raw!r}.")
         try:
             details = await self.services.contacts.get(SYSTEM, int(raw))
@@ -240,9 +250,11 @@ class Api:
 
     async def _authenticated(self, request: web.Request) -> ApiKey:
         scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+        secret = secret.strip()
         key = None
-        if scheme.lower() == "bearer" and secret.strip():
-            key = await self.authenticate(secret.strip())
+        # Keys are ASCII; a header's other bytes arrive as surrogates, which no hash takes.
+        if scheme.lower() == "bearer" and secret and secret.isascii():
+            key = await self.authenticate(secret)
         if key is None:
             raise ApiError(401, "unauthorized", "Give a valid API key as Authorization: Bearer.")
         return key
@@ -258,7 +270,29 @@ async def _body(request: web.Request) -> bytes:
         body += chunk
         if len(body) > MAX_BODY:
             raise _too_large()
-    return bytes(body)
+    return _inflated(bytes(body), request.headers.get("Content-Encoding", ""))
+
+
+def _inflated(body: bytes, encoding: str) -> bytes:
+    """The body as sent before its Content-Encoding, if any: gzip or deflate (zlib), at most
+    MAX_BODY of it (a small body can inflate to gigabytes)."""
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return body
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        raise ApiError(
+            415, "unsupported_encoding", "Send the body as it is, or with gzip or deflate."
+        )
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # a gzip or a zlib header, as it comes
+    try:
+        inflated = inflater.decompress(body, MAX_BODY + 1)
+    except zlib.error:
+        inflated = None
+    if inflated is not None and len(inflated) > MAX_BODY:
+        raise _too_large()
+    if inflated is None or not inflater.eof:  # not compressed, or cut short
+        raise ApiError(422, "invalid", f"The body is not {coding} as its Content-Encoding says.")
+    return inflated
 
 
 def _too_large() -> ApiError:
@@ -417,7 +451,8 @@ def _openapi() -> dict[str, Any]:
                         "401": unauthorized,
                         "404": error("A replayed event's contact was deleted since."),
                         "409": error("The contact kept changing meanwhile; send it again."),
-                        "413": error("The body is over 64 KiB."),
+                        "413": error("The body is over 64 KiB (inflated)."),
+                        "415": error("A Content-Encoding other than gzip or deflate."),
                         "422": error("The event is invalid: `field` and `reason` say why."),
                         "503": unavailable,
                     },

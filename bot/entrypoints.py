@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
-from bot.api import SERVER_LIMITS, mount_api
+from bot.api import SERVER_OPTIONS, mount_api
 from bot.container import Services
 from bot.runtime import BotRuntime, wait_for_stop_signal
 from domain.access import SYSTEM
@@ -98,7 +98,7 @@ class WebhookServer:
         self.port = port
         app = self.runtime.webhook_app(secret)
         mount_api(app, services, self.runtime.notifier.submit)
-        self._runner = web.AppRunner(app, shutdown_timeout=20, **SERVER_LIMITS)
+        self._runner = web.AppRunner(app, shutdown_timeout=20, **SERVER_OPTIONS)
 
     @property
     def url(self) -> str:
@@ -162,7 +162,7 @@ class Sandbox:
         mount_api(self.app, services, self._notify)
         # handler_cancellation: a long poll ends when the bot hangs up, so stopping is prompt.
         self._runner = web.AppRunner(
-            self.app, access_log=None, handler_cancellation=True, **SERVER_LIMITS
+            self.app, access_log=None, handler_cancellation=True, **SERVER_OPTIONS
         )
         self._polling: asyncio.Task[None] | None = None
         self.runtime: BotRuntime | None = None

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.api import IDEMPOTENCY_KEY_MAX, MAX_BODY, SERVER_LIMITS, mount_api
+from bot.api import IDEMPOTENCY_KEY_MAX, MAX_BODY, SERVER_OPTIONS, mount_api
 from bot.container import Services
 from domain.access import SYSTEM
 from domain.model import Notice, Role
@@ -48,7 +48,7 @@ async def api(services: Services) -> AsyncIterator[Api]:
     app = web.Application()
     mount_api(app, services, told.extend)
     server = TestServer(app)
-    await server.start_server(**SERVER_LIMITS)  # as the webhook and sandbox servers do
+    await server.start_server(**SERVER_OPTIONS)  # as the webhook and sandbox servers do
     async with TestClient(server) as client:
         yield Api(client, secret, told)
 
@@ -140,7 +140,7 @@ async def test_deeply_nested_json_under_64_kib_is_a_422(
 
 async def test_an_idempotency_key_header_of_10_kb_is_a_422_naming_the_limit(api: Api) -> None:
     """aiohttp reads headers up to 8 KiB and refuses longer ones with a plain-text 400 before
-    any handler runs; the API's servers read more (SERVER_LIMITS), so that the API can say
+    any handler runs; the API's servers read more (SERVER_OPTIONS), so that the API can say
     what is wrong."""
     event = {"event": "form_submitted", "phone": "0912345678"}
     status, answer = await api.post(event, **{"Idempotency-Key": "k" * 10_000})

@@ -23,7 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.pool import Pool
 
 import storage.db
-from bot.api import SERVER_LIMITS, mount_api
+from bot.api import SERVER_OPTIONS, mount_api
 from bot.cli import main
 from bot.container import build_services
 from bot.entrypoints import Sandbox
@@ -233,7 +233,7 @@ async def api(
     app = web.Application()
     mount_api(app, services, lambda notices: None)
     server = TestServer(app)
-    await server.start_server(**SERVER_LIMITS)
+    await server.start_server(**SERVER_OPTIONS)
     async with TestClient(server) as client:
         yield client, secret
     await services.close()
