@@ -1,0 +1,142 @@
+"""The crash tests' seed, their databases (a seeded one per kind and test process, copied for
+every kill) and their summary line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.crash.harness import (
+    EXEC_VARIABLE,
+    SEED_VARIABLE,
+    Harness,
+    PostgresStore,
+    SqliteStore,
+    Store,
+    Zygote,
+    pick_seed,
+)
+
+KILLS_VARIABLE = "STAGEKEEPER_CRASH_KILLS"
+CONTACTS_VARIABLE = "STAGEKEEPER_CRASH_CONTACTS"
+KILLS = int(os.environ.get(KILLS_VARIABLE) or 2)  # landed kills per command and database
+CONTACTS = int(os.environ.get(CONTACTS_VARIABLE) or 10_000)
+TOTALS = pytest.StashKey[dict[str, int]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Run as `pytest tests/crash`, this file is read before pytest-xdist starts its processes,
+    # which then inherit the seed chosen here; otherwise each derives it from the run's id.
+    if not hasattr(config, "workerinput") and not os.environ.get(SEED_VARIABLE):
+        os.environ[SEED_VARIABLE] = str(pick_seed())
+    config.stash[TOTALS] = {"kills": 0, "failures": 0, "tests": 0}
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    seed = os.environ.get(SEED_VARIABLE)
+    return (
+        f"crash tests: seed {seed} (replay: {SEED_VARIABLE}={seed}); {KILLS} kills per command "
+        f"and database ({KILLS_VARIABLE}), on {CONTACTS:,} contacts ({CONTACTS_VARIABLE})"
+    )
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Adds up the kills the tests report (with pytest-xdist too: this runs where the reports
+    are gathered)."""
+    found = dict(report.user_properties).get("crash")
+    if report.when == "call" and isinstance(found, dict):
+        totals = _totals
+        totals["kills"] += found["kills"]
+        totals["failures"] += found["failures"]
+        totals["tests"] += 1
+        totals["seed"] = found["seed"]
+
+
+_totals: dict[str, int] = {"kills": 0, "failures": 0, "tests": 0}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _totals["tests"]:
+        terminalreporter.write_line(
+            f"crash tests: {_totals['kills']} kills in {_totals['tests']} tests, "
+            f"{_totals['failures']} failures; seed {_totals['seed']} "
+            f"(replay: {SEED_VARIABLE}={_totals['seed']})"
+        )
+
+
+@pytest.fixture(scope="session")
+def crash_seed() -> int:
+    return pick_seed()
+
+
+@pytest.fixture(scope="session")
+def zygote() -> Iterator[Zygote | None]:
+    """What forks the commands, shared by the tests of this process."""
+    if os.environ.get(EXEC_VARIABLE) == "1":
+        yield None
+        return
+    forker = Zygote()
+    yield forker
+    forker.close()
+
+
+@dataclass
+class Place:
+    """What a kind of database keeps across the tests of one process."""
+
+    kind: str
+    directory: Path
+    postgres_url: str | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def store(self) -> Store:
+        if self.postgres_url is None:
+            return SqliteStore(self.directory / "databases")
+        return PostgresStore(self.postgres_url)
+
+
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def crash_place(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Place]:
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    place = Place(request.param, tmp_path_factory.mktemp(f"crash-{request.param}"), url)
+    yield place
+    if url is not None:
+
+        async def drop() -> None:
+            store = PostgresStore(url)
+            await store.drop_all()
+            await store.close()
+
+        asyncio.run(drop())
+
+
+@dataclass
+class Crash:
+    harness: Harness
+    lines: list[str]
+
+
+@pytest.fixture
+async def crash(crash_place: Place, zygote: Zygote | None) -> AsyncIterator[Crash]:
+    lines: list[str] = []
+    harness = Harness(
+        crash_place.store(),
+        crash_place.directory / "work",
+        CONTACTS,
+        crash_place.cache,
+        log=lines.append,
+        zygote=zygote,
+        files=crash_place.directory.parent / "crash-files",
+    )
+    async with harness.running():
+        yield Crash(harness, lines)
