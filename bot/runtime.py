@@ -80,6 +80,8 @@ class BotRuntime:
             zone=settings.zone,
             policy=settings.policy,
             pace=ProgressPace(settings.progress_delay, settings.progress_interval),
+            # Also before PersonLocale sets it: an error there is apologized for too.
+            i18n=self.i18n,
         )
         update = self.dispatcher.update
         update.outer_middleware(self.in_flight)

@@ -27,7 +27,7 @@ async def apologize(event: ErrorEvent, **data: Any) -> None:
     else:
         log.exception("update %s failed", update.update_id, exc_info=error)
     i18n: I18n | None = data.get("i18n")
-    if i18n is None:  # the failure came before the language was known
+    if i18n is None:  # a dispatcher not built by BotRuntime, which always gives it
         return
     sender = data.get("event_from_user")
     language = language_of(data.get("user"), sender.language_code if sender else None, "en")

@@ -130,7 +130,11 @@ def unavailable(error: BaseException) -> DatabaseUnavailable | None:
     in its place); None for any other error."""
     cause = error.orig if isinstance(error, DBAPIError) else error
     kind: type[DatabaseUnavailable] | None = None
-    if isinstance(cause, sqlite3.Error):
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        # SQLAlchemy saw the connection drop (a server restarted, a backend terminated; asyncpg
+        # says so in several ways) and let the pool replace it: the next attempt reconnects.
+        kind = DatabaseUnavailable
+    elif isinstance(cause, sqlite3.Error):
         kind = _SQLITE_CODES.get(getattr(cause, "sqlite_errorcode", 0) & 0xFF)
     elif isinstance(state := getattr(cause, "sqlstate", None), str):
         kind = _POSTGRES_STATES.get(state, DatabaseUnavailable if state[:2] == "08" else None)

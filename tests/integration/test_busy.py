@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.pool import Pool
 
 import storage.db
@@ -29,6 +29,8 @@ from bot.container import build_services
 from bot.entrypoints import Sandbox
 from bot.settings import Settings
 from domain.access import SYSTEM
+from storage.db import make_engine
+from tests.conftest import empty_postgres
 from tests.e2e.conftest import Driver
 
 SHORT_BUSY_TIMEOUT_MS = 200  # the lock is held throughout: waiting longer changes nothing
@@ -264,20 +266,35 @@ STRANGER = 4242
 ADMIN = 1001
 
 
-@pytest.fixture
-async def chat(database: Path, quick_busy_timeout: None, tmp_path: Path) -> AsyncIterator[Driver]:
-    """The sandbox (a local Telegram) with the bot polling it, on `database`."""
+@contextlib.asynccontextmanager
+async def _chat(database_url: str, state: Path) -> AsyncIterator[Driver]:
+    """The sandbox (a local Telegram) with the bot polling it."""
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, database_url=_url(database), admin_ids=[ADMIN], scheduler=False
+        _env_file=None, database_url=database_url, admin_ids=[ADMIN], scheduler=False
     )
     services = build_services(settings)
-    sandbox = Sandbox(services, port=0, state_file=tmp_path / "sandbox.json")
+    sandbox = Sandbox(services, port=0, state_file=state)
     await sandbox.start()
     assert sandbox.runtime is not None
-    async with aiohttp.ClientSession() as http:
-        yield Driver(sandbox.url, http, services, sandbox.runtime)
-    await sandbox.stop()
-    await services.close()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Driver(sandbox.url, http, services, sandbox.runtime)
+    finally:
+        await sandbox.stop()
+        await services.close()
+
+
+@pytest.fixture
+async def chat(database: Path, quick_busy_timeout: None, tmp_path: Path) -> AsyncIterator[Driver]:
+    async with _chat(_url(database), tmp_path / "sandbox.json") as driver:
+        yield driver
+
+
+@pytest.fixture
+async def chat_on_postgres(postgres_url: str, tmp_path: Path) -> AsyncIterator[Driver]:
+    await empty_postgres(postgres_url)
+    async with _chat(postgres_url, tmp_path / "sandbox.json") as driver:
+        yield driver
 
 
 async def test_in_chat_a_busy_database_gets_a_polite_retry_later_and_the_next_message_works(
@@ -302,3 +319,27 @@ async def test_in_chat_a_busy_database_gets_a_polite_retry_later_and_the_next_me
     assert welcome["text"].startswith("Chào mừng bạn đến với Stagekeeper!")
     [asked] = await chat.replies(ADMIN, hello["message_id"])
     assert "Minh" in asked["text"]
+
+
+async def test_in_chat_a_dropped_database_connection_gets_a_polite_retry_later_and_the_next_works(
+    chat_on_postgres: Driver, postgres_url: str
+) -> None:
+    """PostgreSQL restarted, or an admin ended the bot's connections: the first read of the
+    next update (who is writing?) fails, before the person's language is otherwise known."""
+    chat = chat_on_postgres
+    await chat.user(STRANGER, "Wei", language="zh")
+    engine = make_engine(postgres_url)
+    async with engine.connect() as connection:
+        ended = await connection.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    await engine.dispose()
+    assert ended  # the bot's
+
+    [sorry] = await chat.ask(STRANGER, "/start")
+    assert sorry["text"] == "抱歉，数据库正忙，未做任何更改。请稍后再试。"
+    [welcome] = await chat.ask(STRANGER, "/start")
+    assert welcome["text"].startswith("欢迎使用 Stagekeeper")
