@@ -45,6 +45,7 @@ from domain.model import ApiKey, EventKind, Notice, Outcome
 from domain.ports import DatabaseBusy, DatabaseUnavailable
 from domain.services.events import EventDraft, EventResult
 from domain.text import refuse_control_characters
+from storage.db import READ_ONLY
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,8 @@ class Api:
     async def healthz(self, request: web.Request) -> web.Response:
         try:
             async with self.services.engine.connect() as connection:
+                # A read: on SQLite it waits for no writer (an import holding the lock).
+                await connection.execution_options(**{READ_ONLY: True})
                 await connection.execute(text("SELECT 1"))
         except Exception:
             log.exception("health check: the database does not answer")

@@ -343,3 +343,12 @@ async def test_in_chat_a_dropped_database_connection_gets_a_polite_retry_later_a
     assert sorry["text"] == "抱歉，数据库正忙，未做任何更改。请稍后再试。"
     [welcome] = await chat.ask(STRANGER, "/start")
     assert welcome["text"].startswith("欢迎使用 Stagekeeper")
+
+
+async def test_the_health_check_answers_while_another_process_writes(
+    database: Path, api: tuple[TestClient[Any, Any], str], write_lock: sqlite3.Connection
+) -> None:
+    """It took the write lock to read `SELECT 1`: "unavailable" during every import."""
+    client, _ = api
+    async with client.get("/api/v1/healthz") as response:
+        assert (response.status, await response.json()) == (200, {"status": "ok"})
