@@ -1,26 +1,36 @@
 """Kills the project's commands with SIGKILL at random points and checks what they leave.
 
-Each command runs as a real process (`stagekeeper …`, or `python -m tests.crash.bulk_move` for
-the chat's bulk move, which the command line does not offer) on a copy of a seeded database, and
-is killed at a point drawn from a seeded RNG: mostly a moment inside its write transaction —
-observed, not guessed: the process holds SQLite's write lock (read with F_GETLK on the `-shm`
-file, without taking it) or its PostgreSQL backend has a transaction id — offset by a random
-share of how long the writes lasted in a run to the end; otherwise any moment of the run; for
-the digest, when the k-th message reached the sandbox's Bot API. Then:
+Each command runs in a process of its own on a copy of a seeded database: the command line's
+`bot.cli.main`, forked from a process that has imported it (tests/crash/zygote.py; with
+STAGEKEEPER_CRASH_EXEC=1, the installed `stagekeeper` script), or, for the bulk move that an
+admin confirms in chat and the command line does not offer, tests/crash/bulk_move.py. It is
+killed at a moment drawn from a seeded RNG, measured from a point of the run that is observed,
+not guessed (the time before it goes to importing code, where a kill tells nothing):
 
-- the database is whole: SQLite's `PRAGMA integrity_check` and `foreign_key_check`, FTS5's
-  integrity check of `contact_search` (SQLite); on both, every contact's stage is the target of
-  its last history row (as many exceptions as before) and its search text is its name's;
-- the operation is all or nothing: contacts (stage, version), history, operations (with their
-  undo), stages and undo images are exactly as before the command or exactly as after a run to
-  the end, and an operation is in the operations list exactly when its contacts changed;
-- the report tables equal a recount from scratch;
-- the next command works: a command that left nothing is run again to the end and leaves what
-  a run to the end leaves; after one that went through, `stagekeeper operations --json` lists
-  it; and no process of the killed command is left running (an import's reading child).
+- "write": its write transaction began — the process holds SQLite's write lock (asked of the
+  kernel with F_GETLK on the `-shm` file, which takes no lock) or its PostgreSQL backend has a
+  transaction id — plus a share of how long the writes of a run to the end lasted, half of
+  these within their last 50 ms, where the commit is;
+- "open": it opened the database, plus a share of the rest of a run to the end (reads before
+  the writes, the commit, SQLite's checkpoint and the close after it);
+- "message" (the digest): its k-th morning message reached the sandbox's Bot API.
 
-A digest run killed midway never sends anyone their morning message twice: a message is sent
-only after its claim, and the run after the kill sends the others.
+Then:
+
+- the database is whole: SQLite's `PRAGMA integrity_check` and `foreign_key_check`, and FTS5's
+  integrity check of `contact_search`; on both databases every contact is in the stage its last
+  history row took it to, and its search text is its name's and company's;
+- the operation is all or nothing: contacts (stage and version), history, operations (and their
+  undo), stages and undo images are exactly as before the command or exactly as a run to the
+  end leaves them, so an operation is in the list exactly when its contacts changed;
+- the report tables equal a recount from scratch (when nothing was done: are the tables the
+  command started from, which equal one);
+- the next command works: a command that left nothing done is run again to the end and leaves
+  what a run to the end leaves; after one that went through, `stagekeeper operations --json`
+  lists what the database holds; and no process of the killed command is left running (an
+  import's reading child);
+- a digest run killed midway sends nobody their morning message twice, counting the run after
+  it, which sends the others; at most the one message in flight is lost.
 
 Used by tests/crash (a few kills per command) and bench/crash_soak.py (hundreds)."""
 
@@ -134,8 +144,13 @@ class Store(ABC):
         """Waits until nothing of a killed process still works on `name`."""
         await asyncio.sleep(0)  # a SQLite file has nothing running of its own
 
-    def keep(self, name: str, where: Path) -> str | None:
-        """Keeps a copy of `name` at `where` for a look after a failure; how to reach it."""
+    async def snapshot(self, name: str) -> None:
+        """Notes `name` as a kill left it, for `keep` (what checks find wrong is looked at in
+        the database as the kill left it, before the next command changed it)."""
+        await asyncio.sleep(0)  # copying a PostgreSQL database for every kill costs too much
+
+    def keep(self, where: Path) -> str | None:
+        """Keeps the last snapshot at `where`; how to reach it."""
         return None
 
     async def close(self) -> None:
@@ -160,7 +175,17 @@ class SqliteStore(Store):
 
     async def clone(self, source: str, target: str) -> None:
         await self.drop(target)
-        await asyncio.to_thread(self.keep, source, self.path(target))
+        await asyncio.to_thread(self._copy, self.path(source), self.path(target))
+
+    @staticmethod
+    def _copy(source: Path, target: Path) -> None:
+        for suffix in ("", "-wal"):  # the log too: it holds the last commits, and what a kill
+            origin = Path(f"{source}{suffix}")  # left of a transaction it interrupted
+            if origin.exists():
+                shutil.copyfile(origin, f"{target}{suffix}")
+
+    async def snapshot(self, name: str) -> None:
+        await self.clone(name, "killed")
 
     async def drop(self, name: str) -> None:
         await asyncio.to_thread(self._drop, name)
@@ -175,11 +200,8 @@ class SqliteStore(Store):
     async def writing(self, name: str, pid: int) -> bool:
         return lock_holder(Path(f"{self.path(name)}-shm"), _WAL_WRITE_LOCK) == pid
 
-    def keep(self, name: str, where: Path) -> str:
-        for suffix in ("", "-wal"):  # the log too, should one be left: it is part of the data
-            origin = Path(f"{self.path(name)}{suffix}")
-            if origin.exists():
-                shutil.copyfile(origin, f"{where}{suffix}")
+    def keep(self, where: Path) -> str:
+        self._copy(self.path("killed"), where)
         return str(where)
 
 
@@ -590,9 +612,6 @@ class State:
     stages: tuple[tuple[str, str, int, bool], ...]  # name, category, position, archived
     undo_images: int
 
-    def same(self, other: State) -> bool:
-        return self == other
-
     def differences(self, other: State, label: str) -> str:
         """How this differs from `other`, in a few words."""
         parts = []
@@ -940,8 +959,13 @@ def plan(start: Start, rng: random.Random) -> Plan:
         gaps = [b - a for a, b in itertools.pairwise(start.messages)]
         return Plan("message", rng.uniform(0, max(gaps, default=0.05) * 1.5), count)
     written = sum(end - begin for begin, end in start.writes)
-    if written and not start.messages and rng.random() < 0.7:
+    choice = rng.random()
+    if written and not start.messages and choice < 0.7:
+        # Half of them in the last 50 ms of the writes, where the commit is (SQLite writes a
+        # transaction's pages to its log as it commits, when they fit in its cache).
         point = rng.uniform(0, written)
+        if choice < 0.3:
+            point = written - rng.uniform(0, min(0.05, written / 5))
         for begin, end in start.writes:  # the moment `point` into the writes, from the first
             if point <= end - begin:
                 return Plan("write", begin + point - start.writes[0][0])
@@ -1028,9 +1052,10 @@ class Harness:
         engine = make_engine(self.store.url(database))
         try:
             async with engine.connect() as connection:
-                return await connection.scalar(text("SELECT max(id) FROM operations"))
+                last = await connection.scalar(text("SELECT max(id) FROM operations"))
         finally:
             await engine.dispose()
+        return None if last is None else int(last)
 
     async def start(self, scenario: Scenario) -> Start:
         key = f"start:{scenario.name}"
@@ -1078,7 +1103,7 @@ class Harness:
         start: Start = self.cache[key]
         return start
 
-    async def _telegram(self) -> Telegram:
+    async def started_telegram(self) -> Telegram:
         if self.telegram is None:
             self.telegram = Telegram()
             await self.telegram.start()
@@ -1090,7 +1115,7 @@ class Harness:
     ) -> tuple[Running, float, list[tuple[float, float]], list[float]]:
         """Runs the command on "run" to the end, noting when it first had the database open,
         when it was inside write transactions and when each of its messages went out."""
-        telegram = await self._telegram() if scenario.digest else None
+        telegram = await self.started_telegram() if scenario.digest else None
         already = len(await telegram.sent()) if telegram else 0
         running = await self.runner.start(command, self.store.url("run"))
         opened: float | None = None
@@ -1133,7 +1158,7 @@ class Harness:
         """One run of the scenario's command killed as `plan` draws it, and every check."""
         start = await self.start(scenario)
         chosen = plan(start, rng)
-        telegram = await self._telegram() if scenario.digest else None
+        telegram = await self.started_telegram() if scenario.digest else None
         await self.store.clone(start.database, "run")
         url = self.store.url("run")
         messages_before = len(await telegram.sent()) if telegram else 0
@@ -1141,13 +1166,13 @@ class Harness:
         async def sent() -> int:
             return len(await telegram.sent()) - messages_before if telegram else 0
 
+        began = time.monotonic()
         running = await self.runner.start(start.command, url)
         await self._reached(running, chosen, sent)
         await asyncio.sleep(chosen.delay)
         running.kill()
         ended = await running.ended()
         self.runner.forget(running)
-        began = time.monotonic()
         where = f"{self.store.kind} {scenario.name}, killed {chosen}"
         if ended.killed:
             tally.kills += 1
@@ -1160,15 +1185,16 @@ class Harness:
                 return
         failures = await self._left_running(running)
         await self.store.settled("run")
+        await self.store.snapshot("run")
         if scenario.digest:
             assert telegram is not None
-            failures += await self._check_digest(
+            failures += await self.check_digest(
                 start, telegram, messages_before, tally, ended.killed
             )
         else:
-            failures += await self._check_operation(start, tally, ended.killed)
+            failures += await self.check_operation(start, tally, ended.killed)
         if failures:
-            kept = self.store.keep("run", self.workdir / f"failed-{self.kept}.db")
+            kept = self.store.keep(self.workdir / f"killed-{self.kept}.db")
             self.kept += 1
             for failure in failures:
                 tally.failures.append(
@@ -1186,7 +1212,7 @@ class Harness:
             return [f"processes left running after the kill: {left}"]
         return []
 
-    async def _check_operation(self, start: Start, tally: Tally, killed: bool) -> list[str]:
+    async def check_operation(self, start: Start, tally: Tally, killed: bool) -> list[str]:
         url = self.store.url("run")
         failures = await integrity_problems(self.store, "run")
         state = await state_of(url)
@@ -1203,6 +1229,8 @@ class Harness:
                 + state.differences(start.after, "a run to the end has")
             )
         tally.outcomes[outcome] += killed
+        if not killed and outcome != "all done":
+            failures.append(f"it ended with exit 0 and left the database {outcome}")
         if outcome != "nothing done":
             mismatch = await reports_mismatch(url)
         elif await reports_digest(url) != start.reports:  # they were equal to a recount
@@ -1237,7 +1265,7 @@ class Harness:
             for op in json.loads(ended.stdout)
         ]
         stored = [(kind, description, undone) for kind, description, _, undone in state.operations]
-        if listed[::-1] != stored[-len(listed) :]:
+        if listed[::-1] != stored[len(stored) - len(listed) :]:
             return [f"`stagekeeper operations` lists {listed}, the database holds {stored}"]
         return []
 
@@ -1256,7 +1284,7 @@ class Harness:
         finally:
             await engine.dispose()
 
-    async def _check_digest(
+    async def check_digest(
         self, start: Start, telegram: Telegram, before: int, tally: Tally, killed: bool
     ) -> list[str]:
         failures = await integrity_problems(self.store, "run")
