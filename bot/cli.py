@@ -408,6 +408,10 @@ async def _import(args: argparse.Namespace, services: Services) -> Any:
         f"{verb} create {report.created}, update {report.updated}; "
         f"{report.unchanged} unchanged, {report.rejected} rejected."
     ]
+    if report.other_sheets:
+        lines.append(
+            f"Read the first sheet, {report.sheet!r}; not read: {', '.join(report.other_sheets)}."
+        )
     if report.stages_created:
         lines.append("New stages: " + ", ".join(report.stages_created))
     if report.owners_created:
@@ -435,6 +439,8 @@ async def _import(args: argparse.Namespace, services: Services) -> Any:
         "rejected": report.rejected,
         "stages_created": report.stages_created,
         "owners_created": len(report.owners_created),
+        "sheet": report.sheet,
+        "other_sheets": report.other_sheets,
         "unknown_columns": report.unknown_columns,
         "field_columns": dict(report.field_columns),
         "shadowed_columns": [

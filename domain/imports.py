@@ -61,7 +61,7 @@ from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 from domain.errors import ImportRefused, InvalidInput, MissingIdentifier
 from domain.phones import is_email, phone_refusal, valid_phone
 from domain.services.contacts import CLOCK_SKEW, NAME_MAX, TEXT_MAX, ContactDraft
-from domain.text import clean_name, fold
+from domain.text import clean_name, fold, refuse_control_characters
 from domain.values import parse_value
 from domain.workbooks import DEFAULT_LIMITS, FileLimits, Sheet, Uncalculated, open_sheet
 
@@ -920,7 +920,7 @@ _CACHE_MAX = 65_536  # entries of each per-file cache of converted cells (stages
 
 def _clean(text: str) -> str:
     """domain.text.clean_name, faster: str.split() splits on the same whitespace as `\\s+`."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
+    return " ".join(unicodedata.normalize("NFC", refuse_control_characters(text)).split())
 
 
 def _email(raw: str) -> str:

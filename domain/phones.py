@@ -59,10 +59,12 @@ def _parsed(raw: str, default_region: str) -> phonenumbers.PhoneNumber | None:
         return None
 
 
-# A dot-separated local part (no empty piece) and a domain of letter-or-digit labels (hyphens
-# inside) ending in a top-level domain of letters; Unicode letters allowed (IDN addresses).
+# A dot-separated local part (no empty piece, no control character) and a domain of
+# letter-or-digit labels (hyphens inside) ending in a top-level domain of letters; Unicode
+# letters allowed (IDN addresses).
 _EMAIL = re.compile(
-    r"[^\s@.]+(?:\.[^\s@.]+)*@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?:[^\W\d_]{2,63}|xn--[\w-]{1,59})"
+    r"[^\s@.\x00-\x1f\x7f]+(?:\.[^\s@.\x00-\x1f\x7f]+)*"
+    r"@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?:[^\W\d_]{2,63}|xn--[\w-]{1,59})"
 )
 
 

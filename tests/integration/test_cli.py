@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot.cli import main
+from tests.hostile import PEOPLE, workbook
 
 
 class Cli:
@@ -288,6 +289,23 @@ def test_an_import_reads_a_column_named_like_a_custom_field_without_map(
     [an] = amis.json("contacts", "find", "0912345678")
     assert an["custom_fields"] == {"Ngân sách": "15000000"}
     assert an["source"] == "Zalo"
+
+
+def test_an_import_says_which_sheet_it_read_and_refuses_a_file_past_the_row_limit(
+    amis: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "khach-hang.xlsx"
+    path.write_bytes(workbook(PEOPLE, "Đã mất"))
+    code, out, _err = amis("import", str(path), "--dry-run")
+    assert code == 0
+    assert "Would create 3" in out
+    assert "Read the first sheet, 'Khách hàng'; not read: Đã mất." in out
+    assert amis.json("import", str(path), "--dry-run")["other_sheets"] == ["Đã mất"]
+
+    monkeypatch.setenv("IMPORT_MAX_ROWS", "3")
+    reason = amis.refused("import", str(path))
+    assert "more than 3 rows, the most an import takes; split it" in reason
+    assert amis.json("contacts", "find", "0912345678") == []
 
 
 def test_an_api_key_is_shown_once_listed_by_prefix_and_revoked(cli: Cli) -> None:

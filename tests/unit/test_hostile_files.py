@@ -126,6 +126,19 @@ def test_a_nul_byte_rejects_its_row_not_the_file() -> None:
     assert "NUL" in error.reason
 
 
+def test_a_control_character_in_any_text_cell_rejects_its_row() -> None:
+    parsed, rows = read(
+        "Phone,Name,Company,Email\n"
+        "0912345678,An\x1b[31m,ACME,\n"
+        "0912345679,Bình,Đại\x7fPhát,\n"
+        "0912345670,Cường,,c\x01@x.vn\n"
+        "0912345671,Dũng,Hoà Bình,d@x.vn\n".encode()
+    )
+    assert [r.name for r in rows] == ["Dũng"]
+    assert [(e.row, e.column) for e in parsed.errors] == [(2, "Name"), (3, "Company"), (4, "Email")]
+    assert "control character (U+001B)" in parsed.errors[0].reason
+
+
 @pytest.mark.parametrize(
     "junk",
     [
