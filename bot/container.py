@@ -46,7 +46,7 @@ class Services:
 
 
 def build_services(settings: Settings, engine: AsyncEngine | None = None) -> Services:
-    engine = engine or make_engine(settings.database_url)
+    engine = engine or make_engine(settings.database_url, synchronous=settings.sqlite_synchronous)
     sessions = make_sessionmaker(engine)
 
     def uow(*, bulk: bool = False, read_only: bool = False) -> SqlUnitOfWork:

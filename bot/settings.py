@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     # Conversation state and per-person ordering shared by several workers (bot.conversations).
     redis_url: str | None = None
+    # NORMAL: a power loss may lose the last commits, never corrupts the file; FULL loses none.
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     timezone: str = "Asia/Ho_Chi_Minh"
     default_phone_region: str = "VN"
     admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)

@@ -7,7 +7,7 @@ import logging
 import sqlite3
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Dialect
@@ -24,6 +24,7 @@ from domain.ports import DatabaseBusy, DatabaseFull, DatabaseUnavailable
 from storage import pipeline, sqlite_driver
 
 BUSY_TIMEOUT_MS = 10_000
+Synchronous = Literal["NORMAL", "FULL"]
 CACHE_KIB = 64 * 1024
 # Of a new database file (an existing one keeps its own): bulk writes touch fewer, fuller pages,
 # about a tenth faster for a stage deletion of a million contacts than with 4 KiB.
@@ -72,9 +73,17 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, busy_timeout_ms: int | None = None, **kwargs: Any) -> AsyncEngine:
+def make_engine(
+    url: str,
+    *,
+    busy_timeout_ms: int | None = None,
+    synchronous: Synchronous = "NORMAL",
+    **kwargs: Any,
+) -> AsyncEngine:
     """`busy_timeout_ms`: how long a SQLite statement waits for another connection's write
-    lock before it fails with "database is locked" (BUSY_TIMEOUT_MS, read when called)."""
+    lock before it fails with "database is locked" (BUSY_TIMEOUT_MS, read when called).
+    `synchronous`: SQLite's; NORMAL may lose the last commits on a power loss, FULL does not
+    (README, "Running for real")."""
     if busy_timeout_ms is None:
         busy_timeout_ms = BUSY_TIMEOUT_MS
     # Keys stored as written (not \u-escaped), so that SQLite's JSON paths find "Ngành". One
@@ -92,7 +101,7 @@ def make_engine(url: str, *, busy_timeout_ms: int | None = None, **kwargs: Any) 
     engine = create_async_engine(url, **kwargs)
     pipeline.watch(engine)
     if engine.dialect.name == "sqlite":
-        _tune_sqlite(engine, busy_timeout_ms)
+        _tune_sqlite(engine, busy_timeout_ms, synchronous)
         path = engine.url.database
         if path and path != ":memory:" and not path.startswith("file:"):
             _Checkpointer(path).watch(engine)
@@ -147,7 +156,7 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int, synchronous: Synchronous) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so that BEGIN and SAVEPOINT work as written.
@@ -157,7 +166,7 @@ def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         # Up to 64 MiB of pages (the default is 2 MiB): an import of a million contacts inserts
         # into indexes of a million entries in no particular order, and a page that must be
         # read back for most of those inserts makes them several times slower.

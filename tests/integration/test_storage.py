@@ -72,6 +72,20 @@ async def test_sqlite_runs_with_wal_foreign_keys_and_a_busy_timeout(tmp_path: Pa
     assert pragmas == ["wal", 1, 10_000, 0]
 
 
+@pytest.mark.parametrize(("setting", "level"), [(None, 1), ("NORMAL", 1), ("FULL", 2)])
+async def test_sqlite_commits_as_durably_as_the_setting_says(
+    tmp_path: Path, setting: str | None, level: int
+) -> None:
+    environment = {"sqlite_synchronous": setting} if setting else {}
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path / 's.db'}", **environment
+    )
+    services = build_services(settings)
+    async with services.engine.connect() as connection:
+        assert (await connection.execute(text("PRAGMA synchronous"))).scalar() == level
+    await services.close()
+
+
 async def test_the_write_ahead_log_is_copied_into_the_database_by_a_thread_and_emptied_at_the_end(
     tmp_path: Path,
 ) -> None:
