@@ -11,6 +11,8 @@ not guessed (the time before it goes to importing code, where a kill tells nothi
   kernel with F_GETLK on the `-shm` file, which takes no lock) or its PostgreSQL backend has a
   transaction id — plus a share of how long the writes of a run to the end lasted, half of
   these within their last 50 ms, where the commit is;
+- "log" (SQLite): its write-ahead log grew while it held the write lock — a commit writing the
+  transaction's pages (or pages spilling from the cache) — plus at most 5 ms;
 - "open": it opened the database, plus a share of the rest of a run to the end (reads before
   the writes, the commit, SQLite's checkpoint and the close after it);
 - "message" (the digest): its k-th morning message reached the sandbox's Bot API.
@@ -140,6 +142,10 @@ class Store(ABC):
     async def writing(self, name: str, pid: int) -> bool:
         """Whether process `pid` is inside a write transaction of `name`, now."""
 
+    def log_size(self, name: str) -> int:
+        """The size of `name`'s write-ahead log file, where it can be watched."""
+        raise NotImplementedError
+
     async def settled(self, name: str) -> None:
         """Waits until nothing of a killed process still works on `name`."""
         await asyncio.sleep(0)  # a SQLite file has nothing running of its own
@@ -196,6 +202,12 @@ class SqliteStore(Store):
 
     async def connected(self, name: str, pid: int) -> bool:
         return lock_holder(Path(f"{self.path(name)}-shm"), _WAL_OPEN) == pid
+
+    def log_size(self, name: str) -> int:
+        try:
+            return os.stat(f"{self.path(name)}-wal").st_size
+        except FileNotFoundError:
+            return 0
 
     async def writing(self, name: str, pid: int) -> bool:
         return lock_holder(Path(f"{self.path(name)}-shm"), _WAL_WRITE_LOCK) == pid
@@ -886,6 +898,9 @@ class Start:
     writes: list[tuple[float, float]]
     messages: list[float]
     reports: str  # a digest of the report tables before it (equal to a recount)
+    # The share of the measured times that kills are drawn from: a run that ends before its
+    # kill (the one measured was slower, on a loaded machine) makes it smaller.
+    pace: float = 1.0
 
 
 @dataclass
@@ -897,6 +912,7 @@ class Tally:
     in_writes: int = 0
     finished_first: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    last: str = ""  # what the last kill left
     failures: list[str] = field(default_factory=list)
 
     def add(self, other: Tally) -> None:
@@ -938,26 +954,31 @@ class Steps:
 class Plan:
     """When to kill: `delay` seconds after a point of the run that can be observed."""
 
-    mode: str  # "write": its writes began; "message": its count-th message went out; "open"
+    mode: str  # "write", "log", "open" or "message": see the module's docstring
     delay: float
     count: int = 0
 
     def __str__(self) -> str:
         after = {
             "write": "its writes began",
+            "log": "its write-ahead log grew in a write transaction",
             "message": f"message {self.count} went out",
             "open": "it opened the database",
         }
         return f"{self.delay * 1000:.0f} ms after {after[self.mode]}"
 
 
-def plan(start: Start, rng: random.Random) -> Plan:
+def plan(start: Start, rng: random.Random, *, log_seen: bool = False) -> Plan:
     """Where to kill: a moment drawn from the run to the end, measured from a point that can
-    be observed (the time up to it goes mostly to importing code, where a kill tells nothing)."""
+    be observed (the time up to it goes mostly to importing code, where a kill tells nothing).
+    `log_seen`: whether the database's write-ahead log can be watched (SQLite's)."""
+    if log_seen and not start.messages and rng.random() < 0.25:
+        return Plan("log", rng.uniform(0, 0.005))
     if start.messages and rng.random() < 0.6:
         count = rng.randint(1, len(start.messages))
         gaps = [b - a for a, b in itertools.pairwise(start.messages)]
-        return Plan("message", rng.uniform(0, max(gaps, default=0.05) * 1.5), count)
+        gap = max(gaps, default=0.05) * 1.5
+        return Plan("message", rng.uniform(0, gap) * start.pace, count)
     written = sum(end - begin for begin, end in start.writes)
     choice = rng.random()
     if written and not start.messages and choice < 0.7:
@@ -968,9 +989,9 @@ def plan(start: Start, rng: random.Random) -> Plan:
             point = written - rng.uniform(0, min(0.05, written / 5))
         for begin, end in start.writes:  # the moment `point` into the writes, from the first
             if point <= end - begin:
-                return Plan("write", begin + point - start.writes[0][0])
+                return Plan("write", (begin + point - start.writes[0][0]) * start.pace)
             point -= end - begin
-    return Plan("open", rng.uniform(0, (start.seconds - start.opened) * 1.05))
+    return Plan("open", rng.uniform(0, (start.seconds - start.opened) * 1.05) * start.pace)
 
 
 class Harness:
@@ -1141,9 +1162,20 @@ class Harness:
 
     async def _reached(self, running: Running, chosen: Plan, sent: Callable[[], Any]) -> None:
         """Waits until the run reaches the point of `chosen` (or ends)."""
+        log_size: int | None = None  # when its write transaction was first seen
         while not running.done:
             if chosen.mode == "write":
                 reached = await self.store.writing("run", running.pid)
+            elif chosen.mode == "log":
+                # The log grows as a commit writes the transaction's pages (or as they spill
+                # from the cache): a kill then stops the commit midway.
+                reached = False
+                if await self.store.writing("run", running.pid):
+                    size = self.store.log_size("run")
+                    reached = log_size is not None and size > log_size
+                    log_size = size if log_size is None else log_size
+                else:
+                    log_size = None
             elif chosen.mode == "message":
                 reached = await sent() >= chosen.count
             else:
@@ -1157,7 +1189,7 @@ class Harness:
     async def kill(self, scenario: Scenario, rng: random.Random, tally: Tally) -> None:
         """One run of the scenario's command killed as `plan` draws it, and every check."""
         start = await self.start(scenario)
-        chosen = plan(start, rng)
+        chosen = plan(start, rng, log_seen=isinstance(self.store, SqliteStore))
         telegram = await self.started_telegram() if scenario.digest else None
         await self.store.clone(start.database, "run")
         url = self.store.url("run")
@@ -1176,10 +1208,11 @@ class Harness:
         where = f"{self.store.kind} {scenario.name}, killed {chosen}"
         if ended.killed:
             tally.kills += 1
-            tally.in_writes += chosen.mode == "write"
+            tally.in_writes += chosen.mode in ("write", "log")
         else:
             tally.finished_first += 1
-            where = f"{self.store.kind} {scenario.name}, run to the end before its kill"
+            start.pace *= 0.7 if chosen.mode in ("write", "open") else 1
+            where = f"{self.store.kind} {scenario.name}, run to the end before its kill {chosen}"
             if ended.returncode != 0:
                 tally.failures.append(f"{where}: {ended.describe()}")
                 return
@@ -1200,7 +1233,8 @@ class Harness:
                 tally.failures.append(
                     f"{where}: {failure}" + (f" (the database is kept at {kept})" if kept else "")
                 )
-        self.log(f"{where}: {'; '.join(failures) or 'ok'} ({time.monotonic() - began:.1f} s)")
+        checked = "; ".join(failures) or "ok"
+        self.log(f"{where}: {tally.last}, {checked} ({time.monotonic() - began:.1f} s)")
 
     async def _left_running(self, running: Running) -> list[str]:
         """Processes the command started (an import's reader) must end with it."""
@@ -1229,6 +1263,7 @@ class Harness:
                 + state.differences(start.after, "a run to the end has")
             )
         tally.outcomes[outcome] += killed
+        tally.last = outcome
         if not killed and outcome != "all done":
             failures.append(f"it ended with exit 0 and left the database {outcome}")
         if outcome != "nothing done":
@@ -1289,15 +1324,15 @@ class Harness:
     ) -> list[str]:
         failures = await integrity_problems(self.store, "run")
         first = Counter((await telegram.sent())[before:])
-        if killed:
-            went = len(first)
-            tally.outcomes[
-                "no message sent"
-                if not went
-                else "all messages sent"
-                if went == len(ADMINS)
-                else "some messages sent"
-            ] += 1
+        went = len(first)
+        tally.last = (
+            "no message sent"
+            if not went
+            else "all messages sent"
+            if went == len(ADMINS)
+            else "some messages sent"
+        )
+        tally.outcomes[tally.last] += killed
         twice = {chat: n for chat, n in first.items() if n > 1}
         if twice:
             failures.append(f"morning messages sent twice in one run: {twice}")
