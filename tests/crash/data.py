@@ -4,7 +4,8 @@ fixed seed, not the crash seed), so that a replayed run starts from the same dat
 - `seed.csv`: the contacts of the seeded database, created over two years in every stage;
 - `seed-moves.csv`: later stage changes of a third of them (forward moves, wins and losses), so
   that their history and report rows hold paths of several stages and stays that ended;
-- `import.csv`: the import the tests kill: new contacts and forward moves of known ones;
+- `import.csv`: the import the tests kill: new contacts (some of them owned by people and in a
+  stage the import creates) and forward moves of known ones;
 - `import-padded.csv`: the same with an ignored column that makes it 8 MiB, from which the
   import is read by a child process."""
 
@@ -34,6 +35,8 @@ FORWARD = {
     "SQL": ("Customer", "Disqualified"),
 }
 NEXT_OPEN = {"Lead": "MQL", "MQL": "SQL", "SQL": "Customer"}
+NEW_OWNERS = ("Agent 8", "Agent 9")
+NEW_STAGE = "Webinar"
 HEADER = (
     "name",
     "phone",
@@ -115,7 +118,13 @@ def write(directory: Path, contacts: int) -> Files:
     rows = []
     for number in range(contacts, contacts + contacts // 5):
         stage = rng.choices(list(FIRST_STAGES), weights=list(FIRST_STAGES.values()))[0]
-        rows.append(_row(number, rng, stage)[0])
+        row = _row(number, rng, stage)[0]
+        if number % 50 == 0:  # people and a stage the import creates (--create-*)
+            row[HEADER.index("owner")] = NEW_OWNERS[number // 50 % len(NEW_OWNERS)]
+        if number % 100 == 0:
+            row[HEADER.index("stage")] = NEW_STAGE
+            row[HEADER.index("lost_reason")] = ""
+        rows.append(row)
     movable = [n for n in range(contacts) if stages[n] in NEXT_OPEN]
     for number in sorted(rng.sample(movable, min(len(movable), contacts // 10))):
         row = [""] * len(HEADER)

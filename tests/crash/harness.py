@@ -24,8 +24,9 @@ Then:
   integrity check of `contact_search`; on both databases every contact is in the stage its last
   history row took it to, and its search text is its name's and company's;
 - the operation is all or nothing: contacts (stage and version), history, operations (and their
-  undo), stages and undo images are exactly as before the command or exactly as a run to the
-  end leaves them, so an operation is in the list exactly when its contacts changed;
+  undo), stages, people, companies and undo images are exactly as before the command or exactly
+  as a run to the end leaves them, so an operation is in the list exactly when its contacts
+  changed;
 - the report tables equal a recount from scratch (when nothing was done: are the tables the
   command started from, which equal one);
 - the next command works: a command that left nothing done is run again to the end and leaves
@@ -624,6 +625,8 @@ class State:
     operations: tuple[tuple[str, str, int, bool], ...]  # kind, description, contacts, undone
     stages: tuple[tuple[str, str, int, bool], ...]  # name, category, position, archived
     undo_images: int
+    people: tuple[tuple[str, str], ...]  # name, role
+    companies: int
 
     def differences(self, other: State, label: str) -> str:
         """How this differs from `other`, in a few words."""
@@ -632,7 +635,7 @@ class State:
             keys = self.contacts.keys() | other.contacts.keys()
             changed = sum(1 for key in keys if self.contacts.get(key) != other.contacts.get(key))
             parts.append(f"{changed} of {len(keys)} contacts differ")
-        for name in ("history", "operations", "stages", "undo_images"):
+        for name in ("history", "operations", "stages", "undo_images", "people", "companies"):
             mine, theirs = getattr(self, name), getattr(other, name)
             if mine != theirs:
                 parts.append(f"{name} {mine} where {label} {theirs}")
@@ -664,6 +667,8 @@ async def state_of(url: str) -> State:
                 "FROM stages ORDER BY name, archived_at"
             )
             items = await connection.scalar(text("SELECT count(*) FROM operation_items"))
+            people = await rows("SELECT name, role FROM users ORDER BY name, role")
+            companies = await connection.scalar(text("SELECT count(*) FROM companies"))
     finally:
         await engine.dispose()
     return State(
@@ -678,6 +683,8 @@ async def state_of(url: str) -> State:
             for name, category, position, archived in stages
         ),
         int(items or 0),
+        tuple((name, role) for name, role in people),
+        int(companies or 0),
     )
 
 
@@ -862,8 +869,9 @@ class Scenario:
     digest: bool = False
 
 
-IMPORT = ("stagekeeper", "import", "{import}")
-IMPORT_READ_BY_CHILD = ("stagekeeper", "import", "{import-padded}")
+CREATING = ("--create-stages", "--create-owners")
+IMPORT = ("stagekeeper", "import", "{import}", *CREATING)
+IMPORT_READ_BY_CHILD = ("stagekeeper", "import", "{import-padded}", *CREATING)
 BULK_MOVE = ("bulk-move", "Trần", "SQL", "--reason", "crash test")
 STAGE_DELETE = ("stagekeeper", "stages", "delete", "MQL", "--reassign-to", "SQL")
 UNDO = ("stagekeeper", "undo", "{operation}")
@@ -1021,7 +1029,6 @@ class Harness:
         self.log = log
         self.runner = Runner(workdir, zygote)
         self.telegram: Telegram | None = None
-        self.kept = 0
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Harness]:
@@ -1237,8 +1244,8 @@ class Harness:
         else:
             failures += await self.check_operation(start, tally, ended.killed)
         if failures:
-            kept = self.store.keep(self.workdir / f"killed-{self.kept}.db")
-            self.kept += 1
+            self.cache["kept"] = number = self.cache.get("kept", 0) + 1
+            kept = self.store.keep(self.workdir / f"killed-{number}-{scenario.name}.db")
             for failure in failures:
                 tally.failures.append(
                     f"{where}: {failure}" + (f" (the database is kept at {kept})" if kept else "")
