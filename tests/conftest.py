@@ -23,6 +23,12 @@ from bot.settings import Settings
 from storage import migrate
 from storage.db import make_engine
 from storage.models import Base
+from tests.crash.summary import (  # noqa: F401 - hooks, found by their names
+    pytest_configure,
+    pytest_report_header,
+    pytest_runtest_logreport,
+    pytest_terminal_summary,
+)
 
 
 def _per_process(variable: str, own: Callable[[str, int], str]) -> None:

@@ -15,7 +15,6 @@ import pytest
 
 from tests.crash.harness import (
     EXEC_VARIABLE,
-    SEED_VARIABLE,
     Harness,
     PostgresStore,
     SqliteStore,
@@ -23,49 +22,7 @@ from tests.crash.harness import (
     Zygote,
     pick_seed,
 )
-
-KILLS_VARIABLE = "STAGEKEEPER_CRASH_KILLS"
-CONTACTS_VARIABLE = "STAGEKEEPER_CRASH_CONTACTS"
-KILLS = int(os.environ.get(KILLS_VARIABLE) or 2)  # landed kills per command and database
-CONTACTS = int(os.environ.get(CONTACTS_VARIABLE) or 10_000)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Run as `pytest tests/crash`, this file is read before pytest-xdist starts its processes,
-    # which then inherit the seed chosen here; otherwise each derives it from the run's id.
-    if not hasattr(config, "workerinput") and not os.environ.get(SEED_VARIABLE):
-        os.environ[SEED_VARIABLE] = str(pick_seed())
-
-
-def pytest_report_header(config: pytest.Config) -> str:
-    seed = os.environ.get(SEED_VARIABLE)
-    return (
-        f"crash tests: seed {seed} (replay: {SEED_VARIABLE}={seed}); {KILLS} kills per command "
-        f"and database ({KILLS_VARIABLE}), on {CONTACTS:,} contacts ({CONTACTS_VARIABLE})"
-    )
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Adds up the kills the tests report (with pytest-xdist too: this runs where the reports
-    are gathered)."""
-    found = dict(report.user_properties).get("crash")
-    if report.when == "call" and isinstance(found, dict):
-        _totals["kills"] += found["kills"]
-        _totals["failures"] += found["failures"]
-        _totals["tests"] += 1
-        _totals["seed"] = found["seed"]
-
-
-_totals = {"kills": 0, "failures": 0, "tests": 0, "seed": 0}
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _totals["tests"]:
-        terminalreporter.write_line(
-            f"crash tests: {_totals['kills']} kills in {_totals['tests']} tests, "
-            f"{_totals['failures']} failures; seed {_totals['seed']} "
-            f"(replay: {SEED_VARIABLE}={_totals['seed']})"
-        )
+from tests.crash.summary import CONTACTS
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ import random
 
 import pytest
 
-from tests.crash.conftest import KILLS, Crash
+from tests.crash.conftest import Crash
 from tests.crash.harness import SCENARIOS, Tally
+from tests.crash.summary import KILLS
 
 KILLED = (
     "import-read-by-child",
