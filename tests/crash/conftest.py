@@ -1,5 +1,5 @@
-"""The crash tests' seed, their databases (a seeded one per kind and test process, copied for
-every kill) and their summary line."""
+"""The crash tests' seed and databases: a seeded one per kind and test process, copied for
+every kill. (Their header and summary line: tests/crash/summary.py.)"""
 
 from __future__ import annotations
 
